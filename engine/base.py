@@ -1,0 +1,132 @@
+"""The engine interface every strategy and route talks to.
+
+An ``Engine`` turns a tokenised prompt and a ``SamplingConfig`` into a stream of
+``EngineOutput`` steps, one per scheduler iteration, each carrying the *new* text and
+tokens of every choice (``n`` choices per request). It also owns the tokenizer side of the
+model: chat templating (including continuing a final assistant message, which
+``POST /cot/edit`` needs), tokenising and counting.
+
+The server, value-model guidance and search loop depend only on this module, so unit tests
+drive them with a small fake engine (``tests/fakes.py``) while production uses
+``safework.engine.vllm_engine.VLLMEngine`` on vLLM's ``AsyncLLM``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+FinishReason = Literal["stop", "length", "abort"]
+
+
+@dataclass(frozen=True)
+class StructuredOutput:
+    """Constrain the output to JSON: any object, or one matching ``json_schema``."""
+
+    kind: Literal["json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+
+
+@dataclass
+class SamplingConfig:
+    """Engine-neutral sampling settings; each engine maps them onto its own parameters."""
+
+    n: int = 1
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+    stop_token_ids: list[int] = field(default_factory=list)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logprobs: int | None = None
+    """``None``: no logprobs; ``k >= 0``: the sampled token's logprob plus the top ``k``."""
+    structured: StructuredOutput | None = None
+    include_stop_str_in_output: bool = False
+    ignore_eos: bool = False
+
+
+@dataclass(frozen=True)
+class TopLogprob:
+    token: str
+    logprob: float
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """The sampled token, its logprob, and the most likely alternatives at that position."""
+
+    token: str
+    logprob: float
+    top: tuple[TopLogprob, ...] = ()
+
+
+@dataclass
+class ChoiceDelta:
+    """What one choice produced since the previous step."""
+
+    index: int
+    text: str
+    token_ids: Sequence[int]
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: FinishReason | None = None
+    stop_reason: str | int | None = None
+    """The stop string or token id that ended the choice, when one did."""
+
+
+@dataclass
+class EngineOutput:
+    """One step of a request: new output for the choices that advanced."""
+
+    request_id: str
+    prompt_tokens: int
+    choices: list[ChoiceDelta]
+    finished: bool
+    cached_tokens: int = 0
+
+
+class Engine(abc.ABC):
+    """An async text-generation backend serving one model."""
+
+    model_id: str
+    """The id clients use for this model (``/v1/models``)."""
+    max_model_len: int
+    """Context length: prompt plus completion tokens."""
+
+    @abc.abstractmethod
+    def generate(
+        self, prompt_token_ids: list[int], sampling: SamplingConfig, request_id: str
+    ) -> AsyncIterator[EngineOutput]:
+        """Stream the request's progress; closing the iterator early aborts the request."""
+
+    @abc.abstractmethod
+    async def abort(self, request_id: str) -> None:
+        """Stop a running request and free its resources (no-op if already finished)."""
+
+    @abc.abstractmethod
+    async def tokenize(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
+        """Token ids of ``text``."""
+
+    @abc.abstractmethod
+    async def render_chat(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
+        chat_template_kwargs: dict[str, Any] | None = None,
+    ) -> str:
+        """The prompt text for a conversation under the model's chat template.
+
+        With ``continue_final_message`` the last (assistant) message is left open so the
+        model continues it instead of starting a new turn.
+        """
+
+    async def check_health(self) -> None:  # noqa: B027 - optional hook
+        """Raise if the engine can no longer serve requests."""
+
+    async def shutdown(self) -> None:  # noqa: B027 - optional hook
+        """Release processes and memory."""

@@ -1,0 +1,31 @@
+"""The ``safework`` command. Subcommands live beside what they run (``serve`` in
+``safework.server.cli``) and are imported only when chosen, so ``safework --help`` is fast.
+
+    safework serve --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from safework import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from safework.server import cli as server_cli
+
+    parser = argparse.ArgumentParser(prog="safework", description="SafeWork server and tools")
+    parser.add_argument("--version", action="version", version=f"safework {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    server_cli.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""``create_app(config)``: the FastAPI application, with the engine started in ``lifespan``.
+
+Nothing happens at import: the engine (vLLM by default) is created when the app starts, or
+injected by tests through ``engine_factory``. ``app.state`` holds the engine, metrics and
+the serving objects the routes call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from safework import __version__
+from safework.engine.base import Engine
+
+from .chat.serving import ChatServing
+from .completions.serving import CompletionServing
+from .config import ServerConfig
+from .errors import install_error_handlers
+from .metrics import ServerMetrics
+from .middleware import AuthMiddleware, BodyLimitMiddleware, MetricsMiddleware
+from .routes import router
+
+logger = logging.getLogger("safework.server")
+OPEN_PATHS = frozenset({"/health"})
+
+EngineFactory = Callable[[ServerConfig], Engine]
+
+
+def _vllm_engine(config: ServerConfig) -> Engine:
+    from safework.engine.vllm_engine import VLLMEngine
+
+    return VLLMEngine.create(config.engine)
+
+
+def create_app(config: ServerConfig, engine_factory: EngineFactory = _vllm_engine) -> FastAPI:
+    metrics = ServerMetrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = engine_factory(config)
+        app.state.engine = engine
+        app.state.chat = ChatServing(engine, metrics, config.max_n)
+        app.state.completions = CompletionServing(engine, metrics, config.max_n)
+        logger.info("serving %s (context %d tokens)", engine.model_id, engine.max_model_len)
+        try:
+            yield
+        finally:
+            await engine.shutdown()
+
+    app = FastAPI(
+        title="SafeWork",
+        version=__version__,
+        summary="OpenAI-compatible server for safety-aligned reasoning models",
+        lifespan=lifespan,
+    )
+    app.state.config = config
+    app.state.metrics = metrics
+    install_error_handlers(app)
+    app.include_router(router)
+    # Added last = outermost: metrics, then auth, then the body limit.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    app.add_middleware(AuthMiddleware, api_keys=config.api_keys, open_paths=OPEN_PATHS)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

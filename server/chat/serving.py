@@ -1,0 +1,209 @@
+"""Chat completions: messages -> prompt -> engine -> OpenAI response or SSE chunks.
+
+``ChatServing.create`` returns a ``ChatCompletionResponse``, an async iterator of SSE data
+strings (``stream=true``), or an ``ErrorResponse``: errors are values, and the router only
+chooses between JSON and SSE. Stream order is fixed and tested: one role chunk per choice,
+content/reasoning deltas, exactly one ``finish_reason`` per choice, an optional usage chunk,
+then ``[DONE]``; a failure after the stream started is sent as an error data event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import jinja2
+
+from safework.engine.base import ChoiceDelta, Engine, TokenLogprob
+from safework.engine.reasoning import ReasoningSplitter, split_reasoning, starts_in_reasoning
+from safework.errors import EngineError, RequestError
+
+from ..generation import Generation
+from ..metrics import ServerMetrics
+from ..protocol import ErrorResponse, UsageInfo, now, random_id
+from ..sampling import resolve_max_tokens
+from ..serving_common import check_model, check_n, engine_failure, sse_data, sse_done
+from .protocol import (
+    AssistantMessage,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChoiceLogprobs,
+    DeltaMessage,
+    TokenLogprobOut,
+    TopLogprobOut,
+)
+
+logger = logging.getLogger(__name__)
+ROUTE = "/v1/chat/completions"
+
+
+def logprobs_out(items: list[TokenLogprob] | None) -> ChoiceLogprobs | None:
+    if items is None:
+        return None
+    return ChoiceLogprobs(
+        content=[
+            TokenLogprobOut(
+                token=lp.token,
+                logprob=lp.logprob,
+                bytes=list(lp.token.encode()),
+                top_logprobs=[
+                    TopLogprobOut(token=t.token, logprob=t.logprob, bytes=list(t.token.encode()))
+                    for t in lp.top
+                ],
+            )
+            for lp in items
+        ]
+    )
+
+
+@dataclass
+class _ChoiceState:
+    """Everything accumulated for one choice of a request."""
+
+    splitter: ReasoningSplitter
+    text: list[str] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
+    finish_reason: str | None = None
+    stop_reason: str | int | None = None
+
+    def add(self, delta: ChoiceDelta) -> None:
+        self.text.append(delta.text)
+        if delta.logprobs is not None:
+            self.logprobs = (self.logprobs or []) + delta.logprobs
+        if delta.finish_reason is not None:
+            self.finish_reason, self.stop_reason = delta.finish_reason, delta.stop_reason
+
+
+class ChatServing:
+    def __init__(self, engine: Engine, metrics: ServerMetrics, max_n: int = 16) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.max_n = max_n
+
+    async def create(
+        self, request: ChatCompletionRequest
+    ) -> ChatCompletionResponse | AsyncIterator[str] | ErrorResponse:
+        try:
+            model = check_model(request.model, self.engine)
+            check_n(request.n, self.max_n)
+            prompt = await self._render(request)
+            prompt_ids = await self.engine.tokenize(prompt)
+            max_tokens = resolve_max_tokens(
+                request.completion_budget,
+                len(prompt_ids),
+                self.engine.max_model_len,
+                "max_completion_tokens" if request.max_completion_tokens else "max_tokens",
+            )
+            sampling = request.to_sampling_config(
+                max_tokens=max_tokens,
+                logprobs=request.logprobs_k,
+                defaults=getattr(self.engine, "sampling_defaults", {}),
+                structured=request.structured_output(),
+            )
+            gen = Generation(
+                self.engine, self.metrics, ROUTE, prompt_ids, sampling, random_id("chatcmpl")
+            )
+            await gen.start()
+        except RequestError as e:
+            return ErrorResponse.of(e)
+        except Exception as e:  # the engine failed: 500, logged, server stays up
+            return ErrorResponse.of(engine_failure(e))
+        in_reasoning = starts_in_reasoning(prompt)
+        if request.stream:
+            return self._stream(request, model, gen, in_reasoning)
+        return await self._full(request, model, gen, in_reasoning)
+
+    async def _render(self, request: ChatCompletionRequest) -> str:
+        messages = [m.to_template() for m in request.messages]
+        try:
+            return await self.engine.render_chat(
+                messages,
+                add_generation_prompt=not request.continue_final_message,
+                continue_final_message=request.continue_final_message,
+                chat_template_kwargs=request.chat_template_kwargs,
+            )
+        except (jinja2.TemplateError, ValueError, TypeError) as e:
+            raise RequestError(f"cannot apply the chat template: {e}", param="messages") from e
+
+    async def _full(
+        self, request: ChatCompletionRequest, model: str, gen: Generation, in_reasoning: bool
+    ) -> ChatCompletionResponse | ErrorResponse:
+        states = [_ChoiceState(ReasoningSplitter(in_reasoning)) for _ in range(request.n)]
+        try:
+            async for out in gen.outputs():
+                for delta in out.choices:
+                    states[delta.index].add(delta)
+        except (RequestError, EngineError) as e:
+            return ErrorResponse.of(e)
+        choices = []
+        for i, state in enumerate(states):
+            reasoning, content = split_reasoning("".join(state.text), in_reasoning)
+            choices.append(
+                ChatChoice(
+                    index=i,
+                    message=AssistantMessage(
+                        content=content, reasoning_content=reasoning, reasoning=reasoning
+                    ),
+                    logprobs=logprobs_out(state.logprobs),
+                    finish_reason=state.finish_reason or "stop",
+                    stop_reason=state.stop_reason,
+                )
+            )
+        return ChatCompletionResponse(
+            id=gen.request_id,
+            model=model,
+            choices=choices,
+            usage=UsageInfo.of(gen.prompt_tokens, gen.completion_tokens, gen.cached_tokens),
+        )
+
+    async def _stream(
+        self, request: ChatCompletionRequest, model: str, gen: Generation, in_reasoning: bool
+    ) -> AsyncIterator[str]:
+        created = now()
+
+        def chunk(choices: list[ChatChunkChoice], usage: UsageInfo | None = None) -> str:
+            return sse_data(
+                ChatCompletionChunk(
+                    id=gen.request_id, created=created, model=model, choices=choices, usage=usage
+                )
+            )
+
+        splitters = [ReasoningSplitter(in_reasoning) for _ in range(request.n)]
+        for i in range(request.n):
+            role = DeltaMessage(role="assistant", content="")
+            yield chunk([ChatChunkChoice(index=i, delta=role)])
+        try:
+            async for out in gen.outputs():
+                choices = []
+                for d in out.choices:
+                    reasoning, content = splitters[d.index].feed(d.text)
+                    if d.finish_reason is not None:
+                        tail_r, tail_c = splitters[d.index].flush()
+                        reasoning, content = reasoning + tail_r, content + tail_c
+                    if not (reasoning or content or d.finish_reason or d.logprobs):
+                        continue
+                    choices.append(
+                        ChatChunkChoice(
+                            index=d.index,
+                            delta=DeltaMessage(
+                                content=content or None,
+                                reasoning_content=reasoning or None,
+                                reasoning=reasoning or None,
+                            ),
+                            logprobs=logprobs_out(d.logprobs),
+                            finish_reason=d.finish_reason,
+                        )
+                    )
+                if choices:
+                    yield chunk(choices)
+            if request.include_usage:
+                yield chunk(
+                    [], UsageInfo.of(gen.prompt_tokens, gen.completion_tokens, gen.cached_tokens)
+                )
+        except (RequestError, EngineError) as e:
+            yield ErrorResponse.of(e).model_dump_json()
+        yield sse_done()

@@ -1,0 +1,80 @@
+"""``safework serve``: start the OpenAI-compatible server.
+
+safework serve                                  # the embedded SmolLM2-135M-Instruct
+safework serve --model ./ckpt --port 8080 --api-key sk-alice-123:alice
+safework serve --model org/Model --tensor-parallel-size 4   # on GPUs
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from safework.engine.options import EngineOptions
+from safework.errors import ConfigError
+
+from .config import ServerConfig, parse_api_keys
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "serve",
+        help="start the OpenAI-compatible server",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        metavar="KEY[:TENANT]",
+        help="require this bearer key (repeatable); also SAFEWORK_API_KEYS=k1:t1,k2:t2",
+    )
+    p.add_argument(
+        "--max-body-bytes", type=int, default=4 * 1024 * 1024, help="largest request body"
+    )
+    p.add_argument("--max-n", type=int, default=16, help="largest `n` a request may ask for")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    EngineOptions.add_cli_args(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        api_keys=parse_api_keys([*ServerConfig.keys_from_env(), *args.api_key]),
+        max_body_bytes=args.max_body_bytes,
+        max_n=args.max_n,
+        engine=EngineOptions.from_cli(args),
+        log_level=args.log_level,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    try:
+        config = config_from_args(args)
+    except ConfigError as e:
+        raise SystemExit(f"safework serve: {e}") from None
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if not config.api_keys and config.host not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger("safework.server").warning(
+            "serving on %s without API keys: anyone who can reach it can use it", config.host
+        )
+    uvicorn.run(
+        create_app(config),
+        host=config.host,
+        port=config.port,
+        log_level=config.log_level,
+        timeout_graceful_shutdown=5,
+    )
+    return 0

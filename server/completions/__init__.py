@@ -1,0 +1,1 @@
+"""Text completions: protocol, serving, routes."""

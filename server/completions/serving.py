@@ -1,0 +1,230 @@
+"""Text completions: one or many prompts -> engine -> ``text_completion`` JSON or SSE chunks.
+
+A batch of ``P`` prompts with ``n`` choices each yields choices indexed ``p * n + i``, as the
+OpenAI API does; the prompts run concurrently in the engine. ``echo`` prepends the prompt,
+``logprobs=k`` gives the legacy logprob layout (tokens, token_logprobs, top_logprobs,
+text_offset).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from safework.engine.base import ChoiceDelta, Engine, EngineOutput
+from safework.errors import EngineError, RequestError
+
+from ..generation import Generation
+from ..metrics import ServerMetrics
+from ..protocol import ErrorResponse, UsageInfo, now, random_id
+from ..sampling import resolve_max_tokens
+from ..serving_common import check_model, check_n, engine_failure, sse_data, sse_done
+from .protocol import CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse
+
+ROUTE = "/v1/completions"
+
+
+@dataclass
+class _Prompt:
+    text: str
+    token_ids: list[int]
+
+
+def legacy_logprobs(delta: ChoiceDelta, offset: int) -> CompletionLogprobs | None:
+    if delta.logprobs is None:
+        return None
+    out = CompletionLogprobs()
+    for lp in delta.logprobs:
+        out.tokens.append(lp.token)
+        out.token_logprobs.append(lp.logprob)
+        out.top_logprobs.append({t.token: t.logprob for t in lp.top})
+        out.text_offset.append(offset)
+        offset += len(lp.token)
+    return out
+
+
+def _merge_logprobs(a: CompletionLogprobs | None, b: CompletionLogprobs | None):
+    if a is None or b is None:
+        return a or b
+    return CompletionLogprobs(
+        tokens=a.tokens + b.tokens,
+        token_logprobs=a.token_logprobs + b.token_logprobs,
+        top_logprobs=a.top_logprobs + b.top_logprobs,
+        text_offset=a.text_offset + b.text_offset,
+    )
+
+
+async def _merged(gens: list[Generation]) -> AsyncIterator[tuple[int, EngineOutput]]:
+    """Interleave the outputs of several generations as they arrive: ``(prompt_index, out)``."""
+    if len(gens) == 1:
+        async for out in gens[0].outputs():
+            yield 0, out
+        return
+    queue: asyncio.Queue[tuple[int, EngineOutput | BaseException | None]] = asyncio.Queue()
+
+    async def pump(i: int, gen: Generation) -> None:
+        try:
+            async for out in gen.outputs():
+                await queue.put((i, out))
+            await queue.put((i, None))
+        except BaseException as e:  # delivered to the consumer, which re-raises it
+            await queue.put((i, e))
+
+    tasks = [asyncio.create_task(pump(i, g)) for i, g in enumerate(gens)]
+    try:
+        remaining = len(gens)
+        while remaining:
+            i, item = await queue.get()
+            if item is None:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield i, item
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class CompletionServing:
+    def __init__(self, engine: Engine, metrics: ServerMetrics, max_n: int = 16) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.max_n = max_n
+
+    async def _prepare(self, request: CompletionRequest) -> list[_Prompt]:
+        prompts = []
+        for p in request.prompts():
+            if isinstance(p, str):
+                prompts.append(_Prompt(p, await self.engine.tokenize(p, add_special_tokens=True)))
+            else:
+                prompts.append(_Prompt("", p))
+        return prompts
+
+    async def create(
+        self, request: CompletionRequest
+    ) -> CompletionResponse | AsyncIterator[str] | ErrorResponse:
+        gens: list[Generation] = []
+        try:
+            model = check_model(request.model, self.engine)
+            check_n(request.n, self.max_n)
+            prompts = await self._prepare(request)
+            request_id = random_id("cmpl")
+            for i, p in enumerate(prompts):
+                max_tokens = resolve_max_tokens(
+                    request.max_tokens, len(p.token_ids), self.engine.max_model_len, "max_tokens"
+                )
+                sampling = request.to_sampling_config(
+                    max_tokens=max_tokens,
+                    logprobs=request.logprobs,
+                    defaults=getattr(self.engine, "sampling_defaults", {}),
+                )
+                gens.append(
+                    Generation(
+                        self.engine, self.metrics, ROUTE, p.token_ids, sampling, f"{request_id}-{i}"
+                    )
+                )
+            for g in gens:
+                await g.start()
+        except Exception as e:
+            for g in gens:
+                await g.aclose()
+            return ErrorResponse.of(e if isinstance(e, RequestError) else engine_failure(e))
+        if request.stream:
+            return self._stream(request, model, request_id, prompts, gens)
+        return await self._full(request, model, request_id, prompts, gens)
+
+    async def _full(
+        self,
+        request: CompletionRequest,
+        model: str,
+        request_id: str,
+        prompts: list[_Prompt],
+        gens: list[Generation],
+    ) -> CompletionResponse | ErrorResponse:
+        n = request.n
+        texts = [[p.text if request.echo else ""] for p in prompts for _ in range(n)]
+        logprobs: list[CompletionLogprobs | None] = [None] * len(texts)
+        finish: list[ChoiceDelta | None] = [None] * len(texts)
+        try:
+            async for p, out in _merged(gens):
+                for d in out.choices:
+                    k = p * n + d.index
+                    offset = sum(len(t) for t in texts[k])
+                    texts[k].append(d.text)
+                    logprobs[k] = _merge_logprobs(logprobs[k], legacy_logprobs(d, offset))
+                    if d.finish_reason is not None:
+                        finish[k] = d
+        except (RequestError, EngineError) as e:
+            return ErrorResponse.of(e)
+        choices = [
+            CompletionChoice(
+                index=k,
+                text="".join(texts[k]),
+                logprobs=logprobs[k],
+                finish_reason=(finish[k].finish_reason if finish[k] else None) or "stop",
+                stop_reason=finish[k].stop_reason if finish[k] else None,
+            )
+            for k in range(len(texts))
+        ]
+        return CompletionResponse(
+            id=request_id, model=model, choices=choices, usage=self._usage(gens)
+        )
+
+    @staticmethod
+    def _usage(gens: list[Generation]) -> UsageInfo:
+        return UsageInfo.of(
+            sum(g.prompt_tokens for g in gens),
+            sum(g.completion_tokens for g in gens),
+            sum(g.cached_tokens for g in gens),
+        )
+
+    async def _stream(
+        self,
+        request: CompletionRequest,
+        model: str,
+        request_id: str,
+        prompts: list[_Prompt],
+        gens: list[Generation],
+    ) -> AsyncIterator[str]:
+        created, n = now(), request.n
+        offsets = [len(p.text) if request.echo else 0 for p in prompts for _ in range(n)]
+
+        def chunk(choices: list[CompletionChoice], usage: UsageInfo | None = None) -> str:
+            return sse_data(
+                CompletionResponse(
+                    id=request_id, created=created, model=model, choices=choices, usage=usage
+                )
+            )
+
+        try:
+            if request.echo:
+                yield chunk(
+                    [
+                        CompletionChoice(index=p * n + i, text=prompt.text)
+                        for p, prompt in enumerate(prompts)
+                        for i in range(n)
+                    ]
+                )
+            async for p, out in _merged(gens):
+                choices = []
+                for d in out.choices:
+                    k = p * n + d.index
+                    choices.append(
+                        CompletionChoice(
+                            index=k,
+                            text=d.text,
+                            logprobs=legacy_logprobs(d, offsets[k]),
+                            finish_reason=d.finish_reason,
+                            stop_reason=d.stop_reason,
+                        )
+                    )
+                    offsets[k] += len(d.text)
+                yield chunk(choices)
+            if request.include_usage:
+                yield chunk([], self._usage(gens))
+        except (RequestError, EngineError) as e:
+            yield ErrorResponse.of(e).model_dump_json()
+        yield sse_done()

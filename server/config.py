@@ -1,0 +1,61 @@
+"""Server configuration: one dataclass, filled from CLI flags and environment variables.
+
+API keys come from ``--api-key KEY[:TENANT]`` (repeatable) and from ``SAFEWORK_API_KEYS``
+(comma-separated, same syntax). A key without ``:TENANT`` is its own tenant, named after a
+short hash of the key so that logs never show a key. No keys at all means an open server
+whose single tenant is ``default``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+
+from safework.engine.options import EngineOptions
+from safework.errors import ConfigError
+
+DEFAULT_TENANT = "default"
+
+
+def parse_api_keys(specs: list[str]) -> dict[str, str]:
+    """``["k1:alice", "k2"]`` -> ``{"k1": "alice", "k2": "key-<hash>"}``."""
+    keys: dict[str, str] = {}
+    for spec in specs:
+        spec = spec.strip()
+        if not spec:
+            continue
+        key, _, tenant = spec.partition(":")
+        if len(key) < 8:
+            raise ConfigError(f"API keys must be at least 8 characters (got {len(key)})")
+        if not tenant:
+            tenant = "key-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+        if key in keys and keys[key] != tenant:
+            raise ConfigError("the same API key is given for two tenants")
+        keys[key] = tenant
+    return keys
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: dict[str, str] = field(default_factory=dict)
+    """API key -> tenant."""
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_n: int = 16
+    """Largest ``n`` a request may ask for."""
+    engine: EngineOptions = field(default_factory=EngineOptions)
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ConfigError("--port must be between 1 and 65535")
+        if self.max_body_bytes < 1024:
+            raise ConfigError("--max-body-bytes must be at least 1024")
+        if self.max_n < 1:
+            raise ConfigError("--max-n must be at least 1")
+
+    @staticmethod
+    def keys_from_env() -> list[str]:
+        return os.environ.get("SAFEWORK_API_KEYS", "").split(",")

@@ -1,0 +1,95 @@
+"""One engine request as the serving layer sees it: started, metered, aborted when dropped.
+
+``Generation.start()`` waits for the first engine step, so a request the engine refuses
+becomes an HTTP error before any byte of a stream is sent. Iterating ``outputs()`` records
+token counts, time to first token and latency; leaving it before the engine finished (a
+client that disconnected, a cancelled task) aborts the request in the engine.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import anyio
+
+from safework.engine.base import Engine, EngineOutput, SamplingConfig
+
+from .metrics import ServerMetrics
+
+
+@dataclass
+class Generation:
+    engine: Engine
+    metrics: ServerMetrics
+    route: str
+    prompt_token_ids: list[int]
+    sampling: SamplingConfig
+    request_id: str
+    started_at: float = field(default_factory=time.perf_counter)
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+    completion_tokens: int = 0
+    finished: bool = False
+    _stream: AsyncIterator[EngineOutput] | None = None
+    _first: EngineOutput | None = None
+    _seen_token: bool = False
+
+    async def start(self) -> None:
+        """Submit to the engine and wait for its first step (raises if it refuses)."""
+        self.prompt_tokens = len(self.prompt_token_ids)
+        self._stream = aiter(
+            self.engine.generate(self.prompt_token_ids, self.sampling, self.request_id)
+        )
+        try:
+            self._first = await anext(self._stream)
+        except StopAsyncIteration:
+            self._first = None
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def outputs(self) -> AsyncIterator[EngineOutput]:
+        assert self._stream is not None, "call start() first"
+        try:
+            if self._first is not None:
+                first, self._first = self._first, None
+                self._observe(first)
+                yield first
+            async for out in self._stream:
+                self._observe(out)
+                yield out
+        finally:
+            await self.aclose()
+
+    def _observe(self, out: EngineOutput) -> None:
+        self.prompt_tokens = out.prompt_tokens
+        self.cached_tokens = max(self.cached_tokens, out.cached_tokens)
+        new = sum(len(c.token_ids) for c in out.choices)
+        if new and not self._seen_token:
+            self._seen_token = True
+            self.metrics.ttft.labels(self.route).observe(time.perf_counter() - self.started_at)
+        self.completion_tokens += new
+        self.finished = self.finished or out.finished
+
+    async def aclose(self) -> None:
+        # Shielded: this runs while the task is being cancelled (client disconnect), and
+        # anyio re-raises cancellation at every unshielded await inside a cancelled scope.
+        with anyio.CancelScope(shield=True):
+            await self._release()
+
+    async def _release(self) -> None:
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+        if not self.finished:
+            self.metrics.aborted.labels(self.route).inc()
+            await self.engine.abort(self.request_id)
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        m = self.metrics
+        m.prompt_tokens.labels(self.route).inc(self.prompt_tokens)
+        m.completion_tokens.labels(self.route).inc(self.completion_tokens)
+        m.latency.labels(self.route).observe(time.perf_counter() - self.started_at)

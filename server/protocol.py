@@ -1,0 +1,139 @@
+"""Pydantic models shared by every OpenAI route: the base model, errors, usage, options.
+
+Requests accept unknown fields (a newer SDK may send them) and log them once per request;
+SafeWork's own additions live in one fenced ``safework`` block, which *is* strict, so a typo
+in our namespace is a 400 rather than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+logger = logging.getLogger("safework.server")
+
+
+def random_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+class OpenAIBaseModel(BaseModel):
+    """Accepts and logs fields it does not know, as the OpenAI API tolerates new ones."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="after")
+    def _log_unknown_fields(self) -> OpenAIBaseModel:
+        if self.model_extra:
+            logger.info(
+                "ignoring unknown fields in %s: %s", type(self).__name__, sorted(self.model_extra)
+            )
+        return self
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorInfo(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """The OpenAI error body: ``{"error": {"message", "type", "param", "code"}}``."""
+
+    error: ErrorInfo
+    status_code: int = Field(default=400, exclude=True)
+
+    @classmethod
+    def of(cls, exc: Any) -> ErrorResponse:
+        """From a ``safework.errors.RequestError`` or ``EngineError``."""
+        return cls(
+            error=ErrorInfo(
+                message=getattr(exc, "message", str(exc)),
+                type=exc.type,
+                param=getattr(exc, "param", None),
+                code=getattr(exc, "code", None),
+            ),
+            status_code=exc.status_code,
+        )
+
+
+class StreamOptions(StrictModel):
+    include_usage: bool = False
+
+
+class JSONSchemaFormat(BaseModel):
+    name: str = Field(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class ResponseFormat(BaseModel):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JSONSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_needed(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("response_format of type json_schema needs a `json_schema` object")
+        return self
+
+
+class SafeWorkOptions(StrictModel):
+    """SafeWork's request extensions (``"safework": {...}``); every field is optional."""
+
+    strategy: Literal["plain"] = Field(
+        default="plain",
+        description="How the answer is produced. `plain`: ordinary decoding.",
+    )
+
+
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int = 0
+
+
+class UsageInfo(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    prompt_tokens_details: PromptTokensDetails | None = None
+
+    @classmethod
+    def of(cls, prompt: int, completion: int, cached: int = 0) -> UsageInfo:
+        return cls(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            total_tokens=prompt + completion,
+            prompt_tokens_details=PromptTokensDetails(cached_tokens=cached),
+        )
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int = Field(default_factory=now)
+    owned_by: str = "safework"
+    max_model_len: int | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+StopField = str | list[str] | None

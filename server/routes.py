@@ -1,0 +1,81 @@
+"""Routes: the OpenAI endpoints, health and metrics. Each picks JSON or SSE, nothing more.
+
+Generation routes run under ``cancel_on_disconnect``: a client that goes away while a
+non-streaming completion is generated cancels it, which aborts the engine request. Streams
+get the same from ``EventSourceResponse``, which cancels the generator on disconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from sse_starlette import EventSourceResponse
+
+from .chat.protocol import ChatCompletionRequest
+from .completions.protocol import CompletionRequest
+from .errors import error_response
+from .protocol import ErrorResponse, ModelCard, ModelList
+
+router = APIRouter()
+T = TypeVar("T")
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T | None:
+    """Run ``work``; if the client disconnects first, cancel it and return ``None``."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+    if task.cancelled():
+        return None
+    return task.result()
+
+
+def respond(result: Any) -> Response:
+    if isinstance(result, ErrorResponse):
+        return error_response(result)
+    if isinstance(result, AsyncIterator):
+        return EventSourceResponse(result, sep="\n", ping=15)
+    return JSONResponse(result.model_dump(exclude_none=True))
+
+
+@router.get("/health")
+async def health(request: Request) -> Response:
+    await request.app.state.engine.check_health()
+    return Response(status_code=200)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(request.app.state.metrics.exposition(), media_type="text/plain; version=0.0.4")
+
+
+@router.get("/v1/models", response_model=ModelList)
+async def list_models(request: Request) -> ModelList:
+    engine = request.app.state.engine
+    return ModelList(data=[ModelCard(id=engine.model_id, max_model_len=engine.max_model_len)])
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+    result = await cancel_on_disconnect(request, request.app.state.chat.create(body))
+    return respond(result) if result is not None else Response(status_code=499)
+
+
+@router.post("/v1/completions")
+async def completions(body: CompletionRequest, request: Request) -> Response:
+    result = await cancel_on_disconnect(request, request.app.state.completions.create(body))
+    return respond(result) if result is not None else Response(status_code=499)

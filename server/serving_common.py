@@ -1,0 +1,48 @@
+"""Small pieces every serving module uses: model lookup, engine failures, SSE payloads."""
+
+from __future__ import annotations
+
+import logging
+
+from pydantic import BaseModel
+
+from safework.engine.base import Engine
+from safework.errors import EngineError, NotFoundError, RequestError
+
+logger = logging.getLogger("safework.server")
+
+
+def check_model(requested: str | None, engine: Engine) -> str:
+    """The served model id for ``requested`` (``None`` means the served model)."""
+    if requested is None or requested == engine.model_id:
+        return engine.model_id
+    raise NotFoundError(
+        f"The model `{requested}` does not exist. Available: {engine.model_id}.",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def check_n(n: int, max_n: int) -> None:
+    if n > max_n:
+        raise RequestError(
+            f"n={n} is more than this server allows ({max_n}); ask for fewer choices.",
+            param="n",
+        )
+
+
+def engine_failure(exc: BaseException) -> RequestError | EngineError:
+    """Turn an unexpected exception from the engine into an error to report (and log it)."""
+    if isinstance(exc, RequestError | EngineError):
+        return exc
+    logger.exception("engine failure", exc_info=exc)
+    return EngineError(f"The engine failed to serve this request ({type(exc).__name__}).")
+
+
+def sse_data(payload: BaseModel) -> str:
+    """One SSE ``data:`` payload: the model as compact JSON without unset optional fields."""
+    return payload.model_dump_json(exclude_none=True)
+
+
+def sse_done() -> str:
+    return "[DONE]"

@@ -1,0 +1,130 @@
+"""A small, deterministic ``Engine`` for unit tests of the server.
+
+Tokens are characters (one id per character), the chat template is a plain tagged
+transcript, and every choice "generates" a scripted reply one word per step, so tests can
+reason exactly about token counts, stops, ``n``, logprobs and aborts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from safework.engine.base import (
+    ChoiceDelta,
+    Engine,
+    EngineOutput,
+    SamplingConfig,
+    TokenLogprob,
+    TopLogprob,
+)
+from safework.errors import EngineError
+
+
+class FakeEngine(Engine):
+    def __init__(
+        self,
+        reply: str = "Hello from the fake engine .",
+        *,
+        model_id: str = "fake-model",
+        max_model_len: int = 512,
+        step_delay: float = 0.0,
+        fail_after: int | None = None,
+    ) -> None:
+        self.model_id = model_id
+        self.max_model_len = max_model_len
+        self.reply = reply
+        self.step_delay = step_delay
+        self.fail_after = fail_after
+        self.sampling_defaults: dict[str, Any] = {}
+        self.requests: list[tuple[list[int], SamplingConfig]] = []
+        self.aborted: list[str] = []
+        self.running: set[str] = set()
+        self.prompts: list[str] = []
+
+    def reply_for(self, index: int) -> list[str]:
+        """Words of choice ``index``: choice 0 is the reply, others are tagged with their index."""
+        words = self.reply.split(" ")
+        return words if index == 0 else [f"[{index}]", *words]
+
+    async def generate(
+        self, prompt_token_ids: list[int], sampling: SamplingConfig, request_id: str
+    ) -> AsyncIterator[EngineOutput]:
+        self.requests.append((prompt_token_ids, sampling))
+        self.running.add(request_id)
+        try:
+            async for out in self._steps(prompt_token_ids, sampling, request_id):
+                yield out
+        finally:
+            self.running.discard(request_id)
+
+    async def _steps(
+        self, prompt: list[int], s: SamplingConfig, request_id: str
+    ) -> AsyncIterator[EngineOutput]:
+        texts = ["" for _ in range(s.n)]
+        tokens = [0] * s.n
+        done = [False] * s.n
+        step = 0
+        while not all(done):
+            if self.step_delay:
+                await asyncio.sleep(self.step_delay)
+            if self.fail_after is not None and step >= self.fail_after:
+                raise EngineError("fake engine failure")
+            deltas = []
+            for i in range(s.n):
+                if done[i]:
+                    continue
+                words = self.reply_for(i)
+                word = (" " if step else "") + words[step] if step < len(words) else ""
+                finish, stop_reason = None, None
+                new_text = texts[i] + word
+                for stop in s.stop:
+                    if stop in new_text:
+                        new_text = new_text[: new_text.index(stop)]
+                        finish, stop_reason = "stop", stop
+                if finish is None and step + 1 >= len(words):
+                    finish = "stop"
+                piece = new_text[len(texts[i]) :]
+                if tokens[i] + len(piece) >= s.max_tokens and finish is None:
+                    piece = piece[: s.max_tokens - tokens[i]]
+                    finish = "length"
+                texts[i] += piece
+                tokens[i] += len(piece)
+                done[i] = finish is not None
+                logprobs = None
+                if s.logprobs is not None:
+                    logprobs = [
+                        TokenLogprob(
+                            ch, -0.5, tuple(TopLogprob(ch, -0.5) for _ in range(s.logprobs))
+                        )
+                        for ch in piece
+                    ]
+                deltas.append(
+                    ChoiceDelta(i, piece, [ord(c) for c in piece], logprobs, finish, stop_reason)
+                )
+            step += 1
+            yield EngineOutput(request_id, len(prompt), deltas, finished=all(done))
+
+    async def abort(self, request_id: str) -> None:
+        self.aborted.append(request_id)
+
+    async def tokenize(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
+        return [ord(c) for c in text]
+
+    async def render_chat(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
+        chat_template_kwargs: dict[str, Any] | None = None,
+    ) -> str:
+        parts = [f"<{m['role']}>{m['content']}" for m in messages]
+        if not continue_final_message:
+            parts = [p + "</>" for p in parts]
+        if add_generation_prompt:
+            parts.append("<assistant>")
+        prompt = "".join(parts)
+        self.prompts.append(prompt)
+        return prompt
