@@ -38,10 +38,9 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T | None
     finally:
         watcher.cancel()
         if not task.done():
-            task.cancel()
-    if task.cancelled():
-        return None
-    return task.result()
+            task.cancel()  # unwinds the generation, which aborts it in the engine
+            await asyncio.wait({task})
+    return None if task.cancelled() else task.result()
 
 
 def respond(result: Any) -> Response:

@@ -1,0 +1,90 @@
+"""The end-to-end tier: one real ``safework serve`` (vLLM on the embedded SmolLM2) per session.
+
+The server runs as a subprocess on a free port with two API keys, exactly as a user starts
+it; tests speak to it with the official ``openai`` client. Its log is printed if it fails
+to come up.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+MODEL = "smollm2-135m-instruct"
+KEY = "sk-e2e-alice-0001"
+OTHER_KEY = "sk-e2e-bob-00002"
+START_TIMEOUT_S = 600
+
+
+@dataclass
+class RemoteServer:
+    url: str
+    key: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def client(self, **kw) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=self.key, max_retries=0, **kw)
+
+    def async_client(self, **kw) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=self.url + "/v1", api_key=self.key, max_retries=0, **kw)
+
+    def metrics(self) -> str:
+        headers = {"Authorization": f"Bearer {self.key}"}
+        return httpx.get(self.url + "/metrics", headers=headers, timeout=10).text
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(server: RemoteServer) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            break
+        try:
+            if httpx.get(server.url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    tail = server.log.read_text(errors="replace")[-6000:]
+    pytest.fail(f"safework serve did not become healthy; log tail:\n{tail}")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteServer]:
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "serve.log"
+    env = {**os.environ, "SAFEWORK_API_KEYS": f"{KEY}:alice,{OTHER_KEY}:bob"}
+    cmd = [sys.executable, "-m", "safework.cli", "serve", "--port", str(port), "--max-n", "8"]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    remote = RemoteServer(f"http://127.0.0.1:{port}", KEY, process, log)
+    try:
+        _wait_healthy(remote)
+        yield remote
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
