@@ -44,7 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from safework.errors import FetchError as _SafeWorkFetchError
+from safework.errors import FetchError
 
 __all__ = [
     "PROVENANCE_NAME",
@@ -71,13 +71,6 @@ _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 20
 _PIP_TIMEOUT_S = 1800
 _STDERR_TAIL = 2000
-
-
-class FetchError(_SafeWorkFetchError, RuntimeError):
-    """A pinned file could not be fetched or failed verification; the message says what to do.
-
-    The same error as ``safework.errors.FetchError`` (a subclass of it), and a RuntimeError.
-    """
 
 
 def cache_dir() -> Path:

@@ -47,6 +47,8 @@ class Generation:
         except StopAsyncIteration:
             self._first = None
         except BaseException:
+            self.finished = True  # refused or failed at once: nothing to abort or to count
+            self.prompt_tokens = 0
             await self.aclose()
             raise
 

@@ -332,10 +332,3 @@ def test_pip_failure_explains_what_to_do(tmp_path: Path, monkeypatch: pytest.Mon
     message = str(info.value)
     assert "PyPI" in message
     assert "Could not find a version" in message
-
-
-def test_fetch_error_is_a_safework_error_and_runtime_error() -> None:
-    from safework.errors import FetchError as SafeWorkFetchError
-
-    assert issubclass(FetchError, SafeWorkFetchError)
-    assert issubclass(FetchError, RuntimeError)
