@@ -86,6 +86,9 @@ class EngineOutput:
     choices: list[ChoiceDelta]
     finished: bool
     cached_tokens: int = 0
+    events: list[dict[str, Any]] = field(default_factory=list)
+    """Structured events a strategy attaches to this step (a chosen reasoning step with its
+    value scores, a search and its sources); the server forwards them in ``safework``."""
 
 
 class Engine(abc.ABC):

@@ -15,13 +15,16 @@ from fastapi import FastAPI
 
 from safework import __version__
 from safework.engine.base import Engine
+from safework.value_models.registry import LoadContext
 
+from .alignment import Alignment
 from .chat.serving import ChatServing
 from .completions.serving import CompletionServing
 from .config import ServerConfig
 from .errors import install_error_handlers
 from .metrics import ServerMetrics
 from .middleware import AuthMiddleware, BodyLimitMiddleware, MetricsMiddleware
+from .moderations.serving import ModerationServing
 from .routes import router
 
 logger = logging.getLogger("safework.server")
@@ -42,13 +45,22 @@ def create_app(config: ServerConfig, engine_factory: EngineFactory = _vllm_engin
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = engine_factory(config)
+        alignment = Alignment.load(
+            config.value_models,
+            LoadContext(engine=engine),
+            config.max_candidates,
+            config.max_beam_width,
+        )
         app.state.engine = engine
-        app.state.chat = ChatServing(engine, metrics, config.max_n)
+        app.state.alignment = alignment
+        app.state.chat = ChatServing(engine, metrics, config.max_n, alignment)
         app.state.completions = CompletionServing(engine, metrics, config.max_n)
+        app.state.moderations = ModerationServing(alignment)
         logger.info("serving %s (context %d tokens)", engine.model_id, engine.max_model_len)
         try:
             yield
         finally:
+            await alignment.close()
             await engine.shutdown()
 
     app = FastAPI(

@@ -12,6 +12,7 @@ import logging
 
 from safework.engine.options import EngineOptions
 from safework.errors import ConfigError
+from safework.value_models.registry import ValueModelsConfig
 
 from .config import ServerConfig, parse_api_keys
 
@@ -36,6 +37,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--max-body-bytes", type=int, default=4 * 1024 * 1024, help="largest request body"
     )
     p.add_argument("--max-n", type=int, default=16, help="largest `n` a request may ask for")
+    p.add_argument(
+        "--value-model",
+        action="append",
+        default=[],
+        metavar="NAME=SPEC",
+        help="a value model for guided decoding and moderation (repeatable): builtin:safety, "
+        "builtin:values, hf:PATH, judge:served, judge:PATH, rules:refusal|pii|forbidden=FILE",
+    )
+    p.add_argument(
+        "--value-models-config",
+        metavar="FILE.yaml",
+        help="value models with weights and thresholds, and default alignment settings",
+    )
+    p.add_argument("--max-candidates", type=int, default=16, help="largest K a request may ask")
+    p.add_argument("--max-beam-width", type=int, default=4, help="largest beam a request may ask")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     EngineOptions.add_cli_args(p)
     p.set_defaults(func=run)
@@ -43,6 +59,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    value_models = (
+        ValueModelsConfig.from_yaml(args.value_models_config)
+        if args.value_models_config
+        else ValueModelsConfig()
+    )
+    for spec in args.value_model:
+        value_models.add(spec)
     return ServerConfig(
         host=args.host,
         port=args.port,
@@ -50,6 +73,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_body_bytes=args.max_body_bytes,
         max_n=args.max_n,
         engine=EngineOptions.from_cli(args),
+        value_models=value_models,
+        max_candidates=args.max_candidates,
+        max_beam_width=args.max_beam_width,
         log_level=args.log_level,
     )
 
@@ -60,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from .app import create_app
 
     try:
-        config = config_from_args(args)
+        config = config_from_args(args)  # flags and YAML are checked before any model loads
     except ConfigError as e:
         raise SystemExit(f"safework serve: {e}") from None
     logging.basicConfig(

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from safework.engine.options import EngineOptions
 from safework.errors import ConfigError
+from safework.value_models.registry import ValueModelsConfig
 
 DEFAULT_TENANT = "default"
 
@@ -46,6 +47,11 @@ class ServerConfig:
     max_n: int = 16
     """Largest ``n`` a request may ask for."""
     engine: EngineOptions = field(default_factory=EngineOptions)
+    value_models: ValueModelsConfig = field(default_factory=ValueModelsConfig)
+    """Value models for guided decoding and moderation (``--value-model NAME=SPEC``)."""
+    max_candidates: int = 16
+    """Largest ``safework.alignment.candidates`` a request may ask for."""
+    max_beam_width: int = 4
     log_level: str = "info"
 
     def __post_init__(self) -> None:

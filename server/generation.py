@@ -1,4 +1,7 @@
-"""One engine request as the serving layer sees it: started, metered, aborted when dropped.
+"""One request as the serving layer sees it: started, metered, aborted when dropped.
+
+A ``Strategy`` produces the outputs: ``plain`` is the engine's own stream; guided decoding
+and deliberative search are strategies too, with the same signature.
 
 ``Generation.start()`` waits for the first engine step, so a request the engine refuses
 becomes an HTTP error before any byte of a stream is sent. Iterating ``outputs()`` records
@@ -9,7 +12,7 @@ client that disconnected, a cancelled task) aborts the request in the engine.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import anyio
@@ -17,6 +20,16 @@ import anyio
 from safework.engine.base import Engine, EngineOutput, SamplingConfig
 
 from .metrics import ServerMetrics
+
+Strategy = Callable[[Engine, list[int], SamplingConfig, str], AsyncIterator[EngineOutput]]
+"""How a request is answered: ``(engine, prompt_ids, sampling, request_id) -> outputs``."""
+
+
+def plain(
+    engine: Engine, prompt_token_ids: list[int], sampling: SamplingConfig, request_id: str
+) -> AsyncIterator[EngineOutput]:
+    """Ordinary decoding: the engine's own stream."""
+    return engine.generate(prompt_token_ids, sampling, request_id)
 
 
 @dataclass
@@ -27,6 +40,7 @@ class Generation:
     prompt_token_ids: list[int]
     sampling: SamplingConfig
     request_id: str
+    strategy: Strategy = plain
     started_at: float = field(default_factory=time.perf_counter)
     prompt_tokens: int = 0
     cached_tokens: int = 0
@@ -40,7 +54,7 @@ class Generation:
         """Submit to the engine and wait for its first step (raises if it refuses)."""
         self.prompt_tokens = len(self.prompt_token_ids)
         self._stream = aiter(
-            self.engine.generate(self.prompt_token_ids, self.sampling, self.request_id)
+            self.strategy(self.engine, self.prompt_token_ids, self.sampling, self.request_id)
         )
         try:
             self._first = await anext(self._stream)

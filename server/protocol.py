@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 logger = logging.getLogger("safework.server")
 
@@ -94,13 +94,50 @@ class ResponseFormat(BaseModel):
         return self
 
 
+class ValueModelSetting(StrictModel):
+    weight: float = Field(default=1.0, ge=0.0, le=1.0, description="Weight in the total score.")
+    threshold: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Hard constraint: candidates below are dropped."
+    )
+
+
+class AlignmentOptions(StrictModel):
+    """Guided decoding settings (``safework.alignment``); unset fields use the server's."""
+
+    value_models: dict[str, ValueModelSetting] | None = Field(
+        default=None,
+        description="Configured value models to use, with weights (summing to 1) and thresholds.",
+    )
+    candidates: int | None = Field(default=None, ge=1, description="Candidates per step (K).")
+    beam_width: int | None = Field(default=None, ge=1, description="Partial answers kept (B).")
+    step_delimiter: str | None = Field(
+        default=None, min_length=1, max_length=16, description="Text that ends a step."
+    )
+    max_steps: int | None = Field(default=None, ge=1, le=256)
+    retries: int | None = Field(default=None, ge=0, le=8, description="Resamples before steering.")
+
+    @field_validator("value_models")
+    @classmethod
+    def _weights_sum_to_one(
+        cls, v: dict[str, ValueModelSetting] | None
+    ) -> dict[str, ValueModelSetting] | None:
+        if v:
+            total = sum(s.weight for s in v.values())
+            if abs(total - 1.0) > 1e-6:
+                raise ValueError(f"value model weights must sum to 1 (they sum to {total:g})")
+        return v
+
+
 class SafeWorkOptions(StrictModel):
     """SafeWork's request extensions (``"safework": {...}``); every field is optional."""
 
-    strategy: Literal["plain"] = Field(
-        default="plain",
-        description="How the answer is produced. `plain`: ordinary decoding.",
+    strategy: Literal["plain", "aligned"] | None = Field(
+        default=None,
+        description="How the answer is produced: `plain` decoding, or `aligned` (value models "
+        "choose each reasoning step). Default: from the model profile (`<model>:aligned`), "
+        "else `aligned` when an `alignment` block is given, else `plain`.",
     )
+    alignment: AlignmentOptions | None = None
 
 
 class PromptTokensDetails(BaseModel):

@@ -18,6 +18,7 @@ from sse_starlette import EventSourceResponse
 from .chat.protocol import ChatCompletionRequest
 from .completions.protocol import CompletionRequest
 from .errors import error_response
+from .moderations.protocol import ModerationRequest
 from .protocol import ErrorResponse, ModelCard, ModelList
 
 router = APIRouter()
@@ -64,14 +65,23 @@ async def metrics(request: Request) -> Response:
 
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
+    """The served model, and its profiles (``<model>:aligned``) when they are configured."""
     engine = request.app.state.engine
-    return ModelList(data=[ModelCard(id=engine.model_id, max_model_len=engine.max_model_len)])
+    ids = [engine.model_id]
+    if request.app.state.alignment.enabled:
+        ids.append(f"{engine.model_id}:aligned")
+    return ModelList(data=[ModelCard(id=i, max_model_len=engine.max_model_len) for i in ids])
 
 
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     result = await cancel_on_disconnect(request, request.app.state.chat.create(body))
     return respond(result) if result is not None else Response(status_code=499)
+
+
+@router.post("/v1/moderations")
+async def moderations(body: ModerationRequest, request: Request) -> Response:
+    return respond(await request.app.state.moderations.create(body))
 
 
 @router.post("/v1/completions")

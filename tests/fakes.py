@@ -20,6 +20,7 @@ from safework.engine.base import (
     TopLogprob,
 )
 from safework.errors import EngineError
+from safework.value_models.base import ValueModel, ValueScore
 
 
 class FakeEngine(Engine):
@@ -128,3 +129,57 @@ class FakeEngine(Engine):
         prompt = "".join(parts)
         self.prompts.append(prompt)
         return prompt
+
+
+class KeywordValueModel(ValueModel):
+    """Scores 0.1 when the response contains its keyword, else 0.9 (spec ``fake:KEYWORD``)."""
+
+    def __init__(self, name: str, spec: str, keyword: str) -> None:
+        self.name, self.spec, self.keyword = name, spec, keyword
+        self.calls: list[int] = []
+
+    async def score(self, prompts: list[str], responses: list[str]) -> list[ValueScore]:
+        self.calls.append(len(responses))
+        return [
+            ValueScore(self.name, 0.1 if self.keyword in r else 0.9, {self.keyword: 0.0})
+            for r in responses
+        ]
+
+
+def load_fake_value_model(name: str, spec: str, arg: str, ctx: Any) -> KeywordValueModel:
+    return KeywordValueModel(name, spec, arg)
+
+
+class StepEngine(FakeEngine):
+    """Guided-decoding fake: call ``k`` of ``generate`` returns ``script[k]`` as its candidates.
+
+    Each script entry is a list of candidate texts; a text ending in the step delimiter stops
+    there (``stop_reason`` = the delimiter), any other text ends with end-of-sequence.
+    """
+
+    def __init__(self, script: list[list[str]], delimiter: str = "\n") -> None:
+        super().__init__()
+        self.script = script
+        self.delimiter = delimiter
+        self.calls = 0
+
+    async def _steps(
+        self, prompt: list[int], s: SamplingConfig, request_id: str
+    ) -> AsyncIterator[EngineOutput]:
+        texts = self.script[min(self.calls, len(self.script) - 1)]
+        self.calls += 1
+        deltas = []
+        for i in range(s.n):
+            text = texts[i % len(texts)]
+            at_delim = text.endswith(self.delimiter)
+            deltas.append(
+                ChoiceDelta(
+                    i,
+                    text,
+                    [ord(c) for c in text],
+                    None,
+                    "stop",
+                    self.delimiter if at_delim else None,
+                )
+            )
+        yield EngineOutput(request_id, len(prompt), deltas, finished=True)

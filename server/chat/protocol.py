@@ -73,6 +73,11 @@ class ChatCompletionRequest(SamplingRequest):
         return self
 
     @property
+    def question(self) -> str:
+        """The last user turn: what value models judge the answer against."""
+        return next((m.text for m in reversed(self.messages) if m.role == "user"), "")
+
+    @property
     def completion_budget(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
@@ -130,6 +135,7 @@ class ChatCompletionResponse(BaseModel):
     choices: list[ChatChoice]
     usage: UsageInfo
     system_fingerprint: str | None = None
+    safework: dict[str, Any] | None = None
 
 
 class DeltaMessage(BaseModel):
@@ -153,3 +159,4 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChatChunkChoice]
     usage: UsageInfo | None = None
+    safework: dict[str, Any] | None = None

@@ -12,14 +12,18 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import jinja2
 
 from safework.engine.base import ChoiceDelta, Engine, TokenLogprob
 from safework.engine.reasoning import ReasoningSplitter, split_reasoning, starts_in_reasoning
 from safework.errors import EngineError, RequestError
+from safework.value_models.guided import GuidedDecoder
+from safework.value_models.registry import ValueModelsConfig
 
-from ..generation import Generation
+from ..alignment import Alignment, check_profile, record_guidance, resolve_strategy, split_profile
+from ..generation import Generation, Strategy, plain
 from ..metrics import ServerMetrics
 from ..protocol import ErrorResponse, UsageInfo, now, random_id
 from ..sampling import resolve_max_tokens
@@ -60,6 +64,30 @@ def logprobs_out(items: list[TokenLogprob] | None) -> ChoiceLogprobs | None:
     )
 
 
+def alignment_block(
+    decoder: GuidedDecoder | None, events: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The response's ``safework`` object for an aligned answer: its steps and counts."""
+    if decoder is None:
+        return None
+    steps = [e for e in events if e.get("type") == "alignment.step"]
+    for e in events:
+        if e.get("type") == "alignment.beam":
+            steps = e["steps"]
+    s = decoder.stats
+    return {
+        "strategy": "aligned",
+        "alignment": {
+            "steps": steps,
+            "candidates": s.candidates,
+            "rejected": s.rejected,
+            "steered": s.steered,
+            "refused": s.refused,
+            "generated_tokens": s.generated_tokens,
+        },
+    }
+
+
 @dataclass
 class _ChoiceState:
     """Everything accumulated for one choice of a request."""
@@ -79,17 +107,47 @@ class _ChoiceState:
 
 
 class ChatServing:
-    def __init__(self, engine: Engine, metrics: ServerMetrics, max_n: int = 16) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        metrics: ServerMetrics,
+        max_n: int = 16,
+        alignment: Alignment | None = None,
+    ) -> None:
         self.engine = engine
         self.metrics = metrics
         self.max_n = max_n
+        self.alignment = alignment or Alignment({}, ValueModelsConfig())
+
+    def _strategy(
+        self, request: ChatCompletionRequest, profile: str | None
+    ) -> tuple[Strategy, GuidedDecoder | None]:
+        """The request's strategy: ``plain``, or a guided decoder with its settings."""
+        name = resolve_strategy(profile, request.safework)
+        if name == "plain":
+            return plain, None
+        for field_name, unsupported in (
+            ("n", request.n > 1),
+            ("logprobs", request.logprobs),
+            ("response_format", request.structured_output() is not None),
+        ):
+            if unsupported:
+                raise RequestError(
+                    f"`{field_name}` is not supported with the aligned strategy", param=field_name
+                )
+        options = request.safework.alignment if request.safework else None
+        decoder = GuidedDecoder(self.alignment.guidance_for(options), request.question)
+        return decoder, decoder
 
     async def create(
         self, request: ChatCompletionRequest
     ) -> ChatCompletionResponse | AsyncIterator[str] | ErrorResponse:
         try:
-            model = check_model(request.model, self.engine)
+            base, profile = split_profile(request.model or self.engine.model_id)
+            model = check_model(base, self.engine)
+            check_profile(profile, self.alignment, request.model or "")
             check_n(request.n, self.max_n)
+            strategy, decoder = self._strategy(request, profile)
             prompt = await self._render(request)
             prompt_ids = await self.engine.tokenize(prompt)
             max_tokens = resolve_max_tokens(
@@ -105,7 +163,13 @@ class ChatServing:
                 structured=request.structured_output(),
             )
             gen = Generation(
-                self.engine, self.metrics, ROUTE, prompt_ids, sampling, random_id("chatcmpl")
+                self.engine,
+                self.metrics,
+                ROUTE,
+                prompt_ids,
+                sampling,
+                random_id("chatcmpl"),
+                strategy,
             )
             await gen.start()
         except RequestError as e:
@@ -113,9 +177,14 @@ class ChatServing:
         except Exception as e:  # the engine failed: 500, logged, server stays up
             return ErrorResponse.of(engine_failure(e))
         in_reasoning = starts_in_reasoning(prompt)
+        model = f"{model}:{profile}" if profile else model
         if request.stream:
-            return self._stream(request, model, gen, in_reasoning)
-        return await self._full(request, model, gen, in_reasoning)
+            return self._stream(request, model, gen, in_reasoning, decoder)
+        return await self._full(request, model, gen, in_reasoning, decoder)
+
+    def _finish_guidance(self, decoder: GuidedDecoder | None) -> None:
+        if decoder is not None:
+            record_guidance(self.metrics, decoder.stats)
 
     async def _render(self, request: ChatCompletionRequest) -> str:
         messages = [m.to_template() for m in request.messages]
@@ -130,15 +199,24 @@ class ChatServing:
             raise RequestError(f"cannot apply the chat template: {e}", param="messages") from e
 
     async def _full(
-        self, request: ChatCompletionRequest, model: str, gen: Generation, in_reasoning: bool
+        self,
+        request: ChatCompletionRequest,
+        model: str,
+        gen: Generation,
+        in_reasoning: bool,
+        decoder: GuidedDecoder | None,
     ) -> ChatCompletionResponse | ErrorResponse:
         states = [_ChoiceState(ReasoningSplitter(in_reasoning)) for _ in range(request.n)]
+        events: list[dict[str, Any]] = []
         try:
             async for out in gen.outputs():
+                events += out.events
                 for delta in out.choices:
                     states[delta.index].add(delta)
         except (RequestError, EngineError) as e:
             return ErrorResponse.of(e)
+        finally:
+            self._finish_guidance(decoder)
         choices = []
         for i, state in enumerate(states):
             reasoning, content = split_reasoning("".join(state.text), in_reasoning)
@@ -158,17 +236,32 @@ class ChatServing:
             model=model,
             choices=choices,
             usage=UsageInfo.of(gen.prompt_tokens, gen.completion_tokens, gen.cached_tokens),
+            safework=alignment_block(decoder, events),
         )
 
     async def _stream(
-        self, request: ChatCompletionRequest, model: str, gen: Generation, in_reasoning: bool
+        self,
+        request: ChatCompletionRequest,
+        model: str,
+        gen: Generation,
+        in_reasoning: bool,
+        decoder: GuidedDecoder | None,
     ) -> AsyncIterator[str]:
         created = now()
 
-        def chunk(choices: list[ChatChunkChoice], usage: UsageInfo | None = None) -> str:
+        def chunk(
+            choices: list[ChatChunkChoice],
+            usage: UsageInfo | None = None,
+            safework: dict[str, Any] | None = None,
+        ) -> str:
             return sse_data(
                 ChatCompletionChunk(
-                    id=gen.request_id, created=created, model=model, choices=choices, usage=usage
+                    id=gen.request_id,
+                    created=created,
+                    model=model,
+                    choices=choices,
+                    usage=usage,
+                    safework=safework,
                 )
             )
 
@@ -198,12 +291,15 @@ class ChatServing:
                             finish_reason=d.finish_reason,
                         )
                     )
-                if choices:
-                    yield chunk(choices)
+                events = {"events": out.events} if out.events else None
+                if choices or events:
+                    yield chunk(choices, safework=events)
             if request.include_usage:
                 yield chunk(
                     [], UsageInfo.of(gen.prompt_tokens, gen.completion_tokens, gen.cached_tokens)
                 )
         except (RequestError, EngineError) as e:
             yield ErrorResponse.of(e).model_dump_json()
+        finally:
+            self._finish_guidance(decoder)
         yield sse_done()

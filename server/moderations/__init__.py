@@ -1,0 +1,1 @@
+"""Moderations: the configured value models as an OpenAI-style moderation classifier."""

@@ -1,0 +1,47 @@
+"""The value-model interface: score (prompt, partial response) pairs in batches.
+
+A value model answers "how good is this response so far?" for one value (safety, human
+values, knowledge, a rule) with a score in [0, 1], higher is better, and optionally scores
+per category (e.g. the probability of each harm category). Guided decoding scores every
+candidate step with every configured model, one batch per model; ``/v1/moderations`` uses
+the same models as a classifier.
+
+Implementations are picked by a spec string through ``registry.load_value_model``.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ValueScore:
+    """One model's verdict on one (prompt, response) pair."""
+
+    model: str
+    score: float
+    """In [0, 1]; higher is better (safer, more aligned, more correct)."""
+    categories: dict[str, float] = field(default_factory=dict)
+    """Optional per-category scores, each in [0, 1]; their meaning is the model's to document
+    (for safety models: the probability that the pair falls in that harm category)."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.score <= 1.0:
+            raise ValueError(f"{self.model}: score {self.score} is outside [0, 1]")
+
+
+class ValueModel(abc.ABC):
+    """Scores batches of (prompt, partial response) pairs."""
+
+    name: str
+    """The name it was configured under (``--value-model NAME=SPEC``)."""
+    spec: str
+    """The spec string it was built from (e.g. ``builtin:safety``)."""
+
+    @abc.abstractmethod
+    async def score(self, prompts: list[str], responses: list[str]) -> list[ValueScore]:
+        """One ``ValueScore`` per pair, in order; ``len(prompts) == len(responses)``."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release models or connections."""

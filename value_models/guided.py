@@ -1,0 +1,286 @@
+"""Step-wise guided decoding: value models choose each reasoning step among K candidates.
+
+Per step the engine samples ``candidates`` continuations in one request (``n=K``), each
+ending at the step delimiter (a stop string) or at end-of-sequence; the shared prefix is
+served from vLLM's prefix cache. Every configured value model scores all candidates in one
+batch. A candidate below any model's hard ``threshold`` is rejected; among the rest the
+highest weighted score wins (with ``beam_width > 1`` the best B partial answers are kept and
+each is extended). When every candidate fails ``retries + 1`` times in a row, the decoder
+*steers*: it inserts a safety-reflection step and goes on; if the step after that still
+fails, it answers with a safe refusal.
+
+``GuidedDecoder`` is a server strategy: it yields ``EngineOutput`` steps (the chosen text as
+deltas of choice 0) with an ``alignment.step`` event attached to each, so streams show each
+step as soon as it is chosen. Settings: ``GuidanceConfig``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from safework.engine.base import ChoiceDelta, Engine, EngineOutput, SamplingConfig
+
+from .base import ValueModel, ValueScore
+
+STEER_TEXT = (
+    "Wait, I should check this against safety and my values before going on: I will not "
+    "give anything that could cause harm, and I will offer a safe, helpful alternative.\n"
+)
+REFUSAL_TEXT = (
+    "I can't help with that, because it could cause harm. If you tell me more about what "
+    "you need, I'm glad to help with a safe alternative."
+)
+
+
+@dataclass(frozen=True)
+class WeightedModel:
+    model: ValueModel
+    weight: float = 1.0
+    threshold: float = 0.0
+    """Hard constraint: a candidate scoring below it is rejected."""
+
+
+@dataclass(frozen=True)
+class GuidanceConfig:
+    models: tuple[WeightedModel, ...]
+    candidates: int = 4
+    beam_width: int = 1
+    step_delimiter: str = "\n"
+    max_steps: int = 32
+    retries: int = 1
+    step_max_tokens: int = 96
+    steer_text: str = STEER_TEXT
+    refusal_text: str = REFUSAL_TEXT
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ValueError("guided decoding needs at least one value model")
+        if self.beam_width > self.candidates:
+            raise ValueError("beam_width cannot exceed the number of candidates")
+
+
+@dataclass
+class Candidate:
+    text: str
+    token_ids: list[int]
+    finished: bool
+    """Ended at end-of-sequence (not at the step delimiter)."""
+    scores: dict[str, float] = field(default_factory=dict)
+    total: float = 0.0
+    rejected_by: list[str] = field(default_factory=list)
+
+    def as_event(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"text": self.text, "scores": self.scores, "total": self.total}
+        if self.rejected_by:
+            out["rejected_by"] = self.rejected_by
+        return out
+
+
+@dataclass
+class Beam:
+    """One partial answer: its text, tokens, and the steps that built it."""
+
+    token_ids: list[int]
+    text: str = ""
+    score: float = 0.0
+    finished: bool = False
+    steps: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class GuidanceStats:
+    """Counts for metrics, filled while decoding."""
+
+    candidates: int = 0
+    rejected: int = 0
+    steered: int = 0
+    refused: int = 0
+    generated_tokens: int = 0
+    model_seconds: list[tuple[str, float]] = field(default_factory=list)
+    """(value model, seconds) for every scoring batch."""
+
+
+async def score_candidates(
+    config: GuidanceConfig,
+    question: str,
+    prefix: str,
+    candidates: Sequence[Candidate],
+    stats: GuidanceStats,
+) -> None:
+    """Score every candidate with every model (one batch per model), in place."""
+    responses = [prefix + c.text for c in candidates]
+    prompts = [question] * len(responses)
+
+    async def run(wm: WeightedModel) -> list[ValueScore]:
+        start = time.perf_counter()
+        scores = await wm.model.score(prompts, responses)
+        stats.model_seconds.append((wm.model.name, time.perf_counter() - start))
+        return scores
+
+    results = await asyncio.gather(*(run(wm) for wm in config.models))
+    weight_sum = sum(wm.weight for wm in config.models) or 1.0
+    for i, cand in enumerate(candidates):
+        total = 0.0
+        for wm, scores in zip(config.models, results, strict=True):
+            value = scores[i].score
+            cand.scores[wm.model.name] = round(value, 4)
+            total += wm.weight * value
+            if value < wm.threshold:
+                cand.rejected_by.append(wm.model.name)
+        cand.total = round(total / weight_sum, 4)
+
+
+class GuidedDecoder:
+    """A strategy: ``decoder(engine, prompt_ids, sampling, request_id)`` streams the answer."""
+
+    def __init__(self, config: GuidanceConfig, question: str) -> None:
+        self.config = config
+        self.question = question
+        self.stats = GuidanceStats()
+
+    async def _sample(
+        self, engine: Engine, beam: Beam, sampling: SamplingConfig, budget: int, rid: str
+    ) -> list[Candidate]:
+        step_sampling = replace(
+            sampling,
+            n=self.config.candidates,
+            max_tokens=min(self.config.step_max_tokens, budget),
+            stop=[self.config.step_delimiter, *sampling.stop],
+            include_stop_str_in_output=True,
+            logprobs=None,
+            structured=None,
+        )
+        texts = [""] * step_sampling.n
+        ids: list[list[int]] = [[] for _ in range(step_sampling.n)]
+        ends: list[ChoiceDelta | None] = [None] * step_sampling.n
+        async for out in engine.generate(beam.token_ids, step_sampling, rid):
+            for d in out.choices:
+                texts[d.index] += d.text
+                ids[d.index].extend(d.token_ids)
+                if d.finish_reason is not None:
+                    ends[d.index] = d
+        cands = []
+        for text, token_ids, end in zip(texts, ids, ends, strict=True):
+            at_delimiter = end is not None and end.stop_reason == self.config.step_delimiter
+            at_user_stop = end is not None and end.stop_reason in sampling.stop
+            finished = end is not None and end.finish_reason == "stop" and not at_delimiter
+            if at_user_stop and isinstance(end.stop_reason, str):
+                text = text.removesuffix(end.stop_reason)
+            cands.append(Candidate(text, token_ids, finished))
+            self.stats.generated_tokens += len(token_ids)
+        self.stats.candidates += len(cands)
+        return [c for c in cands if c.text.strip() or c.finished]
+
+    async def _choose(
+        self, engine: Engine, beams: list[Beam], sampling: SamplingConfig, budget: int, rid: str
+    ) -> tuple[list[tuple[Beam, Candidate]], list[Candidate]]:
+        """Extend each live beam; return the passing (beam, candidate) pairs and the rejected."""
+        passing: list[tuple[Beam, Candidate]] = []
+        rejected: list[Candidate] = []
+        for b, beam in enumerate(beams):
+            cands = await self._sample(engine, beam, sampling, budget, f"{rid}-b{b}")
+            await score_candidates(self.config, self.question, beam.text, cands, self.stats)
+            for c in cands:
+                if c.rejected_by:
+                    rejected.append(c)
+                else:
+                    passing.append((beam, c))
+        self.stats.rejected += len(rejected)
+        passing.sort(key=lambda bc: bc[0].score + bc[1].total, reverse=True)
+        return passing[: self.config.beam_width], rejected
+
+    @staticmethod
+    def _output(
+        rid: str, prompt_tokens: int, text: str, ids: list[int], finish: str | None,
+        event: dict[str, Any],
+    ) -> EngineOutput:  # fmt: skip
+        delta = ChoiceDelta(0, text, ids, None, finish)  # type: ignore[arg-type]
+        return EngineOutput(rid, prompt_tokens, [delta], finish is not None, events=[event])
+
+    async def _steer(self, engine: Engine, beams: list[Beam], event: dict[str, Any]) -> list[int]:
+        """Append the safety-reflection step to every beam; its token ids."""
+        self.stats.steered += 1
+        steer_ids = await engine.tokenize(self.config.steer_text)
+        event.update(action="steer", text=self.config.steer_text)
+        for beam in beams:
+            beam.text += self.config.steer_text
+            beam.token_ids += steer_ids
+            beam.steps.append(event)
+        return steer_ids
+
+    @staticmethod
+    def _extend(
+        chosen: list[tuple[Beam, Candidate]], rejected: list[Candidate], step: int
+    ) -> list[Beam]:
+        beams = []
+        for beam, cand in chosen:
+            event = {"type": "alignment.step", "step": step, "action": "choose"}
+            event.update(cand.as_event(), rejected=[c.as_event() for c in rejected])
+            beams.append(
+                Beam(
+                    beam.token_ids + cand.token_ids,
+                    beam.text + cand.text,
+                    beam.score + cand.total,
+                    cand.finished,
+                    [*beam.steps, event],
+                )
+            )
+        return beams
+
+    async def __call__(
+        self, engine: Engine, prompt_token_ids: list[int], sampling: SamplingConfig, request_id: str
+    ) -> AsyncIterator[EngineOutput]:
+        cfg = self.config
+        n_prompt = len(prompt_token_ids)
+        stream = cfg.beam_width == 1  # with one beam each chosen step is final: stream it
+        beams = [Beam(list(prompt_token_ids))]
+        used, steered = 0, False
+        for step in range(cfg.max_steps):
+            budget = sampling.max_tokens - used
+            if budget <= 0 or all(b.finished for b in beams):
+                break
+            chosen: list[tuple[Beam, Candidate]] = []
+            rejected: list[Candidate] = []
+            for attempt in range(cfg.retries + 1):
+                rid = f"{request_id}-s{step}a{attempt}"
+                chosen, failed = await self._choose(engine, beams, sampling, budget, rid)
+                rejected += failed
+                if chosen:
+                    break
+            if not chosen:
+                event = {"type": "alignment.step", "step": step}
+                event["rejected"] = [c.as_event() for c in rejected]
+                if steered:  # steering did not help: a safe refusal replaces the answer
+                    self.stats.refused += 1
+                    event.update(action="refusal", text=cfg.refusal_text)
+                    yield self._output(request_id, n_prompt, cfg.refusal_text, [], "stop", event)
+                    return
+                steered = True
+                steer_ids = await self._steer(engine, beams, event)
+                used += len(steer_ids)
+                if stream:
+                    yield self._output(request_id, n_prompt, cfg.steer_text, steer_ids, None, event)
+                continue
+            beams = self._extend(chosen, rejected, step)
+            used += max(len(c.token_ids) for _, c in chosen)
+            if stream:
+                cand, best = chosen[0][1], beams[0]
+                done = best.finished or used >= sampling.max_tokens
+                finish = ("stop" if best.finished else "length") if done else None
+                yield self._output(
+                    request_id, n_prompt, cand.text, cand.token_ids, finish, best.steps[-1]
+                )
+                if done:
+                    return
+        best = max(beams, key=lambda b: b.score)
+        finish = "stop" if best.finished else "length"
+        if stream:
+            yield self._output(request_id, n_prompt, "", [], finish, {"type": "alignment.done"})
+            return
+        summary = {"type": "alignment.beam", "steps": best.steps}
+        answer_ids = best.token_ids[n_prompt:]
+        yield self._output(request_id, n_prompt, best.text, answer_ids, finish, summary)
