@@ -122,7 +122,7 @@ def _forbidden_rule(path: str) -> Callable[[str, str], tuple[float, dict[str, fl
     return rule
 
 
-def load_rules(name: str, spec: str, arg: str) -> RuleValueModel:
+def load_rules(name: str, spec: str, arg: str, ctx: object = None) -> RuleValueModel:
     """``arg`` is what follows ``rules:`` in the spec (``refusal``, ``pii``, ``forbidden=F``)."""
     kind, _, param = arg.partition("=")
     if kind == "refusal":
