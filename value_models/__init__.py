@@ -1,4 +1,17 @@
-"""Value models that score reasoning steps (safety, values, knowledge) and step-wise guided
-decoding. Planned in issue 3; nothing is exported yet."""
+"""Value models that score reasoning steps (safety, values, knowledge, rules) and the step-wise
+guided decoding that uses them. Importing this package loads no model."""
 
-__all__: list[str] = []
+from .base import ValueModel, ValueScore
+from .guided import GuidanceConfig, GuidedDecoder, WeightedModel
+from .registry import LoadContext, ValueModelsConfig, load_value_model
+
+__all__ = [
+    "GuidanceConfig",
+    "GuidedDecoder",
+    "LoadContext",
+    "ValueModel",
+    "ValueModelsConfig",
+    "ValueScore",
+    "WeightedModel",
+    "load_value_model",
+]
