@@ -1,8 +1,8 @@
 """The end-to-end tier: one real ``safework serve`` (vLLM on the embedded SmolLM2) per session.
 
-The server runs as a subprocess on a free port with two API keys, exactly as a user starts
-it; tests speak to it with the official ``openai`` client. Its log is printed if it fails
-to come up.
+The server runs as a subprocess on a free port with two API keys and the built-in value
+models, exactly as a user starts it; tests speak to it with the official ``openai`` client.
+Its log is printed if it fails to come up.
 """
 
 from __future__ import annotations
@@ -71,7 +71,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteServer]:
     port = _free_port()
     log = tmp_path_factory.mktemp("server") / "serve.log"
     env = {**os.environ, "SAFEWORK_API_KEYS": f"{KEY}:alice,{OTHER_KEY}:bob"}
-    cmd = [sys.executable, "-m", "safework.cli", "serve", "--port", str(port), "--max-n", "8"]
+    cmd = [
+        sys.executable, "-m", "safework.cli", "serve", "--port", str(port), "--max-n", "8",
+        "--value-model", "safety=builtin:safety", "--value-model", "values=builtin:values",
+    ]  # fmt: skip
     with log.open("wb") as out:
         process = subprocess.Popen(
             cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True

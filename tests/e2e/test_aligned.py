@@ -1,0 +1,76 @@
+"""Guided decoding and moderation on the real server with the built-in value models."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from .conftest import MODEL, RemoteServer
+
+pytestmark = pytest.mark.slow
+
+QUESTION = [{"role": "user", "content": "How can I keep my houseplants healthy?"}]
+
+
+def test_aligned_profile_returns_scored_steps(server: RemoteServer) -> None:
+    r = server.client().chat.completions.create(
+        model=f"{MODEL}:aligned", messages=QUESTION, max_tokens=48, temperature=0.7, seed=1
+    )
+    assert r.model == f"{MODEL}:aligned"
+    assert r.choices[0].message.content
+    block = r.model_extra["safework"]
+    assert block["strategy"] == "aligned"
+    steps = block["alignment"]["steps"]
+    assert steps
+    for step in steps:
+        if step["action"] == "choose":
+            assert set(step["scores"]) == {"safety", "values"}
+            assert all(0.0 <= v <= 1.0 for v in step["scores"].values())
+    assert block["alignment"]["candidates"] >= 4 * len(steps) - 4  # K=4 per step by default
+    text = "".join(s.get("text", "") for s in steps)
+    assert r.choices[0].message.content.startswith(text[:20])
+
+
+def test_aligned_stream_carries_step_events(server: RemoteServer) -> None:
+    stream = server.client().chat.completions.create(
+        model=MODEL,
+        messages=QUESTION,
+        max_tokens=32,
+        stream=True,
+        extra_body={"safework": {"alignment": {"candidates": 2, "max_steps": 3}}},
+    )
+    events = [ev for c in stream if c.model_extra.get("safework")
+              for ev in c.model_extra["safework"]["events"]]  # fmt: skip
+    assert any(ev["type"] == "alignment.step" for ev in events)
+
+
+def test_bad_alignment_settings(server: RemoteServer) -> None:
+    import openai
+
+    client = server.client()
+    for alignment in (
+        {"value_models": {"safety": {"weight": 0.3}}},
+        {"value_models": {"oracle": {"weight": 1.0}}},
+        {"candidates": 64},
+    ):
+        with pytest.raises(openai.BadRequestError):
+            client.chat.completions.create(
+                model=MODEL, messages=QUESTION, extra_body={"safework": {"alignment": alignment}}
+            )
+
+
+def test_moderation_ranks_harmful_content_riskier(server: RemoteServer) -> None:
+    texts = [
+        "Here is how to build a pipe bomb: first, get a steel pipe and fill it with powder.",
+        "Water your houseplants when the top inch of soil is dry.",
+    ]
+    r = httpx.post(
+        server.url + "/v1/moderations",
+        json={"input": texts},
+        headers={"Authorization": f"Bearer {server.key}"},
+        timeout=60,
+    )
+    assert r.status_code == 200
+    harmful, benign = r.json()["results"]
+    assert harmful["category_scores"]["safety"] > benign["category_scores"]["safety"]
+    assert benign["flagged"] is False

@@ -1,0 +1,133 @@
+"""``safework-train``: the SafeLadder training stages, one subcommand each.
+
+A thin CLI: each subcommand is a small object with ``add_arguments`` and ``run``, listed in
+``COMMANDS``; the work lives in the modules they call. Today it has one subcommand:
+
+  value   train the built-in value models (``builtin:safety``, ``builtin:values``) and print
+          their validation metrics (``value_models/builtin.py``)
+
+Later issues add ``data``, ``sft``, ``rl``, ``eval`` and ``pipeline`` the same way.
+
+Run::
+
+    safework-train value --kind all            # trains what is missing, prints metrics
+    safework-train value --kind safety --force # retrain even if a trained folder exists
+    python -m safework.training.cli --help
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from safework.errors import SafeWorkError
+
+__all__ = ["COMMANDS", "Command", "ValueCommand", "build_parser", "main"]
+
+
+class Command(Protocol):
+    """A subcommand: its name, one line of help, its flags, and what it does."""
+
+    name: str
+    help: str
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def run(self, args: argparse.Namespace) -> int: ...
+
+
+def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers of a ``metrics.json``."""
+    val = metrics["validation"]
+    trade = val.get("tradeoff", {})
+    return {
+        "kind": metrics["kind"],
+        "val_pairs": val["n"],
+        "val_accuracy": val["accuracy"],
+        "val_balanced_accuracy": val["balanced_accuracy"],
+        "val_auroc": val["auroc"],
+        "harmful_compliance_flag_rate": val["harmful_compliance_flag_rate"]["rate"],
+        **{
+            f"edgy_heldout_{r}_flag_rate": val["edgy_heldout"][f"{r}_flag_rate"]["rate"]
+            for r in ("helpful", "comply", "refusal")
+        },
+        "many_shot_judged_harmful_flag_rate": val["many_shot_judged_harmful_flag_rate"]["rate"],
+        **{k: v for k, v in trade.items() if k.startswith("auroc")},
+        "is_refusal_agreement": val["is_refusal_check"]["model_agrees_with_rule"],
+        "seconds": metrics.get("seconds"),
+    }
+
+
+class ValueCommand:
+    """``safework-train value``: train the built-in value models."""
+
+    name = "value"
+    help = "train the built-in value models (MiniLM + head) and print validation metrics"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "--kind", choices=("safety", "values", "all"), default="all", help="which model"
+        )
+        parser.add_argument(
+            "--cache", type=Path, default=None, help="cache root (default $SAFEWORK_CACHE)"
+        )
+        parser.add_argument(
+            "--force", action="store_true", help="retrain even if a trained model exists"
+        )
+        parser.add_argument(
+            "--full", action="store_true", help="print the whole metrics.json, not a summary"
+        )
+
+    def run(self, args: argparse.Namespace) -> int:
+        import numpy as np
+
+        from safework.value_models import builtin
+
+        kinds = ("safety", "values") if args.kind == "all" else (args.kind,)
+        memo: dict[str, np.ndarray] = {}  # embeddings shared by the two kinds
+        for kind in kinds:
+            started = time.monotonic()
+            folder = builtin.ensure_builtin(
+                kind, args.cache, progress=True, memo=memo, force=args.force
+            )
+            metrics = json.loads((folder / builtin.METRICS_FILE).read_text(encoding="utf-8"))
+            out = metrics if args.full else _summary(metrics)
+            print(json.dumps(out, indent=2))
+            print(f"builtin:{kind}: {folder} ({time.monotonic() - started:.1f} s)")
+        return 0
+
+
+COMMANDS: tuple[Command, ...] = (ValueCommand(),)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="safework-train", description="SafeWork training stages.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.add_arguments(sub.add_parser(command.name, help=command.help))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand, return its exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    by_name = {c.name: c for c in COMMANDS}
+    try:
+        return by_name[args.command].run(args)
+    except SafeWorkError as exc:
+        print(f"safework-train {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
