@@ -1,4 +1,5 @@
-"""Tests for ``safework.value_models.builtin`` and ``safework-train value``.
+"""Tests for ``safework.value_models.builtin`` (with ``head`` and ``card``) and ``safework-train
+value``.
 
 Fast tests replace the embedder (the edge) with ``FakeEncoder``: texts map to fixed vectors
 whose first coordinates say whether the text mentions "attack" or starts with "Sure", so a
@@ -30,16 +31,20 @@ from safework.value_models.builtin import (
     HEAD_FILE,
     METRICS_FILE,
     BuiltinValueModel,
-    HeadConfig,
-    auroc,
     ensure_builtin,
     load_builtin,
-    load_head,
-    save_head,
     train_builtin,
+)
+from safework.value_models.card import auroc
+from safework.value_models.data import Example, ValueDataset
+from safework.value_models.head import (
+    HeadConfig,
+    PairHead,
+    load_head,
+    predict,
+    save_head,
     train_head,
 )
-from safework.value_models.data import Example, ValueDataset
 from safework.value_models.registry import LoadContext, load_value_model
 
 DIM = 16
@@ -106,16 +111,16 @@ def arrays(examples: list[Example]) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 def test_head_learns_a_pair_rule_and_round_trips(tmp_path: Path) -> None:
     ep, er, y = arrays(toy_examples(0, 40))
     torch.manual_seed(FAST.seed)  # train_head starts from this same initialisation
-    initial = builtin.PairHead(DIM, FAST.hidden, FAST.dropout).state_dict()
+    initial = PairHead(DIM, FAST.hidden, FAST.dropout).state_dict()
     head, losses = train_head(ep, er, y, FAST)
     assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])  # the loss moved
     assert all(not torch.equal(v, initial[k]) for k, v in head.state_dict().items())
     vp, vr, vy = arrays(toy_examples(500, 10))  # unseen pairs
-    probs = builtin.predict(head, vp, vr)
+    probs = predict(head, vp, vr)
     assert np.mean((probs >= 0.5) == vy) == 1.0
     save_head(head, FAST, tmp_path / HEAD_FILE)
     again = load_head(tmp_path / HEAD_FILE)
-    assert np.allclose(builtin.predict(again, vp, vr), probs, atol=1e-6)
+    assert np.allclose(predict(again, vp, vr), probs, atol=1e-6)
 
 
 def test_training_is_seeded() -> None:

