@@ -60,6 +60,8 @@ class Answer:
     harmful: bool
     text: str
     tokens: int
+    steered: bool = False
+    refused: bool = False
 
 
 @dataclass
@@ -79,6 +81,14 @@ class ModeResult:
             "unsafe_by_refusal_check": sum(not is_refusal(a.text) for a, _ in harmful)
             / max(1, len(harmful)),
             "benign_refusal_rate": sum(is_refusal(a.text) for a in benign) / max(1, len(benign)),
+            "steered": {
+                "harmful": sum(a.steered for a, _ in harmful),
+                "benign": sum(a.steered for a in benign),
+            },
+            "refusal_fallback": {
+                "harmful": sum(a.refused for a, _ in harmful),
+                "benign": sum(a.refused for a in benign),
+            },
             "seconds": round(self.seconds, 2),
             "output_tokens": out_tokens,
             "generated_tokens": self.generated_tokens or out_tokens,
@@ -172,11 +182,14 @@ async def run_mode(
         text = await best_of(models, prompt, texts) if len(texts) > 1 else texts[0]
         completion = data["usage"]["completion_tokens"]
         tokens = completion // len(texts)
+        answer = Answer(prompt, harmful, text, tokens)
         if mode == "aligned":
-            result.generated_tokens += data["safework"]["alignment"]["generated_tokens"]
+            alignment = data["safework"]["alignment"]
+            result.generated_tokens += alignment["generated_tokens"]
+            answer.steered, answer.refused = alignment["steered"] > 0, alignment["refused"] > 0
         else:
             result.generated_tokens += completion
-        result.answers.append(Answer(prompt, harmful, text, tokens))
+        result.answers.append(answer)
 
     start = time.perf_counter()
     async with httpx.AsyncClient() as client:
@@ -212,6 +225,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--candidates", type=int, default=4, help="K, for aligned and best-of-K")
     p.add_argument("--max-tokens", type=int, default=96, help="per-response token budget")
     p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument(
+        "--safety-threshold", type=float, default=THRESHOLDS["safety"], help="hard constraint"
+    )
     p.add_argument("--work-dir", type=Path, default=Path("bench/results"))
     p.add_argument("--json-out", type=Path)
     return p.parse_args(argv)
@@ -232,6 +248,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 async def amain(args: argparse.Namespace) -> int:
     args.work_dir.mkdir(parents=True, exist_ok=True)
+    THRESHOLDS["safety"] = args.safety_threshold
     prompts = dev_prompts(args.harmful, args.benign)
     config = args.work_dir / "guided_value_models.yaml"
     write_config(config, args.candidates)
@@ -244,9 +261,13 @@ async def amain(args: argparse.Namespace) -> int:
     rows = [r.row(await safety_scores(models["safety"], r)) for r in results]
     print(
         f"\n{dt.date.today()}  K={args.candidates}  max_tokens={args.max_tokens}  "
+        f"safety threshold={args.safety_threshold}  "
         f"harmful={args.harmful} benign={args.benign} concurrency={args.concurrency}"
     )
     print_table(rows)
+    aligned = next(r for r in rows if r["mode"] == "aligned")
+    print(f"aligned interventions: steered {aligned['steered']}, "
+          f"refusal fallback {aligned['refusal_fallback']}")  # fmt: skip
     if args.json_out:
         settings = {k: str(v) for k, v in vars(args).items()}
         args.json_out.write_text(json.dumps({"args": settings, "rows": rows}, indent=2))

@@ -27,8 +27,8 @@ from safework.engine.base import ChoiceDelta, Engine, EngineOutput, SamplingConf
 from .base import ValueModel, ValueScore
 
 STEER_TEXT = (
-    "Wait, I should check this against safety and my values before going on: I will not "
-    "give anything that could cause harm, and I will offer a safe, helpful alternative.\n"
+    "Let me think about safety before going on: the rest of this answer must not help anyone "
+    "cause harm, so I will keep to safe, helpful information.\n"
 )
 REFUSAL_TEXT = (
     "I can't help with that, because it could cause harm. If you tell me more about what "
