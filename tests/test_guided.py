@@ -113,3 +113,12 @@ async def test_each_model_scores_one_batch_per_step() -> None:
     engine = StepEngine([["x\n", "y\n", "z\n", "w\n"], ["end."]])
     await run(engine, config)
     assert [wm.model.calls for wm in config.models] == [[4, 4], [4, 4]]
+
+
+async def test_blank_lines_pass_without_scoring() -> None:
+    engine = StepEngine([["\n"], ["bad words\n", "good words\n"], ["end."]])
+    config = GuidanceConfig(models(("bad", 1, 0.5)), candidates=2, retries=0)
+    text, _, decoder = await run(engine, config)
+    assert text == "\ngood words\nend."
+    assert decoder.stats.steered == 0
+    assert config.models[0].model.calls == [2, 2]  # the blank step was not scored

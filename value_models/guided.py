@@ -72,6 +72,8 @@ class Candidate:
     scores: dict[str, float] = field(default_factory=dict)
     total: float = 0.0
     rejected_by: list[str] = field(default_factory=list)
+    filler: bool = False
+    """Whitespace only (a paragraph break): passes without scoring."""
 
     def as_event(self) -> dict[str, Any]:
         out: dict[str, Any] = {"text": self.text, "scores": self.scores, "total": self.total}
@@ -173,7 +175,9 @@ class GuidedDecoder:
             cands.append(Candidate(text, token_ids, finished))
             self.stats.generated_tokens += len(token_ids)
         self.stats.candidates += len(cands)
-        return [c for c in cands if c.text.strip() or c.finished]
+        steps = [c for c in cands if c.text.strip() or c.finished]
+        # Only blank lines (a paragraph break): nothing to judge, keep one and move on.
+        return steps or [replace(cands[0], filler=True)]
 
     async def _choose(
         self, engine: Engine, beams: list[Beam], sampling: SamplingConfig, budget: int, rid: str
@@ -183,7 +187,8 @@ class GuidedDecoder:
         rejected: list[Candidate] = []
         for b, beam in enumerate(beams):
             cands = await self._sample(engine, beam, sampling, budget, f"{rid}-b{b}")
-            await score_candidates(self.config, self.question, beam.text, cands, self.stats)
+            if not cands[0].filler:
+                await score_candidates(self.config, self.question, beam.text, cands, self.stats)
             for c in cands:
                 if c.rejected_by:
                     rejected.append(c)
