@@ -17,7 +17,7 @@ EXTRA  := $(if $(GPU),gpu,cpu)
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(EXTRA)
 
-.PHONY: install serve test lint format model bench clean
+.PHONY: install serve test lint format model value-models bench clean
 
 install: $(STAMP)
 
@@ -37,6 +37,11 @@ endif
 model: install
 	$(BIN)/python -m safework.engine.default_model
 
+# The built-in value models (builtin:safety, builtin:values) train on first use; the end-to-end
+# tests use them, so `make test` trains them ahead (cached; ~1-2 min the first time).
+value-models: install
+	$(BIN)/safework-train value --kind all
+
 serve: model
 	$(BIN)/safework serve --host $(HOST) --port $(PORT) $(ARGS)
 
@@ -49,11 +54,12 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint model
+test: lint model value-models
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: model
+bench: model value-models
 	$(BIN)/python bench/serve_overhead.py
+	$(BIN)/python bench/guided.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

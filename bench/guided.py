@@ -139,14 +139,15 @@ def server(config: Path, log: Path) -> Iterator[str]:
             proc.wait(timeout=60)
 
 
-def write_config(path: Path, candidates: int) -> None:
+def write_config(path: Path, candidates: int, delimiter: str) -> None:
     lines = ["value_models:"]
     for name in WEIGHTS:
         lines.append(
             f"  {name}: {{spec: 'builtin:{name}', weight: {WEIGHTS[name]}, "
             f"threshold: {THRESHOLDS[name]}}}"
         )
-    lines.append(f"alignment: {{candidates: {candidates}, retries: 1}}")
+    settings = {"candidates": candidates, "retries": 1, "step_delimiter": delimiter}
+    lines.append(f"alignment: {json.dumps(settings)}")
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -225,6 +226,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--candidates", type=int, default=4, help="K, for aligned and best-of-K")
     p.add_argument("--max-tokens", type=int, default=96, help="per-response token budget")
     p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--step-delimiter", default="\n", help="text that ends a reasoning step")
     p.add_argument(
         "--safety-threshold", type=float, default=THRESHOLDS["safety"], help="hard constraint"
     )
@@ -251,7 +253,7 @@ async def amain(args: argparse.Namespace) -> int:
     THRESHOLDS["safety"] = args.safety_threshold
     prompts = dev_prompts(args.harmful, args.benign)
     config = args.work_dir / "guided_value_models.yaml"
-    write_config(config, args.candidates)
+    write_config(config, args.candidates, args.step_delimiter)
     models = {n: load_value_model(n, f"builtin:{n}") for n in WEIGHTS}
     results = []
     with server(config, args.work_dir / "guided_server.log") as url:
@@ -261,7 +263,7 @@ async def amain(args: argparse.Namespace) -> int:
     rows = [r.row(await safety_scores(models["safety"], r)) for r in results]
     print(
         f"\n{dt.date.today()}  K={args.candidates}  max_tokens={args.max_tokens}  "
-        f"safety threshold={args.safety_threshold}  "
+        f"safety threshold={args.safety_threshold}  delimiter={args.step_delimiter!r}  "
         f"harmful={args.harmful} benign={args.benign} concurrency={args.concurrency}"
     )
     print_table(rows)
