@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -106,7 +107,7 @@ class Embedder:
     dim: int
     """Vector size: 384 for MiniLM (read from the model's config)."""
 
-    def __init__(self, folder: Path, max_tokens: int = MAX_TOKENS) -> None:
+    def __init__(self, folder: Path, max_tokens: int = MAX_TOKENS, cache_size: int = 4096) -> None:
         """Load tokenizer and encoder from a local folder; never touches a model hub."""
         self.folder = Path(folder)
         self.max_tokens = max_tokens
@@ -115,23 +116,34 @@ class Embedder:
         self._model.eval()
         self.dim = int(self._model.config.hidden_size)
         self._lock = threading.Lock()
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.cache_size = cache_size
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Embed ``texts``: (N, 384) float32, rows L2-normalised, in the input order.
 
-        Texts are batched by length (less padding, same result) and cut at ``max_tokens``.
+        The last ``cache_size`` distinct texts are remembered: guided decoding scores the same
+        prompt and candidates with several value models, and each is embedded once. Misses are
+        batched by length (less padding, same result) and cut at ``max_tokens``.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            out[idx] = self._encode_batch([texts[i] for i in idx])
+        with self._lock:  # held across lookup and compute: a concurrent caller then hits
+            missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+            order = sorted(missing, key=len)
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                self._cache.update(zip(chunk, self._encode_batch(chunk), strict=True))
+            out = np.zeros((len(texts), self.dim), dtype=np.float32)
+            for i, text in enumerate(texts):
+                out[i] = self._cache[text]
+                self._cache.move_to_end(text)
+            while len(self._cache) > max(self.cache_size, len(texts)):
+                self._cache.popitem(last=False)
         return out
 
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
-        with self._lock, torch.inference_mode():
+        with torch.inference_mode():
             batch = self._tokenizer(
                 texts,
                 padding=True,

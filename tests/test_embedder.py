@@ -114,3 +114,32 @@ def test_real_minilm_vectors() -> None:
     assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
     similar, unrelated = float(vecs[0] @ vecs[1]), float(vecs[0] @ vecs[2])
     assert similar > 0.5 > unrelated
+
+
+def test_encode_remembers_recent_texts() -> None:
+    """Each distinct text is embedded once while it stays among the last ``cache_size``."""
+    import threading
+    from collections import OrderedDict
+
+    import numpy as np
+
+    from safework.engine.embedder import Embedder
+
+    embedded: list[list[str]] = []
+    emb = object.__new__(Embedder)
+    emb.dim, emb.cache_size = 2, 3
+    emb._lock, emb._cache = threading.Lock(), OrderedDict()
+
+    def fake_batch(texts: list[str]) -> np.ndarray:
+        embedded.append(list(texts))
+        return np.array([[len(t), 1.0] for t in texts], dtype=np.float32)
+
+    emb._encode_batch = fake_batch  # type: ignore[method-assign]
+    first = emb.encode(["aa", "b", "aa"])
+    assert first[:, 0].tolist() == [2, 1, 2]
+    assert embedded == [["b", "aa"]]  # duplicates once, shortest first
+    emb.encode(["b", "ccc"])
+    assert embedded[-1] == ["ccc"]
+    emb.encode(["dddd"])  # evicts the least recently used ("aa")
+    emb.encode(["aa"])
+    assert embedded[-1] == ["aa"]

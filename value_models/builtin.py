@@ -29,9 +29,7 @@ import asyncio
 import json
 import logging
 import shutil
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -256,23 +254,14 @@ def ensure_builtin(
 
 
 class BuiltinValueModel(ValueModel):
-    """Scores pairs with a trained head on MiniLM embeddings; prompt vectors are cached."""
+    """Scores pairs with a trained head on MiniLM embeddings (the encoder caches vectors)."""
 
     def __init__(
-        self,
-        name: str,
-        spec: str,
-        kind: str,
-        head: PairHead,
-        encoder: TextEncoder,
-        prompt_cache_size: int = 512,
+        self, name: str, spec: str, kind: str, head: PairHead, encoder: TextEncoder
     ) -> None:
         self.name, self.spec, self.kind = name, spec, kind
         self._head = head.eval()
         self._encoder = encoder
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._cache_size = prompt_cache_size
-        self._lock = threading.Lock()
 
     async def score(self, prompts: list[str], responses: list[str]) -> list[ValueScore]:
         if len(prompts) != len(responses):
@@ -285,30 +274,13 @@ class BuiltinValueModel(ValueModel):
     def predict(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """P(label = 1) per pair, synchronously (``score`` runs this in a worker thread).
 
-        New prompts and all responses are embedded in one encoder call (one forward pass for
-        a typical batch); prompt vectors are then remembered, since guided decoding scores
-        many candidate steps for the same prompt.
+        Prompts and responses go to the encoder in one call; the shared embedder remembers
+        recent texts, so the same prompt and candidates scored by the safety and the values
+        model are embedded once.
         """
-        known = self._cached_prompts(prompts)
-        texts = list(dict.fromkeys([*(p for p in prompts if p not in known), *responses]))
-        vecs = dict(zip(texts, self._encoder.encode(texts), strict=True))
-        self._remember({p: vecs[p] for p in prompts if p not in known})
-        ep = np.stack([known[p] if p in known else vecs[p] for p in prompts])  # (N, D)
-        er = np.stack([vecs[r] for r in responses])  # (N, D)
+        vecs = self._encoder.encode([*prompts, *responses])  # (2N, D)
+        ep, er = vecs[: len(prompts)], vecs[len(prompts) :]
         return predict(self._head, ep.astype(np.float32), er.astype(np.float32))
-
-    def _cached_prompts(self, prompts: Sequence[str]) -> dict[str, np.ndarray]:
-        with self._lock:
-            found = {p: self._cache[p] for p in prompts if p in self._cache}
-            for p in found:
-                self._cache.move_to_end(p)
-        return found
-
-    def _remember(self, vectors: dict[str, np.ndarray]) -> None:
-        with self._lock:
-            self._cache.update(vectors)
-            while len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
 
     def _verdict(self, p: float) -> ValueScore:
         p = min(1.0, max(0.0, p))
