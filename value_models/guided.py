@@ -200,9 +200,13 @@ class GuidedDecoder:
 
     @staticmethod
     def _output(
-        rid: str, prompt_tokens: int, text: str, ids: list[int], finish: str | None,
+        rid: str,
+        prompt_tokens: int,
+        text: str,
+        ids: list[int],
+        finish: str | None,
         event: dict[str, Any],
-    ) -> EngineOutput:  # fmt: skip
+    ) -> EngineOutput:
         delta = ChoiceDelta(0, text, ids, None, finish)  # type: ignore[arg-type]
         return EngineOutput(rid, prompt_tokens, [delta], finish is not None, events=[event])
 

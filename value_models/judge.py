@@ -80,8 +80,8 @@ class JudgeTemplate:
         if not lines:
             return None, []
         first = lines[0].lower().strip(" .:*")
-        label = next((lab for lab in sorted(self.labels, key=len, reverse=True)
-                      if first.startswith(lab)), None)  # fmt: skip
+        longest_first = sorted(self.labels, key=len, reverse=True)
+        label = next((lab for lab in longest_first if first.startswith(lab)), None)
         codes = re.findall(r"\bS(?:1[0-4]|[1-9])\b", " ".join(lines[1:]))
         return label, codes
 

@@ -52,7 +52,8 @@ class ModerationServing:
                     scores[f"{name}/{cat}"] = round(value, 6)
                     categories[f"{name}/{cat}"] = value >= 0.5
             flagged = any(categories.values())
-            results.append(ModerationResult(flagged=flagged, categories=categories,
-                                            category_scores=scores))  # fmt: skip
+            results.append(
+                ModerationResult(flagged=flagged, categories=categories, category_scores=scores)
+            )
         model = request.model or "+".join(names)
         return ModerationResponse(model=model, results=results)
