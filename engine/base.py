@@ -98,6 +98,8 @@ class Engine(abc.ABC):
     """The id clients use for this model (``/v1/models``)."""
     max_model_len: int
     """Context length: prompt plus completion tokens."""
+    sampling_defaults: dict[str, Any] = {}  # noqa: RUF012 - replaced per instance, never mutated
+    """Sampling settings the model's generation config recommends (e.g. temperature)."""
 
     @abc.abstractmethod
     def generate(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, fields
 
-from safework.errors import NotFoundError, RequestError
+from safework.errors import ConfigError, NotFoundError, RequestError
 from safework.value_models.base import ValueModel
 from safework.value_models.guided import GuidanceConfig, GuidanceStats, WeightedModel
 from safework.value_models.registry import LoadContext, ValueModelsConfig, load_value_model
@@ -50,7 +50,7 @@ class Alignment:
             models[name] = load_value_model(name, entry.spec, ctx)
         unknown = set(config.alignment) - GUIDANCE_KEYS
         if unknown:
-            raise RequestError(f"unknown alignment settings {sorted(unknown)}")
+            raise ConfigError(f"unknown alignment settings {sorted(unknown)}")
         return cls(models, config, max_candidates, max_beam_width)
 
     @property

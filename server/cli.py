@@ -24,8 +24,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--host", default=ServerConfig.host, help="bind address (default %(default)s)")
+    p.add_argument("--port", type=int, default=ServerConfig.port, help="port (default %(default)s)")
     p.add_argument(
         "--api-key",
         action="append",
@@ -34,9 +34,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="require this bearer key (repeatable); also SAFEWORK_API_KEYS=k1:t1,k2:t2",
     )
     p.add_argument(
-        "--max-body-bytes", type=int, default=4 * 1024 * 1024, help="largest request body"
+        "--max-body-bytes",
+        type=int,
+        default=ServerConfig.max_body_bytes,
+        help="largest request body",
     )
-    p.add_argument("--max-n", type=int, default=16, help="largest `n` a request may ask for")
+    p.add_argument(
+        "--max-n", type=int, default=ServerConfig.max_n, help="largest `n` a request may ask for"
+    )
     p.add_argument(
         "--value-model",
         action="append",
@@ -50,9 +55,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="FILE.yaml",
         help="value models with weights and thresholds, and default alignment settings",
     )
-    p.add_argument("--max-candidates", type=int, default=16, help="largest K a request may ask")
-    p.add_argument("--max-beam-width", type=int, default=4, help="largest beam a request may ask")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument(
+        "--max-candidates",
+        type=int,
+        default=ServerConfig.max_candidates,
+        help="largest K a request may ask",
+    )
+    p.add_argument(
+        "--max-beam-width",
+        type=int,
+        default=ServerConfig.max_beam_width,
+        help="largest beam a request may ask",
+    )
+    p.add_argument(
+        "--log-level", default=ServerConfig.log_level, choices=["debug", "info", "warning", "error"]
+    )
     EngineOptions.add_cli_args(p)
     p.set_defaults(func=run)
     return p

@@ -159,7 +159,7 @@ class ChatServing:
             sampling = request.to_sampling_config(
                 max_tokens=max_tokens,
                 logprobs=request.logprobs_k,
-                defaults=getattr(self.engine, "sampling_defaults", {}),
+                defaults=self.engine.sampling_defaults,
                 structured=request.structured_output(),
             )
             gen = Generation(

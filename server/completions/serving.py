@@ -119,7 +119,7 @@ class CompletionServing:
                 sampling = request.to_sampling_config(
                     max_tokens=max_tokens,
                     logprobs=request.logprobs,
-                    defaults=getattr(self.engine, "sampling_defaults", {}),
+                    defaults=self.engine.sampling_defaults,
                 )
                 gens.append(
                     Generation(
