@@ -1,0 +1,182 @@
+"""Web search through DuckDuckGo (the ``ddgs`` package): no API key, no index to build.
+
+``ddgs`` is synchronous, so every call runs in a worker thread under ``asyncio.wait_for`` and
+the server's event loop never waits on the network. Timeouts and rate limits are retried with
+a short exponential backoff (``BackendContext.retries`` extra attempts); any other ``ddgs``
+failure, such as a machine without network, is a ``SearchError`` at once.
+
+``read(url)`` fetches a page's text, but only for urls this backend returned in earlier
+results (a bounded LRU), so a model cannot make the server fetch arbitrary addresses.
+
+Spec: ``duckduckgo``; ``BackendContext.options``: ``region`` (default ``wt-wt``, no region)
+and ``safesearch`` (``on``, ``moderate`` (default) or ``off``).
+
+Simplification: ``wait_for`` cannot stop a thread, so a call that timed out keeps its thread
+until ``ddgs``'s own timeout (the same number of seconds, rounded up) ends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ddgs.exceptions import DDGSException, RatelimitException, TimeoutException
+
+from safework.errors import ConfigError
+
+from .base import (
+    BackendContext,
+    Document,
+    DocumentNotFound,
+    SearchBackend,
+    SearchError,
+    SearchResult,
+    SearchTimeout,
+)
+
+__all__ = ["DuckDuckGoBackend", "load_duckduckgo"]
+
+SAFESEARCH = ("on", "moderate", "off")
+NO_RESULTS = "No results found."
+"""The message ``ddgs`` raises ``DDGSException`` with when a search simply matched nothing."""
+
+
+class DDGSClient(Protocol):
+    """The part of ``ddgs.DDGS`` this backend uses (tests pass a fake with these methods)."""
+
+    def text(self, query: str, **kwargs: Any) -> list[dict[str, Any]]: ...
+
+    def extract(self, url: str, fmt: str = ...) -> dict[str, str | bytes]: ...
+
+
+DDGSFactory = Callable[..., DDGSClient]
+"""Called as ``factory(timeout=seconds)``; ``ddgs.DDGS`` itself by default."""
+
+
+def _real_ddgs() -> DDGSFactory:
+    from ddgs import DDGS
+
+    return DDGS
+
+
+class DuckDuckGoBackend(SearchBackend):
+    """``search`` asks DuckDuckGo; ``read`` fetches one of the pages it returned."""
+
+    def __init__(
+        self,
+        name: str = "duckduckgo",
+        *,
+        timeout_s: float = 10.0,
+        retries: int = 2,
+        region: str = "wt-wt",
+        safesearch: str = "moderate",
+        ddgs_class: DDGSFactory | None = None,
+        backoff_s: float = 0.5,
+        max_seen: int = 1024,
+    ) -> None:
+        if safesearch not in SAFESEARCH:
+            raise ConfigError(
+                f"duckduckgo option safesearch must be one of {', '.join(SAFESEARCH)} "
+                f"(got {safesearch!r})"
+            )
+        self.name = name
+        self.timeout_s = timeout_s
+        self.retries = max(0, retries)
+        self.region = region
+        self.safesearch = safesearch
+        self.backoff_s = backoff_s
+        self.max_seen = max_seen
+        self._ddgs = ddgs_class or _real_ddgs()
+        self._seen: OrderedDict[str, SearchResult] = OrderedDict()
+
+    async def search(self, query: str, k: int) -> list[SearchResult]:
+        if k < 1 or not query.strip():
+            return []
+        try:
+            rows = await self._call(
+                "search",
+                lambda client: client.text(
+                    query, max_results=k, region=self.region, safesearch=self.safesearch
+                ),
+            )
+        except _NoResults:
+            return []
+        results = [r for r in map(_to_result, rows) if r is not None][:k]
+        for result in results:
+            self._remember(result)
+        return results
+
+    async def read(self, doc_id: str) -> Document:
+        seen = self._seen.get(doc_id)
+        if seen is None:
+            raise DocumentNotFound(
+                self.name, f"unknown url {doc_id!r}: only urls from earlier results can be read"
+            )
+        self._seen.move_to_end(doc_id)
+        page = await self._call("read", lambda client: client.extract(doc_id, fmt="text_markdown"))
+        content = page.get("content", "")
+        text = content.decode("utf-8", "replace") if isinstance(content, bytes) else str(content)
+        return Document(id=doc_id, title=seen.title, text=text, url=doc_id)
+
+    def _remember(self, result: SearchResult) -> None:
+        self._seen[result.id] = result
+        self._seen.move_to_end(result.id)
+        while len(self._seen) > self.max_seen:
+            self._seen.popitem(last=False)
+
+    async def _call(self, what: str, work: Callable[[DDGSClient], Any]) -> Any:
+        """``work(client)`` in a thread, with the timeout and retries; ddgs errors mapped."""
+        client_timeout = max(1, math.ceil(self.timeout_s))
+        attempts = self.retries + 1
+        last = ""
+        for attempt in range(attempts):
+            if attempt:
+                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
+            try:
+                client = self._ddgs(timeout=client_timeout)
+                return await asyncio.wait_for(asyncio.to_thread(work, client), self.timeout_s)
+            except (TimeoutError, TimeoutException):
+                last = f"no answer within {self.timeout_s:g}s"
+            except RatelimitException as e:
+                last = f"rate limited ({e})"
+            except DDGSException as e:
+                if what == "search" and str(e) == NO_RESULTS:
+                    raise _NoResults from None
+                raise SearchError(self.name, _failure(what, e)) from e
+        where = "cannot fetch the page" if what == "read" else "cannot reach DuckDuckGo"
+        message = f"{where}: {last} after {attempts} attempt(s)"
+        if last.startswith("no answer"):
+            raise SearchTimeout(self.name, f"{message} (no network?)")
+        raise SearchError(self.name, message)
+
+
+class _NoResults(Exception):
+    """``ddgs`` reports an empty result list as an error; this turns it back into ``[]``."""
+
+
+def _failure(what: str, error: Exception) -> str:
+    if what == "read":
+        return f"cannot fetch the page: {error}"
+    return f"cannot reach DuckDuckGo: {error} (no network?)"
+
+
+def _to_result(row: dict[str, Any]) -> SearchResult | None:
+    url = row.get("href") or row.get("url")
+    if not isinstance(url, str) or not url:
+        return None
+    title = str(row.get("title") or url)
+    return SearchResult(id=url, title=title, snippet=str(row.get("body") or ""), url=url)
+
+
+def load_duckduckgo(name: str, arg: str, ctx: BackendContext) -> DuckDuckGoBackend:
+    """The ``duckduckgo`` spec (``arg`` is empty: ``check_spec`` refuses an argument)."""
+    return DuckDuckGoBackend(
+        name,
+        timeout_s=ctx.timeout_s,
+        retries=ctx.retries,
+        region=ctx.options.get("region", "wt-wt"),
+        safesearch=ctx.options.get("safesearch", "moderate"),
+    )
