@@ -8,8 +8,12 @@ reason exactly about token counts, stops, ``n``, logprobs and aborts.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import re
+import zlib
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
+
+import numpy as np
 
 from safework.engine.base import (
     ChoiceDelta,
@@ -20,6 +24,13 @@ from safework.engine.base import (
     TopLogprob,
 )
 from safework.errors import EngineError
+from safework.search.base import (
+    Document,
+    DocumentNotFound,
+    SearchBackend,
+    SearchError,
+    SearchResult,
+)
 from safework.value_models.base import ValueModel, ValueScore
 
 
@@ -183,3 +194,131 @@ class StepEngine(FakeEngine):
                 )
             )
         yield EngineOutput(request_id, len(prompt), deltas, finished=True)
+
+
+class ScriptEngine(FakeEngine):
+    """Search-loop fake: call ``k`` of ``generate`` writes ``script[k]`` (the last one repeats).
+
+    Text streams a few characters per step; the first stop string in it ends the choice
+    (kept when ``include_stop_str_in_output``), as vLLM does. Every token has logprob -0.1.
+    """
+
+    def __init__(
+        self,
+        script: list[str],
+        *,
+        routes: dict[str, str] | None = None,
+        chunk: int = 5,
+        **kw: Any,
+    ) -> None:
+        kw.setdefault("max_model_len", 8192)
+        super().__init__(**kw)
+        self.script = script
+        self.routes = routes or {}
+        """A prompt containing the key is answered with the value (the script is not used)."""
+        self.chunk = chunk
+        self.calls = 0
+        self.seen: list[str] = []
+
+    async def _steps(
+        self, prompt: list[int], s: SamplingConfig, request_id: str
+    ) -> AsyncIterator[EngineOutput]:
+        prompt_text = "".join(chr(t) for t in prompt)
+        self.seen.append(prompt_text)
+        routed = [reply for key, reply in self.routes.items() if key in prompt_text]
+        if routed:
+            text = routed[0]
+        else:
+            text = self.script[min(self.calls, len(self.script) - 1)]
+            self.calls += 1
+        finish, stop_reason = "stop", None
+        hits = [(text.find(stop), stop) for stop in s.stop if stop in text]
+        if hits:
+            at, stop_reason = min(hits)
+            text = text[: at + len(stop_reason)] if s.include_stop_str_in_output else text[:at]
+        if len(text) > s.max_tokens:
+            text, finish, stop_reason = text[: s.max_tokens], "length", None
+        for start in range(0, max(len(text), 1), self.chunk):
+            piece = text[start : start + self.chunk]
+            last = start + self.chunk >= len(text)
+            logprobs = None
+            if s.logprobs is not None:
+                logprobs = [TokenLogprob(ch, -0.1) for ch in piece]
+            deltas = [
+                ChoiceDelta(
+                    i,
+                    piece,
+                    [ord(c) for c in piece],
+                    logprobs,
+                    finish if last else None,  # type: ignore[arg-type]
+                    stop_reason if last else None,
+                )
+                for i in range(s.n)
+            ]
+            yield EngineOutput(request_id, len(prompt), deltas, finished=last)
+
+
+class FakeSearchBackend(SearchBackend):
+    """Documents in memory, ranked by words shared with the query; can fail on demand."""
+
+    def __init__(
+        self,
+        docs: dict[str, tuple[str, str]],
+        *,
+        name: str = "fake",
+        fail: str | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        self.docs = docs
+        self.name = name
+        self.fail = fail
+        """``"search"`` or ``"read"``: that call raises ``SearchError``."""
+        self.delay = delay
+        self.queries: list[str] = []
+        self.closed = False
+
+    @staticmethod
+    def _words(text: str) -> set[str]:
+        return set(re.findall(r"\w+", text.lower()))
+
+    async def search(self, query: str, k: int) -> list[SearchResult]:
+        self.queries.append(query)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.fail == "search":
+            raise SearchError(self.name, "the index is on fire")
+        words = self._words(query)
+        ranked = sorted(
+            self.docs.items(), key=lambda kv: -len(words & self._words(kv[1][0] + " " + kv[1][1]))
+        )
+        return [
+            SearchResult(i, t, x[:200], f"https://docs.test/{i}", 1.0) for i, (t, x) in ranked[:k]
+        ]
+
+    async def read(self, doc_id: str) -> Document:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if self.fail == "read":
+            raise SearchError(self.name, "read failed")
+        if doc_id not in self.docs:
+            raise DocumentNotFound(self.name, f"no document {doc_id!r}")
+        title, text = self.docs[doc_id]
+        return Document(doc_id, title, text, f"https://docs.test/{doc_id}")
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class BagOfWordsEncoder:
+    """A deterministic stand-in for MiniLM: hashed bag of words, L2-normalised."""
+
+    def __init__(self, dim: int = 256) -> None:
+        self.dim = dim
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()):
+                out[row, zlib.crc32(word.encode()) % self.dim] += 1.0
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return out / np.maximum(norms, 1e-9)

@@ -1,0 +1,236 @@
+"""Confidence calibration: expected calibration error, and maps fitted on a dev set.
+
+A raw confidence (the model's stated ``<confidence>``, or one derived from its answer-token
+probabilities or from agreement across samples) is rarely a probability of being right.
+``Calibration`` holds one fitted map per confidence source, per model, fitted by
+``safework-train calibrate`` on questions with known answers and stored as JSON in the cache
+(``calibration/<model>.json``); the server applies it to every search answer.
+
+Maps: ``platt`` (logistic regression on the logit of the raw confidence, two parameters,
+Newton's method) and ``isotonic`` (pool-adjacent-violators, monotone step function with
+linear interpolation between the fitted points). ECE uses equal-width bins.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from safework.engine.fetch import cache_dir
+from safework.errors import ConfigError
+
+Method = Literal["platt", "isotonic"]
+_EPS = 1e-4
+
+
+def _arrays(confidence: Sequence[float], correct: Sequence[bool | float]) -> tuple[Any, Any]:
+    conf = np.asarray(confidence, dtype=np.float64)
+    hit = np.asarray(correct, dtype=np.float64)
+    if conf.shape != hit.shape or conf.ndim != 1:
+        raise ValueError("confidence and correct must be 1-D and the same length")
+    if conf.size and (conf.min() < 0 or conf.max() > 1):
+        raise ValueError("confidences must lie in [0, 1]")
+    return conf, hit
+
+
+def expected_calibration_error(
+    confidence: Sequence[float], correct: Sequence[bool | float], bins: int = 10
+) -> float:
+    """ECE: the sample-weighted mean of |accuracy - mean confidence| over equal-width bins.
+
+    Bin ``b`` holds confidences in ``(b/B, (b+1)/B]``, with 0 in the first bin.
+    """
+    conf, hit = _arrays(confidence, correct)
+    if conf.size == 0:
+        return 0.0
+    index = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        members = index == b
+        if members.any():
+            ece += members.mean() * abs(hit[members].mean() - conf[members].mean())
+    return float(ece)
+
+
+def reliability_table(
+    confidence: Sequence[float], correct: Sequence[bool | float], bins: int = 10
+) -> list[dict[str, float]]:
+    """Per non-empty bin: its range, count, mean confidence and accuracy (for reports)."""
+    conf, hit = _arrays(confidence, correct)
+    index = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
+    rows = []
+    for b in range(bins):
+        members = index == b
+        if members.any():
+            rows.append(
+                {
+                    "low": b / bins,
+                    "high": (b + 1) / bins,
+                    "count": int(members.sum()),
+                    "confidence": float(conf[members].mean()),
+                    "accuracy": float(hit[members].mean()),
+                }
+            )
+    return rows
+
+
+def _logit(p: Any) -> Any:
+    p = np.clip(p, _EPS, 1 - _EPS)
+    return np.log(p / (1 - p))
+
+
+def fit_platt(confidence: Sequence[float], correct: Sequence[bool | float]) -> tuple[float, float]:
+    """``(a, b)`` of ``sigmoid(a * logit(conf) + b)`` by Newton's method on the log loss.
+
+    A tiny L2 penalty keeps the fit finite when the dev set is separable.
+    """
+    conf, hit = _arrays(confidence, correct)
+    x = _logit(conf)
+    a, b, ridge = 1.0, 0.0, 1e-3
+    for _ in range(100):
+        p = 1 / (1 + np.exp(-(a * x + b)))
+        w = p * (1 - p)
+        grad = np.array([np.sum((p - hit) * x) + ridge * a, np.sum(p - hit) + ridge * b])
+        hess = np.array(
+            [[np.sum(w * x * x) + ridge, np.sum(w * x)], [np.sum(w * x), np.sum(w) + ridge]]
+        )
+        step = np.linalg.solve(hess, grad)
+        a, b = a - step[0], b - step[1]
+        if np.abs(step).max() < 1e-10:
+            break
+    return float(a), float(b)
+
+
+def fit_isotonic(
+    confidence: Sequence[float], correct: Sequence[bool | float]
+) -> tuple[list[float], list[float]]:
+    """Monotone non-decreasing fit by pool-adjacent-violators: ``(xs, ys)`` knots."""
+    conf, hit = _arrays(confidence, correct)
+    order = np.argsort(conf, kind="stable")
+    blocks: list[list[float]] = []  # [sum_y, count, sum_x]
+    for i in order:
+        blocks.append([hit[i], 1.0, conf[i]])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            y, n, x = blocks.pop()
+            blocks[-1][0] += y
+            blocks[-1][1] += n
+            blocks[-1][2] += x
+    xs = [x / n for _, n, x in blocks]
+    ys = [y / n for y, n, _ in blocks]
+    return xs, ys
+
+
+@dataclass
+class CalibrationMap:
+    """One fitted map from raw to calibrated confidence."""
+
+    method: Method
+    params: dict[str, Any]
+    n: int = 0
+    ece_before: float | None = None
+    ece_after: float | None = None
+
+    @classmethod
+    def fit(
+        cls, confidence: Sequence[float], correct: Sequence[bool | float], method: Method
+    ) -> CalibrationMap:
+        if len(confidence) < 2:
+            raise ValueError("calibration needs at least two examples")
+        if method == "platt":
+            a, b = fit_platt(confidence, correct)
+            params: dict[str, Any] = {"a": a, "b": b}
+        elif method == "isotonic":
+            xs, ys = fit_isotonic(confidence, correct)
+            params = {"x": xs, "y": ys}
+        else:
+            raise ValueError(f"unknown calibration method {method!r}; use platt or isotonic")
+        fitted = cls(method, params, n=len(confidence))
+        fitted.ece_before = expected_calibration_error(confidence, correct)
+        fitted.ece_after = expected_calibration_error(fitted.apply_many(confidence), correct)
+        return fitted
+
+    def apply(self, confidence: float) -> float:
+        return self.apply_many([confidence])[0]
+
+    def apply_many(self, confidence: Sequence[float]) -> list[float]:
+        conf = np.clip(np.asarray(confidence, dtype=np.float64), 0.0, 1.0)
+        if self.method == "platt":
+            z = self.params["a"] * _logit(conf) + self.params["b"]
+            out = 1 / (1 + np.exp(-z))
+        else:
+            out = np.interp(conf, self.params["x"], self.params["y"])
+        return [float(v) for v in out]
+
+
+@dataclass
+class Calibration:
+    """The fitted maps of one model, one per confidence source (``stated``, ``logprob``...)."""
+
+    model: str
+    maps: dict[str, CalibrationMap] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    """Where the fit came from: dataset, backend, sizes, held-out ECE, time."""
+
+    def calibrate(self, source: str, confidence: float) -> float | None:
+        """The calibrated confidence, or ``None`` when this source was never fitted."""
+        fitted = self.maps.get(source)
+        return None if fitted is None else round(fitted.apply(confidence), 4)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "maps": {k: asdict(v) for k, v in self.maps.items()},
+            "info": self.info,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Calibration:
+        maps = {k: CalibrationMap(**v) for k, v in data.get("maps", {}).items()}
+        return cls(data["model"], maps, data.get("info", {}))
+
+    def save(self, path: Path | None = None) -> Path:
+        path = path or calibration_path(self.model)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.info.setdefault("saved_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_json(), indent=2))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> Calibration:
+        try:
+            return cls.from_json(json.loads(path.read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ConfigError(f"cannot read the calibration file {path}: {e}") from e
+
+
+def calibration_path(model: str, cache: Path | None = None) -> Path:
+    """``<cache>/calibration/<model>.json`` (the model id made filename-safe)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("._") or "model"
+    return (cache or cache_dir()) / "calibration" / f"{safe}.json"
+
+
+def load_calibration(
+    model: str, path: Path | None = None, cache: Path | None = None
+) -> Calibration | None:
+    """The stored calibration of ``model`` (or the file given), ``None`` when never fitted."""
+    if path is not None:
+        return Calibration.load(path)
+    default = calibration_path(model, cache)
+    return Calibration.load(default) if default.exists() else None
+
+
+def answer_probability(logprobs: Sequence[float]) -> float:
+    """The geometric-mean probability of the answer's tokens (1.0 for an empty answer)."""
+    if not logprobs:
+        return 1.0
+    return float(math.exp(sum(logprobs) / len(logprobs)))

@@ -1,0 +1,175 @@
+"""What stands between retrieved text and the model: relevance, hostility, and doubt.
+
+- ``RelevanceFilter`` drops results whose title and snippet are not similar enough to the
+  query (cosine of sentence embeddings under ``min_similarity``): noise costs context and
+  misleads small models.
+- ``neutralise`` treats retrieved text as data: sentences that address the reader as an
+  assistant ("ignore your instructions", "answer X", "new system prompt") and chat-template
+  control tokens are cut out and replaced by a marker, and protocol tags are escaped so a
+  document can never close the ``<information>`` block or write an answer.
+- ``focus`` keeps the parts of a long document that matter to the query, in their order.
+- ``contradiction_note`` compares the final answer with the model's closed-book answer and
+  with the sources, for the trace.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from .base import SearchResult
+
+INJECTION_MARK = "[instruction removed]"
+
+_CONTROL_TOKENS = re.compile(
+    r"<\|[^|<>\n]{1,40}\|>|\[/?INST\]|<</?SYS>>|</?s>|<\s*/?\s*(system|user|assistant)\s*>",
+    re.IGNORECASE,
+)
+_INSTRUCTION_PATTERNS = [
+    r"\b(ignore|disregard|forget|override|bypass|skip)\b[^.!?\n]{0,60}\b(instruction|instructions"
+    r"|prompt|prompts|rules|guidelines|directions|context|above|previous|prior|system)\b",
+    r"\b(you|assistant|the ai|the model|language models?|chatbots?)\b[^.!?\n]{0,30}\b(must|should"
+    r"|are required to|have to|need to|will now)\b[^.!?\n]{0,30}\b(answer|respond|reply|say|output"
+    r"|write|state|claim|tell|print|ignore|follow|obey)\b",
+    r"\b(always|only|instead)\s+(answer|respond|reply|say|output|write)\b",
+    r"\b(answer|respond|reply)\s+(only\s+)?(with|that|by saying)\b",
+    r"\bthe (correct|real|true|final) answer (is|must be|should be)\b",
+    r"\b(new|updated|real|actual|hidden|secret)\s+(instructions?|task|system prompt|orders)\b",
+    r"\bsystem prompt\b",
+    r"\b(do not|don't|never)\s+(tell|reveal|mention|disclose|cite)\b",
+    r"\bas an ai\b",
+]
+_INSTRUCTION = re.compile("|".join(f"(?:{p})" for p in _INSTRUCTION_PATTERNS), re.IGNORECASE)
+_SENTENCES = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
+
+
+class TextEncoder(Protocol):
+    """What relevance needs from an embedder: unit-norm vectors, one row per text."""
+
+    def encode(self, texts: Sequence[str]) -> Any: ...
+
+
+def neutralise(text: str) -> tuple[str, int]:
+    """``text`` with control tokens and instruction-like sentences cut out; and their count."""
+    text, removed = _CONTROL_TOKENS.subn(" ", text)
+    out: list[str] = []
+    last = 0
+    for m in _SENTENCES.finditer(text):
+        if _INSTRUCTION.search(m.group(0)):
+            out.append(text[last : m.start()])
+            out.append(INJECTION_MARK + (" " if not m.group(0).endswith("\n") else "\n"))
+            last = m.end()
+            removed += 1
+    out.append(text[last:])
+    return "".join(out), removed
+
+
+@dataclass(frozen=True)
+class ScoredResult:
+    result: SearchResult
+    similarity: float
+
+
+class RelevanceFilter:
+    """Keeps results whose title + snippet embed close enough to the query."""
+
+    def __init__(self, encoder: TextEncoder, min_similarity: float = 0.25) -> None:
+        self.encoder = encoder
+        self.min_similarity = min_similarity
+
+    def score(self, query: str, results: Sequence[SearchResult]) -> list[ScoredResult]:
+        if not results:
+            return []
+        texts = [query] + [f"{r.title}. {r.snippet}" for r in results]
+        vecs = np.asarray(self.encoder.encode(texts), dtype=np.float32)
+        sims = vecs[1:] @ vecs[0]
+        return [ScoredResult(r, round(float(s), 4)) for r, s in zip(results, sims, strict=True)]
+
+    def split(
+        self, query: str, results: Sequence[SearchResult]
+    ) -> tuple[list[ScoredResult], list[ScoredResult]]:
+        """``(kept, dropped)``, each in the backend's order."""
+        scored = self.score(query, results)
+        kept = [s for s in scored if s.similarity >= self.min_similarity]
+        dropped = [s for s in scored if s.similarity < self.min_similarity]
+        return kept, dropped
+
+
+def _chunks(text: str, size: int) -> list[str]:
+    """Paragraph-aligned pieces of about ``size`` characters (long paragraphs are cut)."""
+    pieces: list[str] = []
+    for para in re.split(r"\n\s*\n", text):
+        para = para.strip()
+        while len(para) > size:
+            cut = para.rfind(" ", 0, size)
+            cut = cut if cut > size // 2 else size
+            pieces.append(para[:cut])
+            para = para[cut:].strip()
+        if para:
+            pieces.append(para)
+    return pieces
+
+
+def focus(
+    text: str, query: str, max_chars: int, encoder: TextEncoder, chunk_chars: int = 500
+) -> str:
+    """The most query-relevant pieces of ``text`` that fit ``max_chars``, in document order."""
+    if len(text) <= max_chars:
+        return text
+    pieces = _chunks(text, chunk_chars)
+    vecs = np.asarray(encoder.encode([query, *pieces]), dtype=np.float32)
+    order = np.argsort(-(vecs[1:] @ vecs[0]), kind="stable")
+    chosen, used = [], 0
+    for i in order:
+        if used + len(pieces[i]) > max_chars:
+            continue
+        chosen.append(int(i))
+        used += len(pieces[i]) + 5
+    if not chosen:  # even the best piece is too long: its head
+        return pieces[int(order[0])][:max_chars]
+    return "\n[...]\n".join(pieces[i] for i in sorted(chosen))
+
+
+def normalize_answer(text: str) -> str:
+    """Lowercase, accents and punctuation dropped, articles removed, spaces collapsed."""
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(c for c in text if not unicodedata.combining(c)).lower()
+    text = re.sub(r"[^\w\s.]", " ", text)
+    text = re.sub(r"(?<!\d)\.|\.(?!\d)", " ", text)
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def answers_agree(a: str, b: str) -> bool:
+    """Same answer after normalisation, or one contains the other as whole words."""
+    na, nb = normalize_answer(a), normalize_answer(b)
+    if not na or not nb:
+        return False
+    if na == nb:
+        return True
+    short, long = sorted((na, nb), key=len)
+    return re.search(rf"(?<![\w.]){re.escape(short)}(?![\w.])", long) is not None
+
+
+def contradiction_note(prior: str | None, answer: str, sources_text: str) -> str | None:
+    """A line for the trace when the model's closed-book answer and the final answer differ."""
+    if not prior or not answer or answers_agree(prior, answer):
+        return None
+    in_sources = answers_agree(answer, sources_text)
+    prior_in_sources = answers_agree(prior, sources_text)
+    if in_sources and not prior_in_sources:
+        return (
+            f"The sources contradict the model's own knowledge (alone it said {prior!r}); "
+            f"the answer follows the sources ({answer!r})."
+        )
+    if prior_in_sources and not in_sources:
+        return (
+            f"The answer {answer!r} is not in the sources, which support the model's own "
+            f"closed-book answer {prior!r}: treat it with caution."
+        )
+    return f"The model's closed-book answer {prior!r} differs from the final answer {answer!r}."
