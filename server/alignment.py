@@ -21,7 +21,7 @@ from .metrics import ServerMetrics
 from .protocol import AlignmentOptions, SafeWorkOptions
 
 logger = logging.getLogger("safework.server")
-PROFILES = ("aligned",)
+PROFILES = ("aligned", "search")
 GUIDANCE_KEYS = {f.name for f in fields(GuidanceConfig)} - {"models"}
 
 
@@ -103,20 +103,30 @@ class Alignment:
 
 
 def resolve_strategy(profile: str | None, options: SafeWorkOptions | None) -> str:
-    """Explicit ``safework.strategy``, else the profile, else ``aligned`` if configured."""
+    """Explicit ``safework.strategy``, else the profile, else the strategy whose settings
+    block is given (``alignment`` or ``search``), else ``plain``."""
     if options is not None and options.strategy is not None:
         return options.strategy
     if profile is not None:
         return profile
+    if options is not None and options.alignment is not None and options.search is not None:
+        raise RequestError(
+            "both `alignment` and `search` are given: choose one with `safework.strategy`",
+            param="safework.strategy",
+        )
     if options is not None and options.alignment is not None:
         return "aligned"
+    if options is not None and options.search is not None:
+        return "search"
     return "plain"
 
 
-def check_profile(profile: str | None, alignment: Alignment, requested: str) -> None:
-    if profile == "aligned" and not alignment.enabled:
+def check_profile(profile: str | None, configured: dict[str, bool], requested: str) -> None:
+    """404 for a profile whose strategy is not configured (``configured``: profile -> on)."""
+    if profile is not None and not configured.get(profile, False):
+        what = {"aligned": "no value models", "search": "no search backend"}[profile]
         raise NotFoundError(
-            f"The model `{requested}` does not exist: no value models are configured.",
+            f"The model `{requested}` does not exist: {what} configured.",
             param="model",
             code="model_not_found",
         )

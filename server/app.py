@@ -26,6 +26,7 @@ from .metrics import ServerMetrics
 from .middleware import AuthMiddleware, BodyLimitMiddleware, MetricsMiddleware
 from .moderations.serving import ModerationServing
 from .routes import router
+from .search import SearchService
 
 logger = logging.getLogger("safework.server")
 OPEN_PATHS = frozenset({"/health"})
@@ -51,15 +52,18 @@ def create_app(config: ServerConfig, engine_factory: EngineFactory = _vllm_engin
             config.max_candidates,
             config.max_beam_width,
         )
+        search = await SearchService.load(config.search, engine.model_id)
         app.state.engine = engine
         app.state.alignment = alignment
-        app.state.chat = ChatServing(engine, metrics, config.max_n, alignment)
+        app.state.search = search
+        app.state.chat = ChatServing(engine, metrics, config.max_n, alignment, search)
         app.state.completions = CompletionServing(engine, metrics, config.max_n)
         app.state.moderations = ModerationServing(alignment)
         logger.info("serving %s (context %d tokens)", engine.model_id, engine.max_model_len)
         try:
             yield
         finally:
+            await search.close()
             await alignment.close()
             await engine.shutdown()
 

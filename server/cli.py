@@ -3,18 +3,25 @@
 safework serve                                  # the embedded SmolLM2-135M-Instruct
 safework serve --model ./ckpt --port 8080 --api-key sk-alice-123:alice
 safework serve --model org/Model --tensor-parallel-size 4   # on GPUs
+safework serve --search-backend local:builtin --search-backend web=duckduckgo
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
 
 from safework.engine.options import EngineOptions
 from safework.errors import ConfigError
+from safework.search.base import parse_backend_arg
 from safework.value_models.registry import ValueModelsConfig
 
 from .config import ServerConfig, parse_api_keys
+from .search import SearchSettings
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -68,11 +75,82 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="largest beam a request may ask",
     )
     p.add_argument(
+        "--search-backend",
+        action="append",
+        default=[],
+        metavar="[NAME=]SPEC",
+        help="a search backend for the search strategy (repeatable, the first is the default): "
+        "duckduckgo, local:PATH, local:builtin, http:URL",
+    )
+    p.add_argument(
+        "--search-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a backend option (repeatable), e.g. mode=bm25|dense|hybrid, region=uk-en",
+    )
+    p.add_argument(
+        "--search-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a default of the search loop (repeatable), e.g. max_turns=4, top_k=3, read=false",
+    )
+    p.add_argument(
+        "--search-max-turns",
+        type=int,
+        default=SearchSettings.max_turns,
+        help="largest safework.search.max_turns a request may ask",
+    )
+    p.add_argument(
+        "--search-timeout",
+        type=float,
+        default=SearchSettings.timeout_s,
+        help="seconds per backend call before a retry (default %(default)s)",
+    )
+    p.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        metavar="FILE.json",
+        help="confidence calibration (default: the one `safework-train calibrate` fitted for "
+        "the served model, if any)",
+    )
+    p.add_argument(
         "--log-level", default=ServerConfig.log_level, choices=["debug", "info", "warning", "error"]
     )
     EngineOptions.add_cli_args(p)
     p.set_defaults(func=run)
     return p
+
+
+def _pairs(items: list[str], flag: str) -> dict[str, Any]:
+    """``["k=v", ...]`` -> ``{k: v}``, values read as YAML scalars (``4``, ``false``)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{flag} takes KEY=VALUE (got {item!r})")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def search_settings_from_args(args: argparse.Namespace) -> SearchSettings:
+    backends: dict[str, str] = {}
+    for text in args.search_backend:
+        name, spec = parse_backend_arg(text)
+        if name in backends:
+            raise ConfigError(f"two search backends are named {name!r}: use NAME=SPEC")
+        backends[name] = spec
+    options = {k: str(v) for k, v in _pairs(args.search_option, "--search-option").items()}
+    return SearchSettings(
+        backends=backends,
+        options=options,
+        defaults=_pairs(args.search_setting, "--search-setting"),
+        max_turns=args.search_max_turns,
+        timeout_s=args.search_timeout,
+        calibration=args.calibration,
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -93,6 +171,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         value_models=value_models,
         max_candidates=args.max_candidates,
         max_beam_width=args.max_beam_width,
+        search=search_settings_from_args(args),
         log_level=args.log_level,
     )
 

@@ -16,6 +16,8 @@ from safework.engine.options import EngineOptions
 from safework.errors import ConfigError
 from safework.value_models.registry import ValueModelsConfig
 
+from .search import SearchSettings
+
 DEFAULT_TENANT = "default"
 
 
@@ -52,6 +54,8 @@ class ServerConfig:
     max_candidates: int = 16
     """Largest ``safework.alignment.candidates`` a request may ask for."""
     max_beam_width: int = 4
+    search: SearchSettings = field(default_factory=SearchSettings)
+    """Search backends and settings for the ``search`` strategy (``--search-backend``)."""
     log_level: str = "info"
 
     def __post_init__(self) -> None:

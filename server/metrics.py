@@ -81,6 +81,47 @@ class ServerMetrics:
             registry=r,
         )
 
+        self.search_queries = Counter(
+            "safework_search_queries",
+            "Searches run by the deliberative loop",
+            ["backend"],
+            registry=r,
+        )
+        self.search_reads = Counter(
+            "safework_search_documents_read", "Documents read in full", ["backend"], registry=r
+        )
+        self.search_errors = Counter(
+            "safework_search_errors",
+            "Failed backend calls, by operation and kind (timeout, error)",
+            ["backend", "op", "kind"],
+            registry=r,
+        )
+        self.search_latency = Histogram(
+            "safework_search_backend_latency_seconds",
+            "Time of one backend call (search or read)",
+            ["backend", "op"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20),
+            registry=r,
+        )
+        self.search_turns = Histogram(
+            "safework_search_turns",
+            "Model turns per search answer",
+            buckets=(0, 1, 2, 3, 4, 6, 8, 12, 16, 32),
+            registry=r,
+        )
+        self.search_fallbacks = Counter(
+            "safework_search_fallbacks",
+            "Answers where the model did not follow the protocol and the server answered from "
+            "retrieval",
+            registry=r,
+        )
+        self.search_filtered = Counter(
+            "safework_search_filtered",
+            "Retrieved items filtered: irrelevant results dropped, instruction-like text removed",
+            ["reason"],
+            registry=r,
+        )
+
     def exposition(self) -> bytes:
         """Text exposition of our registry followed by the default one (vLLM's)."""
         return generate_latest(self.registry) + generate_latest(REGISTRY)

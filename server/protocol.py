@@ -128,16 +128,44 @@ class AlignmentOptions(StrictModel):
         return v
 
 
+class SearchOptions(StrictModel):
+    """Deliberative search settings (``safework.search``); unset fields use the server's."""
+
+    backend: str | None = Field(
+        default=None, max_length=64, description="A configured backend by name (default: first)."
+    )
+    max_turns: int | None = Field(default=None, ge=1, le=64, description="Model turns at most.")
+    top_k: int | None = Field(default=None, ge=1, le=50, description="Results shown per search.")
+    read: bool | None = Field(default=None, description="Allow reading whole documents.")
+    retrieve_first: bool | None = Field(
+        default=None, description="Search the question before the model's first turn."
+    )
+    min_similarity: float | None = Field(
+        default=None, ge=-1.0, le=1.0, description="Drop results less similar to the query."
+    )
+    confidence: Literal["auto", "stated", "logprob", "agreement"] | None = Field(
+        default=None,
+        description="Where the raw confidence comes from: `auto` = stated, else answer-token "
+        "probability.",
+    )
+    samples: int | None = Field(default=None, ge=2, le=16, description="For `agreement`.")
+    prior_check: bool | None = Field(
+        default=None, description="Compare with the model's closed-book answer in the trace."
+    )
+
+
 class SafeWorkOptions(StrictModel):
     """SafeWork's request extensions (``"safework": {...}``); every field is optional."""
 
-    strategy: Literal["plain", "aligned"] | None = Field(
+    strategy: Literal["plain", "aligned", "search"] | None = Field(
         default=None,
-        description="How the answer is produced: `plain` decoding, or `aligned` (value models "
-        "choose each reasoning step). Default: from the model profile (`<model>:aligned`), "
-        "else `aligned` when an `alignment` block is given, else `plain`.",
+        description="How the answer is produced: `plain` decoding, `aligned` (value models "
+        "choose each reasoning step) or `search` (deliberative search). Default: from the "
+        "model profile (`<model>:aligned`, `<model>:search`), else the strategy whose block "
+        "is given, else `plain`.",
     )
     alignment: AlignmentOptions | None = None
+    search: SearchOptions | None = None
 
 
 class PromptTokensDetails(BaseModel):

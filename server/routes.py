@@ -65,11 +65,13 @@ async def metrics(request: Request) -> Response:
 
 @router.get("/v1/models", response_model=ModelList)
 async def list_models(request: Request) -> ModelList:
-    """The served model, and its profiles (``<model>:aligned``) when they are configured."""
-    engine = request.app.state.engine
+    """The served model, and its profiles (``:aligned``, ``:search``) when configured."""
+    engine, state = request.app.state.engine, request.app.state
     ids = [engine.model_id]
-    if request.app.state.alignment.enabled:
+    if state.alignment.enabled:
         ids.append(f"{engine.model_id}:aligned")
+    if state.search.enabled:
+        ids.append(f"{engine.model_id}:search")
     return ModelList(data=[ModelCard(id=i, max_model_len=engine.max_model_len) for i in ids])
 
 

@@ -322,3 +322,20 @@ class BagOfWordsEncoder:
                 out[row, zlib.crc32(word.encode()) % self.dim] += 1.0
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return out / np.maximum(norms, 1e-9)
+
+
+SEARCH_DOCS = {
+    "element:tungsten": (
+        "tungsten",
+        "Symbol: W\nAtomic number: 74\nDense grey metal, formerly called wolfram.",
+    ),
+    "element:helium": ("helium", "Symbol: He\nAtomic number: 2\nA light noble gas."),
+}
+
+
+def load_fake_search(name: str, arg: str, ctx: Any) -> FakeSearchBackend:
+    """Spec ``fake:docs`` (works), ``fake:fail-search``, ``fake:fail-read`` or ``fake:slow``."""
+    fail = arg.removeprefix("fail-") if arg.startswith("fail-") else None
+    return FakeSearchBackend(
+        SEARCH_DOCS, name=name, fail=fail, delay=30.0 if arg == "slow" else 0.0
+    )

@@ -19,6 +19,7 @@ import jinja2
 from safework.engine.base import ChoiceDelta, Engine, TokenLogprob
 from safework.engine.reasoning import ReasoningSplitter, split_reasoning, starts_in_reasoning
 from safework.errors import EngineError, RequestError
+from safework.search.deliberative import DeliberativeSearch, protocol_messages
 from safework.value_models.guided import GuidedDecoder
 from safework.value_models.registry import ValueModelsConfig
 
@@ -27,6 +28,7 @@ from ..generation import Generation, Strategy, plain
 from ..metrics import ServerMetrics
 from ..protocol import ErrorResponse, UsageInfo, now, random_id
 from ..sampling import resolve_max_tokens
+from ..search import SearchService, SearchSettings, record_search
 from ..serving_common import check_model, check_n, engine_failure, sse_data, sse_done
 from .protocol import (
     AssistantMessage,
@@ -64,12 +66,8 @@ def logprobs_out(items: list[TokenLogprob] | None) -> ChoiceLogprobs | None:
     )
 
 
-def alignment_block(
-    decoder: GuidedDecoder | None, events: list[dict[str, Any]]
-) -> dict[str, Any] | None:
+def alignment_block(decoder: GuidedDecoder, events: list[dict[str, Any]]) -> dict[str, Any]:
     """The response's ``safework`` object for an aligned answer: its steps and counts."""
-    if decoder is None:
-        return None
     steps = [e for e in events if e.get("type") == "alignment.step"]
     for e in events:
         if e.get("type") == "alignment.beam":
@@ -86,6 +84,31 @@ def alignment_block(
             "generated_tokens": s.generated_tokens,
         },
     }
+
+
+@dataclass
+class _Plan:
+    """How one request is answered: its strategy, the messages to render, and the object
+    (guided decoder or search session) that reports on it afterwards."""
+
+    strategy: Strategy
+    messages: list[dict[str, Any]]
+    decoder: GuidedDecoder | None = None
+    search: DeliberativeSearch | None = None
+
+    def block(self, events: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The response's ``safework`` object."""
+        if self.decoder is not None:
+            return alignment_block(self.decoder, events)
+        if self.search is not None:
+            return {"strategy": "search", "search": self.search.summary()}
+        return None
+
+    def record(self, metrics: ServerMetrics) -> None:
+        if self.decoder is not None:
+            record_guidance(metrics, self.decoder.stats)
+        if self.search is not None:
+            record_search(metrics, self.search.backend.name, self.search.stats)
 
 
 @dataclass
@@ -113,31 +136,40 @@ class ChatServing:
         metrics: ServerMetrics,
         max_n: int = 16,
         alignment: Alignment | None = None,
+        search: SearchService | None = None,
     ) -> None:
         self.engine = engine
         self.metrics = metrics
         self.max_n = max_n
         self.alignment = alignment or Alignment({}, ValueModelsConfig())
+        self.search = search or SearchService({}, SearchSettings())
 
-    def _strategy(
-        self, request: ChatCompletionRequest, profile: str | None
-    ) -> tuple[Strategy, GuidedDecoder | None]:
-        """The request's strategy: ``plain``, or a guided decoder with its settings."""
+    def _plan(self, request: ChatCompletionRequest, profile: str | None) -> _Plan:
+        """The request's strategy: ``plain``, a guided decoder, or a search session."""
+        messages = [m.to_template() for m in request.messages]
         name = resolve_strategy(profile, request.safework)
         if name == "plain":
-            return plain, None
+            return _Plan(plain, messages)
         for field_name, unsupported in (
             ("n", request.n > 1),
             ("logprobs", request.logprobs),
             ("response_format", request.structured_output() is not None),
+            ("continue_final_message", name == "search" and request.continue_final_message),
         ):
             if unsupported:
                 raise RequestError(
-                    f"`{field_name}` is not supported with the aligned strategy", param=field_name
+                    f"`{field_name}` is not supported with the {name} strategy", param=field_name
                 )
-        options = request.safework.alignment if request.safework else None
-        decoder = GuidedDecoder(self.alignment.guidance_for(options), request.question)
-        return decoder, decoder
+        options = request.safework
+        if name == "search":
+            session = self.search.session(
+                options.search if options else None, messages, request.question, False
+            )
+            return _Plan(session, protocol_messages(messages), search=session)
+        decoder = GuidedDecoder(
+            self.alignment.guidance_for(options.alignment if options else None), request.question
+        )
+        return _Plan(decoder, messages, decoder=decoder)
 
     async def create(
         self, request: ChatCompletionRequest
@@ -145,10 +177,13 @@ class ChatServing:
         try:
             base, profile = split_profile(request.model or self.engine.model_id)
             model = check_model(base, self.engine)
-            check_profile(profile, self.alignment, request.model or "")
+            configured = {"aligned": self.alignment.enabled, "search": self.search.enabled}
+            check_profile(profile, configured, request.model or "")
             check_n(request.n, self.max_n)
-            strategy, decoder = self._strategy(request, profile)
-            prompt = await self._render(request)
+            plan = self._plan(request, profile)
+            prompt = await self._render(request, plan.messages)
+            if plan.search is not None:
+                plan.search.in_reasoning = starts_in_reasoning(prompt)
             prompt_ids = await self.engine.tokenize(prompt)
             max_tokens = resolve_max_tokens(
                 request.completion_budget,
@@ -169,7 +204,7 @@ class ChatServing:
                 prompt_ids,
                 sampling,
                 random_id("chatcmpl"),
-                strategy,
+                plan.strategy,
             )
             await gen.start()
         except RequestError as e:
@@ -179,15 +214,10 @@ class ChatServing:
         in_reasoning = starts_in_reasoning(prompt)
         model = f"{model}:{profile}" if profile else model
         if request.stream:
-            return self._stream(request, model, gen, in_reasoning, decoder)
-        return await self._full(request, model, gen, in_reasoning, decoder)
+            return self._stream(request, model, gen, in_reasoning, plan)
+        return await self._full(request, model, gen, in_reasoning, plan)
 
-    def _finish_guidance(self, decoder: GuidedDecoder | None) -> None:
-        if decoder is not None:
-            record_guidance(self.metrics, decoder.stats)
-
-    async def _render(self, request: ChatCompletionRequest) -> str:
-        messages = [m.to_template() for m in request.messages]
+    async def _render(self, request: ChatCompletionRequest, messages: list[dict[str, Any]]) -> str:
         try:
             return await self.engine.render_chat(
                 messages,
@@ -204,7 +234,7 @@ class ChatServing:
         model: str,
         gen: Generation,
         in_reasoning: bool,
-        decoder: GuidedDecoder | None,
+        plan: _Plan,
     ) -> ChatCompletionResponse | ErrorResponse:
         states = [_ChoiceState(ReasoningSplitter(in_reasoning)) for _ in range(request.n)]
         events: list[dict[str, Any]] = []
@@ -216,7 +246,7 @@ class ChatServing:
         except (RequestError, EngineError) as e:
             return ErrorResponse.of(e)
         finally:
-            self._finish_guidance(decoder)
+            plan.record(self.metrics)
         choices = []
         for i, state in enumerate(states):
             reasoning, content = split_reasoning("".join(state.text), in_reasoning)
@@ -236,7 +266,7 @@ class ChatServing:
             model=model,
             choices=choices,
             usage=UsageInfo.of(gen.prompt_tokens, gen.completion_tokens, gen.cached_tokens),
-            safework=alignment_block(decoder, events),
+            safework=plan.block(events),
         )
 
     async def _stream(
@@ -245,7 +275,7 @@ class ChatServing:
         model: str,
         gen: Generation,
         in_reasoning: bool,
-        decoder: GuidedDecoder | None,
+        plan: _Plan,
     ) -> AsyncIterator[str]:
         created = now()
 
@@ -291,7 +321,9 @@ class ChatServing:
                             finish_reason=d.finish_reason,
                         )
                     )
-                events = {"events": out.events} if out.events else None
+                events: dict[str, Any] | None = {"events": out.events} if out.events else None
+                if out.finished and plan.search is not None:  # the summary rides the last chunk
+                    events = {**(events or {}), **(plan.block([]) or {})}
                 if choices or events:
                     yield chunk(choices, safework=events)
             if request.include_usage:
@@ -301,5 +333,5 @@ class ChatServing:
         except (RequestError, EngineError) as e:
             yield ErrorResponse.of(e).model_dump_json()
         finally:
-            self._finish_guidance(decoder)
+            plan.record(self.metrics)
         yield sse_done()

@@ -1,0 +1,184 @@
+"""The server side of deliberative search: configured backends -> a search strategy.
+
+``SearchService`` holds the backends loaded at start-up (``--search-backend NAME=SPEC``, the
+first is the default), the sentence encoder the filters use, the model's fitted confidence
+calibration (``safework-train calibrate``, or ``--calibration FILE``) and the default
+settings; ``session_for`` merges a request's ``safework.search`` block over them and checks
+it against the server's limits, so a bad setting is a 400 before anything is generated.
+``<model>:search`` is the profile that selects it without an extension field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from safework.errors import ConfigError, RequestError
+from safework.search.base import BackendContext, SearchBackend, load_backend
+from safework.search.calibration import Calibration, load_calibration
+from safework.search.deliberative import DeliberativeSearch, SearchConfig, SearchStats
+from safework.search.filtering import TextEncoder
+
+from .metrics import ServerMetrics
+from .protocol import SearchOptions
+
+logger = logging.getLogger("safework.server")
+SETTING_KEYS = {f.name for f in fields(SearchConfig)}
+
+
+@dataclass
+class SearchSettings:
+    """What ``ServerConfig`` carries for search (filled from ``safework serve`` flags)."""
+
+    backends: dict[str, str] = field(default_factory=dict)
+    """Name -> spec, in order: the first is the default."""
+    options: dict[str, str] = field(default_factory=dict)
+    """Backend options (``--search-option mode=bm25``)."""
+    defaults: dict[str, Any] = field(default_factory=dict)
+    """Default ``SearchConfig`` settings."""
+    max_turns: int = 8
+    """Largest ``safework.search.max_turns`` a request may ask for."""
+    max_top_k: int = 10
+    timeout_s: float = 10.0
+    retries: int = 2
+    calibration: Path | None = None
+    """A calibration file; default: the one fitted for the served model, if any."""
+
+    def __post_init__(self) -> None:
+        unknown = set(self.defaults) - SETTING_KEYS
+        if unknown:
+            raise ConfigError(f"unknown search settings {sorted(unknown)}")
+        if self.max_turns < 1:
+            raise ConfigError("--search-max-turns must be at least 1")
+
+
+def default_encoder(cache: Path | None) -> TextEncoder:
+    """all-MiniLM-L6-v2 from its package (shared with local indexes and memory)."""
+    from safework.engine.embedder import get_embedder
+
+    return get_embedder(cache)
+
+
+class SearchService:
+    def __init__(
+        self,
+        backends: dict[str, SearchBackend],
+        settings: SearchSettings,
+        encoder: TextEncoder | None = None,
+        calibration: Calibration | None = None,
+    ) -> None:
+        self.backends = backends
+        self.settings = settings
+        self.encoder = encoder
+        self.calibration = calibration
+        # The loop's own guard: every retry of the backend's per-call timeout, and a second.
+        guard = settings.timeout_s * (settings.retries + 1) + 1.0
+        self.default_settings = {"backend_timeout_s": guard, **settings.defaults}
+        try:
+            self.defaults = SearchConfig(**self.default_settings)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"bad default search settings: {e}") from e
+
+    @classmethod
+    async def load(
+        cls, settings: SearchSettings, model_id: str, cache: Path | None = None
+    ) -> SearchService:
+        """Build every configured backend (local indexes may be built now, in a thread)."""
+        if not settings.backends:
+            return cls({}, settings)
+        ctx = BackendContext(
+            cache=cache,
+            timeout_s=settings.timeout_s,
+            retries=settings.retries,
+            options=dict(settings.options),
+        )
+        backends = {}
+        for name, spec in settings.backends.items():
+            logger.info("loading search backend %s = %s", name, spec)
+            backends[name] = await asyncio.to_thread(load_backend, spec, name, ctx)
+        encoder = await asyncio.to_thread(default_encoder, cache)
+        calibration = load_calibration(model_id, settings.calibration, cache)
+        if calibration is None:
+            logger.info("no confidence calibration for %s: raw confidences only", model_id)
+        return cls(backends, settings, encoder, calibration)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.backends)
+
+    def config_for(self, options: SearchOptions | None) -> tuple[SearchConfig, SearchBackend]:
+        """The request's settings over the server's defaults, within the server's limits."""
+        if not self.enabled:
+            raise RequestError(
+                "search is not configured on this server (start it with --search-backend)",
+                param="safework.search",
+            )
+        options = options or SearchOptions()
+        name = options.backend or next(iter(self.backends))
+        if name not in self.backends:
+            raise RequestError(
+                f"unknown search backend {name!r}; configured: {sorted(self.backends)}",
+                param="safework.search.backend",
+            )
+        overrides = options.model_dump(exclude_none=True, exclude={"backend"})
+        for key, limit in (
+            ("max_turns", self.settings.max_turns),
+            ("top_k", self.settings.max_top_k),
+        ):
+            if overrides.get(key, 0) > limit:
+                raise RequestError(
+                    f"{key} may be at most {limit} on this server", param=f"safework.search.{key}"
+                )
+        settings = {**self.default_settings, **overrides}
+        try:
+            return SearchConfig(**settings), self.backends[name]
+        except ValueError as e:
+            raise RequestError(str(e), param="safework.search") from e
+
+    def session(
+        self,
+        options: SearchOptions | None,
+        messages: Sequence[dict[str, Any]],
+        question: str,
+        in_reasoning: bool,
+    ) -> DeliberativeSearch:
+        config, backend = self.config_for(options)
+        if not question.strip():
+            raise RequestError(
+                "search needs a user question (the last user message)", param="messages"
+            )
+        assert self.encoder is not None
+        return DeliberativeSearch(
+            config,
+            backend,
+            messages,
+            question,
+            self.encoder,
+            calibration=self.calibration,
+            in_reasoning=in_reasoning,
+        )
+
+    async def close(self) -> None:
+        for backend in self.backends.values():
+            try:
+                await backend.close()
+            except Exception:
+                logger.exception("closing search backend %s", backend.name)
+
+
+def record_search(metrics: ServerMetrics, backend: str, stats: SearchStats) -> None:
+    metrics.search_queries.labels(backend).inc(stats.searches)
+    metrics.search_reads.labels(backend).inc(stats.reads)
+    metrics.search_turns.observe(stats.turns)
+    if stats.fallback:
+        metrics.search_fallbacks.inc()
+    metrics.search_filtered.labels("irrelevant").inc(stats.dropped)
+    metrics.search_filtered.labels("instruction").inc(stats.neutralised)
+    for op, kind in stats.errors:
+        metrics.search_errors.labels(backend, op, kind).inc()
+    for op, seconds in stats.latencies:
+        metrics.search_latency.labels(backend, op).observe(seconds)
