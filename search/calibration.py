@@ -14,7 +14,9 @@ linear interpolation between the fitted points). ECE uses equal-width bins.
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 import re
 import time
 from collections.abc import Sequence
@@ -27,6 +29,7 @@ import numpy as np
 from safework.engine.fetch import cache_dir
 from safework.errors import ConfigError
 
+logger = logging.getLogger(__name__)
 Method = Literal["platt", "isotonic"]
 _EPS = 1e-4
 
@@ -90,23 +93,36 @@ def _logit(p: Any) -> Any:
 def fit_platt(confidence: Sequence[float], correct: Sequence[bool | float]) -> tuple[float, float]:
     """``(a, b)`` of ``sigmoid(a * logit(conf) + b)`` by Newton's method on the log loss.
 
-    A tiny L2 penalty keeps the fit finite when the dev set is separable.
+    A small penalty pulls ``(a, b)`` towards the identity map ``(1, 0)``: it keeps the fit
+    finite when the dev set is separable, and identifiable when every confidence is the same
+    (a model that always says 9/10: then only ``b`` moves).
     """
     conf, hit = _arrays(confidence, correct)
     x = _logit(conf)
-    a, b, ridge = 1.0, 0.0, 1e-3
+    ridge = 1e-2
+
+    def loss(theta: Any) -> float:
+        z = theta[0] * x + theta[1]
+        # log(1 + e^z) - y z, computed stably
+        nll = np.sum(np.logaddexp(0.0, z) - hit * z)
+        return float(nll + 0.5 * ridge * ((theta[0] - 1) ** 2 + theta[1] ** 2))
+
+    theta = np.array([1.0, 0.0])
+    current = loss(theta)
     for _ in range(100):
-        p = 1 / (1 + np.exp(-(a * x + b)))
+        p = 1 / (1 + np.exp(-np.clip(theta[0] * x + theta[1], -30, 30)))
         w = p * (1 - p)
-        grad = np.array([np.sum((p - hit) * x) + ridge * a, np.sum(p - hit) + ridge * b])
-        hess = np.array(
-            [[np.sum(w * x * x) + ridge, np.sum(w * x)], [np.sum(w * x), np.sum(w) + ridge]]
-        )
-        step = np.linalg.solve(hess, grad)
-        a, b = a - step[0], b - step[1]
-        if np.abs(step).max() < 1e-10:
+        grad = np.array([np.sum((p - hit) * x), np.sum(p - hit)]) + ridge * (theta - [1.0, 0.0])
+        hess = np.array([[np.sum(w * x * x), np.sum(w * x)], [np.sum(w * x), np.sum(w)]])
+        step = np.linalg.solve(hess + ridge * np.eye(2), grad)
+        t = 1.0  # backtracking: every accepted step lowers the loss
+        while t > 1e-8 and loss(theta - t * step) > current:
+            t /= 2
+        theta = theta - t * step
+        previous, current = current, loss(theta)
+        if previous - current < 1e-12:
             break
-    return float(a), float(b)
+    return float(theta[0]), float(theta[1])
 
 
 def fit_isotonic(
@@ -197,10 +213,11 @@ class Calibration:
         return cls(data["model"], maps, data.get("info", {}))
 
     def save(self, path: Path | None = None) -> Path:
+        """Write atomically (a server watching the file never reads half of it)."""
         path = path or calibration_path(self.model)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.info.setdefault("saved_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(self.to_json(), indent=2))
         tmp.replace(path)
         return path
@@ -234,3 +251,28 @@ def answer_probability(logprobs: Sequence[float]) -> float:
     if not logprobs:
         return 1.0
     return float(math.exp(sum(logprobs) / len(logprobs)))
+
+
+class CalibrationFile:
+    """A calibration file the server re-reads when it changes, so a refit by
+    ``safework-train calibrate`` takes effect without a restart. Missing: ``None``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int] | None = None
+        self._loaded: Calibration | None = None
+
+    def current(self) -> Calibration | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            self._stamp, self._loaded = None, None
+            return None
+        stamp = (st.st_mtime_ns, st.st_size)
+        if stamp != self._stamp:
+            try:
+                self._loaded = Calibration.load(self.path)
+            except ConfigError:
+                logger.exception("keeping the previous calibration")
+            self._stamp = stamp
+        return self._loaded

@@ -2,9 +2,10 @@
 
 ``SearchService`` holds the backends loaded at start-up (``--search-backend NAME=SPEC``, the
 first is the default), the sentence encoder the filters use, the model's fitted confidence
-calibration (``safework-train calibrate``, or ``--calibration FILE``) and the default
-settings; ``session_for`` merges a request's ``safework.search`` block over them and checks
-it against the server's limits, so a bad setting is a 400 before anything is generated.
+calibration (``safework-train calibrate``, or ``--calibration FILE``; re-read when the file
+changes) and the default settings. ``config_for`` merges a request's ``safework.search``
+block over them and checks it against the server's limits, so a bad setting is a 400
+before anything is generated.
 ``<model>:search`` is the profile that selects it without an extension field.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 
 from safework.errors import ConfigError, RequestError
 from safework.search.base import BackendContext, SearchBackend, load_backend
-from safework.search.calibration import Calibration, load_calibration
+from safework.search.calibration import CalibrationFile, calibration_path
 from safework.search.deliberative import DeliberativeSearch, SearchConfig, SearchStats
 from safework.search.filtering import TextEncoder
 
@@ -69,7 +70,7 @@ class SearchService:
         backends: dict[str, SearchBackend],
         settings: SearchSettings,
         encoder: TextEncoder | None = None,
-        calibration: Calibration | None = None,
+        calibration: CalibrationFile | None = None,
     ) -> None:
         self.backends = backends
         self.settings = settings
@@ -101,9 +102,13 @@ class SearchService:
             logger.info("loading search backend %s = %s", name, spec)
             backends[name] = await asyncio.to_thread(load_backend, spec, name, ctx)
         encoder = await asyncio.to_thread(default_encoder, cache)
-        calibration = load_calibration(model_id, settings.calibration, cache)
-        if calibration is None:
-            logger.info("no confidence calibration for %s: raw confidences only", model_id)
+        calibration = CalibrationFile(settings.calibration or calibration_path(model_id, cache))
+        if calibration.current() is None:
+            logger.info(
+                "no confidence calibration at %s yet: raw confidences only (fit one with "
+                "`safework-train calibrate`)",
+                calibration.path,
+            )
         return cls(backends, settings, encoder, calibration)
 
     @property
@@ -158,7 +163,7 @@ class SearchService:
             messages,
             question,
             self.encoder,
-            calibration=self.calibration,
+            calibration=self.calibration.current() if self.calibration else None,
             in_reasoning=in_reasoning,
         )
 

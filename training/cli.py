@@ -1,10 +1,11 @@
 """``safework-train``: the SafeLadder training stages, one subcommand each.
 
 A thin CLI: each subcommand is a small object with ``add_arguments`` and ``run``, listed in
-``COMMANDS``; the work lives in the modules they call. Today it has one subcommand:
+``COMMANDS``; the work lives in the modules they call:
 
-  value   train the built-in value models (``builtin:safety``, ``builtin:values``) and print
-          their validation metrics (``value_models/builtin.py``)
+  value      train the built-in value models (``builtin:safety``, ``builtin:values``) and
+             print their validation metrics (``value_models/builtin.py``)
+  calibrate  fit the search-mode confidence calibration of a model (``calibrate.py``)
 
 Later issues add ``data``, ``sft``, ``rl``, ``eval`` and ``pipeline`` the same way.
 
@@ -28,7 +29,7 @@ from typing import Any, Protocol
 
 from safework.errors import SafeWorkError
 
-__all__ = ["COMMANDS", "Command", "ValueCommand", "build_parser", "main"]
+__all__ = ["COMMANDS", "CalibrateCommand", "Command", "ValueCommand", "build_parser", "main"]
 
 
 class Command(Protocol):
@@ -103,7 +104,24 @@ class ValueCommand:
         return 0
 
 
-COMMANDS: tuple[Command, ...] = (ValueCommand(),)
+class CalibrateCommand:
+    """``safework-train calibrate``: fit the search-mode confidence calibration."""
+
+    name = "calibrate"
+    help = "fit the confidence calibration of search answers on generated QA; report ECE"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from safework.training import calibrate
+
+        calibrate.add_arguments(parser)
+
+    def run(self, args: argparse.Namespace) -> int:
+        from safework.training import calibrate
+
+        return calibrate.run(args)
+
+
+COMMANDS: tuple[Command, ...] = (ValueCommand(), CalibrateCommand())
 
 
 def build_parser() -> argparse.ArgumentParser:

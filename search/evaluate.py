@@ -1,0 +1,208 @@
+"""Score question answering with exact answers: search mode against closed-book.
+
+Used by ``safework-train calibrate`` (fit the confidence calibration), the benchmark
+(``bench/search.py``) and evaluation. Each question runs through the same
+``DeliberativeSearch`` the server uses, on an ``Engine`` in this process, many at a time
+(the engine batches them); closed-book answers come from the plain chat prompt, greedy, with
+the answer-token probability as their confidence.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from safework.engine.base import Engine, SamplingConfig
+
+from .base import SearchBackend
+from .calibration import Calibration, CalibrationMap, Method, answer_probability
+from .calibration import expected_calibration_error as ece
+from .deliberative import DeliberativeSearch, SearchConfig, first_line, protocol_messages
+from .filtering import TextEncoder
+
+
+class Question(Protocol):
+    """A question with a known answer (``safework.search.corpus.QAItem`` is one)."""
+
+    @property
+    def question(self) -> str: ...
+
+    def is_correct(self, prediction: str) -> bool: ...
+
+
+@dataclass
+class QAResult:
+    item: Question
+    prediction: str
+    correct: bool
+    confidence: float | None
+    source: str | None
+    calibrated: float | None = None
+    seconds: float = 0.0
+    protocol: str = ""
+
+
+async def _bounded(coros: Sequence[Any], concurrency: int) -> list[Any]:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(coro: Any) -> Any:
+        async with gate:
+            return await coro
+
+    return list(await asyncio.gather(*(one(c) for c in coros)))
+
+
+async def answer_with_search(
+    engine: Engine,
+    backend: SearchBackend,
+    encoder: TextEncoder,
+    items: Sequence[Question],
+    config: SearchConfig,
+    *,
+    calibration: Calibration | None = None,
+    max_tokens: int = 512,
+    concurrency: int = 8,
+) -> list[QAResult]:
+    async def one(i: int, item: Question) -> QAResult:
+        messages = [{"role": "user", "content": item.question}]
+        session = DeliberativeSearch(
+            config, backend, messages, item.question, encoder, calibration=calibration
+        )
+        ids = await engine.tokenize(await engine.render_chat(protocol_messages(messages)))
+        sampling = SamplingConfig(max_tokens=max_tokens, temperature=0.0)
+        start = time.perf_counter()
+        async for _ in session(engine, ids, sampling, f"qa-search-{i}"):
+            pass
+        answer = session.events[-1]
+        conf = answer["confidence"]
+        return QAResult(
+            item,
+            answer["answer"],
+            item.is_correct(answer["answer"]),
+            conf["raw"],
+            conf["source"],
+            conf["calibrated"],
+            time.perf_counter() - start,
+            answer["protocol"],
+        )
+
+    return await _bounded([one(i, item) for i, item in enumerate(items)], concurrency)
+
+
+async def answer_closed_book(
+    engine: Engine,
+    items: Sequence[Question],
+    *,
+    max_tokens: int = 48,
+    concurrency: int = 8,
+) -> list[QAResult]:
+    async def one(i: int, item: Question) -> QAResult:
+        prompt = await engine.render_chat([{"role": "user", "content": item.question}])
+        ids = await engine.tokenize(prompt)
+        sampling = SamplingConfig(max_tokens=max_tokens, temperature=0.0, logprobs=0)
+        text, logprobs, start = "", [], time.perf_counter()
+        async for out in engine.generate(ids, sampling, f"qa-closed-{i}"):
+            for d in out.choices:
+                text += d.text
+                logprobs += [lp.logprob for lp in d.logprobs or []]
+        prediction = first_line(text)
+        conf = round(answer_probability(logprobs), 4)
+        return QAResult(
+            item,
+            prediction,
+            item.is_correct(prediction),
+            conf,
+            "logprob",
+            seconds=time.perf_counter() - start,
+            protocol="closed-book",
+        )
+
+    return await _bounded([one(i, item) for i, item in enumerate(items)], concurrency)
+
+
+def summarize(results: Sequence[QAResult]) -> dict[str, Any]:
+    """Accuracy, ECE of the raw and (where present) calibrated confidence, timings."""
+    n = len(results)
+    out: dict[str, Any] = {"n": n}
+    if not n:
+        return out
+    correct = [r.correct for r in results]
+    out["accuracy"] = round(sum(correct) / n, 4)
+    scored = [r for r in results if r.confidence is not None]
+    if scored:
+        raw = [r.confidence for r in scored]
+        out["mean_confidence"] = round(sum(raw) / len(raw), 4)  # type: ignore[arg-type]
+        out["ece_raw"] = round(ece(raw, [r.correct for r in scored]), 4)  # type: ignore[arg-type]
+    calibrated = [r for r in results if r.calibrated is not None]
+    if calibrated:
+        conf = [r.calibrated for r in calibrated]
+        out["ece_calibrated"] = round(ece(conf, [r.correct for r in calibrated]), 4)  # type: ignore[arg-type]
+    out["sources"] = {s: sum(r.source == s for r in results) for s in {r.source for r in results}}
+    out["seconds_mean"] = round(sum(r.seconds for r in results) / n, 3)
+    return out
+
+
+def fit_calibration(
+    model: str, results: Sequence[QAResult], method: Method = "platt", min_examples: int = 10
+) -> Calibration:
+    """One map per confidence source with at least ``min_examples`` answers."""
+    calibration = Calibration(model)
+    for source in sorted({r.source for r in results if r.source}):
+        rows = [r for r in results if r.source == source and r.confidence is not None]
+        if len(rows) < min_examples:
+            continue
+        calibration.maps[source] = CalibrationMap.fit(
+            [r.confidence for r in rows],  # type: ignore[misc]
+            [r.correct for r in rows],
+            method,
+        )
+    return calibration
+
+
+def apply_calibration(calibration: Calibration, results: Sequence[QAResult]) -> None:
+    """Fill ``calibrated`` in place (held-out results scored before the map existed)."""
+    for r in results:
+        if r.source is not None and r.confidence is not None:
+            r.calibrated = calibration.calibrate(r.source, r.confidence)
+
+
+async def calibrate(
+    engine: Engine,
+    backend: SearchBackend,
+    encoder: TextEncoder,
+    dev: Sequence[Question],
+    test: Sequence[Question],
+    config: SearchConfig,
+    *,
+    method: Method = "platt",
+    concurrency: int = 8,
+    max_tokens: int = 512,
+) -> tuple[Calibration, dict[str, Any]]:
+    """Fit on ``dev``'s search answers, measure on held-out ``test``: the map and a report."""
+    kw: dict[str, Any] = {"concurrency": concurrency, "max_tokens": max_tokens}
+    fit_on = await answer_with_search(engine, backend, encoder, dev, config, **kw)
+    calibration = fit_calibration(engine.model_id, fit_on, method)
+    held_out = await answer_with_search(engine, backend, encoder, test, config, **kw)
+    apply_calibration(calibration, fit_on)
+    apply_calibration(calibration, held_out)
+    report = {
+        "model": engine.model_id,
+        "backend": backend.name,
+        "method": method,
+        "dev": summarize(fit_on),
+        "test": summarize(held_out),
+        "sources": sorted(calibration.maps),
+    }
+    calibration.info.update(
+        backend=backend.name,
+        method=method,
+        dev_n=len(fit_on),
+        test_n=len(held_out),
+        test_ece_raw=report["test"].get("ece_raw"),
+        test_ece_calibrated=report["test"].get("ece_calibrated"),
+        test_accuracy=report["test"].get("accuracy"),
+    )
+    return calibration, report

@@ -1,0 +1,72 @@
+"""Search-mode QA scoring and calibration fitting, on a scripted engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from safework.search.deliberative import SearchConfig
+from safework.search.evaluate import (
+    answer_closed_book,
+    answer_with_search,
+    calibrate,
+    summarize,
+)
+
+from .fakes import SEARCH_DOCS, BagOfWordsEncoder, FakeSearchBackend, ScriptEngine
+
+CONFIG = SearchConfig(prior_check=False, retrieve_first=False)
+
+
+@dataclass(frozen=True)
+class Q:
+    question: str
+    answer: str
+
+    def is_correct(self, prediction: str) -> bool:
+        return prediction.strip() == self.answer
+
+
+def overconfident() -> ScriptEngine:
+    """Always answers 74 with confidence 9: right on half the questions below."""
+    return ScriptEngine(["<answer>74</answer><confidence>9</confidence>"])
+
+
+QUESTIONS = [Q(f"question {i} about tungsten", "74" if i % 2 else "2") for i in range(24)]
+
+
+async def test_search_answers_are_scored_with_their_confidence() -> None:
+    results = await answer_with_search(
+        overconfident(), FakeSearchBackend(SEARCH_DOCS), BagOfWordsEncoder(), QUESTIONS[:4], CONFIG
+    )
+    assert [r.correct for r in results] == [False, True, False, True]
+    assert {r.confidence for r in results} == {0.9}
+    summary = summarize(results)
+    assert summary["accuracy"] == 0.5
+    assert summary["ece_raw"] == pytest.approx(0.4)
+    assert summary["sources"] == {"stated": 4}
+
+
+async def test_closed_book_uses_the_answer_token_probability() -> None:
+    engine = ScriptEngine(["74\nbecause"])
+    results = await answer_closed_book(engine, QUESTIONS[:2])
+    assert [r.prediction for r in results] == ["74", "74"]
+    assert results[0].confidence == pytest.approx(0.9048, abs=1e-3)  # exp(-0.1)
+    assert "<search>" not in engine.seen[0]
+
+
+async def test_calibration_fitted_on_dev_lowers_the_held_out_error() -> None:
+    calibration, report = await calibrate(
+        overconfident(),
+        FakeSearchBackend(SEARCH_DOCS),
+        BagOfWordsEncoder(),
+        QUESTIONS[:12],
+        QUESTIONS[12:],
+        CONFIG,
+    )
+    assert sorted(calibration.maps) == ["stated"]
+    assert report["test"]["ece_raw"] == pytest.approx(0.4)
+    assert report["test"]["ece_calibrated"] < 0.05
+    assert calibration.calibrate("stated", 0.9) == pytest.approx(0.5, abs=0.05)
+    assert calibration.info["test_n"] == 12
