@@ -128,19 +128,31 @@ def fit_platt(confidence: Sequence[float], correct: Sequence[bool | float]) -> t
 def fit_isotonic(
     confidence: Sequence[float], correct: Sequence[bool | float]
 ) -> tuple[list[float], list[float]]:
-    """Monotone non-decreasing fit by pool-adjacent-violators: ``(xs, ys)`` knots."""
+    """Monotone non-decreasing fit by pool-adjacent-violators: ``(xs, ys)`` knots.
+
+    Equal confidences are pooled first (stated confidences take only 11 values), so the fit
+    does not depend on row order. Each final block contributes knots at its lowest and
+    highest confidence with the block's accuracy: interpolation happens only between blocks,
+    and every training point maps to its block's value.
+    """
     conf, hit = _arrays(confidence, correct)
-    order = np.argsort(conf, kind="stable")
-    blocks: list[list[float]] = []  # [sum_y, count, sum_x]
-    for i in order:
-        blocks.append([hit[i], 1.0, conf[i]])
+    values, inverse = np.unique(conf, return_inverse=True)
+    sums = np.bincount(inverse, weights=hit)
+    counts = np.bincount(inverse).astype(np.float64)
+    blocks: list[list[float]] = []  # [sum_y, count, lowest x, highest x]
+    for x, y, n in zip(values, sums, counts, strict=True):
+        blocks.append([y, n, x, x])
         while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
-            y, n, x = blocks.pop()
-            blocks[-1][0] += y
-            blocks[-1][1] += n
-            blocks[-1][2] += x
-    xs = [x / n for _, n, x in blocks]
-    ys = [y / n for y, n, _ in blocks]
+            y2, n2, _, hi = blocks.pop()
+            blocks[-1][0] += y2
+            blocks[-1][1] += n2
+            blocks[-1][3] = hi
+    xs: list[float] = []
+    ys: list[float] = []
+    for y, n, lo, hi in blocks:
+        for x in (lo, hi) if hi > lo else (lo,):
+            xs.append(float(x))
+            ys.append(float(y / n))
     return xs, ys
 
 
@@ -226,7 +238,7 @@ class Calibration:
     def load(cls, path: Path) -> Calibration:
         try:
             return cls.from_json(json.loads(path.read_text()))
-        except (OSError, ValueError, KeyError, TypeError) as e:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
             raise ConfigError(f"cannot read the calibration file {path}: {e}") from e
 
 

@@ -5,8 +5,8 @@
   misleads small models.
 - ``neutralise`` treats retrieved text as data: sentences that address the reader as an
   assistant ("ignore your instructions", "answer X", "new system prompt") and chat-template
-  control tokens are cut out and replaced by a marker, and protocol tags are escaped so a
-  document can never close the ``<information>`` block or write an answer.
+  control tokens are cut out and replaced by a marker. (``tags.information`` then escapes
+  protocol tags, so a document can never close the ``<information>`` block or answer.)
 - ``focus`` keeps the parts of a long document that matter to the query, in their order.
 - ``contradiction_note`` compares the final answer with the model's closed-book answer and
   with the sources, for the trace.
@@ -31,17 +31,23 @@ _CONTROL_TOKENS = re.compile(
     re.IGNORECASE,
 )
 _INSTRUCTION_PATTERNS = [
-    r"\b(ignore|disregard|forget|override|bypass|skip)\b[^.!?\n]{0,60}\b(instruction|instructions"
-    r"|prompt|prompts|rules|guidelines|directions|context|above|previous|prior|system)\b",
+    # "ignore all previous instructions", "disregard your rules", "forget the above"
+    r"\b(ignore|disregard|forget|override|bypass)\b[^.!?\n]{0,20}\b(your|all|any|previous|prior"
+    r"|earlier|above|preceding|system|original)\b[^.!?\n]{0,20}\b(instructions?|prompts?|rules"
+    r"|guidelines|directions|context|messages?)\b",
+    r"\b(ignore|disregard)\s+(the\s+)?(above|previous|prior|preceding)\b",
+    # "you must answer ...", "the assistant should say ..."
     r"\b(you|assistant|the ai|the model|language models?|chatbots?)\b[^.!?\n]{0,30}\b(must|should"
     r"|are required to|have to|need to|will now)\b[^.!?\n]{0,30}\b(answer|respond|reply|say|output"
     r"|write|state|claim|tell|print|ignore|follow|obey)\b",
     r"\b(always|only|instead)\s+(answer|respond|reply|say|output|write)\b",
-    r"\b(answer|respond|reply)\s+(only\s+)?(with|that|by saying)\b",
+    r"\b(answer|respond|reply)\s+(only\s+)?(with|by saying)\s*[\"'“‘\d]",
+    r"\b(answer|respond|reply)\s+(only\s+)?with\s+(the\s+)?(number|word|letter|name|phrase)\b",
     r"\bthe (correct|real|true|final) answer (is|must be|should be)\b",
     r"\b(new|updated|real|actual|hidden|secret)\s+(instructions?|task|system prompt|orders)\b",
-    r"\bsystem prompt\b",
-    r"\b(do not|don't|never)\s+(tell|reveal|mention|disclose|cite)\b",
+    r"\bsystem prompt\s*:",
+    r"\b(do not|don't|never)\s+(tell|reveal|mention|disclose)\s+(the user|anyone|this|these|that"
+    r"|your)\b",
     r"\bas an ai\b",
 ]
 _INSTRUCTION = re.compile("|".join(f"(?:{p})" for p in _INSTRUCTION_PATTERNS), re.IGNORECASE)
@@ -122,6 +128,8 @@ def focus(
     if len(text) <= max_chars:
         return text
     pieces = _chunks(text, chunk_chars)
+    if not pieces:  # only whitespace
+        return ""
     vecs = np.asarray(encoder.encode([query, *pieces]), dtype=np.float32)
     order = np.argsort(-(vecs[1:] @ vecs[0]), kind="stable")
     chosen, used = [], 0
@@ -129,7 +137,7 @@ def focus(
         if used + len(pieces[i]) > max_chars:
             continue
         chosen.append(int(i))
-        used += len(pieces[i]) + 5
+        used += len(pieces[i]) + len("\n[...]\n")
     if not chosen:  # even the best piece is too long: its head
         return pieces[int(order[0])][:max_chars]
     return "\n[...]\n".join(pieces[i] for i in sorted(chosen))

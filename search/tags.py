@@ -27,7 +27,7 @@ _ANY_TAG = re.compile(_TAG.format(names="|".join(ALL_TAGS)), re.IGNORECASE)
 _CONFIDENCE = re.compile(
     r"<\s*confidence\s*>\s*(.*?)\s*(?:<\s*/\s*confidence\s*>|$)", re.IGNORECASE | re.DOTALL
 )
-_NUMBER = re.compile(r"(\d+(?:\.\d+)?)\s*(%|/\s*10\b|/\s*100\b)?")
+_NUMBER = re.compile(r"(-?\d+(?:\.\d+)?)\s*(%|/\s*10\b|/\s*100\b)?")
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,8 @@ def _spans(text: str) -> list[tuple[str, int, int, int, int]]:
     stack: list[tuple[str, int, int]] = []
     for m in _ANY_TAG.finditer(text):
         closing, name = m.group(1) == "/", m.group(2).lower()
+        if name == "think":  # reasoning wraps actions; it never hides them
+            continue
         if not closing:
             stack.append((name, m.start(), m.end()))
             continue
