@@ -17,7 +17,7 @@ EXTRA  := $(if $(GPU),gpu,cpu)
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(EXTRA)
 
-.PHONY: install serve test lint format model value-models bench clean
+.PHONY: install serve test lint format model value-models corpus bench clean
 
 install: $(STAMP)
 
@@ -42,6 +42,12 @@ model: install
 value-models: install
 	$(BIN)/safework-train value --kind all
 
+# The built-in search corpus (Wikipedia articles, elements, computing terms) and its index for
+# local:builtin; the end-to-end tests and benchmarks use it (cached; ~10 min on 2 cores the
+# first time, most of it embedding ~18k passages).
+corpus: install
+	$(BIN)/safework index build builtin
+
 serve: model
 	$(BIN)/safework serve --host $(HOST) --port $(PORT) $(ARGS)
 
@@ -54,7 +60,7 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint model value-models
+test: lint model value-models corpus
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: model value-models

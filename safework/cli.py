@@ -1,7 +1,9 @@
 """The ``safework`` command. Subcommands live beside what they run (``serve`` in
-``safework.server.cli``) and are imported only when chosen, so ``safework --help`` is fast.
+``safework.server.cli``, ``index`` in ``safework.search.cli``) and are imported only when chosen, so
+``safework --help`` is fast.
 
     safework serve --help
+    safework index --help
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from safework import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from safework.search import cli as index_cli
     from safework.server import cli as server_cli
 
     parser = argparse.ArgumentParser(prog="safework", description="SafeWork server and tools")
     parser.add_argument("--version", action="version", version=f"safework {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     server_cli.add_parser(sub)
+    index_cli.add_parser(sub)
     return parser
 
 

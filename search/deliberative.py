@@ -34,13 +34,13 @@ from typing import Any, Literal
 from safework.engine.base import ChoiceDelta, Engine, EngineOutput, SamplingConfig, TokenLogprob
 
 from . import tags
+from .answers import answers_agree
 from .base import Document, SearchBackend, SearchError, SearchResult, SearchTimeout
 from .calibration import Calibration, answer_probability
 from .filtering import (
     RelevanceFilter,
     ScoredResult,
     TextEncoder,
-    answers_agree,
     contradiction_note,
     focus,
     neutralise,

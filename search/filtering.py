@@ -15,13 +15,13 @@
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
+from .answers import answers_agree, supported_by
 from .base import SearchResult
 
 INJECTION_MARK = "[instruction removed]"
@@ -143,33 +143,12 @@ def focus(
     return "\n[...]\n".join(pieces[i] for i in sorted(chosen))
 
 
-def normalize_answer(text: str) -> str:
-    """Lowercase, accents and punctuation dropped, articles removed, spaces collapsed."""
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(c for c in text if not unicodedata.combining(c)).lower()
-    text = re.sub(r"[^\w\s.]", " ", text)
-    text = re.sub(r"(?<!\d)\.|\.(?!\d)", " ", text)
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return re.sub(r"\s+", " ", text).strip()
-
-
-def answers_agree(a: str, b: str) -> bool:
-    """Same answer after normalisation, or one contains the other as whole words."""
-    na, nb = normalize_answer(a), normalize_answer(b)
-    if not na or not nb:
-        return False
-    if na == nb:
-        return True
-    short, long = sorted((na, nb), key=len)
-    return re.search(rf"(?<![\w.]){re.escape(short)}(?![\w.])", long) is not None
-
-
 def contradiction_note(prior: str | None, answer: str, sources_text: str) -> str | None:
     """A line for the trace when the model's closed-book answer and the final answer differ."""
     if not prior or not answer or answers_agree(prior, answer):
         return None
-    in_sources = answers_agree(answer, sources_text)
-    prior_in_sources = answers_agree(prior, sources_text)
+    in_sources = supported_by(answer, sources_text)
+    prior_in_sources = supported_by(prior, sources_text)
     if in_sources and not prior_in_sources:
         return (
             f"The sources contradict the model's own knowledge (alone it said {prior!r}); "
