@@ -20,8 +20,9 @@ from safework.engine.base import Engine, SamplingConfig
 from .base import SearchBackend
 from .calibration import Calibration, CalibrationMap, Method, answer_probability
 from .calibration import expected_calibration_error as ece
-from .deliberative import DeliberativeSearch, SearchConfig, first_line, protocol_messages
+from .deliberative import DeliberativeSearch, SearchConfig
 from .filtering import TextEncoder
+from .prompts import first_line, protocol_messages
 
 
 class Question(Protocol):

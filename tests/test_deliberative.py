@@ -9,13 +9,8 @@ import pytest
 
 from safework.engine.base import EngineOutput, SamplingConfig
 from safework.search.calibration import Calibration, CalibrationMap
-from safework.search.deliberative import (
-    GROUNDED_INSTRUCTIONS,
-    DeliberativeSearch,
-    SearchConfig,
-    first_line,
-    protocol_messages,
-)
+from safework.search.deliberative import DeliberativeSearch, SearchConfig
+from safework.search.prompts import GROUNDED_INSTRUCTIONS, first_line, protocol_messages
 
 from .fakes import BagOfWordsEncoder, FakeSearchBackend, ScriptEngine
 

@@ -19,7 +19,8 @@ import jinja2
 from safework.engine.base import ChoiceDelta, Engine, TokenLogprob
 from safework.engine.reasoning import ReasoningSplitter, split_reasoning, starts_in_reasoning
 from safework.errors import EngineError, RequestError
-from safework.search.deliberative import DeliberativeSearch, protocol_messages
+from safework.search.deliberative import DeliberativeSearch
+from safework.search.prompts import protocol_messages
 from safework.value_models.guided import GuidedDecoder
 from safework.value_models.registry import ValueModelsConfig
 
