@@ -46,24 +46,24 @@ import httpx
 from safework.errors import FetchError
 
 from .fetch import (
-    _CHUNK,
-    _SHA256_RE,
+    CHUNK,
     PROVENANCE_NAME,
-    _check_files,
-    _member_relpath,
-    _member_target,
-    _read_json,
-    _refuse_foreign,
-    _remove_path,
-    _sha256_file,
-    _write_json_atomic,
+    SHA256_RE,
     cache_dir,
+    check_files,
     clean_leftovers,
     file_lock,
     lock_path_for,
     make_staging_dir,
+    member_relpath,
+    member_target,
+    read_json,
+    refuse_foreign,
+    remove_path,
     replace_dir,
+    sha256_file,
     verify_files,
+    write_json_atomic,
 )
 
 __all__ = [
@@ -109,13 +109,13 @@ class DebAsset:
     def __post_init__(self) -> None:
         if not self.package or not self.version or not self.filename.endswith(".deb"):
             raise ValueError("DebAsset needs a package, an exact version and a pool path to a .deb")
-        if not _SHA256_RE.fullmatch(self.sha256):
+        if not SHA256_RE.fullmatch(self.sha256):
             raise ValueError(f"{self.package}: the .deb's sha256 must be 64 lowercase hex digits")
         if not self.members:
             raise ValueError(f"DebAsset {self.package} {self.version} names no members")
         for name, digest in self.members.items():
-            _member_relpath(name)
-            if not isinstance(digest, str) or not _SHA256_RE.fullmatch(digest):
+            member_relpath(name)
+            if not isinstance(digest, str) or not SHA256_RE.fullmatch(digest):
                 raise ValueError(
                     f"member {name!r} of {self.package} {self.version}: expected a lowercase "
                     f"64-character sha256 hex digest, got {digest!r}"
@@ -158,7 +158,7 @@ def http_download(url: str, into: Path, *, transport: httpx.BaseTransport | None
             if response.status_code != 200:
                 raise FetchError(f"{url} answered HTTP {response.status_code}; retry later")
             with into.open("wb") as out:
-                for chunk in response.iter_bytes(_CHUNK):
+                for chunk in response.iter_bytes(CHUNK):
                     out.write(chunk)
     except httpx.HTTPError as exc:
         raise FetchError(
@@ -229,7 +229,7 @@ def _tar_entries(deb: Path, label: str) -> Iterator[tuple[tarfile.TarFile, tarfi
     """Stream the entries of the .deb's ``data.tar.*`` (compression detected by tarfile)."""
     with deb.open("rb") as fh:
         name, offset, size = _data_member(read_ar_members(fh), label)
-        stream = io.BufferedReader(_Slice(fh, offset, size), _CHUNK)
+        stream = io.BufferedReader(_Slice(fh, offset, size), CHUNK)
         try:
             with tarfile.open(fileobj=stream, mode="r|*") as tar:
                 for info in tar:
@@ -250,7 +250,7 @@ def _extract_members(deb: Path, asset: DebAsset, into: Path) -> None:
             continue
         if not info.isfile():
             raise FetchError(f"member {name!r} of {asset.label} is not a regular file")
-        target = _member_target(into, name)
+        target = member_target(into, name)
         target.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256()
         src = tar.extractfile(info)
@@ -258,7 +258,7 @@ def _extract_members(deb: Path, asset: DebAsset, into: Path) -> None:
             raise FetchError(f"cannot read member {name!r} of {asset.label}")
         try:
             with src, target.open("wb") as out:
-                while chunk := src.read(_CHUNK):
+                while chunk := src.read(CHUNK):
                     digest.update(chunk)
                     out.write(chunk)
         except _ARCHIVE_ERRORS as exc:
@@ -289,7 +289,7 @@ def _fetch_into(asset: DebAsset, dest: Path, download: Downloader) -> None:
         with tempfile.TemporaryDirectory(prefix="safework-deb-") as tmp:
             deb = Path(tmp) / Path(asset.filename).name
             download(url, deb)
-            actual = _sha256_file(deb)
+            actual = sha256_file(deb)
             if actual != asset.sha256:
                 raise FetchError(
                     f"sha256 mismatch for {deb.name} from {url}: expected {asset.sha256}, got "
@@ -308,23 +308,23 @@ def _fetch_into(asset: DebAsset, dest: Path, download: Downloader) -> None:
             "fetched_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "fetched_with": "httpx GET of the .deb; ar and data.tar read in Python",
         }
-        _write_json_atomic(staging / PROVENANCE_NAME, provenance)
+        write_json_atomic(staging / PROVENANCE_NAME, provenance)
         verify_files(staging, asset.members, trust_cache=False)
         replace_dir(staging, dest)
     except BaseException:
-        _remove_path(staging)
+        remove_path(staging)
         raise
 
 
 def _is_complete(asset: DebAsset, dest: Path) -> bool:
     """Whether ``dest`` holds this asset's provenance and every member, verified."""
-    provenance = _read_json(dest / PROVENANCE_NAME)
+    provenance = read_json(dest / PROVENANCE_NAME)
     if provenance is None:
         return False
     if (provenance.get("package"), provenance.get("deb_sha256")) != (asset.package, asset.sha256):
         log.warning("%s holds another package or version than %s", dest, asset.label)
         return False
-    problems = _check_files(dest, asset.members, trust_cache=True)
+    problems = check_files(dest, asset.members, trust_cache=True)
     if problems:
         log.warning("cached %s failed verification, fetching again:\n  %s", asset.label, problems)
         return False
@@ -346,7 +346,7 @@ def fetch_deb_files(
     with file_lock(lock_path_for(dest)):
         if _is_complete(asset, dest):  # another process fetched it while we waited
             return dest
-        _refuse_foreign(dest)
+        refuse_foreign(dest)
         clean_leftovers(dest)
         started = time.monotonic()
         _fetch_into(asset, dest, download)

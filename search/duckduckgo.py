@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -36,10 +35,13 @@ from .base import (
     SearchResult,
     SearchTimeout,
 )
+from .net import SeenCache, retry
 
 __all__ = ["DuckDuckGoBackend", "load_duckduckgo"]
 
 SAFESEARCH = ("on", "moderate", "off")
+RETRYABLE = (TimeoutError, TimeoutException, RatelimitException)
+"""What ``ddgs`` raises when a call may succeed if tried again: a timeout or a rate limit."""
 NO_RESULTS = "No results found."
 """The message ``ddgs`` raises ``DDGSException`` with when a search simply matched nothing."""
 
@@ -88,9 +90,8 @@ class DuckDuckGoBackend(SearchBackend):
         self.region = region
         self.safesearch = safesearch
         self.backoff_s = backoff_s
-        self.max_seen = max_seen
         self._ddgs = ddgs_class or _real_ddgs()
-        self._seen: OrderedDict[str, SearchResult] = OrderedDict()
+        self._seen: SeenCache[SearchResult] = SeenCache(max_seen)
 
     async def search(self, query: str, k: int) -> list[SearchResult]:
         if k < 1 or not query.strip():
@@ -106,7 +107,7 @@ class DuckDuckGoBackend(SearchBackend):
             return []
         results = [r for r in map(_to_result, rows) if r is not None][:k]
         for result in results:
-            self._remember(result)
+            self._seen.add(result.id, result)
         return results
 
     async def read(self, doc_id: str) -> Document:
@@ -115,42 +116,35 @@ class DuckDuckGoBackend(SearchBackend):
             raise DocumentNotFound(
                 self.name, f"unknown url {doc_id!r}: only urls from earlier results can be read"
             )
-        self._seen.move_to_end(doc_id)
         page = await self._call("read", lambda client: client.extract(doc_id, fmt="text_markdown"))
         content = page.get("content", "")
         text = content.decode("utf-8", "replace") if isinstance(content, bytes) else str(content)
         return Document(id=doc_id, title=seen.title, text=text, url=doc_id)
 
-    def _remember(self, result: SearchResult) -> None:
-        self._seen[result.id] = result
-        self._seen.move_to_end(result.id)
-        while len(self._seen) > self.max_seen:
-            self._seen.popitem(last=False)
-
     async def _call(self, what: str, work: Callable[[DDGSClient], Any]) -> Any:
         """``work(client)`` in a thread, with the timeout and retries; ddgs errors mapped."""
         client_timeout = max(1, math.ceil(self.timeout_s))
         attempts = self.retries + 1
-        last = ""
-        for attempt in range(attempts):
-            if attempt:
-                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
-            try:
-                client = self._ddgs(timeout=client_timeout)
-                return await asyncio.wait_for(asyncio.to_thread(work, client), self.timeout_s)
-            except (TimeoutError, TimeoutException):
-                last = f"no answer within {self.timeout_s:g}s"
-            except RatelimitException as e:
-                last = f"rate limited ({e})"
-            except DDGSException as e:
-                if what == "search" and str(e) == NO_RESULTS:
-                    raise _NoResults from None
-                raise SearchError(self.name, _failure(what, e)) from e
+
+        async def attempt() -> Any:
+            client = self._ddgs(timeout=client_timeout)
+            return await asyncio.wait_for(asyncio.to_thread(work, client), self.timeout_s)
+
+        try:
+            return await retry(attempt, attempts, self.backoff_s, retry_on=RETRYABLE)
+        except RETRYABLE as e:
+            last = e
+        except DDGSException as e:
+            if what == "search" and str(e) == NO_RESULTS:
+                raise _NoResults from None
+            raise SearchError(self.name, _failure(what, e)) from e
         where = "cannot fetch the page" if what == "read" else "cannot reach DuckDuckGo"
-        message = f"{where}: {last} after {attempts} attempt(s)"
-        if last.startswith("no answer"):
-            raise SearchTimeout(self.name, f"{message} (no network?)")
-        raise SearchError(self.name, message)
+        if isinstance(last, RatelimitException):
+            raise SearchError(
+                self.name, f"{where}: rate limited ({last}) after {attempts} attempt(s)"
+            )
+        message = f"no answer within {self.timeout_s:g}s after {attempts} attempt(s)"
+        raise SearchTimeout(self.name, f"{where}: {message} (no network?)")
 
 
 class _NoResults(Exception):

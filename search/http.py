@@ -17,10 +17,8 @@ Spec: ``http:URL`` (``http:http://localhost:8000``, with or without ``/retrieve`
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import urllib.parse
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,6 +35,7 @@ from .base import (
     SearchResult,
     SearchTimeout,
 )
+from .net import SeenCache, retry
 
 __all__ = ["HTTPBackend", "format_contents", "load_http", "parse_url", "split_contents"]
 
@@ -105,9 +104,8 @@ class HTTPBackend(SearchBackend):
         self.timeout_s = timeout_s
         self.retries = max(0, retries)
         self.backoff_s = backoff_s
-        self.max_seen = max_seen
         self._client = httpx.AsyncClient(transport=transport, timeout=timeout_s)
-        self._seen: OrderedDict[str, Document] = OrderedDict()
+        self._seen: SeenCache[Document] = SeenCache(max_seen)
 
     async def search(self, query: str, k: int) -> list[SearchResult]:
         return (await self.search_many([query], k))[0]
@@ -132,32 +130,29 @@ class HTTPBackend(SearchBackend):
                 f"unknown id {doc_id!r}: a Search-R1 retriever has no read endpoint, "
                 "so only documents from earlier results can be read",
             )
-        self._seen.move_to_end(doc_id)
         return doc
 
     async def close(self) -> None:
         await self._client.aclose()
 
     def _remember(self, doc: Document, score: float | None) -> SearchResult:
-        self._seen[doc.id] = doc
-        self._seen.move_to_end(doc.id)
-        while len(self._seen) > self.max_seen:
-            self._seen.popitem(last=False)
+        self._seen.add(doc.id, doc)
         return SearchResult(id=doc.id, title=doc.title, snippet=doc.text, url=doc.url, score=score)
 
     async def _post(self, payload: dict[str, Any]) -> Any:
         """The decoded JSON answer, after retries on network errors and timeouts."""
         attempts = self.retries + 1
-        error: httpx.TransportError | None = None
-        for attempt in range(attempts):
-            if attempt:
-                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
-            try:
-                response = await self._client.post(self.endpoint, json=payload)
-            except httpx.TransportError as e:
-                error = e
-            else:
-                return self._decode(response)
+        try:
+            response = await retry(
+                lambda: self._client.post(self.endpoint, json=payload),
+                attempts,
+                self.backoff_s,
+                retry_on=httpx.TransportError,
+            )
+        except httpx.TransportError as e:
+            error = e
+        else:
+            return self._decode(response)
         if isinstance(error, httpx.TimeoutException):
             raise SearchTimeout(
                 self.name,

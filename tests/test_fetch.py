@@ -90,13 +90,13 @@ def fake_pip(wheel: Path, monkeypatch: pytest.MonkeyPatch) -> FakePip:
 
 def count_hashes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
     hashed: list[Path] = []
-    real: Callable[[Path], str] = fetch._sha256_file
+    real: Callable[[Path], str] = fetch.sha256_file
 
     def counting(path: Path) -> str:
         hashed.append(path)
         return real(path)
 
-    monkeypatch.setattr(fetch, "_sha256_file", counting)
+    monkeypatch.setattr(fetch, "sha256_file", counting)
     return hashed
 
 

@@ -1,5 +1,6 @@
-"""Tests for ``safework.search.local``: loading a corpus folder, passages, BM25/dense/hybrid
-retrieval, deduplication by document, ``read``, and the on-disk index (reuse and rebuild).
+"""Tests for ``safework.search.local`` and the modules under it (``documents``, ``index``):
+loading a corpus folder, passages, BM25/dense/hybrid retrieval, deduplication by document,
+``read``, and the on-disk index (reuse and rebuild).
 
 Retrieval runs for real: ``bm25s``, FAISS and the cached all-MiniLM-L6-v2 (``~/.cache/safework``;
 fetched once if missing). The test marked ``slow`` queries the built-in corpus index that
@@ -21,15 +22,11 @@ import pytest
 
 from safework.engine.embedder import get_embedder
 from safework.errors import ConfigError
-from safework.search import local
+from safework.search import index
 from safework.search.base import BackendContext, DocumentNotFound, load_backend
-from safework.search.local import (
-    LocalBackend,
-    LocalSettings,
-    load_corpus,
-    split_passages,
-    tokenize,
-)
+from safework.search.documents import load_corpus
+from safework.search.index import split_passages, tokenize
+from safework.search.local import LocalBackend, LocalSettings
 
 FILLER = (
     "The committee met again on Tuesday to review the quarterly budget and the plans for the "
@@ -287,8 +284,8 @@ def test_hnsw_index_past_the_threshold(tmp_path: Path) -> None:
 def test_read_only_corpus_keeps_its_index_in_the_cache(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(local.os, "access", lambda path, mode: False)
-    where = local.index_dir_for(tmp_path / "corpus", cache=tmp_path / "cache")
+    monkeypatch.setattr(index.os, "access", lambda path, mode: False)
+    where = index.index_dir_for(tmp_path / "corpus", cache=tmp_path / "cache")
     assert where.parent == tmp_path / "cache" / "indexes"
     assert where.name.startswith("corpus-")
 
