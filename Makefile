@@ -63,9 +63,10 @@ format: install
 test: lint model value-models corpus
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: model value-models
+bench: model value-models corpus
 	$(BIN)/python bench/serve_overhead.py
 	$(BIN)/python bench/guided.py
+	$(BIN)/python bench/search.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
