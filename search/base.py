@@ -13,7 +13,8 @@ Specs, by prefix (a registry: loaders import their dependencies only when chosen
   ``http:URL``          a retriever speaking Search-R1's ``POST /retrieve {queries, topk}``
 
 ``--search-backend NAME=SPEC`` names a backend (a request picks it by that name); a bare spec
-is named after its kind (``duckduckgo``, ``local``, ``builtin``, ``http``).
+is named after its kind (``duckduckgo``, ``local``, ``builtin``, ``http``). Backend options and
+search-loop settings come as repeated ``KEY=VALUE`` flags (``parse_key_values``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from safework.errors import ConfigError, SafeWorkError
 
@@ -134,6 +138,20 @@ def parse_backend_arg(text: str) -> tuple[str, str]:
         check_spec(spec)
         return name, spec
     return default_name(text), text
+
+
+def parse_key_values(items: Sequence[str], flag: str) -> dict[str, Any]:
+    """``["k=v", ...]`` -> ``{k: v}``, values read as YAML scalars (``4``, ``false``).
+
+    ``flag`` names the option in the ConfigError raised for an item without ``=`` or a key.
+    """
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{flag} takes KEY=VALUE (got {item!r})")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
 
 
 def load_backend(

@@ -11,13 +11,10 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from safework.engine.options import EngineOptions
 from safework.errors import ConfigError
-from safework.search.base import parse_backend_arg
+from safework.search.base import parse_backend_arg, parse_key_values
 from safework.value_models.registry import ValueModelsConfig
 
 from .config import ServerConfig, parse_api_keys
@@ -124,17 +121,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
-def _pairs(items: list[str], flag: str) -> dict[str, Any]:
-    """``["k=v", ...]`` -> ``{k: v}``, values read as YAML scalars (``4``, ``false``)."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"{flag} takes KEY=VALUE (got {item!r})")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
 def search_settings_from_args(args: argparse.Namespace) -> SearchSettings:
     backends: dict[str, str] = {}
     for text in args.search_backend:
@@ -142,11 +128,11 @@ def search_settings_from_args(args: argparse.Namespace) -> SearchSettings:
         if name in backends:
             raise ConfigError(f"two search backends are named {name!r}: use NAME=SPEC")
         backends[name] = spec
-    options = {k: str(v) for k, v in _pairs(args.search_option, "--search-option").items()}
+    options = parse_key_values(args.search_option, "--search-option")
     return SearchSettings(
         backends=backends,
-        options=options,
-        defaults=_pairs(args.search_setting, "--search-setting"),
+        options={k: str(v) for k, v in options.items()},
+        defaults=parse_key_values(args.search_setting, "--search-setting"),
         max_turns=args.search_max_turns,
         timeout_s=args.search_timeout,
         calibration=args.calibration,

@@ -1,36 +1,27 @@
-"""Tests for ``safework.search.calibration``: ECE, Platt and isotonic maps, and their storage.
+"""Tests for ``safework.search.calibration``: ECE, the reliability table, Platt and isotonic maps.
 
 ECE values are worked out by hand; the fitted maps are checked on synthetic data drawn from a
 seeded ``numpy`` generator (a known logistic relation for Platt, a known monotone one for
-isotonic). Files go to ``tmp_path``; the cache root is pointed there through
-``SAFEWORK_CACHE``. Tests marked ``xfail(strict=True)`` pin known defects of the module:
-they start passing (and so fail as XPASS) once the defect is fixed, and then lose the mark.
+isotonic). Saving and loading calibrations is in ``test_calibration_files.py``.
 
 Run: ``pytest tests/test_calibration.py``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from itertools import pairwise
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from safework.errors import ConfigError
 from safework.search.calibration import (
-    Calibration,
-    CalibrationFile,
     CalibrationMap,
     answer_probability,
-    calibration_path,
     expected_calibration_error,
     fit_isotonic,
     fit_platt,
-    load_calibration,
     reliability_table,
 )
 
@@ -43,7 +34,7 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def _logistic_data(a: float, b: float, n: int, seed: int) -> tuple[list[float], list[bool]]:
+def logistic_data(a: float, b: float, n: int, seed: int) -> tuple[list[float], list[bool]]:
     """Confidences whose true accuracy is ``sigmoid(a * logit(conf) + b)``."""
     rng = np.random.default_rng(seed)
     conf = rng.uniform(0.02, 0.98, n)
@@ -174,7 +165,7 @@ def test_reliability_table_empty() -> None:
 
 
 def test_reliability_table_agrees_with_ece() -> None:
-    conf, hit = _logistic_data(0.5, 0.0, 500, seed=3)
+    conf, hit = logistic_data(0.5, 0.0, 500, seed=3)
     rows = reliability_table(conf, hit)
     assert sum(r["count"] for r in rows) == len(conf)
     ece = sum(r["count"] / len(conf) * abs(r["accuracy"] - r["confidence"]) for r in rows)
@@ -185,7 +176,7 @@ def test_reliability_table_agrees_with_ece() -> None:
 
 
 def test_platt_recovers_a_known_logistic_relation() -> None:
-    conf, hit = _logistic_data(0.5, -0.7, 20_000, seed=0)
+    conf, hit = logistic_data(0.5, -0.7, 20_000, seed=0)
     a, b = fit_platt(conf, hit)
     assert a == pytest.approx(0.5, abs=0.06)
     assert b == pytest.approx(-0.7, abs=0.06)
@@ -194,14 +185,14 @@ def test_platt_recovers_a_known_logistic_relation() -> None:
 
 
 def test_platt_on_calibrated_data_is_near_identity() -> None:
-    conf, hit = _logistic_data(1.0, 0.0, 20_000, seed=1)
+    conf, hit = logistic_data(1.0, 0.0, 20_000, seed=1)
     a, b = fit_platt(conf, hit)
     assert a == pytest.approx(1.0, abs=0.06)
     assert b == pytest.approx(0.0, abs=0.06)
 
 
 def test_platt_lowers_ece_on_miscalibrated_data() -> None:
-    conf, hit = _logistic_data(0.4, -0.5, 5_000, seed=2)
+    conf, hit = logistic_data(0.4, -0.5, 5_000, seed=2)
     fitted = CalibrationMap.fit(conf, hit, "platt")
     assert fitted.ece_before is not None
     assert fitted.ece_after is not None
@@ -351,7 +342,7 @@ def test_isotonic_tied_confidences_pooled_when_outcomes_fall() -> None:
 
 @pytest.mark.parametrize("method", ["platt", "isotonic"])
 def test_map_fit_fills_its_fields(method: str) -> None:
-    conf, hit = _logistic_data(0.5, 0.0, 400, seed=7)
+    conf, hit = logistic_data(0.5, 0.0, 400, seed=7)
     fitted = CalibrationMap.fit(conf, hit, method)  # type: ignore[arg-type]
     assert fitted.method == method
     assert fitted.n == 400
@@ -413,154 +404,6 @@ def test_apply_many_returns_python_floats() -> None:
     assert all(type(v) is float for v in out)
 
 
-# ------------------------------------------------------------------ Calibration and files
-
-
-def _calibration(model: str = "org/Model:v1") -> Calibration:
-    conf, hit = _logistic_data(0.5, -0.3, 300, seed=8)
-    return Calibration(
-        model,
-        {
-            "stated": CalibrationMap.fit(conf, hit, "platt"),
-            "logprob": CalibrationMap.fit(conf, hit, "isotonic"),
-        },
-        {"dataset": "dev", "size": 300},
-    )
-
-
-def test_save_load_round_trip(tmp_path: Path) -> None:
-    original = _calibration()
-    path = original.save(tmp_path / "sub" / "cal.json")
-    assert path == tmp_path / "sub" / "cal.json"
-    assert sorted(path.parent.iterdir()) == [path]  # no temporary file left
-    data = json.loads(path.read_text())
-    assert data["model"] == "org/Model:v1"
-    assert set(data["maps"]) == {"stated", "logprob"}
-    assert data["maps"]["stated"]["method"] == "platt"
-
-    loaded = Calibration.load(path)
-    assert loaded.model == original.model
-    assert loaded.info["dataset"] == "dev"
-    assert loaded.info["size"] == 300
-    assert "saved_at" in loaded.info
-    for source, fitted in original.maps.items():
-        again = loaded.maps[source]
-        assert again.method == fitted.method
-        assert again.n == fitted.n
-        assert again.ece_before == pytest.approx(fitted.ece_before)
-        assert again.ece_after == pytest.approx(fitted.ece_after)
-        for value in (0.0, 0.05, 0.3, 0.5, 0.71, 1.0):
-            assert again.apply(value) == pytest.approx(fitted.apply(value))
-        assert loaded.calibrate(source, 0.6) == original.calibrate(source, 0.6)
-
-
-def test_save_keeps_an_existing_saved_at(tmp_path: Path) -> None:
-    cal = Calibration("m", info={"saved_at": "then"})
-    cal.save(tmp_path / "m.json")
-    assert Calibration.load(tmp_path / "m.json").info["saved_at"] == "then"
-
-
-def test_save_overwrites(tmp_path: Path) -> None:
-    path = tmp_path / "m.json"
-    Calibration("m", info={"run": 1}).save(path)
-    Calibration("m", info={"run": 2}).save(path)
-    assert Calibration.load(path).info["run"] == 2
-
-
-def test_save_defaults_to_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SAFEWORK_CACHE", str(tmp_path))
-    path = _calibration().save()
-    assert path == tmp_path / "calibration" / "org_Model_v1.json"
-    assert path.exists()
-    loaded = load_calibration("org/Model:v1")
-    assert loaded is not None
-    assert set(loaded.maps) == {"stated", "logprob"}
-
-
-@pytest.mark.parametrize(
-    ("model", "name"),
-    [
-        ("org/Model:v1", "org_Model_v1.json"),
-        ("Qwen/Qwen2.5-0.5B-Instruct", "Qwen_Qwen2.5-0.5B-Instruct.json"),
-        ("plain", "plain.json"),
-        ("../../etc/passwd", "etc_passwd.json"),
-        ("..", "model.json"),
-        ("", "model.json"),
-        ("a b\\c", "a_b_c.json"),
-    ],
-)
-def test_calibration_path_sanitises_model_ids(tmp_path: Path, model: str, name: str) -> None:
-    path = calibration_path(model, tmp_path)
-    assert path == tmp_path / "calibration" / name
-    assert path.resolve().parent == (tmp_path / "calibration").resolve()
-
-
-def test_calibration_path_default_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SAFEWORK_CACHE", str(tmp_path / "cache"))
-    assert calibration_path("org/M") == tmp_path / "cache" / "calibration" / "org_M.json"
-
-
-def test_load_calibration_missing_is_none(tmp_path: Path) -> None:
-    assert load_calibration("never/fitted", cache=tmp_path) is None
-
-
-def test_load_calibration_from_the_cache(tmp_path: Path) -> None:
-    _calibration().save(calibration_path("org/Model:v1", tmp_path))
-    loaded = load_calibration("org/Model:v1", cache=tmp_path)
-    assert loaded is not None
-    assert loaded.model == "org/Model:v1"
-
-
-def test_load_calibration_explicit_path(tmp_path: Path) -> None:
-    path = _calibration("other").save(tmp_path / "x.json")
-    loaded = load_calibration("ignored", path=path)
-    assert loaded is not None
-    assert loaded.model == "other"
-
-
-def test_load_calibration_explicit_missing_path_raises(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read the calibration file"):
-        load_calibration("m", path=tmp_path / "absent.json")
-
-
-@pytest.mark.parametrize(
-    "content",
-    [
-        "{not json",
-        "",
-        "[]",
-        '{"maps": {}}',
-        '{"model": "m", "maps": {"stated": {"method": "platt"}}}',
-        '{"model": "m", "maps": {"stated": {"method": "platt", "params": {}, "bogus": 1}}}',
-        '{"model": "m", "maps": []}',
-    ],
-)
-def test_load_calibration_corrupt_file_raises(tmp_path: Path, content: str) -> None:
-    path = calibration_path("m", tmp_path)
-    path.parent.mkdir(parents=True)
-    path.write_text(content)
-    with pytest.raises(ConfigError, match="cannot read the calibration file"):
-        load_calibration("m", cache=tmp_path)
-
-
-def test_calibrate() -> None:
-    cal = Calibration("m", {"stated": CalibrationMap("platt", {"a": 1.0, "b": 0.0})})
-    assert cal.calibrate("stated", 0.3) == pytest.approx(0.3)
-    assert cal.calibrate("logprob", 0.3) is None
-    assert cal.calibrate("agreement", 0.9) is None
-
-
-def test_calibrate_rounds_to_four_places() -> None:
-    cal = Calibration("m", {"stated": CalibrationMap("platt", {"a": 0.5, "b": 0.1})})
-    value = cal.calibrate("stated", 0.7)
-    assert value is not None
-    assert value == round(value, 4)
-
-
-def test_unfitted_calibration_returns_none() -> None:
-    assert Calibration("m").calibrate("stated", 0.5) is None
-
-
 # ------------------------------------------------------------------ answer_probability
 
 
@@ -579,52 +422,3 @@ def test_answer_probability_is_length_normalised() -> None:
     short = answer_probability([math.log(0.8)])
     long = answer_probability([math.log(0.8)] * 20)
     assert short == pytest.approx(long)
-
-
-# ------------------------------------------------------------------ CalibrationFile
-
-
-def test_calibration_file_missing_is_none(tmp_path: Path) -> None:
-    assert CalibrationFile(tmp_path / "absent.json").current() is None
-
-
-def test_calibration_file_loads_and_reloads_on_change(tmp_path: Path) -> None:
-    path = tmp_path / "m.json"
-    watched = CalibrationFile(path)
-    Calibration("m", info={"run": 1}).save(path)
-    first = watched.current()
-    assert first is not None
-    assert first.info["run"] == 1
-    assert watched.current() is first  # unchanged file: not read again
-    Calibration("m", info={"run": 22}).save(path)  # a different size, so a new stamp
-    second = watched.current()
-    assert second is not None
-    assert second.info["run"] == 22
-
-
-def test_calibration_file_keeps_the_previous_on_a_corrupt_rewrite(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    path = tmp_path / "m.json"
-    watched = CalibrationFile(path)
-    Calibration("m", info={"run": 1}).save(path)
-    first = watched.current()
-    path.write_text("{half a fi")
-    assert watched.current() is first
-    assert "keeping the previous calibration" in caplog.text
-
-
-@pytest.mark.parametrize("content", ["[]", '{"model": "m", "maps": []}'])
-def test_calibration_file_wrong_shape_is_not_fatal(tmp_path: Path, content: str) -> None:
-    path = tmp_path / "m.json"
-    path.write_text(content)
-    assert CalibrationFile(path).current() is None
-
-
-def test_calibration_file_deleted_is_none(tmp_path: Path) -> None:
-    path = tmp_path / "m.json"
-    watched = CalibrationFile(path)
-    Calibration("m").save(path)
-    assert watched.current() is not None
-    path.unlink()
-    assert watched.current() is None

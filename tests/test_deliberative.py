@@ -30,12 +30,13 @@ MESSAGES = [{"role": "user", "content": QUESTION}]
 GROUNDED = GROUNDED_INSTRUCTIONS[:30]
 
 
-async def run(
+async def start(
     engine: ScriptEngine,
     backend: FakeSearchBackend | None = None,
-    max_tokens: int = 400,
+    calibration: Calibration | None = None,
     **config: Any,
-) -> tuple[DeliberativeSearch, list[EngineOutput]]:
+) -> tuple[DeliberativeSearch, list[int]]:
+    """A session on QUESTION (``prior_check`` off unless given) and the prompt's token ids."""
     config.setdefault("prior_check", False)
     session = DeliberativeSearch(
         SearchConfig(**config),
@@ -43,9 +44,19 @@ async def run(
         MESSAGES,
         QUESTION,
         BagOfWordsEncoder(),
+        calibration=calibration,
     )
     prompt = await engine.render_chat(protocol_messages(MESSAGES))
-    ids = await engine.tokenize(prompt)
+    return session, await engine.tokenize(prompt)
+
+
+async def run(
+    engine: ScriptEngine,
+    backend: FakeSearchBackend | None = None,
+    max_tokens: int = 400,
+    **config: Any,
+) -> tuple[DeliberativeSearch, list[EngineOutput]]:
+    session, ids = await start(engine, backend, **config)
     sampling = SamplingConfig(max_tokens=max_tokens, temperature=0.0)
     outs = [out async for out in session(engine, ids, sampling, "req")]
     return session, outs
@@ -221,15 +232,7 @@ async def test_a_fitted_calibration_maps_the_raw_confidence() -> None:
     calibration = Calibration(
         "fake-model", {"stated": CalibrationMap("platt", {"a": 1.0, "b": -1.0})}
     )
-    session = DeliberativeSearch(
-        SearchConfig(prior_check=False),
-        FakeSearchBackend(DOCS),
-        MESSAGES,
-        QUESTION,
-        BagOfWordsEncoder(),
-        calibration=calibration,
-    )
-    ids = await engine.tokenize(await engine.render_chat(protocol_messages(MESSAGES)))
+    session, ids = await start(engine, calibration=calibration)
     outs = [o async for o in session(engine, ids, SamplingConfig(max_tokens=200), "r")]
     confidence = answer_event(outs)["confidence"]
     assert confidence["raw"] == 0.9
@@ -248,14 +251,7 @@ async def test_agreement_confidence_counts_matching_samples() -> None:
 
 async def test_closing_the_stream_early_leaves_nothing_running() -> None:
     engine = ScriptEngine(["<search>tungsten</search>", "<answer>74</answer>"], step_delay=0.01)
-    session = DeliberativeSearch(
-        SearchConfig(prior_check=True),
-        FakeSearchBackend(DOCS),
-        MESSAGES,
-        QUESTION,
-        BagOfWordsEncoder(),
-    )
-    ids = await engine.tokenize(await engine.render_chat(protocol_messages(MESSAGES)))
+    session, ids = await start(engine, prior_check=True)
     stream = aiter(session(engine, ids, SamplingConfig(max_tokens=200), "r"))
     await anext(stream)
     await anext(stream)

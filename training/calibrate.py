@@ -18,8 +18,6 @@ import random
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from safework.errors import ConfigError
 
 
@@ -47,28 +45,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache", type=Path, default=None, help="cache root ($SAFEWORK_CACHE)")
 
 
-def _settings(items: list[str]) -> dict[str, Any]:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--setting takes KEY=VALUE (got {item!r})")
-        out[key] = yaml.safe_load(value)
-    return out
-
-
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     from safework.engine.embedder import get_embedder
     from safework.engine.options import EngineOptions
     from safework.engine.vllm_engine import VLLMEngine
-    from safework.search.base import BackendContext, load_backend
+    from safework.search.base import BackendContext, load_backend, parse_key_values
     from safework.search.calibration import calibration_path
     from safework.search.corpus import element_qa, split_qa
     from safework.search.deliberative import SearchConfig
     from safework.search.evaluate import calibrate
 
     try:
-        config = SearchConfig(**_settings(args.setting))
+        config = SearchConfig(**parse_key_values(args.setting, "--setting"))
     except (TypeError, ValueError) as e:
         raise ConfigError(f"bad --setting: {e}") from e
     dev, test = split_qa(element_qa(), 0.5, seed=args.seed)
