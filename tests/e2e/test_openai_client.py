@@ -26,7 +26,7 @@ def metric(text: str, name: str) -> float:
 
 def test_models(server: RemoteServer) -> None:
     models = server.client().models.list()
-    assert [m.id for m in models.data] == [MODEL, f"{MODEL}:aligned"]
+    assert [m.id for m in models.data] == [MODEL, f"{MODEL}:aligned", f"{MODEL}:search"]
 
 
 def test_chat_completion(server: RemoteServer) -> None:
