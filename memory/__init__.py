@@ -1,4 +1,44 @@
-"""Error-vector memory of chain-of-thought corrections (FAISS index over a durable store).
-Planned in issue 5; nothing is exported yet."""
+"""Error-vector memory: users' corrections of chain-of-thought, stored per tenant and retrieved
+for similar questions.
 
-__all__: list[str] = []
+``MemoryStore`` keeps ``CorrectionRecord``s in SQLite (the durable truth, with each question's
+embedding) and searches them through one FAISS index per tenant (exact while small, HNSW when
+large), rebuilt from the database whenever the saved index is missing or stale.
+
+- ``records.py``   the record, its checks and limits
+- ``store.py``     ``MemoryStore``: add / get / delete / list / search / counts, threads, durability
+- ``transfer.py``  export and import of records as JSON-ready rows
+- ``upkeep.py``    index life cycle: load, reconcile with the database, rebuild in the background
+- ``index.py``     per-tenant FAISS indexes (flat -> HNSW, tombstones) and their files
+- ``cli.py``       ``safework memory export|import|stats``
+
+Nothing here imports the server; the server opens one store at startup
+(``MemoryStore.open_default(folder)``) and calls it through ``asyncio.to_thread``.
+"""
+
+from .index import IndexParams, TenantIndex
+from .records import (
+    ID_PATTERN,
+    MAX_TENANT_CHARS,
+    TEXT_LIMITS,
+    CorrectionRecord,
+    Encoder,
+    MemoryHit,
+)
+from .store import MAX_K, MAX_LIST_LIMIT, MemoryStore
+from .transfer import IMPORT_BATCH
+
+__all__ = [
+    "ID_PATTERN",
+    "IMPORT_BATCH",
+    "MAX_K",
+    "MAX_LIST_LIMIT",
+    "MAX_TENANT_CHARS",
+    "TEXT_LIMITS",
+    "CorrectionRecord",
+    "Encoder",
+    "IndexParams",
+    "MemoryHit",
+    "MemoryStore",
+    "TenantIndex",
+]

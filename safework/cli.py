@@ -1,9 +1,10 @@
 """The ``safework`` command. Subcommands live beside what they run (``serve`` in
-``safework.server.cli``, ``index`` in ``safework.search.cli``) and are imported only when chosen, so
-``safework --help`` is fast.
+``safework.server.cli``, ``index`` in ``safework.search.cli``, ``memory`` in
+``safework.memory.cli``) and are imported only when chosen, so ``safework --help`` is fast.
 
     safework serve --help
     safework index --help
+    safework memory --help
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from safework import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from safework.memory import cli as memory_cli
     from safework.search import cli as index_cli
     from safework.server import cli as server_cli
 
@@ -23,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     server_cli.add_parser(sub)
     index_cli.add_parser(sub)
+    memory_cli.add_parser(sub)
     return parser
 
 

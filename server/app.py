@@ -21,7 +21,9 @@ from .alignment import Alignment
 from .chat.serving import ChatServing
 from .completions.serving import CompletionServing
 from .config import ServerConfig
+from .cot.serving import CotEditServing
 from .errors import install_error_handlers
+from .memory.serving import MemoryService
 from .metrics import ServerMetrics
 from .middleware import AuthMiddleware, BodyLimitMiddleware, MetricsMiddleware
 from .moderations.serving import ModerationServing
@@ -53,16 +55,21 @@ def create_app(config: ServerConfig, engine_factory: EngineFactory = _vllm_engin
             config.max_beam_width,
         )
         search = await SearchService.load(config.search, engine.model_id)
+        memory = await MemoryService.load(config.memory, metrics) if config.memory else None
         app.state.engine = engine
         app.state.alignment = alignment
         app.state.search = search
-        app.state.chat = ChatServing(engine, metrics, config.max_n, alignment, search)
+        app.state.memory = memory
+        app.state.chat = ChatServing(engine, metrics, config.max_n, alignment, search, memory)
+        app.state.cot = CotEditServing(app.state.chat, memory)
         app.state.completions = CompletionServing(engine, metrics, config.max_n)
         app.state.moderations = ModerationServing(alignment)
         logger.info("serving %s (context %d tokens)", engine.model_id, engine.max_model_len)
         try:
             yield
         finally:
+            if memory is not None:
+                await memory.close()
             await search.close()
             await alignment.close()
             await engine.shutdown()

@@ -18,6 +18,7 @@ from safework.search.base import parse_backend_arg, parse_key_values
 from safework.value_models.registry import ValueModelsConfig
 
 from .config import ServerConfig, parse_api_keys
+from .memory.serving import MemorySettings
 from .search import SearchSettings
 
 
@@ -114,6 +115,29 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "the served model, if any)",
     )
     p.add_argument(
+        "--memory-dir",
+        type=Path,
+        default=None,
+        help="where corrections are stored (SQLite + FAISS; default <cache>/memory)",
+    )
+    p.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="no correction memory: /cot/edit answers only with remember=false",
+    )
+    p.add_argument(
+        "--memory-top-k",
+        type=int,
+        default=MemorySettings.top_k,
+        help="past corrections given to the model per request (default %(default)s)",
+    )
+    p.add_argument(
+        "--memory-min-similarity",
+        type=float,
+        default=MemorySettings.min_similarity,
+        help="only corrections at least this similar to the question (default %(default)s)",
+    )
+    p.add_argument(
         "--log-level", default=ServerConfig.log_level, choices=["debug", "info", "warning", "error"]
     )
     EngineOptions.add_cli_args(p)
@@ -158,6 +182,13 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_candidates=args.max_candidates,
         max_beam_width=args.max_beam_width,
         search=search_settings_from_args(args),
+        memory=None
+        if args.no_memory
+        else MemorySettings(
+            folder=args.memory_dir,
+            top_k=args.memory_top_k,
+            min_similarity=args.memory_min_similarity,
+        ),
         log_level=args.log_level,
     )
 

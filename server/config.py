@@ -16,6 +16,7 @@ from safework.engine.options import EngineOptions
 from safework.errors import ConfigError
 from safework.value_models.registry import ValueModelsConfig
 
+from .memory.serving import MemorySettings
 from .search import SearchSettings
 
 DEFAULT_TENANT = "default"
@@ -56,6 +57,8 @@ class ServerConfig:
     max_beam_width: int = 4
     search: SearchSettings = field(default_factory=SearchSettings)
     """Search backends and settings for the ``search`` strategy (``--search-backend``)."""
+    memory: MemorySettings | None = field(default_factory=MemorySettings)
+    """The correction memory (``--memory-dir``); ``None``: off (``--no-memory``)."""
     log_level: str = "info"
 
     def __post_init__(self) -> None:

@@ -122,6 +122,22 @@ class ServerMetrics:
             registry=r,
         )
 
+        self.memory_records = Gauge(
+            "safework_memory_records", "Stored corrections per tenant", ["tenant"], registry=r
+        )
+        self.memory_latency = Histogram(
+            "safework_memory_retrieval_seconds",
+            "Time to find a request's closest past corrections",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+            registry=r,
+        )
+        self.memory_hits = Histogram(
+            "safework_memory_hits",
+            "Past corrections given to the model per request",
+            buckets=(0, 1, 2, 3, 5, 10),
+            registry=r,
+        )
+
     def exposition(self) -> bytes:
         """Text exposition of our registry followed by the default one (vLLM's)."""
         return generate_latest(self.registry) + generate_latest(REGISTRY)

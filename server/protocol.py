@@ -154,6 +154,18 @@ class SearchOptions(StrictModel):
     )
 
 
+class MemoryOptions(StrictModel):
+    """Correction memory at inference (``safework.memory``); unset fields use the server's."""
+
+    enabled: bool | None = Field(
+        default=None, description="Give the model this tenant's closest past corrections."
+    )
+    top_k: int | None = Field(default=None, ge=1, le=10, description="Corrections at most.")
+    min_similarity: float | None = Field(
+        default=None, ge=-1.0, le=1.0, description="Only corrections at least this similar."
+    )
+
+
 class SafeWorkOptions(StrictModel):
     """SafeWork's request extensions (``"safework": {...}``); every field is optional."""
 
@@ -166,6 +178,7 @@ class SafeWorkOptions(StrictModel):
     )
     alignment: AlignmentOptions | None = None
     search: SearchOptions | None = None
+    memory: MemoryOptions | None = None
 
 
 class PromptTokensDetails(BaseModel):

@@ -11,13 +11,18 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse
 
+from safework.errors import NotFoundError
+
 from .chat.protocol import ChatCompletionRequest
 from .completions.protocol import CompletionRequest
+from .cot.protocol import CotEditRequest
 from .errors import error_response
+from .memory.protocol import MemoryDeleted, MemoryList, MemoryRecordOut
+from .memory.serving import MemoryService
 from .moderations.protocol import ModerationRequest
 from .protocol import ErrorResponse, ModelCard, ModelList
 
@@ -75,10 +80,59 @@ async def list_models(request: Request) -> ModelList:
     return ModelList(data=[ModelCard(id=i, max_model_len=engine.max_model_len) for i in ids])
 
 
+def tenant(request: Request) -> str:
+    """The tenant the API key maps to (set by the auth middleware)."""
+    return request.state.tenant
+
+
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
-    result = await cancel_on_disconnect(request, request.app.state.chat.create(body))
+    work = request.app.state.chat.create(body, tenant(request))
+    result = await cancel_on_disconnect(request, work)
     return respond(result) if result is not None else Response(status_code=499)
+
+
+@router.post("/cot/edit")
+async def cot_edit(body: CotEditRequest, request: Request) -> Response:
+    work = request.app.state.cot.create(body, tenant(request))
+    result = await cancel_on_disconnect(request, work)
+    return respond(result) if result is not None else Response(status_code=499)
+
+
+def _memory(request: Request) -> MemoryService:
+    memory = request.app.state.memory
+    if memory is None:
+        raise NotFoundError("the correction memory is off on this server", code="not_found")
+    return memory
+
+
+@router.get("/v1/memory", response_model=MemoryList)
+async def list_memory(
+    request: Request,
+    limit: int = Query(default=20, ge=1, le=100),
+    after: str | None = Query(default=None, max_length=64),
+    q: str | None = Query(default=None, max_length=500, description="Text the record contains."),
+) -> MemoryList:
+    """The tenant's corrections, newest first; page with ``after=<last id>``."""
+    records, more = await _memory(request).list(tenant(request), limit, after, q)
+    data = [MemoryRecordOut.of(r) for r in records]
+    return MemoryList(
+        data=data,
+        first_id=data[0].id if data else None,
+        last_id=data[-1].id if data else None,
+        has_more=more,
+    )
+
+
+@router.get("/v1/memory/{memory_id}", response_model=MemoryRecordOut)
+async def get_memory(memory_id: str, request: Request) -> MemoryRecordOut:
+    return MemoryRecordOut.of(await _memory(request).get(tenant(request), memory_id))
+
+
+@router.delete("/v1/memory/{memory_id}", response_model=MemoryDeleted)
+async def delete_memory(memory_id: str, request: Request) -> MemoryDeleted:
+    await _memory(request).delete(tenant(request), memory_id)
+    return MemoryDeleted(id=memory_id)
 
 
 @router.post("/v1/moderations")

@@ -18,8 +18,12 @@ ClientFactory = Callable[..., Any]
 
 @contextmanager
 def serve(engine: FakeEngine | None = None, **config: Any) -> Iterator[TestClient]:
-    """A running app (lifespan included) on ``engine`` with ``ServerConfig(**config)``."""
+    """A running app (lifespan included) on ``engine`` with ``ServerConfig(**config)``.
+
+    The correction memory is off unless ``memory=MemorySettings(folder=tmp_path)`` is given
+    (tests never write to the user's cache)."""
     engine = engine or FakeEngine()
+    config.setdefault("memory", None)
     app = create_app(ServerConfig(**config), engine_factory=lambda _: engine)
     with TestClient(app) as client:
         yield client

@@ -136,6 +136,8 @@ class ChatCompletionResponse(BaseModel):
     usage: UsageInfo
     system_fingerprint: str | None = None
     safework: dict[str, Any] | None = None
+    memory_id: str | None = None
+    """``/cot/edit``: the id of the stored correction."""
 
 
 class DeltaMessage(BaseModel):
@@ -160,3 +162,4 @@ class ChatCompletionChunk(BaseModel):
     choices: list[ChatChunkChoice]
     usage: UsageInfo | None = None
     safework: dict[str, Any] | None = None
+    memory_id: str | None = None

@@ -10,7 +10,7 @@ then ``[DONE]``; a failure after the stream started is sent as an error data eve
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,13 +19,17 @@ import jinja2
 from safework.engine.base import ChoiceDelta, Engine, TokenLogprob
 from safework.engine.reasoning import ReasoningSplitter, split_reasoning, starts_in_reasoning
 from safework.errors import EngineError, RequestError
+from safework.memory.store import MemoryHit
 from safework.search.deliberative import DeliberativeSearch
-from safework.search.prompts import protocol_messages
+from safework.search.prompts import protocol_messages, with_system
 from safework.value_models.guided import GuidedDecoder
 from safework.value_models.registry import ValueModelsConfig
 
 from ..alignment import Alignment, check_profile, record_guidance, resolve_strategy, split_profile
+from ..config import DEFAULT_TENANT
 from ..generation import Generation, Strategy, plain
+from ..memory.serving import MemoryService
+from ..memory.serving import guidance as memory_guidance
 from ..metrics import ServerMetrics
 from ..protocol import ErrorResponse, UsageInfo, now, random_id
 from ..sampling import resolve_max_tokens
@@ -87,23 +91,42 @@ def alignment_block(decoder: GuidedDecoder, events: list[dict[str, Any]]) -> dic
     }
 
 
+FinishHook = Callable[[str, str], Awaitable[dict[str, Any]]]
+"""``(reasoning, content) of the answer -> fields for the response`` (e.g. ``memory_id``)."""
+
+
 @dataclass
-class _Plan:
-    """How one request is answered: its strategy, the messages to render, and the object
-    (guided decoder or search session) that reports on it afterwards."""
+class Plan:
+    """How one request is answered: its strategy, the messages to render, and the objects
+    that report on it afterwards (guided decoder, search session, memory hits)."""
 
     strategy: Strategy
     messages: list[dict[str, Any]]
     decoder: GuidedDecoder | None = None
     search: DeliberativeSearch | None = None
+    memory_hits: list[MemoryHit] = field(default_factory=list)
+    on_finish: FinishHook | None = None
+    """Runs once the answer is complete, before the response (or the last chunk) is sent."""
+    route: str = ROUTE
+
+    def summary(self) -> dict[str, Any]:
+        """What the response's ``safework`` object and a stream's last chunk carry: the
+        search summary and the memory hits used."""
+        out: dict[str, Any] = {}
+        if self.search is not None:
+            out.update(strategy="search", search=self.search.summary())
+        if self.memory_hits:
+            hits = [
+                {"id": h.record.id, "similarity": round(h.similarity, 4)} for h in self.memory_hits
+            ]
+            out["memory"] = {"hits": hits}
+        return out
 
     def block(self, events: list[dict[str, Any]]) -> dict[str, Any] | None:
-        """The response's ``safework`` object."""
-        if self.decoder is not None:
-            return alignment_block(self.decoder, events)
-        if self.search is not None:
-            return {"strategy": "search", "search": self.search.summary()}
-        return None
+        """The response's ``safework`` object (with the aligned steps from ``events``)."""
+        out = alignment_block(self.decoder, events) if self.decoder is not None else {}
+        out.update(self.summary())
+        return out or None
 
     def record(self, metrics: ServerMetrics) -> None:
         if self.decoder is not None:
@@ -138,19 +161,26 @@ class ChatServing:
         max_n: int = 16,
         alignment: Alignment | None = None,
         search: SearchService | None = None,
+        memory: MemoryService | None = None,
     ) -> None:
         self.engine = engine
         self.metrics = metrics
         self.max_n = max_n
         self.alignment = alignment or Alignment({}, ValueModelsConfig())
         self.search = search or SearchService({}, SearchSettings())
+        self.memory = memory
 
-    def _plan(self, request: ChatCompletionRequest, profile: str | None) -> _Plan:
-        """The request's strategy: ``plain``, a guided decoder, or a search session."""
+    def _plan(
+        self, request: ChatCompletionRequest, profile: str | None, hits: list[MemoryHit]
+    ) -> Plan:
+        """The request's strategy: ``plain``, a guided decoder, or a search session; the
+        tenant's recalled corrections go into the system message whatever the strategy."""
         messages = [m.to_template() for m in request.messages]
+        if hits:
+            messages = with_system(messages, memory_guidance(hits))
         name = resolve_strategy(profile, request.safework)
         if name == "plain":
-            return _Plan(plain, messages)
+            return Plan(plain, messages, memory_hits=hits)
         for field_name, unsupported in (
             ("n", request.n > 1),
             ("logprobs", request.logprobs),
@@ -166,14 +196,14 @@ class ChatServing:
             session = self.search.session(
                 options.search if options else None, messages, request.question, False
             )
-            return _Plan(session, protocol_messages(messages), search=session)
+            return Plan(session, protocol_messages(messages), search=session, memory_hits=hits)
         decoder = GuidedDecoder(
             self.alignment.guidance_for(options.alignment if options else None), request.question
         )
-        return _Plan(decoder, messages, decoder=decoder)
+        return Plan(decoder, messages, decoder=decoder, memory_hits=hits)
 
     async def create(
-        self, request: ChatCompletionRequest
+        self, request: ChatCompletionRequest, tenant: str = DEFAULT_TENANT
     ) -> ChatCompletionResponse | AsyncIterator[str] | ErrorResponse:
         try:
             base, profile = split_profile(request.model or self.engine.model_id)
@@ -181,7 +211,20 @@ class ChatServing:
             configured = {"aligned": self.alignment.enabled, "search": self.search.enabled}
             check_profile(profile, configured, request.model or "")
             check_n(request.n, self.max_n)
-            plan = self._plan(request, profile)
+            hits: list[MemoryHit] = []
+            if self.memory is not None and not request.continue_final_message:
+                options = request.safework.memory if request.safework else None
+                hits = await self.memory.recall(tenant, request.question, options)
+            plan = self._plan(request, profile, hits)
+        except RequestError as e:
+            return ErrorResponse.of(e)
+        return await self.respond(request, plan, f"{model}:{profile}" if profile else model)
+
+    async def respond(
+        self, request: ChatCompletionRequest, plan: Plan, model: str
+    ) -> ChatCompletionResponse | AsyncIterator[str] | ErrorResponse:
+        """Render, start the generation and answer in JSON or SSE (``/cot/edit`` too)."""
+        try:
             prompt = await self._render(request, plan.messages)
             if plan.search is not None:
                 plan.search.in_reasoning = starts_in_reasoning(prompt)
@@ -201,7 +244,7 @@ class ChatServing:
             gen = Generation(
                 self.engine,
                 self.metrics,
-                ROUTE,
+                plan.route,
                 prompt_ids,
                 sampling,
                 random_id("chatcmpl"),
@@ -213,7 +256,6 @@ class ChatServing:
         except Exception as e:  # the engine failed: 500, logged, server stays up
             return ErrorResponse.of(engine_failure(e))
         in_reasoning = starts_in_reasoning(prompt)
-        model = f"{model}:{profile}" if profile else model
         if request.stream:
             return self._stream(request, model, gen, in_reasoning, plan)
         return await self._full(request, model, gen, in_reasoning, plan)
@@ -235,7 +277,7 @@ class ChatServing:
         model: str,
         gen: Generation,
         in_reasoning: bool,
-        plan: _Plan,
+        plan: Plan,
     ) -> ChatCompletionResponse | ErrorResponse:
         states = [_ChoiceState(ReasoningSplitter(in_reasoning)) for _ in range(request.n)]
         events: list[dict[str, Any]] = []
@@ -249,8 +291,14 @@ class ChatServing:
         finally:
             plan.record(self.metrics)
         choices = []
+        extra: dict[str, Any] = {}
         for i, state in enumerate(states):
             reasoning, content = split_reasoning("".join(state.text), in_reasoning)
+            if i == 0 and plan.on_finish is not None:
+                try:
+                    extra = await plan.on_finish(reasoning or "", content or "")
+                except RequestError as e:
+                    return ErrorResponse.of(e)
             choices.append(
                 ChatChoice(
                     index=i,
@@ -268,6 +316,7 @@ class ChatServing:
             choices=choices,
             usage=UsageInfo.of(gen.prompt_tokens, gen.completion_tokens, gen.cached_tokens),
             safework=plan.block(events),
+            **extra,
         )
 
     async def _stream(
@@ -276,7 +325,7 @@ class ChatServing:
         model: str,
         gen: Generation,
         in_reasoning: bool,
-        plan: _Plan,
+        plan: Plan,
     ) -> AsyncIterator[str]:
         created = now()
 
@@ -284,6 +333,7 @@ class ChatServing:
             choices: list[ChatChunkChoice],
             usage: UsageInfo | None = None,
             safework: dict[str, Any] | None = None,
+            **extra: Any,
         ) -> str:
             return sse_data(
                 ChatCompletionChunk(
@@ -293,10 +343,12 @@ class ChatServing:
                     choices=choices,
                     usage=usage,
                     safework=safework,
+                    **extra,
                 )
             )
 
         splitters = [ReasoningSplitter(in_reasoning) for _ in range(request.n)]
+        answer = ["", ""]  # choice 0's reasoning and content so far, for the finish hook
         for i in range(request.n):
             role = DeltaMessage(role="assistant", content="")
             yield chunk([ChatChunkChoice(index=i, delta=role)])
@@ -308,6 +360,9 @@ class ChatServing:
                     if d.finish_reason is not None:
                         tail_r, tail_c = splitters[d.index].flush()
                         reasoning, content = reasoning + tail_r, content + tail_c
+                    if d.index == 0:
+                        answer[0] += reasoning
+                        answer[1] += content
                     if not (reasoning or content or d.finish_reason or d.logprobs):
                         continue
                     choices.append(
@@ -323,10 +378,13 @@ class ChatServing:
                         )
                     )
                 events: dict[str, Any] | None = {"events": out.events} if out.events else None
-                if out.finished and plan.search is not None:  # the summary rides the last chunk
-                    events = {**(events or {}), **(plan.block([]) or {})}
-                if choices or events:
-                    yield chunk(choices, safework=events)
+                extra: dict[str, Any] = {}
+                if out.finished:  # the summary and the finish hook's fields ride the last chunk
+                    events = {**(events or {}), **plan.summary()} or None
+                    if plan.on_finish is not None:
+                        extra = await plan.on_finish(*answer)
+                if choices or events or extra:
+                    yield chunk(choices, safework=events, **extra)
             if request.include_usage:
                 yield chunk(
                     [], UsageInfo.of(gen.prompt_tokens, gen.completion_tokens, gen.cached_tokens)

@@ -44,6 +44,11 @@ class RemoteServer:
     def async_client(self, **kw) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(base_url=self.url + "/v1", api_key=self.key, max_retries=0, **kw)
 
+    def http(self, key: str | None = None, **kw) -> httpx.Client:
+        """A plain HTTP client for SafeWork's own routes (``/cot/edit``, ``/v1/memory``)."""
+        headers = {"Authorization": f"Bearer {key or self.key}"}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=300, **kw)
+
     def metrics(self) -> str:
         headers = {"Authorization": f"Bearer {self.key}"}
         return httpx.get(self.url + "/metrics", headers=headers, timeout=10).text
@@ -96,36 +101,53 @@ def _planted_corpus(folder: Path) -> Path:
     return folder
 
 
+def start_server(home: Path, *args: str) -> RemoteServer:
+    """``safework serve`` on a free port with the two test keys, logging to ``home``."""
+    port = _free_port()
+    log = home / f"serve-{port}.log"
+    env = {**os.environ, "SAFEWORK_API_KEYS": f"{KEY}:alice,{OTHER_KEY}:bob"}
+    cmd = [sys.executable, "-m", "safework.cli", "serve", "--port", str(port), *args]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    remote = RemoteServer(f"http://127.0.0.1:{port}", KEY, process, log, home / "calibration.json")
+    try:
+        _wait_healthy(remote)
+    except BaseException:
+        stop_server(remote)
+        raise
+    return remote
+
+
+def stop_server(remote: RemoteServer, sig: int = signal.SIGTERM) -> None:
+    """Stop the server's process group (``SIGKILL``: no chance to clean up)."""
+    process = remote.process
+    if process.poll() is None:
+        os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteServer]:
-    port = _free_port()
     home = tmp_path_factory.mktemp("server")
-    log = home / "serve.log"
-    calibration = home / "calibration.json"
     planted = _planted_corpus(home / "planted")
-    env = {**os.environ, "SAFEWORK_API_KEYS": f"{KEY}:alice,{OTHER_KEY}:bob"}
-    cmd = [
-        sys.executable, "-m", "safework.cli", "serve", "--port", str(port), "--max-n", "8",
+    remote = start_server(
+        home,
+        "--max-n", "8",
         "--value-model", "safety=builtin:safety", "--value-model", "values=builtin:values",
         "--search-backend", "local:builtin",
         "--search-backend", f"planted=local:{planted}",
         "--search-backend", "broken=http:http://127.0.0.1:9",  # nothing listens there
         "--search-timeout", "2",
-        "--calibration", str(calibration),
-    ]  # fmt: skip
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    remote = RemoteServer(f"http://127.0.0.1:{port}", KEY, process, log, calibration)
+        "--calibration", str(home / "calibration.json"),
+        "--memory-dir", str(home / "memory"),
+    )  # fmt: skip
     try:
-        _wait_healthy(remote)
         yield remote
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_server(remote)

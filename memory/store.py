@@ -1,0 +1,544 @@
+"""The correction memory: per-tenant records in SQLite, searchable by question through FAISS.
+
+What it is: every correction a user makes through ``POST /cot/edit`` becomes a
+``CorrectionRecord``; later questions of the same tenant retrieve the closest ones (cosine of
+question embeddings) to guide the model.
+
+Design:
+
+- **SQLite is the truth** (``<folder>/memory.sqlite3``, WAL, ``synchronous=FULL``, foreign keys).
+  ``add`` returns only after its transaction is committed and fsynced, so a record acknowledged to
+  a client survives a SIGKILL right after. Each row keeps its question's embedding (float32 BLOB),
+  so indexes rebuild without the embedder. Row numbers (``seq``, AUTOINCREMENT: never reused) are
+  the FAISS ids.
+- **FAISS is a cache** (``index.py``): one index per tenant, persisted to ``<folder>/index/`` at
+  ``close()`` and after every ``persist_every`` changes (at least a tenth of the index, so large
+  indexes are not rewritten constantly). On open each saved index is reconciled with the database
+  id by id: vectors of rows it lacks are added, ids of deleted rows removed (tombstoned in HNSW).
+  A missing, unreadable or foreign index file (another store's, another dimension) is rebuilt from
+  the stored vectors. Either is logged.
+- **Tenants never meet**: every statement filters on the tenant, and each tenant has its own
+  index, so another tenant's record behaves exactly like a missing one.
+- **Threads**: writes go through one connection under one lock (SQLite allows one writer);
+  reads take a connection from a pool and never wait for that lock, so ``get``/``list``/``search``
+  proceed during a long ``import_records`` (which commits in batches of ``IMPORT_BATCH``).
+  Measured with ``bench/memory.py``. Heavy index work (flat -> HNSW at ``hnsw_threshold``, or a
+  rebuild once an HNSW index holds too many tombstones) runs in a background thread from a
+  database snapshot; the old index serves meanwhile, and the new one is brought up to date under
+  the write lock before it replaces it.
+
+Use::
+
+    store = MemoryStore.open_default()               # cache_dir()/"memory", MiniLM
+    rec = store.add("acme", question="...", reasoning="...", corrected_reasoning="...",
+                    answer=None, feedback=None, model="smollm2")
+    hits = store.search("acme", "a similar question", k=3, min_similarity=0.5)
+    store.close()
+
+Tests: ``pytest tests/test_memory_store.py tests/test_memory_index.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from safework.errors import ConfigError
+
+from .index import IndexParams, TenantIndex, index_paths, save_index
+from .records import (
+    FIELDS,
+    TEXT_LIMITS,
+    CorrectionRecord,
+    Encoder,
+    MemoryHit,
+    check_fields,
+    check_id,
+    check_tenant,
+    encoder_name,
+    new_id,
+    unit_rows,
+)
+from .transfer import IMPORT_BATCH, RecordTransfer
+from .upkeep import INDEX_CHUNK, IndexUpkeep
+
+__all__ = ["IMPORT_BATCH", "MAX_K", "MAX_LIST_LIMIT", "MemoryStore"]
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = "1"
+MAX_LIST_LIMIT = 100
+MAX_K = 100
+MAX_CONTAINS_CHARS = 1000
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tenants (
+    name TEXT PRIMARY KEY,
+    records INTEGER NOT NULL DEFAULT 0 CHECK (records >= 0),
+    generation INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS corrections (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    tenant TEXT NOT NULL REFERENCES tenants(name),
+    question TEXT NOT NULL,
+    reasoning TEXT NOT NULL,
+    corrected_reasoning TEXT NOT NULL,
+    answer TEXT,
+    feedback TEXT,
+    model TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    embedding BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS corrections_by_seq ON corrections(tenant, seq);
+CREATE INDEX IF NOT EXISTS corrections_by_time ON corrections(tenant, created_at, seq);
+"""
+SEARCHABLE = "question, reasoning, corrected_reasoning, answer, feedback"
+
+
+def _contains(needle: str, *fields: str | None) -> bool:
+    """SQL function ``sw_contains``: case-insensitive substring test (Unicode casefold)."""
+    return any(needle in f.casefold() for f in fields if f)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _record(row: tuple[Any, ...]) -> CorrectionRecord:
+    return CorrectionRecord(*row)
+
+
+class MemoryStore(IndexUpkeep, RecordTransfer):
+    """Per-tenant correction records with similarity search; every method is thread-safe."""
+
+    def __init__(
+        self,
+        folder: Path,
+        encoder: Encoder | None,
+        *,
+        hnsw_threshold: int = 20_000,
+        hnsw_m: int = 32,
+        ef_construction: int = 80,
+        ef_search: int = 64,
+        tombstone_ratio: float = 0.10,
+        persist_every: int = 1000,
+        indexes: bool = True,
+        background: bool = True,
+    ) -> None:
+        """Open or create the store in ``folder``.
+
+        ``encoder`` embeds questions (None: a store that only reads, exports, or imports rows
+        with embeddings). ``indexes=False`` opens the database only (the CLI does): no index is
+        loaded, built or written, ``search`` is unavailable, and the next store opened with
+        indexes brings them up to date. ``background=False`` runs index rebuilds inside the call
+        that triggers them (tests).
+        """
+        self.folder = Path(folder).expanduser()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.folder / "memory.sqlite3"
+        self.index_dir = self.folder / "index"
+        self.encoder = encoder
+        self.params = IndexParams(
+            hnsw_threshold, hnsw_m, ef_construction, ef_search, tombstone_ratio
+        )
+        if persist_every < 1:
+            raise ValueError(f"persist_every must be >= 1 (got {persist_every})")
+        self.persist_every = persist_every
+        self.use_indexes = indexes
+        self.background = background
+        self._write_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._persist_lock = threading.Lock()
+        self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
+        self._connections: list[sqlite3.Connection] = []
+        self._indexes: dict[str, TenantIndex] = {}
+        self._rebuilding: dict[str, threading.Thread] = {}
+        self._closing = self._closed = False
+        self._writer = self._connect()
+        try:
+            mode = self._writer.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise ConfigError(f"{self.db_path}: SQLite refused WAL mode (got {mode!r})")
+            self._init_meta()
+            if indexes:
+                with self._write_lock:
+                    self._load_indexes()
+        except BaseException:
+            self._close_connections()
+            raise
+
+    @classmethod
+    def open_default(
+        cls, folder: Path | None = None, encoder: Encoder | None = None, **options: Any
+    ) -> MemoryStore:
+        """The store in ``folder`` (default ``cache_dir()/"memory"``) with ``encoder`` (default
+        the process's MiniLM embedder)."""
+        if folder is None:
+            from safework.engine.fetch import cache_dir
+
+            folder = cache_dir() / "memory"
+        if encoder is None:
+            from safework.engine.embedder import get_embedder
+
+            encoder = get_embedder()
+        return cls(folder, encoder, **options)
+
+    def __enter__(self) -> MemoryStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- connections
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.db_path, timeout=30.0, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.create_function("sw_contains", 6, _contains, deterministic=True)
+        with self._state_lock:
+            self._connections.append(conn)
+        return conn
+
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        """A pooled read connection (WAL: readers never wait for the writer)."""
+        self._check_open()
+        try:
+            conn = self._idle.get_nowait()
+        except queue.Empty:
+            conn = self._connect()
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._idle.put(conn)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction on the writer connection; the caller holds ``_write_lock``."""
+        self._check_open()
+        conn = self._writer
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+            conn.execute("COMMIT")  # durable here: WAL + synchronous=FULL fsyncs the log
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the memory store is closed")
+
+    def _close_connections(self) -> None:
+        with self._state_lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+
+    def _init_meta(self) -> None:
+        conn = self._writer
+        conn.executescript(SCHEMA)
+        with self._write_lock, self._transaction():
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            if meta.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
+                raise ConfigError(
+                    f"{self.db_path} has schema {meta['schema_version']}; this SafeWork reads "
+                    f"{SCHEMA_VERSION}. Export it with the SafeWork that wrote it."
+                )
+            records = conn.execute("SELECT coalesce(sum(records), 0) FROM tenants").fetchone()[0]
+            name = encoder_name(self.encoder) if self.encoder is not None else None
+            dim = getattr(self.encoder, "dim", None) if self.encoder is not None else None
+            if self.encoder is not None and dim is None and "dim" not in meta:
+                dim = int(np.asarray(self.encoder.encode(["dimension probe"])).shape[1])
+            if records and name and meta.get("encoder", name) != name:
+                raise ConfigError(
+                    f"{self.db_path} holds vectors of {meta['encoder']!r}, not {name!r}: open it "
+                    "with that encoder, or export and re-import into a new --memory-dir"
+                )
+            if records and dim and int(meta.get("dim", dim)) != dim:
+                raise ConfigError(
+                    f"{self.db_path} holds {meta['dim']}-d vectors, encoder has {dim}"
+                )
+            updates = {"schema_version": SCHEMA_VERSION, "store_id": uuid.uuid4().hex}
+            updates = {k: v for k, v in updates.items() if k not in meta}
+            if not records:
+                updates |= {k: str(v) for k, v in (("encoder", name), ("dim", dim)) if v}
+            conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", updates.items())
+            meta |= updates
+        self.store_id: str = meta["store_id"]
+        self.encoder_name: str | None = meta.get("encoder")
+        self.dim: int | None = int(meta["dim"]) if "dim" in meta else None
+
+    # ---- records
+
+    def add(
+        self,
+        tenant: str,
+        *,
+        question: str,
+        reasoning: str,
+        corrected_reasoning: str,
+        answer: str | None = None,
+        feedback: str | None = None,
+        model: str,
+    ) -> CorrectionRecord:
+        """Store a correction; it is committed (durable) when this returns, then searchable."""
+        fields = check_fields(
+            question=question,
+            reasoning=reasoning,
+            corrected_reasoning=corrected_reasoning,
+            answer=answer,
+            feedback=feedback,
+            model=model,
+        )
+        record = CorrectionRecord(
+            id=new_id(), tenant=check_tenant(tenant), created_at=time.time(), **fields
+        )
+        vector = self._embed([question])[0]  # (dim,)
+        with self._write_lock:
+            with self._transaction() as conn:
+                self._ensure_tenant(conn, tenant)
+                seq = self._insert(conn, record, vector)
+                generation = self._bump(conn, tenant, 1)
+            self._index_added(tenant, np.array([seq]), vector[None], generation)
+        return record
+
+    def get(self, tenant: str, record_id: str) -> CorrectionRecord | None:
+        """The tenant's record ``record_id``, or None (also for another tenant's record)."""
+        tenant, record_id = check_tenant(tenant), check_id(record_id)
+        with self._reader() as conn:
+            row = conn.execute(
+                f"SELECT {FIELDS} FROM corrections WHERE id = ? AND tenant = ?", (record_id, tenant)
+            ).fetchone()
+        return _record(row) if row else None
+
+    def delete(self, tenant: str, record_id: str) -> bool:
+        """Delete the tenant's record ``record_id``; False when it has none of that id."""
+        tenant, record_id = check_tenant(tenant), check_id(record_id)
+        with self._write_lock:
+            with self._transaction() as conn:
+                row = conn.execute(
+                    "SELECT seq FROM corrections WHERE id = ? AND tenant = ?", (record_id, tenant)
+                ).fetchone()
+                if row is None:
+                    return False
+                conn.execute("DELETE FROM corrections WHERE seq = ?", row)
+                generation = self._bump(conn, tenant, -1)
+            self._index_removed(tenant, [row[0]], generation)
+        return True
+
+    def list(
+        self, tenant: str, *, limit: int = 20, after: str | None = None, contains: str | None = None
+    ) -> tuple[list[CorrectionRecord], bool]:
+        """A page of the tenant's records, newest first, and whether more follow.
+
+        ``after`` is the id of the last record of the previous page (ValueError if the tenant
+        has no such record); ``contains`` keeps records with that text (any case) in the
+        question, reasoning, corrected reasoning, answer or feedback.
+        """
+        tenant = check_tenant(tenant)
+        if (
+            isinstance(limit, bool)
+            or not isinstance(limit, int)
+            or not 1 <= limit <= MAX_LIST_LIMIT
+        ):
+            raise ValueError(f"limit must be an integer from 1 to {MAX_LIST_LIMIT}")
+        where, args = ["tenant = ?"], [tenant]
+        with self._reader() as conn:
+            if after is not None:
+                cursor = conn.execute(
+                    "SELECT created_at, seq FROM corrections WHERE id = ? AND tenant = ?",
+                    (check_id(after), tenant),
+                ).fetchone()
+                if cursor is None:
+                    raise ValueError(f"after: no memory {after} (deleted, or never existed)")
+                where.append("(created_at < ? OR (created_at = ? AND seq < ?))")
+                args += [cursor[0], cursor[0], cursor[1]]
+            if contains:
+                if not isinstance(contains, str) or len(contains) > MAX_CONTAINS_CHARS:
+                    raise ValueError(f"contains must be a string of at most {MAX_CONTAINS_CHARS}")
+                where.append(f"sw_contains(?, {SEARCHABLE})")
+                args.append(contains.casefold())
+            rows = conn.execute(
+                f"SELECT {FIELDS} FROM corrections WHERE {' AND '.join(where)} "
+                "ORDER BY created_at DESC, seq DESC LIMIT ?",
+                (*args, limit + 1),
+            ).fetchall()
+        return [_record(r) for r in rows[:limit]], len(rows) > limit
+
+    def search(
+        self, tenant: str, text: str, k: int = 3, min_similarity: float = 0.0
+    ) -> list[MemoryHit]:
+        """The tenant's ``k`` records whose questions are closest to ``text``, best first, with
+        cosine similarity at least ``min_similarity``."""
+        tenant = check_tenant(tenant)
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("the search text must not be empty")
+        if not _is_int(k) or not 1 <= k <= MAX_K:
+            raise ValueError(f"k must be an integer from 1 to {MAX_K}")
+        if not -1.0 <= min_similarity <= 1.0:
+            raise ValueError("min_similarity must be in [-1, 1]")
+        if not self.use_indexes:
+            raise RuntimeError("this memory store was opened without indexes")
+        self._check_open()
+        index = self._indexes.get(tenant)
+        if index is None or index.live == 0:
+            return []
+        query = self._embed([text[: TEXT_LIMITS["question"]]])  # (1, dim)
+        scores, ids = index.search(query, k)  # (1, k') each
+        found = [
+            (int(i), float(s))
+            for i, s in zip(ids[0], scores[0], strict=True)
+            if i >= 0 and s >= min_similarity
+        ]
+        records = self._records_by_seq(tenant, [i for i, _ in found])
+        return [
+            MemoryHit(records[i], min(1.0, max(-1.0, s))) for i, s in found if i in records
+        ]  # a record deleted since the index was searched is left out
+
+    def count(self, tenant: str) -> int:
+        tenant = check_tenant(tenant)
+        with self._reader() as conn:
+            row = conn.execute("SELECT records FROM tenants WHERE name = ?", (tenant,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def counts(self) -> dict[str, int]:
+        """Records per tenant (tenants whose records were all deleted show 0)."""
+        with self._reader() as conn:
+            return dict(conn.execute("SELECT name, records FROM tenants ORDER BY name").fetchall())
+
+    def _records_by_seq(self, tenant: str, seqs: list[int]) -> dict[int, CorrectionRecord]:
+        if not seqs:
+            return {}
+        marks = ",".join("?" * len(seqs))
+        with self._reader() as conn:
+            rows = conn.execute(
+                f"SELECT seq, {FIELDS} FROM corrections WHERE tenant = ? AND seq IN ({marks})",
+                (tenant, *seqs),
+            ).fetchall()
+        return {row[0]: _record(row[1:]) for row in rows}
+
+    # ---- writing helpers (the caller holds the write lock and a transaction)
+
+    @staticmethod
+    def _ensure_tenant(conn: sqlite3.Connection, tenant: str) -> None:
+        conn.execute("INSERT INTO tenants(name) VALUES (?) ON CONFLICT(name) DO NOTHING", (tenant,))
+
+    @staticmethod
+    def _bump(conn: sqlite3.Connection, tenant: str, delta: int) -> int:
+        """Add ``delta`` to the tenant's record count, advance its generation, return it."""
+        return int(
+            conn.execute(
+                "UPDATE tenants SET records = records + ?, generation = generation + 1 "
+                "WHERE name = ? RETURNING generation",
+                (delta, tenant),
+            ).fetchone()[0]
+        )
+
+    def _insert(self, conn: sqlite3.Connection, r: CorrectionRecord, vector: np.ndarray) -> int:
+        cur = conn.execute(
+            f"INSERT INTO corrections ({FIELDS}, embedding) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                r.id,
+                r.tenant,
+                r.question,
+                r.reasoning,
+                r.corrected_reasoning,
+                r.answer,
+                r.feedback,
+                r.model,
+                r.created_at,
+                np.ascontiguousarray(vector, dtype="<f4").tobytes(),
+            ),
+        )
+        return int(cur.lastrowid or 0)
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        """(N, dim) unit rows for ``texts``."""
+        if self.encoder is None:
+            raise RuntimeError("this memory store was opened without an encoder")
+        vectors = np.asarray(self.encoder.encode(texts), dtype=np.float32)  # (N, dim)
+        if vectors.ndim != 2 or vectors.shape[0] != len(texts) or vectors.shape[1] != self.dim:
+            raise RuntimeError(f"the encoder returned {vectors.shape}, expected (N, {self.dim})")
+        return unit_rows(vectors)
+
+    # ---- indexes (the caller holds the write lock unless said otherwise)
+
+    def _index_added(
+        self, tenant: str, ids: np.ndarray, vectors: np.ndarray, gen: int, save: bool = True
+    ) -> None:
+        """Add committed rows to the tenant's index; ``save=False`` defers saving (imports save
+        once at the end rather than rewriting a growing index every tenth of its size)."""
+        if not self.use_indexes:
+            return
+        index = self._indexes.get(tenant)
+        if index is None:
+            index = self._indexes[tenant] = TenantIndex.empty(vectors.shape[1], self.params)
+        for start in range(0, len(ids), INDEX_CHUNK):
+            index.add(ids[start : start + INDEX_CHUNK], vectors[start : start + INDEX_CHUNK])
+        index.note_changes(len(ids), gen)
+        self._after_change(tenant, index, save)
+
+    def _index_removed(self, tenant: str, ids: list[int], generation: int) -> None:
+        index = self._indexes.get(tenant) if self.use_indexes else None
+        if index is None:
+            return
+        index.remove(ids)
+        index.note_changes(len(ids), generation)
+        self._after_change(tenant, index)
+
+    def _after_change(self, tenant: str, index: TenantIndex, save: bool = True) -> None:
+        if index.needs_rebuild():
+            self._schedule_rebuild(tenant)
+        if save:
+            self._save_if_due(tenant)
+
+    def _save_if_due(self, tenant: str) -> None:
+        """Save the tenant's index after ``persist_every`` changes, and at least a tenth of its
+        size (so a large index is not rewritten constantly)."""
+        index = self._indexes.get(tenant)
+        if index is not None and index.unsaved >= max(self.persist_every, index.ntotal // 10):
+            self._persist(tenant, index)
+
+    def _persist(self, tenant: str, index: TenantIndex) -> None:
+        """Write the index to disk (any thread; file writes are serialised by their own lock)."""
+        with self._persist_lock:
+            snap = save_index(self.index_dir, tenant, index, {"store_id": self.store_id})
+            index.note_saved(snap)
+        log.debug("saved the memory index of tenant %r (%d vectors)", tenant, snap.vectors)
+
+    # ---- closing
+
+    def close(self) -> None:
+        """Wait for background rebuilds, save every changed index, close the database."""
+        with self._state_lock:
+            if self._closing:
+                return
+            self._closing = True
+        self.wait_idle()
+        with self._write_lock:
+            try:
+                for tenant, index in self._indexes.items():
+                    if index.unsaved or not index_paths(self.index_dir, tenant)[0].is_file():
+                        self._persist(tenant, index)
+            finally:
+                self._closed = True
+                self._close_connections()

@@ -1,0 +1,192 @@
+"""Export and import of correction records (JSON-ready rows), a part of ``MemoryStore``.
+
+A mixin, kept apart so ``store.py`` holds the record API. Rows are what ``safework memory
+export`` writes as JSONL: every field of the record, its ``tenant``, and the stored question
+embedding (base64 float32) with the name of the model that made it, so an import into a store of
+the same encoder reuses the vectors instead of running the embedder again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from itertools import islice
+from typing import Any
+
+import numpy as np
+
+from .records import (
+    FIELDS,
+    TEXT_LIMITS,
+    CorrectionRecord,
+    check_created_at,
+    check_fields,
+    check_id,
+    check_tenant,
+    decode_vector,
+    encode_vector,
+    new_id,
+)
+
+__all__ = ["EXPORT_CHUNK", "IMPORT_BATCH", "RecordTransfer"]
+
+IMPORT_BATCH = 500
+"""Rows per import transaction: other writers and index updates interleave between batches."""
+EXPORT_CHUNK = 1000
+
+
+@dataclass
+class _Incoming:
+    record: CorrectionRecord
+    vector: np.ndarray | None
+    keep_id: bool
+
+
+class RecordTransfer:
+    """``export`` and ``import_records`` of ``MemoryStore``."""
+
+    # provided by MemoryStore
+    encoder_name: str | None
+    dim: int | None
+    _write_lock: threading.Lock
+
+    def _reader(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        raise NotImplementedError
+
+    def _transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        raise NotImplementedError
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        raise NotImplementedError
+
+    def _insert(self, conn: sqlite3.Connection, r: CorrectionRecord, vector: np.ndarray) -> int:
+        raise NotImplementedError
+
+    def _ensure_tenant(self, conn: sqlite3.Connection, tenant: str) -> None:
+        raise NotImplementedError
+
+    def _bump(self, conn: sqlite3.Connection, tenant: str, delta: int) -> int:
+        raise NotImplementedError
+
+    def _index_added(
+        self, tenant: str, ids: np.ndarray, vectors: np.ndarray, gen: int, save: bool = True
+    ) -> None:
+        raise NotImplementedError
+
+    def _save_if_due(self, tenant: str) -> None:
+        raise NotImplementedError
+
+    def export(self, tenant: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every record (of ``tenant``, or all) as a JSON-ready dict, oldest first.
+
+        Rows carry ``tenant``, the stored ``embedding`` (base64 float32) and ``embedding_model``,
+        so ``import_records`` into a store of the same encoder needs no embedder.
+        """
+        if tenant is not None:
+            check_tenant(tenant)
+        return self._export(tenant)
+
+    def _export(self, tenant: str | None) -> Iterator[dict[str, Any]]:
+        last, where, args = 0, "", []
+        if tenant is not None:
+            where, args = "AND tenant = ?", [tenant]
+        while True:
+            with self._reader() as conn:  # one query per chunk: no long read transaction
+                rows = conn.execute(
+                    f"SELECT seq, {FIELDS}, embedding FROM corrections WHERE seq > ? {where} "
+                    "ORDER BY seq LIMIT ?",
+                    (last, *args, EXPORT_CHUNK),
+                ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                record = CorrectionRecord(*row[1:-1])
+                data = {**record.to_json(), "tenant": record.tenant}
+                data["embedding"] = encode_vector(row[-1])
+                data["embedding_model"] = self.encoder_name
+                yield data
+            last = rows[-1][0]
+
+    def import_records(self, rows: Iterable[dict[str, Any]], tenant: str | None = None) -> int:
+        """Add exported rows (to ``tenant`` if given, else each row's own); return how many.
+
+        A row keeps its ``id`` when no record has it; a row identical to the record holding
+        its id (a second import of the same file) is skipped; otherwise it gets a new id.
+        Embeddings from a store of the same encoder are reused, other rows are embedded.
+        Commits every ``IMPORT_BATCH`` rows: on a bad row (ValueError naming its number) the
+        batches before it stay imported, and importing the file again skips them.
+        """
+        if tenant is not None:
+            check_tenant(tenant)
+        imported, number, touched = 0, 0, set()
+        iterator = iter(rows)
+        while batch := list(islice(iterator, IMPORT_BATCH)):
+            incoming = []
+            for row in batch:
+                number += 1
+                try:
+                    incoming.append(self._incoming(row, tenant))
+                except ValueError as e:
+                    raise ValueError(f"row {number}: {e}") from None
+            missing = [item for item in incoming if item.vector is None]
+            if missing:
+                vectors = self._embed([item.record.question for item in missing])
+                for item, vector in zip(missing, vectors, strict=True):
+                    item.vector = vector
+            imported += self._write_batch(incoming)
+            touched |= {item.record.tenant for item in incoming}
+        for owner in touched:
+            self._save_if_due(owner)
+        return imported
+
+    def _incoming(self, row: object, tenant: str | None) -> _Incoming:
+        if not isinstance(row, dict):
+            raise ValueError("each row must be a JSON object")
+        fields = {name: row.get(name) for name in TEXT_LIMITS}
+        fields["reasoning"] = fields["reasoning"] or ""
+        fields["model"] = fields["model"] or ""
+        check_fields(**fields)
+        owner = check_tenant(tenant if tenant is not None else row.get("tenant"))
+        created = row.get("created_at")
+        created_at = time.time() if created is None else check_created_at(created)
+        record_id = row.get("id")
+        keep = record_id is not None
+        if keep:
+            check_id(record_id)
+        vector = None
+        same_model = row.get("embedding_model") == self.encoder_name and self.dim
+        if same_model and row.get("embedding") is not None:
+            vector = decode_vector(row["embedding"], self.dim or 0)
+        record = CorrectionRecord(
+            id=record_id if keep else new_id(), tenant=owner, created_at=created_at, **fields
+        )
+        return _Incoming(record, vector, keep)
+
+    def _write_batch(self, incoming: list[_Incoming]) -> int:
+        added: dict[str, list[tuple[int, np.ndarray]]] = {}
+        with self._write_lock:
+            with self._transaction() as conn:
+                for item in incoming:
+                    record = item.record
+                    if item.keep_id:
+                        held = conn.execute(
+                            f"SELECT {FIELDS} FROM corrections WHERE id = ?", (record.id,)
+                        ).fetchone()
+                        if held is not None and CorrectionRecord(*held) == record:
+                            continue  # already imported
+                        if held is not None:
+                            record = replace(record, id=new_id())
+                    assert item.vector is not None
+                    self._ensure_tenant(conn, record.tenant)
+                    seq = self._insert(conn, record, item.vector)
+                    added.setdefault(record.tenant, []).append((seq, item.vector))
+                generations = {t: self._bump(conn, t, len(v)) for t, v in added.items()}
+            for owner, items in added.items():
+                ids = np.array([seq for seq, _ in items], dtype=np.int64)
+                vectors = np.stack([v for _, v in items])
+                self._index_added(owner, ids, vectors, generations[owner], save=False)
+        return sum(len(items) for items in added.values())

@@ -1,0 +1,83 @@
+"""``POST /cot/edit``: the request (a conversation, the model's reasoning, the user's
+corrected reasoning) and the chat request it becomes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from ..chat.protocol import ChatCompletionRequest, ChatMessage
+from ..sampling import SamplingRequest
+
+MAX_REASONING_CHARS = 32_000
+
+
+class CotEditRequest(SamplingRequest):
+    messages: list[ChatMessage] = Field(
+        min_length=1, description="The conversation up to and including the user's question."
+    )
+    reasoning: str = Field(
+        default="", max_length=MAX_REASONING_CHARS, description="What the model reasoned."
+    )
+    edited_reasoning: str = Field(
+        max_length=MAX_REASONING_CHARS,
+        description="The user's corrected reasoning: a prefix the model continues from.",
+    )
+    answer: str | None = Field(
+        default=None, max_length=MAX_REASONING_CHARS, description="The answer the model gave."
+    )
+    feedback: str | None = Field(
+        default=None, max_length=4000, description="What the user says was wrong."
+    )
+    remember: bool = Field(default=True, description="Store the correction in the memory.")
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, description="Deprecated alias.")
+
+    @field_validator("edited_reasoning")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("edited_reasoning must not be empty or whitespace")
+        if "<think>" in v or "</think>" in v:
+            raise ValueError("edited_reasoning must not contain <think> tags")
+        return v
+
+    @field_validator("messages")
+    @classmethod
+    def _has_question(cls, v: list[ChatMessage]) -> list[ChatMessage]:
+        if not any(m.role == "user" and m.text.strip() for m in v):
+            raise ValueError("messages must contain a user turn with the question")
+        if v[-1].role == "assistant":
+            raise ValueError(
+                "messages must end before the answer: the corrected reasoning replaces it"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _one_choice(self) -> CotEditRequest:
+        if self.n != 1:
+            raise ValueError("n must be 1 for /cot/edit")
+        return self
+
+    @property
+    def question(self) -> str:
+        return next(m.text for m in reversed(self.messages) if m.role == "user")
+
+    def chat_request(self) -> ChatCompletionRequest:
+        """The conversation with the corrected reasoning as an open final assistant message."""
+        fields = self.model_dump(
+            exclude={"messages", "reasoning", "edited_reasoning", "answer", "feedback", "remember"},
+            exclude_none=True,
+        )
+        opened: dict[str, Any] = {
+            "role": "assistant",
+            "content": "<think>\n" + self.edited_reasoning,
+        }
+        return ChatCompletionRequest.model_validate(
+            {
+                **fields,
+                "messages": [*(m.model_dump(exclude_none=True) for m in self.messages), opened],
+                "continue_final_message": True,
+            }
+        )

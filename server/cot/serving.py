@@ -1,0 +1,131 @@
+"""``POST /cot/edit``: the model continues from the user's corrected reasoning.
+
+The conversation is rendered with a final assistant message that is left open: ``<think>``
+followed by the corrected reasoning, so the model continues the user's text rather than
+starting again. ``ContinueReasoning`` then
+
+1. streams the corrected reasoning itself (no token ids: the model did not write it), so
+   ``reasoning_content`` is the corrected prefix plus the continuation;
+2. lets the model finish its reasoning, up to ``</think>``;
+3. and, when the model ended without closing its reasoning (small models do not know the
+   tag), closes it and asks for the answer after it.
+
+The answer goes back as a ``chat.completion`` (or its stream) through the chat serving
+layer; with ``remember`` the correction is stored once the answer is complete, and the
+response (or the stream's last chunk) carries its ``memory_id``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+from safework.engine.base import ChoiceDelta, Engine, EngineOutput, SamplingConfig
+from safework.engine.reasoning import CLOSE_TAG
+from safework.errors import RequestError
+
+from ..chat.serving import ChatServing, Plan
+from ..config import DEFAULT_TENANT
+from ..memory.serving import MemoryService
+from ..protocol import ErrorResponse
+from ..serving_common import check_model
+from .protocol import CotEditRequest
+
+ROUTE = "/cot/edit"
+CLOSING = f"{CLOSE_TAG}\n\n"
+
+
+class ContinueReasoning:
+    """A strategy: stream the corrected prefix, continue the reasoning, then the answer."""
+
+    def __init__(self, edited: str) -> None:
+        self.edited = edited
+
+    async def __call__(
+        self, engine: Engine, prompt_ids: list[int], sampling: SamplingConfig, request_id: str
+    ) -> AsyncIterator[EngineOutput]:
+        n_prompt = len(prompt_ids)
+        yield EngineOutput(request_id, n_prompt, [ChoiceDelta(0, self.edited, [])], False)
+        thinking = replace(
+            sampling, stop=[CLOSE_TAG, *sampling.stop], include_stop_str_in_output=True
+        )
+        text, used, end = "", 0, None
+        async for out in engine.generate(prompt_ids, thinking, f"{request_id}-reason"):
+            for d in out.choices:
+                text += d.text
+                used += len(d.token_ids)
+                if d.finish_reason is not None:
+                    end = d
+                    d = ChoiceDelta(0, d.text, d.token_ids, d.logprobs)  # not finished yet
+                yield EngineOutput(request_id, n_prompt, [d], False)
+        closed = end is not None and end.stop_reason == CLOSE_TAG
+        if end is None or end.finish_reason == "length" or used >= sampling.max_tokens:
+            yield self._finish(request_id, n_prompt, "length")
+            return
+        if end.finish_reason != "stop" or end.stop_reason in sampling.stop:
+            yield self._finish(request_id, n_prompt, end.finish_reason, end.stop_reason)
+            return
+        # Reasoning is over: closed by the model, or ended without the tag (close it here).
+        inserted = "\n\n" if closed else CLOSING
+        yield EngineOutput(request_id, n_prompt, [ChoiceDelta(0, inserted, [])], False)
+        context = prompt_ids + await engine.tokenize(text.removesuffix(CLOSE_TAG) + CLOSING)
+        budget = min(sampling.max_tokens - used, engine.max_model_len - len(context))
+        if budget <= 0:
+            yield self._finish(request_id, n_prompt, "length")
+            return
+        answering = replace(sampling, max_tokens=budget)
+        async for out in engine.generate(context, answering, f"{request_id}-answer"):
+            for d in out.choices:
+                yield EngineOutput(request_id, n_prompt, [d], out.finished)
+
+    @staticmethod
+    def _finish(
+        rid: str, n_prompt: int, reason: str | None, stop: str | int | None = None
+    ) -> EngineOutput:
+        delta = ChoiceDelta(0, "", [], None, reason or "stop", stop)  # type: ignore[arg-type]
+        return EngineOutput(rid, n_prompt, [delta], True)
+
+
+class CotEditServing:
+    def __init__(self, chat: ChatServing, memory: MemoryService | None) -> None:
+        self.chat = chat
+        self.memory = memory
+
+    async def create(self, request: CotEditRequest, tenant: str = DEFAULT_TENANT) -> Any:
+        try:
+            model = check_model(request.model or self.chat.engine.model_id, self.chat.engine)
+            if request.remember and self.memory is None:
+                raise RequestError(
+                    "the correction memory is off on this server; send remember=false",
+                    param="remember",
+                )
+            chat_request = request.chat_request()
+        except RequestError as e:
+            return ErrorResponse.of(e)
+        messages = [m.to_template() for m in chat_request.messages]
+        plan = Plan(ContinueReasoning(request.edited_reasoning), messages, route=ROUTE)
+        if request.remember:
+            plan.on_finish = self._store_hook(request, tenant, model)
+        return await self.chat.respond(chat_request, plan, model)
+
+    def _store_hook(self, request: CotEditRequest, tenant: str, model: str) -> Any:
+        memory = self.memory
+        assert memory is not None
+
+        async def store(reasoning: str, content: str) -> dict[str, Any]:
+            mistake = request.reasoning
+            if request.answer:
+                mistake = f"{mistake}\nAnswer given: {request.answer}".strip()
+            record = await memory.remember(
+                tenant,
+                question=request.question,
+                reasoning=mistake,
+                corrected_reasoning=reasoning.strip() or request.edited_reasoning,
+                answer=content.strip() or None,
+                feedback=request.feedback,
+                model=model,
+            )
+            return {"memory_id": record.id}
+
+        return store

@@ -1,0 +1,1 @@
+"""``/v1/memory``: a tenant's stored chain-of-thought corrections, and their recall."""

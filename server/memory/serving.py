@@ -1,0 +1,163 @@
+"""The server side of the correction memory: recall at inference, storage, management.
+
+``MemoryService`` wraps the tenant-scoped ``MemoryStore`` (SQLite + FAISS, ``memory/``) for
+the routes: every call takes the tenant the API key maps to, so no route can reach another
+tenant's records (theirs answer 404, exactly like a missing one). The store is synchronous
+and thread-safe; calls run in worker threads so the event loop never waits on SQLite, FAISS
+or the embedder.
+
+At inference ``recall`` finds the tenant's closest corrections to the question and
+``guidance`` turns them into a compact block for the system message: the question, the
+mistake, the correction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safework.errors import ConfigError, NotFoundError, RequestError
+from safework.memory.store import CorrectionRecord, MemoryHit, MemoryStore
+
+from ..metrics import ServerMetrics
+from ..protocol import MemoryOptions
+
+logger = logging.getLogger("safework.server")
+GUIDANCE_HEADER = (
+    "The user corrected your reasoning on similar questions before. Do not repeat those "
+    "mistakes; follow the corrections:"
+)
+EXCERPT_CHARS = 300
+
+
+@dataclass
+class MemorySettings:
+    """What ``ServerConfig`` carries for the memory (``safework serve`` flags)."""
+
+    folder: Path | None = None
+    """``--memory-dir``; default ``<cache>/memory``."""
+    enabled: bool = True
+    """Recall corrections at inference unless a request turns it off."""
+    top_k: int = 3
+    min_similarity: float = 0.5
+    hnsw_threshold: int = 20_000
+    """Records per tenant from which the index is HNSW (approximate) instead of exact."""
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise ConfigError("--memory-top-k must be at least 1")
+        if not -1.0 <= self.min_similarity <= 1.0:
+            raise ConfigError("--memory-min-similarity must lie in [-1, 1]")
+
+
+def default_encoder() -> Any:
+    """all-MiniLM-L6-v2 from its package (shared with search and value models)."""
+    from safework.engine.embedder import get_embedder
+
+    return get_embedder()
+
+
+def _excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
+
+
+def guidance(hits: list[MemoryHit]) -> str:
+    """The block the model reads: one numbered entry per past correction."""
+    lines = [GUIDANCE_HEADER]
+    for i, hit in enumerate(hits, 1):
+        r = hit.record
+        lines.append(f"{i}. Question: {_excerpt(r.question)}")
+        lines.append(f"   Mistake: {_excerpt(r.reasoning)}")
+        lines.append(f"   Correction: {_excerpt(r.corrected_reasoning)}")
+        if r.answer:
+            lines.append(f"   Answer: {_excerpt(r.answer)}")
+    return "\n".join(lines)
+
+
+def not_found(record_id: str) -> NotFoundError:
+    return NotFoundError(
+        f"No memory record {record_id!r}.", param="memory_id", code="memory_not_found"
+    )
+
+
+class MemoryService:
+    def __init__(self, store: MemoryStore, settings: MemorySettings, metrics: ServerMetrics):
+        self.store = store
+        self.settings = settings
+        self.metrics = metrics
+        for tenant, count in store.counts().items():
+            metrics.memory_records.labels(tenant).set(count)
+
+    @classmethod
+    async def load(cls, settings: MemorySettings, metrics: ServerMetrics) -> MemoryService:
+        def open_store() -> MemoryStore:
+            from safework.engine.fetch import cache_dir
+
+            folder = settings.folder or cache_dir() / "memory"
+            encoder = default_encoder()
+            return MemoryStore(folder, encoder, hnsw_threshold=settings.hnsw_threshold)
+
+        store = await asyncio.to_thread(open_store)
+        logger.info("correction memory: %s", store.folder)
+        return cls(store, settings, metrics)
+
+    # ------------------------------------------------------------------ inference
+
+    async def recall(
+        self, tenant: str, question: str, options: MemoryOptions | None
+    ) -> list[MemoryHit]:
+        """The tenant's closest corrections to ``question`` (none when memory is off)."""
+        options = options or MemoryOptions()
+        enabled = self.settings.enabled if options.enabled is None else options.enabled
+        if not enabled or not question.strip():
+            return []
+        k = options.top_k or self.settings.top_k
+        threshold = (
+            self.settings.min_similarity
+            if options.min_similarity is None
+            else options.min_similarity
+        )
+        start = time.perf_counter()
+        hits = await asyncio.to_thread(self.store.search, tenant, question, k, threshold)
+        self.metrics.memory_latency.observe(time.perf_counter() - start)
+        self.metrics.memory_hits.observe(len(hits))
+        return hits
+
+    # ------------------------------------------------------------------ records
+
+    async def remember(self, tenant: str, **fields: Any) -> CorrectionRecord:
+        """Store a correction; durable (committed) when this returns."""
+        try:
+            record = await asyncio.to_thread(self.store.add, tenant, **fields)
+        except ValueError as e:
+            raise RequestError(str(e)) from e
+        self.metrics.memory_records.labels(tenant).set(self.store.count(tenant))
+        return record
+
+    async def get(self, tenant: str, record_id: str) -> CorrectionRecord:
+        record = await asyncio.to_thread(self.store.get, tenant, record_id)
+        if record is None:
+            raise not_found(record_id)
+        return record
+
+    async def delete(self, tenant: str, record_id: str) -> None:
+        if not await asyncio.to_thread(self.store.delete, tenant, record_id):
+            raise not_found(record_id)
+        self.metrics.memory_records.labels(tenant).set(self.store.count(tenant))
+
+    async def list(
+        self, tenant: str, limit: int, after: str | None, contains: str | None
+    ) -> tuple[list[CorrectionRecord], bool]:
+        if after is not None and await asyncio.to_thread(self.store.get, tenant, after) is None:
+            raise not_found(after)
+        return await asyncio.to_thread(
+            lambda: self.store.list(tenant, limit=limit, after=after, contains=contains)
+        )
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self.store.close)

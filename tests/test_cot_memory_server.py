@@ -1,0 +1,235 @@
+"""``POST /cot/edit`` and ``/v1/memory`` through the HTTP API, on a scripted engine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from safework.server.memory import serving as memory_serving
+from safework.server.memory.serving import MemorySettings
+
+from .conftest import serve
+from .fakes import BagOfWordsEncoder, ScriptEngine
+from .sse import sse_payloads
+
+ALICE = {"Authorization": "Bearer sk-alice-0001"}
+BOB = {"Authorization": "Bearer sk-bob-000002"}
+KEYS = {"sk-alice-0001": "alice", "sk-bob-000002": "bob"}
+QUESTION = "What is the atomic number of tungsten?"
+EDIT = {
+    "messages": [{"role": "user", "content": QUESTION}],
+    "reasoning": "Tungsten is W, and W is number 79.",
+    "edited_reasoning": "Tungsten is W; 79 is gold. Tungsten's atomic number is 74.",
+    "answer": "79",
+    "feedback": "79 is gold",
+}
+
+
+@pytest.fixture(autouse=True)
+def fake_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(memory_serving, "default_encoder", BagOfWordsEncoder)
+
+
+@pytest.fixture
+def engine() -> ScriptEngine:
+    return ScriptEngine([" So the answer is 74.</think>", "74"])
+
+
+@pytest.fixture
+def client(engine: ScriptEngine, tmp_path: Path) -> Iterator[TestClient]:
+    with serve(engine, api_keys=KEYS, memory=MemorySettings(folder=tmp_path)) as c:
+        yield c
+
+
+def edit(client: TestClient, headers: dict[str, str] = ALICE, **body: Any) -> Any:
+    return client.post("/cot/edit", json={**EDIT, **body}, headers=headers)
+
+
+def records(client: TestClient, headers: dict[str, str] = ALICE, **params: Any) -> Any:
+    return client.get("/v1/memory", headers=headers, params=params).json()
+
+
+def test_the_model_continues_the_corrected_reasoning(
+    client: TestClient, engine: ScriptEngine
+) -> None:
+    r = edit(client)
+    assert r.status_code == 200, r.text
+    data = r.json()
+    assert data["object"] == "chat.completion"
+    message = data["choices"][0]["message"]
+    assert message["reasoning_content"] == EDIT["edited_reasoning"] + " So the answer is 74."
+    assert message["content"] == "74"
+    # The final assistant message was continued, not restarted.
+    assert engine.seen[0].endswith("<assistant><think>\n" + EDIT["edited_reasoning"])
+    # Usage counts what the model generated, not the user's text.
+    generated = len(" So the answer is 74.</think>") + len("74")
+    assert data["usage"]["completion_tokens"] == generated
+    assert data["memory_id"].startswith("mem_")
+
+
+def test_the_correction_is_stored_for_its_tenant_only(client: TestClient) -> None:
+    memory_id = edit(client).json()["memory_id"]
+    r = client.get(f"/v1/memory/{memory_id}", headers=ALICE)
+    assert r.status_code == 200
+    record = r.json()
+    assert record["question"] == QUESTION
+    assert record["reasoning"] == "Tungsten is W, and W is number 79.\nAnswer given: 79"
+    assert record["corrected_reasoning"] == EDIT["edited_reasoning"] + " So the answer is 74."
+    assert record["answer"] == "74"
+    assert record["feedback"] == "79 is gold"
+    assert record["model"] == "fake-model"
+    assert "tenant" not in record
+    missing = client.get("/v1/memory/mem_" + "0" * 24, headers=ALICE)
+    other = client.get(f"/v1/memory/{memory_id}", headers=BOB)
+    assert other.status_code == missing.status_code == 404
+    assert other.json()["error"]["code"] == missing.json()["error"]["code"] == "memory_not_found"
+    assert records(client, BOB)["data"] == []
+    assert client.delete(f"/v1/memory/{memory_id}", headers=BOB).status_code == 404
+    assert client.get(f"/v1/memory/{memory_id}", headers=ALICE).status_code == 200
+
+
+def test_a_model_that_never_closes_its_reasoning_still_answers(tmp_path: Path) -> None:
+    engine = ScriptEngine([" So it is 74.", "The answer is 74."])
+    with serve(engine, api_keys=KEYS, memory=MemorySettings(folder=tmp_path)) as client:
+        data = edit(client).json()
+    message = data["choices"][0]["message"]
+    assert message["reasoning_content"] == EDIT["edited_reasoning"] + " So it is 74."
+    assert message["content"] == "The answer is 74."
+    assert engine.seen[1].endswith(" So it is 74.</think>\n\n")
+
+
+def test_remember_false_stores_nothing(client: TestClient) -> None:
+    data = edit(client, remember=False).json()
+    assert "memory_id" not in data
+    assert records(client)["data"] == []
+
+
+def test_a_streamed_edit_ends_with_the_memory_id(client: TestClient) -> None:
+    r = edit(client, stream=True)
+    assert r.status_code == 200
+    events = sse_payloads(r.text)
+    assert events[-1] == "[DONE]"
+    chunks = events[:-1]
+    reasoning = "".join(
+        c["choices"][0]["delta"].get("reasoning_content") or "" for c in chunks if c["choices"]
+    )
+    assert reasoning.startswith(EDIT["edited_reasoning"])
+    last = chunks[-1]
+    assert last["choices"][0]["finish_reason"] == "stop"
+    memory_id = last["memory_id"]
+    assert client.get(f"/v1/memory/{memory_id}", headers=ALICE).json()["answer"] == "74"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"edited_reasoning": ""}, "edited_reasoning"),
+        ({"edited_reasoning": "   \n "}, "edited_reasoning"),
+        ({"edited_reasoning": "x</think>y"}, "edited_reasoning"),
+        ({"messages": [{"role": "system", "content": "Be brief."}]}, "messages"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": QUESTION},
+                    {"role": "assistant", "content": "79"},
+                ]
+            },
+            "messages",
+        ),
+        ({"remember": "sometimes"}, "remember"),
+    ],
+)
+def test_bad_edits_are_400_and_store_nothing(
+    client: TestClient, engine: ScriptEngine, body: dict[str, Any], param: str
+) -> None:
+    r = edit(client, **body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param
+    assert engine.requests == []
+    assert records(client)["data"] == []
+
+
+def test_a_body_over_the_limit_is_413_and_stores_nothing(tmp_path: Path) -> None:
+    engine = ScriptEngine(["74"])
+    with serve(
+        engine, api_keys=KEYS, memory=MemorySettings(folder=tmp_path), max_body_bytes=2048
+    ) as client:
+        r = edit(client, feedback="x" * 3000)
+        assert r.status_code == 413
+        assert records(client)["data"] == []
+
+
+def test_remembering_needs_the_memory(engine: ScriptEngine) -> None:
+    with serve(engine, api_keys=KEYS) as client:
+        r = edit(client)
+        assert r.status_code == 400
+        assert r.json()["error"]["param"] == "remember"
+        assert edit(client, remember=False).status_code == 200
+        assert client.get("/v1/memory", headers=ALICE).status_code == 404
+
+
+def chat(client: TestClient, headers: dict[str, str], **body: Any) -> Any:
+    question = "Tell me the atomic number of tungsten?"
+    payload = {"messages": [{"role": "user", "content": question}], **body}
+    return client.post("/v1/chat/completions", json=payload, headers=headers).json()
+
+
+def test_later_questions_get_the_correction_as_guidance(
+    client: TestClient, engine: ScriptEngine
+) -> None:
+    memory_id = edit(client).json()["memory_id"]
+    data = chat(client, ALICE)
+    hits = data["safework"]["memory"]["hits"]
+    assert [h["id"] for h in hits] == [memory_id]
+    assert 0.5 <= hits[0]["similarity"] <= 1.0
+    prompt = engine.seen[-1]
+    assert "The user corrected your reasoning" in prompt
+    assert "Correction: Tungsten is W; 79 is gold." in prompt
+    # Off by request, and never across tenants.
+    assert "safework" not in chat(client, ALICE, safework={"memory": {"enabled": False}})
+    assert "safework" not in chat(client, BOB)
+    assert "corrected your reasoning" not in engine.seen[-1]
+    strict = chat(client, ALICE, safework={"memory": {"min_similarity": 0.99}})
+    assert "safework" not in strict
+
+
+def test_memory_settings_are_checked(client: TestClient) -> None:
+    r = client.post(
+        "/v1/chat/completions",
+        json={
+            "messages": [{"role": "user", "content": "hi"}],
+            "safework": {"memory": {"top_k": 0}},
+        },
+        headers=ALICE,
+    )
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "safework.memory.top_k"
+
+
+def test_the_list_pages_filters_and_deletes(client: TestClient) -> None:
+    ids = [edit(client, feedback=f"note {i}").json()["memory_id"] for i in range(3)]
+    first = records(client, limit=2)
+    assert [r["id"] for r in first["data"]] == ids[::-1][:2]  # newest first
+    assert first["has_more"] is True
+    rest = records(client, limit=2, after=first["last_id"])
+    assert [r["id"] for r in rest["data"]] == [ids[0]]
+    assert rest["has_more"] is False
+    assert [r["id"] for r in records(client, q="NOTE 1")["data"]] == [ids[1]]
+    r = client.delete(f"/v1/memory/{ids[1]}", headers=ALICE)
+    assert r.json() == {"id": ids[1], "object": "memory.deleted", "deleted": True}
+    assert client.get(f"/v1/memory/{ids[1]}", headers=ALICE).status_code == 404
+    assert client.get("/v1/memory", headers=ALICE, params={"after": ids[1]}).status_code == 404
+    assert client.get("/v1/memory", headers=ALICE, params={"limit": 0}).status_code == 400
+
+
+def test_memory_metrics(client: TestClient) -> None:
+    edit(client)
+    chat(client, ALICE)
+    metrics = client.get("/metrics", headers=ALICE).text
+    assert 'safework_memory_records{tenant="alice"} 1.0' in metrics
+    assert "safework_memory_retrieval_seconds_count 1.0" in metrics
+    assert "safework_memory_hits_sum 1.0" in metrics
