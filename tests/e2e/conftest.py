@@ -39,7 +39,8 @@ class RemoteServer:
     """Where the server reads its confidence calibration (re-read when it changes)."""
 
     def client(self, **kw) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.url + "/v1", api_key=self.key, max_retries=0, **kw)
+        kw.setdefault("api_key", self.key)
+        return openai.OpenAI(base_url=self.url + "/v1", max_retries=0, **kw)
 
     def async_client(self, **kw) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(base_url=self.url + "/v1", api_key=self.key, max_retries=0, **kw)
