@@ -34,6 +34,7 @@ __all__ = [
     "decode_vector",
     "encode_vector",
     "encoder_name",
+    "is_id",
     "new_id",
     "unit_rows",
 ]
@@ -121,9 +122,14 @@ def _show(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def is_id(value: object) -> bool:
+    """Whether ``value`` has the shape of a record id (``mem_`` and 24 lowercase hex digits)."""
+    return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None
+
+
 def check_id(record_id: object) -> str:
     """``record_id`` if it has the shape of a record id; else ValueError."""
-    if not isinstance(record_id, str) or not ID_PATTERN.fullmatch(record_id):
+    if not is_id(record_id):
         raise ValueError(
             f"invalid memory id {_show(record_id)}: expected 'mem_' and 24 lowercase hex digits"
         )

@@ -22,10 +22,13 @@ Design:
 - **Threads**: writes go through one connection under one lock (SQLite allows one writer);
   reads take a connection from a pool and never wait for that lock, so ``get``/``list``/``search``
   proceed during a long ``import_records`` (which commits in batches of ``IMPORT_BATCH``).
-  Measured with ``bench/memory.py``. Heavy index work (flat -> HNSW at ``hnsw_threshold``, or a
-  rebuild once an HNSW index holds too many tombstones) runs in a background thread from a
-  database snapshot; the old index serves meanwhile, and the new one is brought up to date under
-  the write lock before it replaces it.
+  Measured with ``bench/memory.py`` on 2 cores: while another thread imported 20k records,
+  ``get`` took 0.46 ms at p99 (0.06 idle); one shared connection under a lock would have held
+  reads for whole 500-row transactions (61 ms median, 196 ms the longest).
+- **Heavy index work** (flat -> HNSW at ``hnsw_threshold``, or a rebuild once an HNSW index
+  holds too many tombstones) runs in a background thread from a database snapshot; the old
+  index serves meanwhile, and the new one is brought up to date under the write lock before it
+  replaces it.
 
 Use::
 
@@ -66,13 +69,21 @@ from .records import (
     check_id,
     check_tenant,
     encoder_name,
+    is_id,
     new_id,
     unit_rows,
 )
 from .transfer import IMPORT_BATCH, RecordTransfer
 from .upkeep import INDEX_CHUNK, IndexUpkeep
 
-__all__ = ["IMPORT_BATCH", "MAX_K", "MAX_LIST_LIMIT", "MemoryStore"]
+__all__ = [
+    "IMPORT_BATCH",
+    "MAX_K",
+    "MAX_LIST_LIMIT",
+    "CorrectionRecord",
+    "MemoryHit",
+    "MemoryStore",
+]
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +142,7 @@ class MemoryStore(IndexUpkeep, RecordTransfer):
         hnsw_threshold: int = 20_000,
         hnsw_m: int = 32,
         ef_construction: int = 80,
-        ef_search: int = 64,
+        ef_search: int = 256,
         tombstone_ratio: float = 0.10,
         persist_every: int = 1000,
         indexes: bool = True,
@@ -322,8 +333,11 @@ class MemoryStore(IndexUpkeep, RecordTransfer):
         return record
 
     def get(self, tenant: str, record_id: str) -> CorrectionRecord | None:
-        """The tenant's record ``record_id``, or None (also for another tenant's record)."""
-        tenant, record_id = check_tenant(tenant), check_id(record_id)
+        """The tenant's record ``record_id``, or None: also for another tenant's record and for
+        a string that is not a record id (checked before any SQL)."""
+        tenant = check_tenant(tenant)
+        if not is_id(record_id):
+            return None
         with self._reader() as conn:
             row = conn.execute(
                 f"SELECT {FIELDS} FROM corrections WHERE id = ? AND tenant = ?", (record_id, tenant)
@@ -331,8 +345,11 @@ class MemoryStore(IndexUpkeep, RecordTransfer):
         return _record(row) if row else None
 
     def delete(self, tenant: str, record_id: str) -> bool:
-        """Delete the tenant's record ``record_id``; False when it has none of that id."""
-        tenant, record_id = check_tenant(tenant), check_id(record_id)
+        """Delete the tenant's record ``record_id``; False when it has none of that id (another
+        tenant's record, or not a record id at all)."""
+        tenant = check_tenant(tenant)
+        if not is_id(record_id):
+            return False
         with self._write_lock:
             with self._transaction() as conn:
                 row = conn.execute(

@@ -219,9 +219,7 @@ class IndexUpkeep:
                 return
             index = TenantIndex.build(ids, vectors, self.params)  # no lock: the old one serves
             del ids, vectors
-            with self._write_lock:
-                if self._closing:
-                    return
+            with self._write_lock:  # close() waits for this thread before it takes the lock
                 old = self._indexes.get(tenant)
                 if self._reconcile(self._writer, tenant, index) is None:  # cannot happen
                     raise RuntimeError("the rebuilt index holds ids the database never issued")

@@ -28,7 +28,7 @@ def fake_embedder(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def source(tmp_path: Path) -> Path:
     folder = tmp_path / "source"
-    with MemoryStore(folder, HashEncoder(), hnsw_threshold=3) as s:
+    with MemoryStore(folder, HashEncoder(), hnsw_threshold=3, background=False) as s:
         for i in range(4):
             add(s, "acme", f"acme question q{i}")
         add(s, "globex", "globex question")

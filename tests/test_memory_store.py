@@ -101,13 +101,15 @@ def test_add_rejects_bad_fields(store: MemoryStore, fields: dict, message: str) 
 
 
 def test_ids_are_checked_before_sql(store: MemoryStore) -> None:
-    for bad in ["mem_123", "mem_" + "G" * 24, "x' OR 1=1 --", "mem_" + "a" * 25, 7]:
+    rec = add(store, "acme", "q")
+    for bad in ["mem_123", "mem_" + "G" * 24, "x' OR 1=1 --", rec.id + "0", rec.id.upper(), 7]:
+        assert store.get("acme", bad) is None  # type: ignore[arg-type]
+        assert store.delete("acme", bad) is False  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="invalid memory id"):
-            store.get("acme", bad)  # type: ignore[arg-type]
-        with pytest.raises(ValueError, match="invalid memory id"):
-            store.delete("acme", bad)  # type: ignore[arg-type]
+            store.list("acme", after=bad)  # type: ignore[arg-type]
     assert store.get("acme", "mem_" + "0" * 24) is None
     assert store.delete("acme", "mem_" + "0" * 24) is False
+    assert store.get("acme", rec.id) == rec
 
 
 def test_delete(store: MemoryStore) -> None:
