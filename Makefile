@@ -67,6 +67,7 @@ bench: model value-models corpus
 	$(BIN)/python bench/serve_overhead.py
 	$(BIN)/python bench/guided.py
 	$(BIN)/python bench/search.py
+	$(BIN)/python bench/memory.py --sizes 10000,100000
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

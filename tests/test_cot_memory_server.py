@@ -233,3 +233,9 @@ def test_memory_metrics(client: TestClient) -> None:
     assert 'safework_memory_records{tenant="alice"} 1.0' in metrics
     assert "safework_memory_retrieval_seconds_count 1.0" in metrics
     assert "safework_memory_hits_sum 1.0" in metrics
+
+
+def test_a_malformed_id_is_a_404_like_a_missing_one(client: TestClient) -> None:
+    for path in ("/v1/memory/foo", "/v1/memory/mem_zz", "/v1/memory/' OR 1=1 --"):
+        assert client.get(path, headers=ALICE).status_code == 404
+        assert client.delete(path, headers=ALICE).status_code == 404
