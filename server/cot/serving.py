@@ -25,7 +25,7 @@ from safework.engine.base import ChoiceDelta, Engine, EngineOutput, SamplingConf
 from safework.engine.reasoning import CLOSE_TAG
 from safework.errors import RequestError
 
-from ..chat.serving import ChatServing, Plan
+from ..chat.serving import ChatServing, FinishHook, Plan
 from ..config import DEFAULT_TENANT
 from ..memory.serving import MemoryService
 from ..protocol import ErrorResponse
@@ -109,7 +109,8 @@ class CotEditServing:
             plan.on_finish = self._store_hook(request, tenant, model)
         return await self.chat.respond(chat_request, plan, model)
 
-    def _store_hook(self, request: CotEditRequest, tenant: str, model: str) -> Any:
+    def _store_hook(self, request: CotEditRequest, tenant: str, model: str) -> FinishHook:
+        """Store the correction once the answer is complete; its id goes in the response."""
         memory = self.memory
         assert memory is not None
 
