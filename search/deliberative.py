@@ -358,7 +358,7 @@ class DeliberativeSearch:
                 with contextlib.suppress(BaseException):
                     await prior_task
 
-    _answer: Answer
+    _answer: Answer  # set by _turns or _fallback before they return
 
     async def _turns(
         self, engine: Engine, prompt_ids: list[int], sampling: SamplingConfig, rid: str
@@ -378,7 +378,6 @@ class DeliberativeSearch:
             body = await self._search(self.question, 0, room)
             yield self._insert(tags.information(body), n_prompt, rid)
         used = 0
-        stated_text = None
         reserve = min(cfg.answer_max_tokens, sampling.max_tokens // 2)  # for the fallback
         for turn_no in range(1, cfg.max_turns + 1):
             ids = await self._context(engine, prompt_ids)
@@ -401,9 +400,8 @@ class DeliberativeSearch:
             elif action.kind == "read" and cfg.read:
                 body = await self._read(action.argument, turn_no, room)
                 yield self._insert(tags.information(body), n_prompt, rid)
-            elif action.kind == "answer":
-                stated_text = turn.text
-                self._answer = self._make_answer(action.argument, turn, stated_text)
+            elif action.kind == "answer":  # the stated confidence, if any, is in this turn
+                self._answer = self._make_answer(action.argument, turn, turn.text)
                 return
             else:
                 break  # no action: the model ignored the protocol or ran out of room
