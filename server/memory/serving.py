@@ -136,7 +136,7 @@ class MemoryService:
             record = await asyncio.to_thread(self.store.add, tenant, **fields)
         except ValueError as e:
             raise RequestError(str(e)) from e
-        self.metrics.memory_records.labels(tenant).set(self.store.count(tenant))
+        self.metrics.memory_records.labels(tenant).inc()
         return record
 
     async def get(self, tenant: str, record_id: str) -> CorrectionRecord:
@@ -148,7 +148,7 @@ class MemoryService:
     async def delete(self, tenant: str, record_id: str) -> None:
         if not await asyncio.to_thread(self.store.delete, tenant, record_id):
             raise not_found(record_id)
-        self.metrics.memory_records.labels(tenant).set(self.store.count(tenant))
+        self.metrics.memory_records.labels(tenant).dec()
 
     async def list(
         self, tenant: str, limit: int, after: str | None, contains: str | None
