@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml Makefile
 ifeq ($(EXTRA),cpu)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 endif
-	$(BIN)/python -m pip install --quiet -e ".[$(EXTRA),dev]"
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRA),train,dev]"
 ifeq ($(EXTRA),cpu)
 	$(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
 endif

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,3 +39,43 @@ def engine() -> FakeEngine:
 def client(engine: FakeEngine) -> Iterator[TestClient]:
     with serve(engine) as c:
         yield c
+
+
+# --------------------------------------------------------------------------- training
+
+
+@pytest.fixture(scope="session")
+def smollm_tokenizer() -> Any:
+    """SmolLM2's tokenizer (and chat template), from the embedded default model."""
+    from transformers import AutoTokenizer
+
+    from safework.engine.default_model import ensure_default_model
+
+    return AutoTokenizer.from_pretrained(ensure_default_model())
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, smollm_tokenizer: Any) -> Path:
+    """A randomly initialised 2-layer Llama saved with SmolLM2's tokenizer: trains in seconds."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = smollm_tokenizer
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder

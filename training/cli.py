@@ -19,6 +19,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import sys
@@ -28,8 +29,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from safework.errors import SafeWorkError
+from safework.training.config import add_config_arguments, config_from_args
 
-__all__ = ["COMMANDS", "CalibrateCommand", "Command", "ValueCommand", "build_parser", "main"]
+__all__ = [
+    "COMMANDS",
+    "CalibrateCommand",
+    "Command",
+    "ConfigCommand",
+    "ValueCommand",
+    "build_parser",
+    "main",
+]
 
 
 class Command(Protocol):
@@ -121,7 +131,58 @@ class CalibrateCommand:
         return calibrate.run(args)
 
 
-COMMANDS: tuple[Command, ...] = (ValueCommand(), CalibrateCommand())
+class ConfigCommand:
+    """A stage configured by a dataclass: ``--config FILE.yaml`` plus ``KEY=VALUE`` overrides.
+
+    ``target`` is ``"module:ConfigClass:function"``; the function takes the config and returns a
+    summary dict, printed as JSON. Modules are imported when the parser is built (for ``--help``),
+    so they must stay cheap to import: heavy libraries load inside the functions.
+    """
+
+    def __init__(self, name: str, help: str, target: str) -> None:
+        self.name = name
+        self.help = help
+        self.target = target
+
+    def _parts(self) -> tuple[type, Any]:
+        module, cls, func = self.target.split(":")
+        mod = importlib.import_module(module)
+        return getattr(mod, cls), getattr(mod, func)
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        cls, _ = self._parts()
+        parser.description = (sys.modules[cls.__module__].__doc__ or "").strip()
+        add_config_arguments(parser, cls)
+        # the deepspeed launcher passes --local_rank; the trainer reads LOCAL_RANK instead
+        parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
+
+    def run(self, args: argparse.Namespace) -> int:
+        cls, func = self._parts()
+        config = config_from_args(cls, args)
+        summary = func(config)
+        print(json.dumps(summary, indent=2, default=str))
+        return 0
+
+
+COMMANDS: tuple[Command, ...] = (
+    ConfigCommand(
+        "data",
+        "fetch the pinned sources and build training datasets",
+        "safework.training.data:DataConfig:run_data",
+    ),
+    ConfigCommand(
+        "sft",
+        "supervised fine-tuning on reasoning conversations (full or LoRA)",
+        "safework.training.sft:SFTConfig:train",
+    ),
+    ConfigCommand(
+        "eval",
+        "score checkpoints on safety, over-refusal, capability; plot the trajectory",
+        "safework.training.evaluate:EvalConfig:run_eval",
+    ),
+    ValueCommand(),
+    CalibrateCommand(),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

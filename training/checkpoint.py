@@ -1,0 +1,124 @@
+"""Run folders: the identity of a run, resumable checkpoints, and servable final models.
+
+A run writes into one output folder::
+
+    run.json                 the config that defines the run (what "the same run" means)
+    log.jsonl                one JSON line per logged step / evaluation
+    checkpoint-<step>/       resumable state: model (or LoRA adapter), optimizer, scheduler,
+                             RNG states, step and epoch position (``trainer_state.json``)
+    config.json, model.safetensors, tokenizer files, chat_template.jinja
+                             the final model in HF format: ``safework serve --model OUTPUT``
+    adapter/                 the LoRA adapter alone (LoRA runs), loadable with peft
+
+``claim_output`` guards the folder: a folder that holds a different run, or files that are not
+a run's, is refused unless ``overwrite`` is set (then it is emptied); the same run may continue
+from its latest checkpoint. Checkpoints are written to a temporary name and renamed, so a killed
+run never leaves a half-written checkpoint that resuming would trust.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from safework.errors import ConfigError
+
+__all__ = [
+    "RUN_FILE",
+    "STATE_FILE",
+    "checkpoints",
+    "claim_output",
+    "latest_checkpoint",
+    "prune_checkpoints",
+    "read_state",
+    "write_json",
+]
+
+logger = logging.getLogger(__name__)
+
+RUN_FILE = "run.json"
+STATE_FILE = "trainer_state.json"
+LOG_FILE = "log.jsonl"
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Write ``data`` as indented JSON, atomically (temp file + rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def checkpoints(output: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints in ``output`` as ``(step, folder)``, oldest first."""
+    found = []
+    if output.is_dir():
+        for child in output.iterdir():
+            match = _CHECKPOINT_RE.match(child.name)
+            if match and (child / STATE_FILE).is_file():
+                found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def latest_checkpoint(output: Path) -> Path | None:
+    """The newest complete checkpoint in ``output``, if any."""
+    found = checkpoints(output)
+    return found[-1][1] if found else None
+
+
+def read_state(checkpoint: Path) -> dict[str, Any]:
+    """The ``trainer_state.json`` of a checkpoint folder."""
+    path = checkpoint / STATE_FILE
+    if not path.is_file():
+        raise ConfigError(f"{checkpoint} is not a checkpoint (no {STATE_FILE}); set resume=PATH")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def prune_checkpoints(output: Path, keep: int) -> None:
+    """Delete all but the ``keep`` newest checkpoints (``keep <= 0`` keeps all)."""
+    if keep <= 0:
+        return
+    for _step, folder in checkpoints(output)[:-keep]:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def claim_output(output: Path, identity: Mapping[str, Any], *, overwrite: bool) -> bool:
+    """Make ``output`` this run's folder; True when it already holds this same run.
+
+    ``identity`` is what defines the run (its config without resume/overwrite switches).
+    """
+    run_file = output / RUN_FILE
+    if output.exists() and not output.is_dir():
+        raise ConfigError(f"output {output} is a file; set output=FOLDER")
+    entries = [p for p in output.iterdir() if not p.name.startswith(".")] if output.is_dir() else []
+    if entries:
+        previous = None
+        if run_file.is_file():
+            try:
+                previous = json.loads(run_file.read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                previous = None
+        same = previous == json.loads(json.dumps(dict(identity), sort_keys=True))
+        if same and not overwrite:
+            return True
+        if not overwrite:
+            what = "a different run" if previous is not None else "files that are not a run's"
+            raise ConfigError(
+                f"output {output} already holds {what}; choose another output=FOLDER or set "
+                "overwrite=true to replace it"
+            )
+        logger.warning("overwrite=true: emptying %s", output)
+        for entry in output.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    output.mkdir(parents=True, exist_ok=True)
+    write_json(run_file, identity)
+    return False

@@ -1,0 +1,157 @@
+"""Conversations as token ids with an assistant-only loss mask, and length-grouped batches.
+
+A conversation is rendered once with the model's chat template and tokenized once; the loss
+mask comes from character spans: for each assistant message ``i`` the span runs from the end of
+``render(messages[:i], add_generation_prompt=True)`` to the end of ``render(messages[:i+1])``,
+so it covers exactly what the model writes in that turn (reasoning, answer and the end-of-turn
+token) and never the system prompt, the user's text or the role headers. A token is trained on
+when its first character lies in a span. Templates whose renderings are not prefixes of each
+other cannot be masked this way, and are refused with the reason.
+
+Labels use -100 for masked positions (the ignore index of ``torch.nn.functional.cross_entropy``);
+sequences longer than ``max_length`` are cut from the right, and a conversation left with no
+assistant token is dropped (and counted).
+
+Batches group similar lengths (sort within windows of ``64 * batch_size`` shuffled examples) so
+padding stays small, then come in a shuffled order; the order is a pure function of
+``(seed, epoch)``, which is what lets a resumed run continue from the exact batch it stopped at.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from safework.errors import ConfigError
+
+__all__ = [
+    "IGNORE_INDEX",
+    "Encoded",
+    "assistant_spans",
+    "batch_order",
+    "collate",
+    "encode_conversation",
+    "encode_dataset",
+]
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One tokenized conversation: ``labels[i]`` is ``input_ids[i]`` or ``IGNORE_INDEX``."""
+
+    input_ids: list[int]
+    labels: list[int]
+
+    @property
+    def trained_tokens(self) -> int:
+        return sum(1 for t in self.labels if t != IGNORE_INDEX)
+
+
+def _render(tokenizer: Any, messages: Sequence[dict[str, str]], generation_prompt: bool) -> str:
+    return tokenizer.apply_chat_template(
+        list(messages), tokenize=False, add_generation_prompt=generation_prompt
+    )
+
+
+def assistant_spans(tokenizer: Any, messages: Sequence[dict[str, str]]) -> tuple[str, list]:
+    """The rendered text and the ``(start, end)`` character spans of assistant turns."""
+    text = _render(tokenizer, messages, False)
+    spans: list[tuple[int, int]] = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = _render(tokenizer, messages[:i], True) if i else ""
+        upto = _render(tokenizer, messages[: i + 1], False)
+        if not (text.startswith(upto) and upto.startswith(before)):
+            raise ConfigError(
+                "the chat template does not render conversations as prefixes of each other, "
+                "so assistant tokens cannot be found; use a model whose template does (set "
+                "chat_template=FILE to a Jinja template)"
+            )
+        spans.append((len(before), len(upto)))
+    return text, spans
+
+
+def encode_conversation(
+    tokenizer: Any, messages: Sequence[dict[str, str]], max_length: int
+) -> Encoded:
+    """Token ids and labels of one conversation (assistant tokens only), cut to ``max_length``."""
+    text, spans = assistant_spans(tokenizer, messages)
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids: list[int] = enc["input_ids"][:max_length]
+    offsets = enc["offset_mapping"][: len(ids)]
+    labels = [IGNORE_INDEX] * len(ids)
+    span_iter = iter(spans)
+    span = next(span_iter, None)
+    for pos, (start, _end) in enumerate(offsets):
+        while span is not None and start >= span[1]:
+            span = next(span_iter, None)
+        if span is None:
+            break
+        if span[0] <= start < span[1]:
+            labels[pos] = ids[pos]
+    return Encoded(ids, labels)
+
+
+def encode_dataset(
+    tokenizer: Any, rows: Sequence[dict[str, Any]], max_length: int
+) -> tuple[list[Encoded], int]:
+    """Every row's encoding, and how many rows were dropped for having no assistant token."""
+    out: list[Encoded] = []
+    dropped = 0
+    for row in rows:
+        item = encode_conversation(tokenizer, row["messages"], max_length)
+        if item.trained_tokens == 0:
+            dropped += 1
+            continue
+        out.append(item)
+    return out, dropped
+
+
+def batch_order(
+    lengths: Sequence[int], batch_size: int, seed: int, epoch: int, *, group_by_length: bool = True
+) -> list[list[int]]:
+    """The batches of one epoch as lists of example indices (deterministic in seed, epoch)."""
+    rng = random.Random(f"{seed}:{epoch}")
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    if group_by_length:
+        window = 64 * batch_size
+        order = [
+            i
+            for w in range(0, len(order), window)
+            for i in sorted(order[w : w + window], key=lambda j: -lengths[j])
+        ]
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(items: Sequence[Encoded], pad_id: int) -> dict[str, Any]:
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` tensors of a batch."""
+    import torch
+
+    width = max(len(item.input_ids) for item in items)
+    n = len(items)
+    input_ids = torch.full((n, width), pad_id, dtype=torch.long)
+    labels = torch.full((n, width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    for row, item in enumerate(items):
+        k = len(item.input_ids)
+        input_ids[row, :k] = torch.tensor(item.input_ids)
+        labels[row, :k] = torch.tensor(item.labels)
+        mask[row, :k] = 1
+    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+
+
+def iter_epoch(
+    data: Sequence[Encoded], batch_size: int, seed: int, epoch: int, skip: int = 0
+) -> Iterator[list[Encoded]]:
+    """The micro-batches of ``epoch``, after skipping the first ``skip`` of them."""
+    lengths = [len(item.input_ids) for item in data]
+    for batch in batch_order(lengths, batch_size, seed, epoch)[skip:]:
+        yield [data[i] for i in batch]
