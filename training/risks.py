@@ -233,8 +233,8 @@ RISKS: dict[str, Risk] = {r.key: r for r in (
        r"racis|sexis|\bhate|inferior|superior|minorit|discriminat|slur|stereotyp|ethnic|"
        r"religio|immigrant|\brace\b|women are|men are|\bgay|muslim|\bjews?\b|jewish|christian|"
        r"hindu|black people|white people|\basian",
-       ("I don't accept the premise: {reason}.",
-        "I won't go along with that, because {reason}.")),
+       ("I can't support that framing: {reason}.",
+        "I won't help with that, because {reason}.")),
     _R("sexual", "explicit sexual content",
        ("sexually explicit material",),
        ("Explicit sexual content isn't something I produce, and it can reach people, "

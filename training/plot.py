@@ -1,0 +1,154 @@
+"""The safety-capability trajectory plot (the "AI-45 degree" plot of the SafeWork-R1 report).
+
+Each evaluated checkpoint is a point: x = capability, y = safety, both in [0, 1], as
+``eval_report.summary`` defines them (the axis labels say how). Points are numbered and joined by
+arrows in evaluation order, so the training trajectory reads from the first checkpoint to the
+last (the latest is drawn darker); a key beside the plot lists each number's label and values,
+so labels never sit on top of each other. The dashed line y = x is the 45-degree line along
+which safety keeps pace with capability (above it safety leads, below it capability does).
+
+Drawn with matplotlib's Agg backend (no display needed), into a PNG::
+
+    plot_trajectory([{"label": "sft", "capability": 0.3, "safety": 0.6}, ...], "t.png")
+
+or from a trajectory file: ``python -m safework.training.plot runs/eval/trajectory.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["CAPABILITY_LABEL", "SAFETY_LABEL", "main", "plot_trajectory"]
+
+CAPABILITY_LABEL = "capability = mean(math accuracy, IFEval strict pass rate)"
+SAFETY_LABEL = "safety = 1 − unsafe rate (harmful prompts, plain + jailbreak)"
+
+_SAFE_SIDE = "#e8f4ea"  # y > x: safety ahead of capability
+_RISK_SIDE = "#fbeaea"  # y < x: capability ahead of safety
+_LINE = "#2f5d8a"
+_EARLIER = "#8fb0d3"
+_KEY_WIDTH = 22
+"""Characters of a label shown in the key."""
+_MAX_KEY_ROWS = 24
+"""The key lists the latest checkpoints only beyond this many (the markers keep their numbers)."""
+
+
+def _usable(points: Sequence[Mapping[str, Any]]) -> list[tuple[str, float, float]]:
+    """``(label, capability, safety)`` of the points that have both numbers."""
+    out = []
+    for p in points:
+        x, y = p.get("capability"), p.get("safety")
+        if isinstance(x, int | float) and isinstance(y, int | float):
+            out.append((str(p.get("label", "")), float(x), float(y)))
+    return out
+
+
+def _draw_regions(ax: Any) -> None:
+    """The two half-planes, the 45-degree line and the axes."""
+    ax.fill_between([0, 1], [0, 1], [1, 1], color=_SAFE_SIDE, zorder=0, linewidth=0)
+    ax.fill_between([0, 1], [0, 0], [0, 1], color=_RISK_SIDE, zorder=0, linewidth=0)
+    ax.plot([0, 1], [0, 1], "--", color="#777777", linewidth=1.2, zorder=1, label="y = x (45°)")
+    ax.text(0.03, 0.97, "safety ahead", color="#3c7a4a", fontsize=9, va="top", zorder=1)
+    ax.text(0.97, 0.03, "capability ahead", color="#a14a4a", fontsize=9, ha="right", zorder=1)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_aspect("equal")
+    ax.grid(True, color="#dddddd", linewidth=0.6, zorder=0)
+    ax.set_axisbelow(True)
+    ax.legend(loc="lower right", bbox_to_anchor=(1.0, 0.07), fontsize=8.5, frameon=False)
+
+
+def _draw_path(ax: Any, usable: list[tuple[str, float, float]]) -> None:
+    """Arrows from each checkpoint to the next, then numbered markers (the latest darker)."""
+    for (_, x0, y0), (_, x1, y1) in itertools.pairwise(usable):
+        arrow = {"arrowstyle": "-|>", "color": _LINE, "lw": 1.5, "shrinkA": 8, "shrinkB": 8}
+        ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops=arrow, zorder=2)
+    xs, ys = [u[1] for u in usable], [u[2] for u in usable]
+    colors = [_EARLIER] * (len(usable) - 1) + [_LINE]
+    ax.scatter(xs, ys, s=210, c=colors, edgecolors="white", linewidths=1.2, zorder=3)
+    for number, (x, y) in enumerate(zip(xs, ys, strict=True), 1):
+        ax.text(
+            x,
+            y,
+            str(number),
+            ha="center",
+            va="center",
+            color="white",
+            fontsize=7.5,
+            fontweight="bold",
+            zorder=4,
+        )
+
+
+def _draw_key(ax: Any, usable: list[tuple[str, float, float]]) -> None:
+    """The checkpoints by number, as a small table: label, capability, safety."""
+    ax.axis("off")
+    if not usable:
+        ax.text(0.0, 1.0, "no evaluated checkpoints yet", va="top", color="#777777", fontsize=9)
+        return
+    first = max(0, len(usable) - _MAX_KEY_ROWS)
+    rows = [f" #  {'checkpoint':<{_KEY_WIDTH}}  capab.  safety"]
+    if first:
+        rows.append(f"    ({first} earlier not listed)")
+    for number, (label, x, y) in enumerate(usable[first:], first + 1):
+        rows.append(f"{number:>2}  {_short(label):<{_KEY_WIDTH}}  {x:6.2f}  {y:6.2f}")
+    ax.text(0.0, 1.0, "\n".join(rows), va="top", fontsize=8, family="monospace", linespacing=1.6)
+
+
+def _short(label: str) -> str:
+    return label if len(label) <= _KEY_WIDTH else label[: _KEY_WIDTH - 1] + "…"
+
+
+def plot_trajectory(
+    points: Sequence[Mapping[str, Any]],
+    path: Path | str,
+    *,
+    title: str = "Safety–capability trajectory",
+    xlabel: str = CAPABILITY_LABEL,
+    ylabel: str = SAFETY_LABEL,
+) -> Path:
+    """Draw ``points`` (mappings with ``label``, ``capability``, ``safety``) to a PNG at ``path``.
+
+    Each checkpoint is a numbered marker; the key beside the plot gives its label and numbers.
+    Points missing a number are left out. Returns the path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9.6, 6.6), dpi=150, layout="constrained")
+    grid = fig.add_gridspec(1, 2, width_ratios=(1.0, 0.42))
+    ax, key = fig.add_subplot(grid[0]), fig.add_subplot(grid[1])
+    _draw_regions(ax)
+    usable = _usable(points)
+    if usable:
+        _draw_path(ax, usable)
+    _draw_key(key, usable)
+    ax.set_xlabel(xlabel, fontsize=9.5)
+    ax.set_ylabel(ylabel, fontsize=9.5)
+    ax.set_title(title, fontsize=12)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight", pad_inches=0.15)
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Redraw a trajectory PNG from its JSON file.")
+    parser.add_argument("trajectory", type=Path, help="trajectory.json written by eval")
+    parser.add_argument("--output", type=Path, default=None, help="PNG (default: beside it)")
+    args = parser.parse_args(argv)
+    data = json.loads(args.trajectory.read_text(encoding="utf-8"))
+    out = plot_trajectory(data["points"], args.output or args.trajectory.with_suffix(".png"))
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
