@@ -293,3 +293,40 @@ def test_same_run_without_resume_is_refused(
         train(_config(tiny_model, dataset, out, max_steps=2, save_every=1, resume="never"))
     with pytest.raises(ConfigError, match="different run"):
         train(_config(tiny_model, dataset, out, max_steps=3))
+
+
+# --------------------------------------------------------------------------- shipped configs
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+@pytest.mark.parametrize("name", ["sft-lora.yaml", "sft-full-zero3.yaml"])
+def test_shipped_sft_configs_load(name: str) -> None:
+    config = load_config(SFTConfig, CONFIGS / name)
+    assert config.lr > 0
+
+
+def test_deepspeed_auto_fields_are_filled_and_conflicts_refused(tmp_path: Path) -> None:
+    from safework.training.distributed import deepspeed_config
+
+    filled = deepspeed_config(
+        CONFIGS / "zero3.json", micro_batch_size=4, grad_accum=2, world_size=8, max_grad_norm=1.0,
+        bf16=True,
+    )  # fmt: skip
+    assert filled["train_batch_size"] == 64
+    assert filled["gradient_accumulation_steps"] == 2
+    assert filled["bf16"]["enabled"] is True
+    assert filled["zero_optimization"]["stage"] == 3
+    clash = tmp_path / "ds.json"
+    clash.write_text(
+        json.dumps({"zero_optimization": {"stage": 2}, "gradient_accumulation_steps": 8})
+    )
+    with pytest.raises(ConfigError, match="gradient_accumulation_steps=8 disagrees"):
+        deepspeed_config(
+            clash, micro_batch_size=4, grad_accum=2, world_size=1, max_grad_norm=1.0, bf16=False
+        )
+    clash.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        deepspeed_config(
+            clash, micro_batch_size=4, grad_accum=2, world_size=1, max_grad_norm=1.0, bf16=False
+        )

@@ -1,19 +1,25 @@
 """``safework-train``: the SafeLadder training stages, one subcommand each.
 
 A thin CLI: each subcommand is a small object with ``add_arguments`` and ``run``, listed in
-``COMMANDS``; the work lives in the modules they call:
+``COMMANDS``; the work lives in the modules they call. Stages configured by a dataclass
+(``ConfigCommand``) take ``--config FILE.yaml`` and ``KEY=VALUE`` overrides (``config.py``):
 
+  data       fetch the pinned sources and build the cot-sft mix (``data.py``)
+  sft        CoT supervised fine-tuning, LoRA or full, DeepSpeed-ready (``sft.py``)
+  eval       score a checkpoint and add it to the trajectory plot (``evaluate.py``)
   value      train the built-in value models (``builtin:safety``, ``builtin:values``) and
              print their validation metrics (``value_models/builtin.py``)
   calibrate  fit the search-mode confidence calibration of a model (``calibrate.py``)
 
-Later issues add ``data``, ``sft``, ``rl``, ``eval`` and ``pipeline`` the same way.
+The RL stages (``rl``) and ``pipeline`` come the same way.
 
 Run::
 
+    safework-train data
+    safework-train sft --config configs/sft-lora.yaml max_steps=50 output=runs/sft
+    safework-train eval model=runs/sft label=sft
     safework-train value --kind all            # trains what is missing, prints metrics
-    safework-train value --kind safety --force # retrain even if a trained folder exists
-    python -m safework.training.cli --help
+    safework-train sft --help                  # every key, its default and meaning
 """
 
 from __future__ import annotations
@@ -153,8 +159,6 @@ class ConfigCommand:
         cls, _ = self._parts()
         parser.description = (sys.modules[cls.__module__].__doc__ or "").strip()
         add_config_arguments(parser, cls)
-        # the deepspeed launcher passes --local_rank; the trainer reads LOCAL_RANK instead
-        parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
 
     def run(self, args: argparse.Namespace) -> int:
         cls, func = self._parts()
@@ -187,6 +191,8 @@ COMMANDS: tuple[Command, ...] = (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="safework-train", description="SafeWork training stages.")
+    # `deepspeed --module` puts --local_rank before the subcommand; ranks read LOCAL_RANK
+    parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_arguments(sub.add_parser(command.name, help=command.help))
