@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from safework.engine.fetch import write_json_atomic
 from safework.errors import ConfigError
 
 __all__ = [
@@ -37,7 +37,6 @@ __all__ = [
     "latest_checkpoint",
     "prune_checkpoints",
     "read_state",
-    "write_json",
 ]
 
 logger = logging.getLogger(__name__)
@@ -46,13 +45,6 @@ RUN_FILE = "run.json"
 STATE_FILE = "trainer_state.json"
 LOG_FILE = "log.jsonl"
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
-
-
-def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write ``data`` as indented JSON, atomically (temp file + rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def checkpoints(output: Path) -> list[tuple[int, Path]]:
@@ -120,5 +112,5 @@ def claim_output(output: Path, identity: Mapping[str, Any], *, overwrite: bool) 
             else:
                 entry.unlink()
     output.mkdir(parents=True, exist_ok=True)
-    write_json(run_file, identity)
+    write_json_atomic(run_file, identity)
     return False

@@ -19,12 +19,12 @@ Redraw a plot by hand: ``python -m safework.training.plot runs/eval/trajectory.j
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from safework.engine.fetch import write_json_atomic
 from safework.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -160,14 +160,6 @@ def slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("._") or "checkpoint"
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write atomically: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.replace(path)
-
-
 def load_trajectory(path: Path) -> list[dict[str, Any]]:
     """The points of a trajectory file (``[]`` when it does not exist yet)."""
     if not path.exists():
@@ -191,7 +183,7 @@ def update_trajectory(output: Path, point: dict[str, Any]) -> tuple[Path, Path]:
         points[labels.index(point["label"])] = point
     else:
         points.append(point)
-    write_json(path, {"version": 1, "points": points})
+    write_json_atomic(path, {"version": 1, "points": points})
     return path, plot_trajectory(points, path.with_suffix(".png"))
 
 
@@ -216,4 +208,4 @@ def write_outputs(output: Path, report: dict[str, Any], samples: Sequence[Sample
         "trajectory": str(trajectory),
         "plot": str(png),
     }
-    write_json(folder / REPORT_FILE, report)
+    write_json_atomic(folder / REPORT_FILE, report)

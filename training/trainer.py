@@ -23,7 +23,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import LOG_FILE, STATE_FILE, claim_output, prune_checkpoints, write_json
+from safework.engine.fetch import write_json_atomic
+
+from .checkpoint import LOG_FILE, STATE_FILE, claim_output, prune_checkpoints
 from .distributed import barrier, deepspeed_config, dist_info
 from .sft import SFTConfig, use_bf16
 from .sft_data import Encoded, batch_order, collate, encode_dataset
@@ -320,7 +322,7 @@ class SFTRun:
             dev_conversations=len(self.dev_data),
         )
         if self.dist.is_main:
-            write_json(config.output / "metrics.json", summary)
+            write_json_atomic(config.output / "metrics.json", summary)
         return summary
 
     def _dev_loss(self, model: Any, device: Any) -> float:
@@ -391,7 +393,7 @@ class SFTRun:
                 "elapsed_s": elapsed,
                 "method": self.config.method,
             }
-            write_json(tmp / STATE_FILE, state)
+            write_json_atomic(tmp / STATE_FILE, state)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
