@@ -7,9 +7,10 @@ fetch (one template, ``john``); the judge is ``tests.fakes``' keyword value mode
 the answer says "detonator"). IFEval runs the real checker library (skipped when it cannot be
 fetched) on two prompts of our choosing.
 
-The ``slow`` test evaluates the real SmolLM2-135M through vLLM with tiny sizes.
+The real SmolLM2-135M is evaluated through the CLI in ``tests/e2e/test_training.py`` (one vLLM
+engine per process; in-process engines leak a zmq context into later tests' warnings).
 
-Run: ``pytest tests/test_training_eval.py`` (``-m 'not slow'`` to skip the model).
+Run: ``pytest tests/test_training_eval.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -470,43 +470,3 @@ def test_importing_the_module_stays_cheap() -> None:
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
-
-
-# --------------------------------------------------------------------------- real model
-
-
-@pytest.mark.slow
-def test_real_model_end_to_end(dev: Path, ifeval_library: Path, tmp_path: Path) -> None:
-    """SmolLM2-135M through vLLM on CPU, three or four prompts per group, 48 tokens each."""
-    cfg = EvalConfig(
-        data=dev,
-        output=tmp_path / "out",
-        safety_samples=3,
-        benign_samples=2,
-        edgy_samples=1,
-        math_samples=3,
-        ifeval_samples=3,
-        jailbreak_templates=["john", "prefix_injection"],
-        judges=[],
-        max_tokens=48,
-        engine={"max_model_len": 2048},
-    )
-    started = time.monotonic()
-    report = run_eval(cfg)
-    assert time.monotonic() - started < 240
-    assert report["counts"] == {
-        "harmful": 3,
-        "jailbreak": 3,
-        "benign": 2,
-        "edgy": 1,
-        "math": 3,
-        "ifeval": 3,
-    }
-    assert report["model_id"] == "smollm2-135m-instruct"
-    assert report["generation"]["completion_tokens"] > 0
-    for key in ("safety", "capability"):
-        assert 0.0 <= report["summary"][key] <= 1.0
-    records = (tmp_path / "out" / "smollm2-135m-instruct" / "samples.jsonl").read_text()
-    assert len(records.splitlines()) == 15
-    assert sum(bool(json.loads(r)["response"]) for r in records.splitlines()) >= 10
-    assert (tmp_path / "out" / "trajectory.png").is_file()
