@@ -38,13 +38,16 @@ def save_dtype(choice: str, model_dir: Path) -> Any:
 
 def _gathered_state(engine: Any) -> dict[str, Any]:
     """A CPU copy of the full state dict of a DeepSpeed engine's module (all ranks call)."""
+    import contextlib
+
     import deepspeed
 
     module = engine.module
-    if engine.zero_optimization_stage() == 3:
-        with deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None):
-            return {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
-    return {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
+    gather: Any = contextlib.nullcontext()
+    if engine.zero_optimization_stage() == 3:  # parameters are sharded: gather them first
+        gather = deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None)
+    with gather:
+        return {k: v.detach().float().cpu().clone() for k, v in module.state_dict().items()}
 
 
 def _rebuild(run: Any, state: dict[str, Any]) -> Any:

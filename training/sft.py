@@ -18,7 +18,6 @@ Run::
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from dataclasses import dataclass, field
@@ -35,7 +34,6 @@ __all__ = [
     "bf16_supported",
     "load_data",
     "resolve_model",
-    "summary_line",
     "train",
     "use_bf16",
 ]
@@ -234,8 +232,3 @@ def train(config: SFTConfig) -> dict[str, Any]:
     random.Random(config.seed).shuffle(dev_rows)
     run = SFTRun(config, model_dir, train_rows, dev_rows[: config.dev_rows])
     return run.fit()
-
-
-def summary_line(summary: dict[str, Any]) -> str:
-    keys = ("steps", "dev_loss_start", "dev_loss_end", "train_tokens_per_s", "seconds")
-    return json.dumps({k: summary.get(k) for k in keys})

@@ -20,7 +20,7 @@ padding stays small, then come in a shuffled order; the order is a pure function
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,12 +146,3 @@ def collate(items: Sequence[Encoded], pad_id: int) -> dict[str, Any]:
         labels[row, :k] = torch.tensor(item.labels)
         mask[row, :k] = 1
     return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
-
-
-def iter_epoch(
-    data: Sequence[Encoded], batch_size: int, seed: int, epoch: int, skip: int = 0
-) -> Iterator[list[Encoded]]:
-    """The micro-batches of ``epoch``, after skipping the first ``skip`` of them."""
-    lengths = [len(item.input_ids) for item in data]
-    for batch in batch_order(lengths, batch_size, seed, epoch)[skip:]:
-        yield [data[i] for i in batch]

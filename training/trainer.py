@@ -24,8 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from safework.engine.fetch import write_json_atomic
+from safework.errors import ConfigError
 
-from .checkpoint import LOG_FILE, STATE_FILE, claim_output, prune_checkpoints
+from .checkpoint import (
+    LOG_FILE,
+    STATE_FILE,
+    claim_output,
+    latest_checkpoint,
+    prune_checkpoints,
+    read_state,
+)
 from .distributed import barrier, deepspeed_config, dist_info
 from .sft import SFTConfig, use_bf16
 from .sft_data import Encoded, batch_order, collate, encode_dataset
@@ -53,8 +61,6 @@ class SFTRun:
         if config.chat_template is not None:
             self.tokenizer.chat_template = config.chat_template.read_text(encoding="utf-8")
         if not self.tokenizer.chat_template:
-            from safework.errors import ConfigError
-
             raise ConfigError(f"{model_dir} has no chat template; set chat_template=FILE.jinja")
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -63,8 +69,6 @@ class SFTRun:
         if dropped:
             logger.warning("%d conversations had no assistant token within max_length", dropped)
         if not self.train_data:
-            from safework.errors import ConfigError
-
             raise ConfigError("no conversation has an assistant token within max_length")
         self.use_deepspeed = config.deepspeed is not None and self.dist.launched
         if config.deepspeed is not None and not self.use_deepspeed:
@@ -87,15 +91,11 @@ class SFTRun:
     # ------------------------------------------------------------------ setup
 
     def _find_resume(self, same_run: bool) -> Path | None:
-        from .checkpoint import latest_checkpoint
-
         config = self.config
         if config.resume not in ("auto", "never"):
             return Path(config.resume)
         latest = latest_checkpoint(config.output) if same_run else None
         if latest is not None and config.resume == "never":
-            from safework.errors import ConfigError
-
             raise ConfigError(
                 f"output {config.output} holds checkpoints of this run; set resume=auto to "
                 "continue it or overwrite=true to start over"
@@ -152,8 +152,6 @@ class SFTRun:
             try:
                 model = get_peft_model(model, peft_config)
             except ValueError as exc:
-                from safework.errors import ConfigError
-
                 raise ConfigError(f"lora.target_modules: {exc}") from None
         return model
 
@@ -405,8 +403,6 @@ class SFTRun:
         self, checkpoint: Path, optimizer: Any, scheduler: Any, engine: Any
     ) -> tuple[int, int, float]:
         import torch
-
-        from .checkpoint import read_state
 
         state = read_state(checkpoint)
         if engine is not None:
