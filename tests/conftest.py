@@ -79,3 +79,15 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, smollm_tokenizer: Any) 
     LlamaForCausalLM(config).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def ifeval_library() -> Path:
+    """The real IFEval package folder (fetched into the cache once), or skip."""
+    from safework.engine.fetch import FetchError
+    from safework.training.sources import ifeval_dir
+
+    try:
+        return ifeval_dir()
+    except FetchError as e:
+        pytest.skip(f"the IFEval library is not cached and cannot be fetched: {e}")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from safework.errors import ConfigError, FetchError
+from safework.errors import ConfigError
 from safework.training import ifeval
 from safework.training.ifeval import (
     IFEvalPrompt,
@@ -28,17 +28,6 @@ from safework.training.ifeval import (
     split_sentences,
     word_tokens,
 )
-
-
-@pytest.fixture(scope="session")
-def ifeval_folder() -> Path:
-    """The real IFEval package folder (fetched into the cache once), or skip."""
-    from safework.training.sources import ifeval_dir
-
-    try:
-        return ifeval_dir()
-    except FetchError as e:
-        pytest.skip(f"the IFEval library is not cached and cannot be fetched: {e}")
 
 
 def prompt(folder: Path, ids: list[str], kwargs: list[dict], text: str = "Write.") -> IFEvalPrompt:
@@ -75,40 +64,40 @@ def test_word_tokens_keep_hyphenated_words_whole() -> None:
     ]
 
 
-def test_all_prompts_load_and_name_registered_instructions(ifeval_folder: Path) -> None:
-    prompts = load_ifeval(folder=ifeval_folder)
+def test_all_prompts_load_and_name_registered_instructions(ifeval_library: Path) -> None:
+    prompts = load_ifeval(folder=ifeval_library)
     assert len(prompts) == 541
-    registry = load_checkers(ifeval_folder).INSTRUCTION_DICT
+    registry = load_checkers(ifeval_library).INSTRUCTION_DICT
     assert {i for p in prompts for i in p.instruction_ids} <= set(registry)
     # a wheel root (the folder above eval_framework/) works as well
-    root = ifeval_folder.parents[2]
+    root = ifeval_library.parents[2]
     assert load_ifeval(folder=root)[0].prompt == prompts[0].prompt
 
 
-def test_no_comma(ifeval_folder: Path) -> None:
-    p = prompt(ifeval_folder, ["punctuation:no_comma"], [{}])
+def test_no_comma(ifeval_library: Path) -> None:
+    p = prompt(ifeval_library, ["punctuation:no_comma"], [{}])
     assert check(p, "Cats are calm and quiet animals.").strict
     verdict = check(p, "Cats, dogs and birds.")
     assert (verdict.strict, verdict.loose) == (False, False)
 
 
-def test_loose_scoring_forgives_a_first_line(ifeval_folder: Path) -> None:
-    p = prompt(ifeval_folder, ["punctuation:no_comma"], [{}])
+def test_loose_scoring_forgives_a_first_line(ifeval_library: Path) -> None:
+    p = prompt(ifeval_library, ["punctuation:no_comma"], [{}])
     strict, loose, per = check(p, "Sure, here it is:\nCats are calm and quiet animals.")
     assert (strict, loose) == (False, True)
     assert per == [("punctuation:no_comma", False, True)]
 
 
-def test_number_words(ifeval_folder: Path) -> None:
+def test_number_words(ifeval_library: Path) -> None:
     at_least = prompt(
-        ifeval_folder,
+        ifeval_library,
         ["length_constraints:number_words"],
         [{"relation": "at least", "num_words": 8}],
     )
     assert check(at_least, "one two three four five six seven eight").strict
     assert not check(at_least, "only four words here").strict
     less = prompt(
-        ifeval_folder,
+        ifeval_library,
         ["length_constraints:number_words"],
         [{"relation": "less than", "num_words": 5}],
     )
@@ -116,16 +105,16 @@ def test_number_words(ifeval_folder: Path) -> None:
     assert not check(less, "This answer has far too many words in it.").strict
 
 
-def test_lowercase(ifeval_folder: Path) -> None:
-    p = prompt(ifeval_folder, ["change_case:english_lowercase"], [{}])
+def test_lowercase(ifeval_library: Path) -> None:
+    p = prompt(ifeval_library, ["change_case:english_lowercase"], [{}])
     text = "tea is a warm drink that many people enjoy every morning with breakfast."
     assert check(p, text).strict
     assert not check(p, "Tea is a warm drink that many people enjoy every morning.").strict
 
 
-def test_sentence_count_runs_without_punkt(ifeval_folder: Path) -> None:
+def test_sentence_count_runs_without_punkt(ifeval_library: Path) -> None:
     p = prompt(
-        ifeval_folder,
+        ifeval_library,
         ["length_constraints:number_sentences"],
         [{"relation": "less than", "num_sentences": 3}],
     )
@@ -133,9 +122,9 @@ def test_sentence_count_runs_without_punkt(ifeval_folder: Path) -> None:
     assert not check(p, "One. Two. Three. Four.").strict
 
 
-def test_capital_words_run_without_punkt(ifeval_folder: Path) -> None:
+def test_capital_words_run_without_punkt(ifeval_library: Path) -> None:
     p = prompt(
-        ifeval_folder,
+        ifeval_library,
         ["change_case:capital_word_frequency"],
         [{"capital_relation": "at least", "capital_frequency": 2}],
     )
@@ -143,9 +132,9 @@ def test_capital_words_run_without_punkt(ifeval_folder: Path) -> None:
     assert not check(p, "This is VERY important.").strict
 
 
-def test_a_prompt_passes_only_when_every_instruction_does(ifeval_folder: Path) -> None:
+def test_a_prompt_passes_only_when_every_instruction_does(ifeval_library: Path) -> None:
     p = prompt(
-        ifeval_folder,
+        ifeval_library,
         ["punctuation:no_comma", "change_case:english_lowercase"],
         [{}, {}],
     )
@@ -156,19 +145,19 @@ def test_a_prompt_passes_only_when_every_instruction_does(ifeval_folder: Path) -
     assert [v.strict for v in per] == [False, True]
 
 
-def test_empty_response_fails(ifeval_folder: Path) -> None:
-    p = prompt(ifeval_folder, ["punctuation:no_comma"], [{}])
+def test_empty_response_fails(ifeval_library: Path) -> None:
+    p = prompt(ifeval_library, ["punctuation:no_comma"], [{}])
     assert check(p, "   ") == (False, False, [("punctuation:no_comma", False, False)])
 
 
-def test_the_library_is_private_and_global_nltk_untouched(ifeval_folder: Path) -> None:
+def test_the_library_is_private_and_global_nltk_untouched(ifeval_library: Path) -> None:
     import nltk
 
-    lib = load_checkers(ifeval_folder)
+    lib = load_checkers(ifeval_library)
     assert lib.__name__.startswith("_safework_ifeval_")
-    assert load_checkers(ifeval_folder) is lib  # imported once
+    assert load_checkers(ifeval_library) is lib  # imported once
     assert "eval_framework" not in sys.modules
-    assert not any(str(ifeval_folder.parents[2]) == p for p in sys.path)
+    assert not any(str(ifeval_library.parents[2]) == p for p in sys.path)
     assert nltk.word_tokenize is not word_tokens
     util = sys.modules[f"{lib.__name__}.instructions_util"]
     assert util.count_sentences("Cats sleep. Dogs bark.") == 2

@@ -130,16 +130,6 @@ def dev(tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def ifeval_library() -> Path:
-    from safework.training.sources import ifeval_dir
-
-    try:
-        return ifeval_dir()
-    except FetchError as e:
-        pytest.skip(f"the IFEval library is not cached and cannot be fetched: {e}")
-
-
 @pytest.fixture
 def ifeval_two(tmp_path: Path, ifeval_library: Path) -> Path:
     """The real checker code with an input file of our two prompts."""
