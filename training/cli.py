@@ -11,7 +11,8 @@ A thin CLI: each subcommand is a small object with ``add_arguments`` and ``run``
              print their validation metrics (``value_models/builtin.py``)
   calibrate  fit the search-mode confidence calibration of a model (``calibrate.py``)
 
-The RL stages (``rl``) and ``pipeline`` come the same way.
+  rl         an RL stage: ``--stage m3rl|efficient|search`` (``rl.py``)
+  pipeline   sft -> m3rl -> efficient -> search, eval after each (``pipeline.py``)
 
 Run::
 
@@ -42,6 +43,8 @@ __all__ = [
     "CalibrateCommand",
     "Command",
     "ConfigCommand",
+    "PipelineCommand",
+    "RLCommand",
     "ValueCommand",
     "build_parser",
     "main",
@@ -168,6 +171,48 @@ class ConfigCommand:
         return 0
 
 
+class RLCommand(ConfigCommand):
+    """``safework-train rl --stage NAME``: the stage flag is the config's ``stage`` key."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from safework.training.rl import STAGES
+
+        super().add_arguments(parser)
+        parser.add_argument(
+            "--stage", choices=STAGES, default=None, help="the RL stage (or stage=NAME)"
+        )
+
+    def run(self, args: argparse.Namespace) -> int:
+        if args.stage is not None:
+            args.overrides = [f"stage={args.stage}", *args.overrides]
+        return super().run(args)
+
+
+class PipelineCommand:
+    """``safework-train pipeline recipe.yaml [KEY=VALUE ...]``."""
+
+    name = "pipeline"
+    help = "chain the stages of a recipe: sft, m3rl, efficient, search, eval after each"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from safework.training import pipeline
+
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+        parser.description = (pipeline.__doc__ or "").strip()
+        parser.add_argument("recipe", type=Path, help="the recipe YAML")
+        parser.add_argument(
+            "overrides", nargs="*", metavar="KEY=VALUE", help="top-level recipe keys that win"
+        )
+
+    def run(self, args: argparse.Namespace) -> int:
+        from safework.training.config import parse_overrides
+        from safework.training.pipeline import run_pipeline
+
+        summary = run_pipeline(args.recipe, parse_overrides(args.overrides))
+        print(json.dumps(summary, indent=2, default=str))
+        return 0
+
+
 COMMANDS: tuple[Command, ...] = (
     ConfigCommand(
         "data",
@@ -184,6 +229,12 @@ COMMANDS: tuple[Command, ...] = (
         "score checkpoints on safety, over-refusal, capability; plot the trajectory",
         "safework.training.evaluate:EvalConfig:run_eval",
     ),
+    RLCommand(
+        "rl",
+        "a SafeLadder RL stage with CPGD: --stage m3rl, efficient or search",
+        "safework.training.rl:RLConfig:train_rl",
+    ),
+    PipelineCommand(),
     ValueCommand(),
     CalibrateCommand(),
 )

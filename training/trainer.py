@@ -390,6 +390,7 @@ class SFTRun:
                 "tokens": tokens,
                 "elapsed_s": elapsed,
                 "method": self.config.method,
+                **self._extra_state(),
             }
             write_json_atomic(tmp / STATE_FILE, state)
             if final.exists():
@@ -398,6 +399,10 @@ class SFTRun:
             prune_checkpoints(output, self.config.save_total_limit)
             self._log({"step": step, "checkpoint": final.name})
         barrier()
+
+    def _extra_state(self) -> dict[str, Any]:
+        """More of the run's position for ``trainer_state.json`` (subclasses add theirs)."""
+        return {}
 
     def _load_state(
         self, checkpoint: Path, optimizer: Any, scheduler: Any, engine: Any

@@ -1,0 +1,319 @@
+"""The RL stages: config errors before compute, rollouts and masks, and tiny-model smoke runs.
+
+The smoke runs train a randomly initialised two-layer Llama with SmolLM2's tokenizer. Its weights
+are drawn wide (std 1.0) so that, unlike a near-uniform policy over 49k tokens, it has
+preferences a few dozen steps can move. The learnable reward (``spaces``, registered for these
+tests) is the share of generated tokens that start a word: half the vocabulary does, so the
+policy can raise it by moving its hidden state along one direction. Over 30 steps of CPGD the
+mean reward of the last steps must beat the first ones, for each stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from safework.engine.base import SamplingConfig
+from safework.errors import ConfigError
+from safework.training import rewards
+from safework.training.cli import main
+from safework.training.config import load_config
+from safework.training.rl import RLConfig, train_rl
+
+torch = pytest.importorskip("torch")
+
+
+_SERVER_TEXT = re.compile(r"<information>.*?</information>|<answer>.*?</answer>", re.S)
+
+
+def _spaces(ctx: Any) -> Any:
+    """Word starts per generated token (8 per completion); search results and the fallback
+    answer, which the policy did not write in this context, are left out."""
+
+    def fn(prompts: list[str], completions: list[str], **meta: Any) -> list[float | None]:
+        return [min(1.0, _SERVER_TEXT.sub("", c).count(" ") / 8) for c in completions]
+
+    return fn
+
+
+@pytest.fixture
+def spaces_reward(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(rewards.REWARDS, "spaces", _spaces)
+
+
+@pytest.fixture(scope="module")
+def peaked_model(tmp_path_factory: pytest.TempPathFactory, smollm_tokenizer: Any) -> Path:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = smollm_tokenizer
+    folder = tmp_path_factory.mktemp("peaked-llama")
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        tie_word_embeddings=True,
+        initializer_range=1.0,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def _prompts(path: Path, labels: dict[str, int]) -> Path:
+    rows = []
+    for label, n in labels.items():
+        for i in range(n):
+            rows.append({"id": f"{label}-{i}", "label": label, "prompt": f"Say {i} {label}."})
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"stage": "ppo"}, "unknown stage 'ppo'"),
+        ({"group_size": 1}, "group_size must be at least 2"),
+        ({"rewards": {"math": {"format": -0.5}}, "phase2_labels": ["math"]}, "must be 0 or more"),
+        ({"rewards": {"math": {"nonsense": 1.0}}, "phase2_labels": ["math"]}, "unknown reward"),
+        ({"rewards": {"math": {"format": 1.0}}}, "no reward route"),
+        ({"cpgd": {"clip_eps": 1.5}}, "clip_eps"),
+        ({"temperature": 0}, "temperature"),
+    ],
+)
+def test_bad_settings_are_refused_before_any_compute(values: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(RLConfig, None, values)
+
+
+def test_cli_reports_bad_input_without_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rl", "--stage", "m3rl", "group_size=1"]) == 1
+    assert "group_size must be at least 2" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["rl", "--stage", "grpo"])
+
+
+def test_missing_label_in_data_is_named(tiny_model: Path, tmp_path: Path) -> None:
+    data = _prompts(tmp_path / "p.jsonl", {"math": 4})
+    config = load_config(
+        RLConfig, None, {"model": str(tiny_model), "data": str(data), "output": str(tmp_path / "o")}
+    )
+    with pytest.raises(ConfigError, match=r"no prompts labelled \['benign', 'safety'\]"):
+        train_rl(config)
+
+
+# --------------------------------------------------------------------------- rollouts
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_model: Path) -> Any:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from safework.training.rollout import PolicyEngine
+
+    tok = AutoTokenizer.from_pretrained(tiny_model, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    return PolicyEngine(model, tok, max_model_len=256)
+
+
+def test_groups_share_one_batched_generate(policy: Any) -> None:
+    from safework.training.rollout import sample_group
+
+    calls = []
+    real = policy._generate_rows
+
+    def counting(prompts: list[list[int]], s: SamplingConfig) -> Any:
+        calls.append(len(prompts))
+        return real(prompts, s)
+
+    policy._generate_rows = counting
+    sampling = SamplingConfig(max_tokens=6, temperature=1.0)
+
+    async def run() -> list[Any]:
+        return await asyncio.gather(
+            sample_group(policy, [1, 2, 3], 4, sampling, "a"),
+            sample_group(policy, [4, 5], 4, sampling, "b"),
+        )
+
+    try:
+        groups = asyncio.run(run())
+    finally:
+        policy._generate_rows = real
+    assert calls == [8]  # both groups' 8 rows in one left-padded generate
+    for group in groups:
+        assert len(group) == 4
+        for t in group:
+            assert 1 <= len(t.completion_ids) <= 6
+            assert t.loss_mask == [1] * len(t.completion_ids)
+    assert groups[1][0].prompt_ids == [4, 5]
+
+
+def test_stop_strings_cut_the_choice(policy: Any) -> None:
+    tok = policy.tokenizer
+    ids = tok("alpha beta gamma", add_special_tokens=False)["input_ids"]
+    s = SamplingConfig(max_tokens=8, stop=[" beta"], include_stop_str_in_output=True)
+    choice = policy._choice(0, [*ids, 7, 7], None, s)
+    assert choice.text == "alpha beta"
+    assert choice.finish_reason == "stop"
+    assert choice.stop_reason == " beta"
+    assert tok.decode(choice.token_ids).endswith("beta")
+    s2 = SamplingConfig(max_tokens=8)
+    eos = next(iter(policy.eos_ids))
+    cut = policy._choice(0, [ids[0], eos, ids[1]], None, s2)
+    assert list(cut.token_ids) == [ids[0], eos]  # the end token is kept: the policy chose it
+    assert cut.finish_reason == "stop"
+
+
+def test_search_rollout_masks_inserted_text(policy: Any) -> None:
+    from safework.search.deliberative import DeliberativeSearch, SearchConfig
+    from safework.training.rollout import search_group
+    from tests.fakes import SEARCH_DOCS, BagOfWordsEncoder, FakeSearchBackend
+
+    backend = FakeSearchBackend(SEARCH_DOCS)
+    config = SearchConfig(max_turns=2, turn_max_tokens=8, answer_max_tokens=4, prior_check=False)
+    messages = [{"role": "user", "content": "What is the atomic number of tungsten?"}]
+    strategies = [
+        DeliberativeSearch(config, backend, messages, messages[0]["content"], BagOfWordsEncoder())
+        for _ in range(2)
+    ]
+    sampling = SamplingConfig(max_tokens=24, temperature=1.0)
+    group = asyncio.run(search_group(policy, strategies, [1, 2, 3], sampling, "s"))
+    tok = policy.tokenizer
+    for t in group:
+        assert len(t.completion_ids) == len(t.loss_mask)
+        pairs = list(zip(t.completion_ids, t.loss_mask, strict=True))
+        inserted = tok.decode([i for i, m in pairs if m == 0])
+        generated = [i for i, m in pairs if m == 1]
+        assert "<information>" in inserted  # the retrieved results are never trained
+        assert generated, "the model's own turn is trained"
+        assert "<information>" not in tok.decode(generated)
+
+
+def test_batch_mask_lines_up_with_the_completion(tiny_model: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from safework.training.rl_trainer import RLRun
+    from safework.training.rollout import Trajectory
+
+    run = RLRun.__new__(RLRun)
+    run.tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    t = Trajectory([11, 12, 13], [21, 22, 23, 24], [1, 0, 0, 1], "x")
+    short = Trajectory([11], [31], [1], "y")
+    batch = run._batch([(t, 0.5), (short, -1.0)], torch.device("cpu"))
+    # targets are input positions 1..; the completion starts at target index len(prompt) - 1
+    assert batch["mask"][0].tolist() == [0, 0, 1, 0, 0, 1]
+    assert batch["mask"][1].tolist() == [1, 0, 0, 0, 0, 0]
+    assert batch["input_ids"][0].tolist() == [11, 12, 13, 21, 22, 23, 24]
+    assert batch["advantages"].tolist() == [0.5, -1.0]
+
+
+# --------------------------------------------------------------------------- smoke runs
+
+
+def _rise(output: Path, k: int = 6) -> tuple[float, float]:
+    rows = [json.loads(x) for x in (output / "log.jsonl").read_text().splitlines()]
+    rewards_ = [r["reward/total"] for r in rows if "reward/total" in r]
+    return sum(rewards_[:k]) / k, sum(rewards_[-k:]) / k
+
+
+def _smoke(model: Path, tmp_path: Path, stage: str, labels: dict, **extra: Any) -> Path:
+    data = _prompts(tmp_path / "prompts.jsonl", labels)
+    values = {
+        "stage": stage,
+        "model": str(model),
+        "data": str(data),
+        "output": str(tmp_path / stage),
+        "method": "full",
+        "max_steps": extra.pop("max_steps", 30),
+        "prompts_per_step": 4,
+        "group_size": 4,
+        "max_new_tokens": 8,
+        "lr": 1e-2,
+        "held_out": 0,
+        "save_every": 0,
+        **extra,
+    }
+    summary = train_rl(load_config(RLConfig, None, values))
+    assert summary["steps"] == values["max_steps"]
+    assert (tmp_path / stage / "config.json").is_file()  # servable folder
+    return tmp_path / stage
+
+
+def test_m3rl_smoke_reward_rises_through_both_phases(
+    peaked_model: Path, tmp_path: Path, spaces_reward: None
+) -> None:
+    routes = {"math": {"spaces": 1.0}, "safety": {"spaces": 1.0}}
+    out = _smoke(
+        peaked_model,
+        tmp_path,
+        "m3rl",
+        {"math": 8, "safety": 8},
+        rewards=routes,
+        phase1_labels=["math"],
+        phase2_labels=["math", "safety"],
+    )
+    first, last = _rise(out)
+    assert last > first + 0.05, (first, last)
+    rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    phases = [r["phase"] for r in rows if "phase" in r]
+    assert phases[:15] == [1] * 15
+    assert phases[15:] == [2] * 15
+    assert any("reward/safety/total" in r for r in rows[15:])  # each label logged
+
+
+def test_efficient_smoke(peaked_model: Path, tmp_path: Path, spaces_reward: None) -> None:
+    out = _smoke(
+        peaked_model, tmp_path, "efficient", {"math": 8}, rewards={"math": {"spaces": 1.0}}
+    )
+    first, last = _rise(out)
+    assert last > first + 0.05, (first, last)
+    rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert all("length_bonus_mean" in r for r in rows if "reward/total" in r)
+
+
+def test_search_smoke(
+    peaked_model: Path, tmp_path: Path, spaces_reward: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safework.search import base as search_base
+    from safework.server import search as server_search
+    from tests.fakes import BagOfWordsEncoder
+
+    monkeypatch.setitem(search_base.LOADERS, "fake", "tests.fakes:load_fake_search")
+    monkeypatch.setattr(server_search, "default_encoder", lambda cache: BagOfWordsEncoder())
+    out = _smoke(
+        peaked_model,
+        tmp_path,
+        "search",
+        {"search": 8},
+        rewards={"search": {"spaces": 1.0}},
+        max_new_tokens=16,
+        max_steps=40,
+        max_grad_norm=0,
+        **{
+            "search": {
+                "backend": "fake:docs",
+                "max_turns": 1,
+                "turn_max_tokens": 8,
+                "info_max_chars": 240,
+                "read": False,
+            }
+        },
+    )
+    first, last = _rise(out)
+    assert last > first + 0.05, (first, last)
+    rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert all("lam" in r for r in rows if "reward/total" in r)

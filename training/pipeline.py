@@ -1,0 +1,192 @@
+"""``safework-train pipeline recipe.yaml``: the SafeLadder stages in order, eval after each.
+
+A recipe names the stages to run and holds one section per stage (the keys of that stage's own
+command), plus an ``eval`` section used after every stage::
+
+    output: runs/safeladder        # stage S writes OUTPUT/S; eval writes OUTPUT/eval
+    model: default                 # the starting model
+    stages: [sft, m3rl, efficient, search]
+    eval_base: true                # also evaluate the starting model (the first point)
+    eval: {max_tokens: 256, safety_samples: 40}
+    sft: {max_steps: 50}
+    m3rl: {max_steps: 60, lr: 5e-5}
+    efficient: {max_steps: 30}
+    search: {max_steps: 30}
+
+Each stage starts from the previous stage's servable folder. Every stage config is loaded and
+checked before anything runs, so a typo in the last section fails in the first second. Running
+the same recipe again resumes: a finished stage (its ``metrics.json`` written for this same run)
+is skipped, an interrupted one continues from its latest checkpoint, and a checkpoint already
+evaluated keeps its report. Each eval adds the stage's point to ``OUTPUT/eval/trajectory.png``
+(base -> sft -> m3rl -> ...). Evals run as child processes so vLLM's memory is returned before
+the next stage trains.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from safework.errors import ConfigError
+
+from .config import config_to_dict, load_config
+
+__all__ = ["PIPELINE_STAGES", "Pipeline", "load_pipeline", "run_pipeline"]
+
+logger = logging.getLogger(__name__)
+
+PIPELINE_STAGES = ("sft", "m3rl", "efficient", "search")
+_TOP_KEYS = {"output", "model", "stages", "eval_base", "eval", *PIPELINE_STAGES}
+
+
+@dataclass
+class Pipeline:
+    output: Path
+    model: str
+    stages: list[str]
+    eval_base: bool
+    configs: dict[str, Any] = field(default_factory=dict)
+    """stage -> its checked config (SFTConfig or RLConfig)."""
+    eval_section: dict[str, Any] = field(default_factory=dict)
+
+
+def _stage_config(name: str, section: dict[str, Any], model: str, output: Path) -> Any:
+    fixed = {"model": model, "output": str(output)}
+    clash = sorted(set(section) & set(fixed))
+    if clash:
+        raise ConfigError(
+            f"recipe section {name!r} sets {clash}; the pipeline chains models and folders "
+            "itself (set the top-level 'model' and 'output')"
+        )
+    if name == "sft":
+        from .sft import SFTConfig
+
+        return load_config(SFTConfig, None, {**section, **fixed})
+    from .rl import RLConfig
+
+    if "stage" in section:
+        raise ConfigError(f"recipe section {name!r}: the stage is the section's name")
+    return load_config(RLConfig, None, {**section, **fixed, "stage": name})
+
+
+def load_pipeline(path: Path, overrides: dict[str, Any] | None = None) -> Pipeline:
+    """The recipe at ``path`` with every stage's config built and checked."""
+    if not path.is_file():
+        raise ConfigError(f"recipe {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"recipe {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path} must be a mapping")
+    data.update(overrides or {})
+    unknown = sorted(set(data) - _TOP_KEYS)
+    if unknown:
+        raise ConfigError(f"recipe {path}: unknown keys {unknown}; known: {sorted(_TOP_KEYS)}")
+    stages = data.get("stages", list(PIPELINE_STAGES))
+    if not isinstance(stages, list) or not stages:
+        raise ConfigError("recipe: 'stages' must be a non-empty list")
+    bad = [s for s in stages if s not in PIPELINE_STAGES]
+    if bad:
+        raise ConfigError(f"recipe: unknown stage(s) {bad}; use {', '.join(PIPELINE_STAGES)}")
+    if len(set(stages)) != len(stages):
+        raise ConfigError("recipe: a stage is listed twice")
+    output = Path(data.get("output", "runs/safeladder"))
+    pipeline = Pipeline(
+        output, str(data.get("model", "default")), stages, bool(data.get("eval_base", True))
+    )
+    model = pipeline.model
+    for name in stages:
+        section = data.get(name) or {}
+        if not isinstance(section, dict):
+            raise ConfigError(f"recipe: section {name!r} must be a mapping of keys")
+        pipeline.configs[name] = _stage_config(name, section, model, output / name)
+        model = str(output / name)
+    eval_section = data.get("eval") or {}
+    if not isinstance(eval_section, dict):
+        raise ConfigError("recipe: 'eval' must be a mapping of eval keys")
+    from .evaluate import EvalConfig
+
+    for key in ("model", "label", "output"):
+        if key in eval_section:
+            raise ConfigError(f"recipe eval section sets {key!r}; the pipeline sets it per stage")
+    load_config(EvalConfig, None, {**eval_section, "output": str(output / "eval")})
+    pipeline.eval_section = eval_section
+    return pipeline
+
+
+def _finished(config: Any) -> bool:
+    """The stage's folder holds this same run, trained to the end."""
+    output = Path(config.output)
+    try:
+        run = json.loads((output / "run.json").read_text(encoding="utf-8"))
+        metrics = json.loads((output / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    same = run == json.loads(json.dumps(config.identity(), sort_keys=True))
+    return same and (output / "config.json").is_file() and "steps" in metrics
+
+
+def _evaluate(pipeline: Pipeline, model: str, label: str) -> dict[str, Any]:
+    """``safework-train eval`` in a child process; the report (kept if already there)."""
+    report = pipeline.output / "eval" / label / "report.json"
+    stamp = pipeline.output / "eval" / label / ".model"
+    if report.is_file() and stamp.is_file() and stamp.read_text(encoding="utf-8") == model:
+        return json.loads(report.read_text(encoding="utf-8"))
+    overrides = [f"{k}={json.dumps(v)}" for k, v in pipeline.eval_section.items()]
+    command = [
+        sys.executable,
+        "-m",
+        "safework.training.cli",
+        "eval",
+        f"model={model}",
+        f"label={label}",
+        f"output={pipeline.output / 'eval'}",
+        *overrides,
+    ]
+    logger.info("eval %s: %s", label, " ".join(command))
+    done = subprocess.run(command, check=False)
+    if done.returncode != 0:
+        raise ConfigError(f"eval of {label} ({model}) failed with exit code {done.returncode}")
+    (pipeline.output / "eval" / label / ".model").write_text(model, encoding="utf-8")
+    return json.loads(report.read_text(encoding="utf-8"))
+
+
+def run_pipeline(recipe: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run (or resume) every stage of ``recipe``; returns each stage's summary and eval."""
+    from .rl import train_rl
+    from .sft import resolve_model
+    from .sft import train as train_sft
+
+    pipeline = load_pipeline(recipe, overrides)
+    pipeline.output.mkdir(parents=True, exist_ok=True)
+    (pipeline.output / "recipe.json").write_text(
+        json.dumps({name: config_to_dict(c) for name, c in pipeline.configs.items()}, indent=2),
+        encoding="utf-8",
+    )
+    summary: dict[str, Any] = {"output": str(pipeline.output), "stages": {}}
+    if pipeline.eval_base:
+        base = str(resolve_model(pipeline.model)) if pipeline.model == "default" else pipeline.model
+        summary["base_eval"] = _summary_of(_evaluate(pipeline, base, "base"))
+    for name in pipeline.stages:
+        config = pipeline.configs[name]
+        if _finished(config):
+            logger.info("stage %s: already finished in %s", name, config.output)
+            result: dict[str, Any] = {"skipped": "finished"}
+        else:
+            result = train_sft(config) if name == "sft" else train_rl(config)
+        result["eval"] = _summary_of(_evaluate(pipeline, str(config.output), name))
+        summary["stages"][name] = result
+    summary["trajectory"] = str(pipeline.output / "eval" / "trajectory.png")
+    return summary
+
+
+def _summary_of(report: dict[str, Any]) -> dict[str, Any]:
+    return report.get("summary", report)

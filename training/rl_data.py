@@ -1,0 +1,144 @@
+"""Prompts for the RL stages, each with a task label that routes it to reward terms.
+
+Sources (``data=`` of ``safework-train rl``):
+
+- ``cot-sft`` (default for ``m3rl`` and ``efficient``): the prompts of the built-in CoT mix
+  (``safework-train data``), without their reference answers. Labels: ``math`` (reasoning-gym
+  problems, with the dataset, gold answer and entry the scorer needs), ``safety`` (harmful
+  requests) and ``benign`` (ordinary and risky-sounding but harmless requests). Training uses the
+  ``train`` split; the held-out report uses ``dev``, the split ``safework-train eval`` reads.
+- ``element-qa`` (default for ``search``): questions about the chemical elements with exact
+  answers, generated from the built-in search corpus (``search/corpus.py``). Label ``search``;
+  training uses the calibration-fitting half, the held-out report the other half.
+- a ``.jsonl`` file: one prompt per line, ``{"id", "label", "messages": [...] | "prompt": str,
+  "meta": {...}}``; ``meta`` may carry ``answer`` (str or list), ``dataset`` and ``entry``
+  (reasoning-gym) or ``ifeval`` (an IFEval prompt's fields). With a ``.dev.jsonl`` beside it
+  (``x.jsonl`` -> ``x.dev.jsonl``) that file is the held-out set.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from safework.errors import ConfigError
+
+__all__ = ["RLPrompt", "load_rl_prompts", "reward_meta"]
+
+_META_KEYS = ("answer", "dataset", "entry", "ifeval")
+
+
+@dataclass
+class RLPrompt:
+    id: str
+    label: str
+    messages: list[dict[str, str]]
+    """The conversation up to the user turn the policy answers."""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def question(self) -> str:
+        return self.messages[-1]["content"]
+
+
+def reward_meta(prompts: list[RLPrompt]) -> dict[str, list[Any]]:
+    """The per-sample meta lists the reward functions read (``rewards.py``)."""
+    return {key: [p.meta.get(key) for p in prompts] for key in _META_KEYS}
+
+
+def _from_conversation(row: dict[str, Any]) -> RLPrompt:
+    messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
+    last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
+    meta = dict(row.get("meta") or {})
+    return RLPrompt(str(row["id"]), str(row["task"]), messages[: last_user + 1], meta)
+
+
+def _cot_sft(cache: Path | None, seed: int) -> tuple[list[RLPrompt], list[RLPrompt]]:
+    from .data import ensure_dataset, load_conversations
+
+    folder = ensure_dataset("cot-sft", cache, seed)
+    train = [_from_conversation(r) for r in load_conversations(folder / "train.jsonl")]
+    dev = [_from_conversation(r) for r in load_conversations(folder / "dev.jsonl")]
+    return train, dev
+
+
+def _element_qa(cache: Path | None, seed: int) -> tuple[list[RLPrompt], list[RLPrompt]]:
+    from safework.search.corpus import element_qa, ensure_builtin_corpus, split_qa
+
+    items = element_qa(ensure_builtin_corpus(cache))
+    fit, held_out = split_qa(items, 0.5, seed)
+
+    def prompt(item: Any) -> RLPrompt:
+        messages = [{"role": "user", "content": item.question}]
+        return RLPrompt(item.id, "search", messages, {"answer": list(item.answers)})
+
+    return [prompt(i) for i in fit], [prompt(i) for i in held_out]
+
+
+def _read_jsonl(path: Path) -> list[RLPrompt]:
+    out: list[RLPrompt] = []
+    seen: set[str] = set()
+    with path.open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{where}: not JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise ConfigError(f"{where}: a row must be a JSON object")
+            label = row.get("label")
+            if not isinstance(label, str) or not label:
+                raise ConfigError(f"{where}: 'label' must be a non-empty string")
+            if isinstance(row.get("prompt"), str) and row["prompt"].strip():
+                messages = [{"role": "user", "content": row["prompt"]}]
+            elif isinstance(row.get("messages"), list) and row["messages"]:
+                messages = row["messages"]
+                ok = all(
+                    isinstance(m, dict)
+                    and m.get("role") in ("system", "user", "assistant")
+                    and isinstance(m.get("content"), str)
+                    for m in messages
+                )
+                if not ok or messages[-1]["role"] != "user":
+                    raise ConfigError(
+                        f"{where}: 'messages' must be role/content objects ending with a user turn"
+                    )
+            else:
+                raise ConfigError(f"{where}: give 'prompt' (text) or 'messages' (a list)")
+            meta = row.get("meta") or {}
+            if not isinstance(meta, dict):
+                raise ConfigError(f"{where}: 'meta' must be an object")
+            rid = str(row.get("id", f"{path.stem}-{number}"))
+            if rid in seen:
+                raise ConfigError(f"{where}: duplicate id {rid!r}")
+            seen.add(rid)
+            out.append(RLPrompt(rid, label, messages, meta))
+    return out
+
+
+def load_rl_prompts(
+    data: str, cache: Path | None = None, seed: int = 0
+) -> tuple[list[RLPrompt], list[RLPrompt]]:
+    """``(train, held_out)`` prompts of a source (see the module docstring)."""
+    if data == "cot-sft":
+        return _cot_sft(cache, seed)
+    if data == "element-qa":
+        return _element_qa(cache, seed)
+    path = Path(data).expanduser()
+    if path.suffix != ".jsonl":
+        raise ConfigError(f"data={data!r}: use 'cot-sft', 'element-qa' or a prompts file (.jsonl)")
+    if not path.is_file():
+        raise ConfigError(f"data file {path} does not exist")
+    train = _read_jsonl(path)
+    dev_path = path.with_suffix(".dev.jsonl")
+    if dev_path.is_file():
+        return train, _read_jsonl(dev_path)
+    shuffled = train[:]
+    random.Random(seed).shuffle(shuffled)
+    return train, []

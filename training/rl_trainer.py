@@ -1,0 +1,623 @@
+"""The RL loop behind ``safework-train rl`` (``rl.py`` holds its config and stages).
+
+One step: draw this step's prompts (a function of the step number, so a resumed run draws what
+the uninterrupted one would), roll out ``G`` completions each, score them, compute advantages,
+drop groups without reward variance, then ``ppo_epochs`` passes of ``mini_batches`` optimizer
+steps with the CPGD loss over micro-batches. The loss of a micro-batch is normalised by the
+trained tokens (or sequences) of its whole mini-batch, so micro-batching never changes the
+update. The model setup, optimizer, checkpoints and final export are the SFT trainer's
+(``RLRun`` extends ``SFTRun``).
+
+Under the ``deepspeed`` launcher every rank rolls out its share of the step's prompts; the
+normaliser is summed over ranks, and ranks with fewer micro-batches run zero-weighted ones so
+every rank joins the same number of ZeRO collectives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from safework.engine.base import Engine, SamplingConfig
+from safework.engine.reasoning import split_reasoning
+from safework.errors import ConfigError
+
+from .checkpoint import LOG_FILE, claim_output, read_state
+from .distributed import barrier, deepspeed_config, dist_info
+from .rl import RLConfig
+from .rl_data import RLPrompt, reward_meta
+from .rollout import PolicyEngine, Trajectory, sample_group, search_group
+from .sft import use_bf16
+from .trainer import SFTRun
+
+__all__ = ["RLRun"]
+
+logger = logging.getLogger(__name__)
+
+
+class RLRun(SFTRun):
+    """One RL run: prompts tokenised, output claimed, then ``fit()``."""
+
+    def __init__(
+        self,
+        config: RLConfig,
+        model_dir: Path,
+        train: Sequence[RLPrompt],
+        held_out: Sequence[RLPrompt],
+    ) -> None:
+        from transformers import AutoTokenizer
+
+        from .rewards import AdaptiveLambda, MultiObjectiveReward, RewardContext
+
+        self.config = config  # type: ignore[assignment]
+        self.rl = config
+        self.model_dir = model_dir
+        self.dist = dist_info()
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+        if config.chat_template is not None:
+            self.tokenizer.chat_template = config.chat_template.read_text(encoding="utf-8")
+        if not self.tokenizer.chat_template:
+            raise ConfigError(f"{model_dir} has no chat template; set chat_template=FILE.jinja")
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.pools = self._tokenise_pools(train)
+        from safework.engine.reasoning import starts_in_reasoning
+
+        probe = [{"role": "user", "content": "Hi"}]
+        self._opens_reasoning = starts_in_reasoning(
+            self.tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+        )
+        self.held_out = self._pick_held_out(held_out)
+        self.reward = MultiObjectiveReward(config.routes(), RewardContext(cache=config.cache))
+        lam = config.lam
+        self.lam = AdaptiveLambda(lam.value, lam.target, lam.step, lam.low, lam.high, lam.threshold)
+        self.use_deepspeed = config.deepspeed is not None and self.dist.launched
+        if config.deepspeed is not None and not self.use_deepspeed:
+            logger.warning(
+                "deepspeed=%s is ignored outside the deepspeed launcher", config.deepspeed
+            )
+        if self.use_deepspeed and config.prompts_per_step % self.dist.world_size:
+            raise ConfigError(
+                f"prompts_per_step={config.prompts_per_step} must be a multiple of the "
+                f"{self.dist.world_size} ranks"
+            )
+        self.bf16 = use_bf16(config.precision)
+        if self.use_deepspeed:
+            import deepspeed
+
+            deepspeed.init_distributed()
+        same_run = True
+        if self.dist.is_main:
+            same_run = claim_output(config.output, config.identity(), overwrite=config.overwrite)
+        barrier()
+        self._resume_from = self._find_resume(same_run)
+        self.log_path = config.output / LOG_FILE
+        self.loop = asyncio.new_event_loop()
+        self._search: Any = None
+
+    # ------------------------------------------------------------------ prompts
+
+    def _tokenise_pools(self, prompts: Sequence[RLPrompt]) -> dict[str, list[RLPrompt]]:
+        pools: dict[str, list[RLPrompt]] = {}
+        skipped = 0
+        for p in prompts:
+            if len(self._prompt_ids(p)) > self.rl.max_prompt_tokens:
+                skipped += 1
+                continue
+            pools.setdefault(p.label, []).append(p)
+        if skipped:
+            logger.warning("%d prompts longer than max_prompt_tokens were skipped", skipped)
+        missing = set(self.rl.stage_labels()) - set(pools)
+        if missing:
+            raise ConfigError(f"no prompt labelled {sorted(missing)} fits max_prompt_tokens")
+        return pools
+
+    def _prompt_ids(self, p: RLPrompt) -> list[int]:
+        messages = p.messages
+        if self.rl.stage == "search":
+            from safework.search.prompts import protocol_messages
+
+            messages = protocol_messages(messages)
+        text = self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _pick_held_out(self, prompts: Sequence[RLPrompt]) -> list[RLPrompt]:
+        """Up to ``held_out`` prompts, the labels taking turns (a seeded draw within each)."""
+        by_label: dict[str, list[RLPrompt]] = {}
+        for p in prompts:
+            by_label.setdefault(p.label, []).append(p)
+        for label, items in by_label.items():
+            random.Random(f"{self.rl.seed}-held-out-{label}").shuffle(items)
+        picked: list[RLPrompt] = []
+        while len(picked) < self.rl.held_out and any(by_label.values()):
+            for label in sorted(by_label):
+                if by_label[label] and len(picked) < self.rl.held_out:
+                    picked.append(by_label[label].pop())
+        return picked
+
+    def step_prompts(self, step: int) -> list[RLPrompt]:
+        """This rank's prompts of ``step``: slot ``g`` takes label ``g mod L`` and the next
+        prompt of that label's seeded per-epoch order."""
+        labels = self.rl.labels_at(step)
+        per = self.rl.prompts_per_step
+        out = []
+        for j in range(self.dist.rank, per, self.dist.world_size):
+            g = step * per + j
+            label = labels[g % len(labels)]
+            pool = self.pools[label]
+            epoch, pos = divmod(g // len(labels), len(pool))
+            order = list(range(len(pool)))
+            random.Random(f"{self.rl.seed}-{label}-{epoch}").shuffle(order)
+            out.append(pool[order[pos]])
+        return out
+
+    # ------------------------------------------------------------------ rollouts
+
+    def _engine(self, model: Any) -> Engine:
+        if self.rl.rollout_engine == "vllm":
+            from .weights import colocated_vllm
+
+            return colocated_vllm(self, model)
+        length = self.rl.max_prompt_tokens + self.rl.max_new_tokens
+        if self.rl.stage == "search":
+            length += 2048  # inserted results and reads
+        return PolicyEngine(model, self.tokenizer, max_model_len=length)
+
+    def _search_strategies(self, prompt: RLPrompt, n: int) -> list[Any]:
+        from safework.search.deliberative import DeliberativeSearch, SearchConfig
+
+        if self._search is None:
+            from safework.search.base import BackendContext, load_backend
+            from safework.server.search import default_encoder
+
+            s = self.rl.search
+            backend = load_backend(s.backend, ctx=BackendContext(cache=self.rl.cache))
+            search_config = SearchConfig(
+                max_turns=s.max_turns,
+                top_k=s.top_k,
+                turn_max_tokens=s.turn_max_tokens,
+                answer_max_tokens=s.answer_max_tokens,
+                read=s.read,
+                info_max_chars=s.info_max_chars,
+                read_max_chars=s.read_max_chars,
+                prior_check=False,
+            )
+            self._search = (search_config, backend, default_encoder(self.rl.cache))
+        search_config, backend, encoder = self._search
+        return [
+            DeliberativeSearch(search_config, backend, prompt.messages, prompt.question, encoder)
+            for _ in range(n)
+        ]
+
+    def rollout(
+        self, engine: Engine, prompts: Sequence[RLPrompt], n: int, *, greedy: bool = False
+    ) -> list[list[Trajectory]]:
+        """``n`` trajectories per prompt, every group in flight together."""
+        sampling = SamplingConfig(
+            max_tokens=self.rl.max_new_tokens,
+            temperature=0.0 if greedy else self.rl.temperature,
+            top_p=1.0 if greedy else self.rl.top_p,
+        )
+
+        async def one(i: int, p: RLPrompt) -> list[Trajectory]:
+            ids = self._prompt_ids(p)
+            rid = f"rl-{i}"
+            if self.rl.stage == "search":
+                return await search_group(engine, self._search_strategies(p, n), ids, sampling, rid)
+            return await sample_group(engine, ids, n, sampling, rid)
+
+        async def everything() -> list[list[Trajectory]]:
+            return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts))))
+
+        return self.loop.run_until_complete(everything())
+
+    # ------------------------------------------------------------------ rewards
+
+    def score(
+        self, prompts: Sequence[RLPrompt], groups: Sequence[Sequence[Trajectory]]
+    ) -> tuple[Any, list[RLPrompt], list[Trajectory]]:
+        """The reward result over all samples (flattened group by group)."""
+        flat_prompts = [p for p, g in zip(prompts, groups, strict=True) for _ in g]
+        flat = [t for g in groups for t in g]
+        meta = reward_meta(flat_prompts)
+        # a template that opens <think> in the prompt leaves it out of the completion
+        opened = "<think>\n" if self._opens_reasoning else ""
+        result = self.reward(
+            [p.question for p in flat_prompts],
+            [opened + t.text for t in flat],
+            [p.label for p in flat_prompts],
+            finish_reason=[t.finish_reason for t in flat],
+            confidence=[t.confidence for t in flat],
+            lam=[self.lam.value] * len(flat),
+            **meta,
+        )
+        return result, flat_prompts, flat
+
+    def good(self, result: Any, i: int) -> bool:
+        """Every term routed to sample ``i`` that applied is at least ``good_threshold``."""
+        values = [v[i] for v in result.terms.values() if v[i] is not None]
+        return bool(values) and all(v >= self.rl.good_threshold for v in values)
+
+    def reasoning_tokens(self, t: Trajectory) -> int:
+        reasoning, _ = split_reasoning(t.text, self._opens_reasoning)
+        if not reasoning:
+            return 0
+        return len(self.tokenizer(reasoning, add_special_tokens=False)["input_ids"])
+
+    def correctness(self, result: Any, i: int) -> float:
+        for name in ("exact_match", "search"):
+            values = result.terms.get(name)
+            if values is not None and values[i] is not None and name == "exact_match":
+                return float(values[i])
+        return 0.0
+
+    # ------------------------------------------------------------------ held-out report
+
+    def held_out_report(self, engine: Engine) -> dict[str, Any]:
+        """Greedy answers to the held-out prompts: reward terms, lengths, per label."""
+        if not self.held_out or not self.dist.is_main:
+            return {}
+        groups = self.rollout(engine, self.held_out, 1, greedy=True)
+        result, flat_prompts, flat = self.score(self.held_out, groups)
+        labels = [p.label for p in flat_prompts]
+        report: dict[str, Any] = {"n": len(flat), **result.means(labels)}
+        lengths = [self.reasoning_tokens(t) for t in flat]
+        report["reasoning_tokens_mean"] = sum(lengths) / len(lengths)
+        report["completion_tokens_mean"] = sum(len(t.completion_ids) for t in flat) / len(flat)
+        for label in sorted(set(labels)):
+            mine = [ln for ln, lb in zip(lengths, labels, strict=True) if lb == label]
+            report[f"reasoning_tokens/{label}"] = sum(mine) / len(mine)
+        if self.rl.stage == "search":
+            from .rewards import confidently_wrong_rate
+
+            correct = [self.correctness(result, i) for i in range(len(flat))]
+            report["accuracy"] = sum(correct) / len(correct)
+            report["confidently_wrong"] = confidently_wrong_rate(
+                [t.confidence for t in flat], correct, self.lam.threshold
+            )
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in report.items()}
+
+    # ------------------------------------------------------------------ advantages
+
+    def advantages(
+        self, result: Any, flat: Sequence[Trajectory]
+    ) -> tuple[list[float], list[bool], dict[str, Any]]:
+        """Per-sample advantage, whether its group is kept, and what to log."""
+        import torch
+
+        from .cpgd import group_advantages, length_bonus, varied_groups
+
+        g = self.rl.group_size
+        rewards = torch.tensor(result.total, dtype=torch.float32)
+        info: dict[str, Any] = {}
+        if self.rl.stage == "efficient" and self.rl.length_weight > 0:
+            good = torch.tensor([self.good(result, i) for i in range(len(flat))])
+            lengths = torch.tensor([float(self.reasoning_tokens(t)) for t in flat])
+            bonus = length_bonus(lengths, good, g)
+            rewards = rewards + self.rl.length_weight * bonus
+            info["good_share"] = float(good.float().mean())
+            info["length_bonus_mean"] = float(bonus.mean())
+        adv = group_advantages(rewards, g, self.rl.advantage)
+        keep_groups = varied_groups(rewards, g) if self.rl.drop_uniform_groups else None
+        if keep_groups is None:
+            keep_groups = torch.ones(len(flat) // g, dtype=torch.bool)
+        keep = keep_groups.repeat_interleave(g).tolist()
+        info["groups_kept"] = int(keep_groups.sum())
+        info["groups_dropped"] = int((~keep_groups).sum())
+        info["shaped_reward_mean"] = float(rewards.mean())
+        return adv.tolist(), keep, info
+
+    # ------------------------------------------------------------------ update
+
+    def _batch(self, items: Sequence[tuple[Trajectory, float]], device: Any) -> dict[str, Any]:
+        """Right-padded ids, the trained-token mask over the shifted targets, advantages."""
+        import torch
+
+        seqs = [t.prompt_ids + t.completion_ids for t, _ in items]
+        width = max(len(s) for s in seqs)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.full((len(items), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(items), width), dtype=torch.long)
+        mask = torch.zeros((len(items), width - 1), dtype=torch.float32)
+        for row, ((t, _), seq) in enumerate(zip(items, seqs, strict=True)):
+            ids[row, : len(seq)] = torch.tensor(seq)
+            attention[row, : len(seq)] = 1
+            start = len(t.prompt_ids) - 1  # target position of the first completion token
+            mask[row, start : start + len(t.completion_ids)] = torch.tensor(
+                t.loss_mask, dtype=torch.float32
+            )
+        adv = torch.tensor([a for _, a in items], dtype=torch.float32)
+        return {
+            "input_ids": ids.to(device),
+            "attention_mask": attention.to(device),
+            "mask": mask.to(device),
+            "advantages": adv.to(device),
+        }
+
+    def _logp(self, model: Any, batch: dict[str, Any]) -> Any:
+        """Log-probs of every target token ``[B, T-1]``; the vocabulary projection runs only
+        from the first trained position on (prompts are never scored)."""
+        import torch
+
+        from .cpgd import token_logprobs
+
+        ids = batch["input_ids"]
+        trained = batch["mask"].sum(0).nonzero()
+        start = int(trained[0]) if len(trained) else ids.shape[1] - 2
+        keep = ids.shape[1] - start  # logits of positions start .. T-1
+        autocast = torch.autocast(ids.device.type, torch.bfloat16, enabled=self.bf16)
+        with autocast:
+            logits = model(
+                input_ids=ids, attention_mask=batch["attention_mask"], logits_to_keep=keep
+            ).logits
+        logp = token_logprobs(logits[:, :-1].float(), ids[:, start + 1 :], self.rl.temperature)
+        return torch.nn.functional.pad(logp, (start, 0))
+
+    def _reference_logp(self, model: Any, batch: dict[str, Any]) -> Any:
+        """Log-probs under the starting policy: LoRA with the adapter off, else a frozen copy."""
+        import torch
+
+        with torch.no_grad():
+            if self.rl.method == "lora":
+                with model.disable_adapter():
+                    return self._logp(model, batch)
+            if getattr(self, "_ref_model", None) is None:
+                from transformers import AutoModelForCausalLM
+
+                ref = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32)
+                self._ref_model = ref.to(batch["input_ids"].device).eval()
+            return self._logp(self._ref_model, batch)
+
+    def update(
+        self,
+        model: Any,
+        engine: Any,
+        optimizer: Any,
+        scheduler: Any,
+        samples: list[tuple[Trajectory, float]],
+        step: int,
+        device: Any,
+    ) -> dict[str, float]:
+        """The CPGD passes over one step's kept samples; returns averaged stats."""
+        import torch
+
+        from .cpgd import cpgd_loss
+
+        rl = self.rl
+        settings = rl.cpgd.settings()
+        micro = rl.micro_batch_size
+        # same-length neighbours share micro-batches; the mini-batch split is seeded per step
+        samples = sorted(samples, key=lambda s: len(s[0].prompt_ids) + len(s[0].completion_ids))
+        fresh = rl.ppo_epochs == 1 and rl.mini_batches == 1
+        chunks = [samples[i : i + micro] for i in range(0, len(samples), micro)]
+        batches = [self._batch(c, device) for c in chunks]
+        old: list[Any] = []
+        ref: list[Any | None] = []
+        model.eval()  # no dropout while measuring the sampling policy
+        for b in batches:
+            with torch.no_grad():
+                old.append(None if fresh else self._logp(model, b))
+            ref.append(self._reference_logp(model, b) if settings.kl_coef > 0 else None)
+        model.train()
+        totals: dict[str, float] = {}
+        count = 0
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        for epoch in range(rl.ppo_epochs):
+            order = list(range(len(batches)))
+            random.Random(f"{rl.seed}-{step}-{epoch}").shuffle(order)
+            per = math.ceil(len(order) / rl.mini_batches)
+            for m in range(rl.mini_batches):
+                mine = order[m * per : (m + 1) * per]
+                norm = sum(
+                    float(batches[i]["mask"].sum())
+                    if settings.loss_norm == "token"
+                    else len(chunks[i])
+                    for i in mine
+                )
+                n_micro = len(mine)
+                scale = 1.0
+                if self.dist.world_size > 1:
+                    reduced = torch.tensor([norm, float(n_micro)])
+                    torch.distributed.all_reduce(reduced)
+                    norm = float(reduced[0])
+                    rounds = torch.tensor([n_micro])
+                    torch.distributed.all_reduce(rounds, op=torch.distributed.ReduceOp.MAX)
+                    n_micro = int(rounds[0])
+                    scale = float(self.dist.world_size)  # DeepSpeed averages over ranks
+                if norm <= 0:
+                    continue
+                for k in range(n_micro):
+                    real = k < len(mine)
+                    i = mine[k] if real else order[0]  # a zero-weighted filler keeps ranks in step
+                    b = batches[i]
+                    logp = self._logp(model, b)
+                    old_logp = logp.detach() if old[i] is None else old[i]
+                    loss, stats = cpgd_loss(
+                        logp,
+                        old_logp,
+                        b["advantages"],
+                        b["mask"],
+                        settings,
+                        ref_logp=ref[i],
+                        normalizer=norm,
+                    )
+                    loss = loss * (scale if real else 0.0)
+                    if engine is not None:
+                        engine.set_gradient_accumulation_boundary(k == n_micro - 1)
+                        engine.backward(loss, scale_wrt_gas=False)
+                    else:
+                        loss.backward()
+                    if real:
+                        for key, value in stats.items():
+                            totals[key] = totals.get(key, 0.0) + value
+                        totals["loss"] = totals.get("loss", 0.0) + float(loss.detach()) / scale
+                        count += 1
+                if engine is not None:
+                    engine.step()
+                    totals["grad_norm"] = float(engine.get_global_grad_norm() or 0.0)
+                else:
+                    limit = rl.max_grad_norm or float("inf")
+                    totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(trainable, limit))
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+        out = {k: v / max(count, 1) for k, v in totals.items() if k not in ("grad_norm", "loss")}
+        out["loss"] = totals.get("loss", 0.0)
+        out["grad_norm"] = totals.get("grad_norm", 0.0)
+        return out
+
+    # ------------------------------------------------------------------ the loop
+
+    @property
+    def total_steps(self) -> int:  # optimizer updates, for the learning-rate schedule
+        return self.rl.max_steps * self.rl.ppo_epochs * self.rl.mini_batches
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"stage": self.rl.stage, "lam": self.lam.state_dict()}
+
+    def fit(self) -> dict[str, Any]:
+        try:
+            return self._fit()
+        finally:
+            self.reward.close()
+            self.loop.close()
+
+    def _fit(self) -> dict[str, Any]:
+        import torch
+
+        rl = self.rl
+        random.seed(rl.seed)
+        torch.manual_seed(rl.seed)
+        model = self._build_model()
+        device = self._device()
+        optimizer, scheduler = self._optimizer_and_scheduler(model)
+        engine = None
+        if self.use_deepspeed:
+            import deepspeed
+
+            assert rl.deepspeed is not None
+            ds_config = deepspeed_config(
+                rl.deepspeed,
+                micro_batch_size=rl.micro_batch_size,
+                grad_accum=1,  # the trainer marks accumulation boundaries itself
+                world_size=self.dist.world_size,
+                max_grad_norm=rl.max_grad_norm,
+                bf16=self.bf16,
+            )
+            engine, optimizer, _, scheduler = deepspeed.initialize(
+                model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
+            )
+            device = engine.device
+        else:
+            model.to(device)
+        policy = engine.module if engine is not None else model
+        step, tokens, elapsed = 0, 0, 0.0
+        if self._resume_from is not None:
+            step, tokens, elapsed = self._load_state(
+                self._resume_from, optimizer, scheduler, engine
+            )
+            self.lam.load_state_dict(read_state(self._resume_from).get("lam", {}))
+            logger.info("resuming from %s at step %d", self._resume_from, step)
+        summary: dict[str, Any] = {
+            "output": str(rl.output),
+            "stage": rl.stage,
+            "resumed_from_step": step,
+        }
+        rollout_engine = self._engine(policy)
+        if step == 0 and self.held_out:
+            summary["held_out_start"] = self.held_out_report(rollout_engine)
+            self._log({"step": 0, "held_out": summary["held_out_start"]})
+        progress = _progress(rl.max_steps, step, self.dist.is_main, rl.stage)
+        last_saved = step
+        timing = {"rollout_s": 0.0, "reward_s": 0.0, "update_s": 0.0}
+        while step < rl.max_steps:
+            started = time.perf_counter()
+            prompts = self.step_prompts(step)
+            groups = self.rollout(rollout_engine, prompts, rl.group_size)
+            t_rollout = time.perf_counter()
+            result, flat_prompts, flat = self.score(prompts, groups)
+            adv, keep, info = self.advantages(result, flat)
+            record: dict[str, Any] = {"step": step + 1, **info}
+            if rl.stage == "m3rl":
+                record["phase"] = 1 if rl.labels_at(step) == list(rl.phase1_labels) else 2
+            if rl.stage == "search":
+                from .rewards import confidently_wrong_rate
+
+                correct = [self.correctness(result, i) for i in range(len(flat))]
+                confidences = [t.confidence for t in flat]
+                record["accuracy"] = sum(correct) / len(correct)
+                record["confidently_wrong"] = confidently_wrong_rate(
+                    confidences, correct, self.lam.threshold
+                )
+                record["lam"] = self.lam.value
+                self.lam.update(confidences, correct)
+            t_reward = time.perf_counter()
+            samples = [(t, a) for t, a, k in zip(flat, adv, keep, strict=True) if k]
+            stats = self.update(policy, engine, optimizer, scheduler, samples, step, device)
+            if rl.rollout_engine == "vllm":
+                from .weights import sync_weights
+
+                sync_weights(self, rollout_engine, policy)
+            t_update = time.perf_counter()
+            step += 1
+            generated = sum(t.generated_tokens for t in flat)
+            tokens += generated
+            elapsed += t_update - started
+            timing["rollout_s"] += t_rollout - started
+            timing["reward_s"] += t_reward - t_rollout
+            timing["update_s"] += t_update - t_reward
+            labels = [p.label for p in flat_prompts]
+            record.update(result.means(labels))
+            record.update(stats)
+            record.update(
+                lr=scheduler.get_last_lr()[0],
+                completion_tokens_mean=generated / len(flat),
+                reasoning_tokens_mean=sum(self.reasoning_tokens(t) for t in flat) / len(flat),
+                rollout_s=round(t_rollout - started, 3),
+                reward_s=round(t_reward - t_rollout, 3),
+                update_s=round(t_update - t_reward, 3),
+                elapsed_s=round(elapsed, 2),
+            )
+            progress.update(1)
+            progress.set_postfix(reward=f"{record.get('reward/total', 0.0):.3f}")
+            if step % rl.log_every == 0 or step == rl.max_steps:
+                self._log(record)
+            if rl.save_every and step % rl.save_every == 0 and step < rl.max_steps:
+                self._save_checkpoint(step, tokens, elapsed, policy, optimizer, scheduler, engine)
+                last_saved = step
+        progress.close()
+        if last_saved != step:
+            self._save_checkpoint(step, tokens, elapsed, policy, optimizer, scheduler, engine)
+        if self.held_out:
+            summary["held_out_end"] = self.held_out_report(rollout_engine)
+            self._log({"step": step, "held_out": summary["held_out_end"]})
+        self._save_final(policy, engine)
+        self.loop.run_until_complete(rollout_engine.shutdown())
+        summary.update(
+            steps=step,
+            generated_tokens=tokens,
+            seconds=round(elapsed, 2),
+            **{k: round(v, 2) for k, v in timing.items()},
+            lam=self.lam.value,
+            method=rl.method,
+            train_prompts={label: len(pool) for label, pool in self.pools.items()},
+        )
+        if self.dist.is_main:
+            from safework.engine.fetch import write_json_atomic
+
+            write_json_atomic(rl.output / "metrics.json", summary)
+        return summary
+
+
+def _progress(total: int, initial: int, enabled: bool, stage: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, desc=stage, unit="step")
