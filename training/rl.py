@@ -59,6 +59,7 @@ _RUN_SWITCHES = (
     "save_every",
     "save_total_limit",
     "held_out",
+    "max_minutes",
 )
 
 
@@ -158,6 +159,10 @@ class RLConfig:
     method: Literal["lora", "full"] = field(default="lora", metadata=_help("LoRA or all weights"))
     lora: LoraSettings = field(default_factory=LoraSettings, metadata=_help("LoRA settings"))
     max_steps: int = field(default=100, metadata=_help("RL steps (rollout + update)"))
+    max_minutes: float = field(
+        default=0.0,
+        metadata=_help("stop after this much training time (then save as at the end); 0 = off"),
+    )
     prompts_per_step: int = field(default=4, metadata=_help("prompts sampled per step"))
     group_size: int = field(default=4, metadata=_help("G: completions per prompt (>= 2)"))
     max_prompt_tokens: int = field(default=512, metadata=_help("longer prompts are skipped"))
@@ -252,6 +257,8 @@ class RLConfig:
             raise ConfigError("lr must be positive; max_grad_norm and weight_decay >= 0")
         if not 0 <= self.warmup_ratio < 1 or not 0 <= self.phase1_share <= 1:
             raise ConfigError("warmup_ratio must be in [0, 1) and phase1_share in [0, 1]")
+        if self.max_minutes < 0:
+            raise ConfigError(f"max_minutes must be 0 or more, got {self.max_minutes}")
         if self.length_weight < 0:
             raise ConfigError(f"length_weight must be 0 or more, got {self.length_weight}")
         if self.resume not in ("auto", "never") and not Path(self.resume).is_dir():

@@ -538,7 +538,12 @@ class RLRun(SFTRun):
         progress = _progress(rl.max_steps, step, self.dist.is_main, rl.stage)
         last_saved = step
         timing = {"rollout_s": 0.0, "reward_s": 0.0, "update_s": 0.0}
+        session_started = time.monotonic()
         while step < rl.max_steps:
+            if rl.max_minutes and time.monotonic() - session_started >= 60 * rl.max_minutes:
+                logger.info("max_minutes=%s reached at step %d", rl.max_minutes, step)
+                summary["stopped"] = f"max_minutes={rl.max_minutes} at step {step}"
+                break
             started = time.perf_counter()
             prompts = self.step_prompts(step)
             groups = self.rollout(rollout_engine, prompts, rl.group_size)
