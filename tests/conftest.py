@@ -54,14 +54,12 @@ def smollm_tokenizer() -> Any:
     return AutoTokenizer.from_pretrained(ensure_default_model())
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory, smollm_tokenizer: Any) -> Path:
-    """A randomly initialised 2-layer Llama saved with SmolLM2's tokenizer: trains in seconds."""
+def _tiny_llama(folder: Path, tok: Any, init: float) -> Path:
+    """A random 2-layer Llama (hidden 32) with SmolLM2's tokenizer, weights drawn with std
+    ``init``, saved to ``folder``."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tok = smollm_tokenizer
-    folder = tmp_path_factory.mktemp("tiny-llama")
     config = LlamaConfig(
         vocab_size=len(tok),
         hidden_size=32,
@@ -71,6 +69,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, smollm_tokenizer: Any) 
         num_key_value_heads=1,
         max_position_embeddings=512,
         tie_word_embeddings=True,
+        initializer_range=init,
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
@@ -79,6 +78,19 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory, smollm_tokenizer: Any) 
     LlamaForCausalLM(config).save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, smollm_tokenizer: Any) -> Path:
+    """A randomly initialised 2-layer Llama saved with SmolLM2's tokenizer: trains in seconds."""
+    return _tiny_llama(tmp_path_factory.mktemp("tiny-llama"), smollm_tokenizer, 0.02)
+
+
+@pytest.fixture(scope="session")
+def peaked_model(tmp_path_factory: pytest.TempPathFactory, smollm_tokenizer: Any) -> Path:
+    """The tiny Llama with weights drawn wide (std 1.0): unlike a near-uniform policy over 49k
+    tokens it has preferences that a few dozen RL steps can move."""
+    return _tiny_llama(tmp_path_factory.mktemp("peaked-llama"), smollm_tokenizer, 1.0)
 
 
 @pytest.fixture(scope="session")

@@ -440,10 +440,21 @@ def test_bad_routes_fail_before_any_model_loads(
 def test_names_and_default_routes(monkeypatch: pytest.MonkeyPatch) -> None:
     expected = {"format", "reasoning_gym", "exact_match", "ifeval", "refusal", "no_refusal"}
     assert expected | {"safety", "values", "search"} == set(REWARDS)
-    assert reward_names()[-1] == "value:SPEC"
+    assert reward_names()[-2:] == ["value:SPEC", "py:MODULE:FUNCTION"]
     monkeypatch.setattr(registry, "load_value_model", None)  # checks must not load
     check_reward_name("value:builtin:safety")
     check_reward_name("value:rules:pii")
     with pytest.raises(ConfigError, match="unknown reward 'length'"):
         check_reward_name("length")
     assert parse_routes(DEFAULT_ROUTES) == DEFAULT_ROUTES
+
+
+def test_python_rewards_are_imported_by_name() -> None:
+    fn = load_reward("py:tests.rl_rewards:spaces")
+    assert fn(["p"], ["a b c"]) == [0.25]
+    with pytest.raises(ConfigError, match=r"write py:package\.module:function"):
+        check_reward_name("py:tests.rl_rewards")
+    with pytest.raises(ConfigError, match="cannot import it"):
+        check_reward_name("py:tests.rl_rewards:missing")
+    with pytest.raises(ConfigError, match="cannot import it"):
+        check_reward_name("py:no_such_module_here:fn")

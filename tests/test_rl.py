@@ -1,18 +1,16 @@
 """The RL stages: config errors before compute, rollouts and masks, and tiny-model smoke runs.
 
-The smoke runs train a randomly initialised two-layer Llama with SmolLM2's tokenizer. Its weights
-are drawn wide (std 1.0) so that, unlike a near-uniform policy over 49k tokens, it has
-preferences a few dozen steps can move. The learnable reward (``spaces``, registered for these
-tests) is the share of generated tokens that start a word: half the vocabulary does, so the
-policy can raise it by moving its hidden state along one direction. Over 30 steps of CPGD the
-mean reward of the last steps must beat the first ones, for each stage.
+The smoke runs train ``peaked_model`` (conftest): a random two-layer Llama with SmolLM2's
+tokenizer whose weights are drawn wide, so a few dozen steps can move its preferences. The
+learnable reward is ``spaces`` of ``tests/rl_rewards.py``, named ``py:tests.rl_rewards:spaces``
+as users name their own reward functions. Over 30 steps of CPGD the mean reward of the last
+steps must beat the first ones, for each stage.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,6 @@ import pytest
 
 from safework.engine.base import SamplingConfig
 from safework.errors import ConfigError
-from safework.training import rewards
 from safework.training.cli import main
 from safework.training.config import load_config
 from safework.training.rl import RLConfig, train_rl
@@ -28,47 +25,7 @@ from safework.training.rl import RLConfig, train_rl
 torch = pytest.importorskip("torch")
 
 
-_SERVER_TEXT = re.compile(r"<information>.*?</information>|<answer>.*?</answer>", re.S)
-
-
-def _spaces(ctx: Any) -> Any:
-    """Word starts per generated token (8 per completion); search results and the fallback
-    answer, which the policy did not write in this context, are left out."""
-
-    def fn(prompts: list[str], completions: list[str], **meta: Any) -> list[float | None]:
-        return [min(1.0, _SERVER_TEXT.sub("", c).count(" ") / 8) for c in completions]
-
-    return fn
-
-
-@pytest.fixture
-def spaces_reward(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(rewards.REWARDS, "spaces", _spaces)
-
-
-@pytest.fixture(scope="module")
-def peaked_model(tmp_path_factory: pytest.TempPathFactory, smollm_tokenizer: Any) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tok = smollm_tokenizer
-    folder = tmp_path_factory.mktemp("peaked-llama")
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        tie_word_embeddings=True,
-        initializer_range=1.0,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
+SPACES = "py:tests.rl_rewards:spaces"
 
 
 def _prompts(path: Path, labels: dict[str, int]) -> Path:
@@ -253,10 +210,8 @@ def _smoke(model: Path, tmp_path: Path, stage: str, labels: dict, **extra: Any) 
     return tmp_path / stage
 
 
-def test_m3rl_smoke_reward_rises_through_both_phases(
-    peaked_model: Path, tmp_path: Path, spaces_reward: None
-) -> None:
-    routes = {"math": {"spaces": 1.0}, "safety": {"spaces": 1.0}}
+def test_m3rl_smoke_reward_rises_through_both_phases(peaked_model: Path, tmp_path: Path) -> None:
+    routes = {"math": {SPACES: 1.0}, "safety": {SPACES: 1.0}}
     out = _smoke(
         peaked_model,
         tmp_path,
@@ -275,19 +230,15 @@ def test_m3rl_smoke_reward_rises_through_both_phases(
     assert any("reward/safety/total" in r for r in rows[15:])  # each label logged
 
 
-def test_efficient_smoke(peaked_model: Path, tmp_path: Path, spaces_reward: None) -> None:
-    out = _smoke(
-        peaked_model, tmp_path, "efficient", {"math": 8}, rewards={"math": {"spaces": 1.0}}
-    )
+def test_efficient_smoke(peaked_model: Path, tmp_path: Path) -> None:
+    out = _smoke(peaked_model, tmp_path, "efficient", {"math": 8}, rewards={"math": {SPACES: 1.0}})
     first, last = _rise(out)
     assert last > first + 0.05, (first, last)
     rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert all("length_bonus_mean" in r for r in rows if "reward/total" in r)
 
 
-def test_search_smoke(
-    peaked_model: Path, tmp_path: Path, spaces_reward: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_search_smoke(peaked_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from safework.search import base as search_base
     from safework.server import search as server_search
     from tests.fakes import BagOfWordsEncoder
@@ -299,7 +250,7 @@ def test_search_smoke(
         tmp_path,
         "search",
         {"search": 8},
-        rewards={"search": {"spaces": 1.0}},
+        rewards={"search": {SPACES: 1.0}},
         max_new_tokens=16,
         max_steps=40,
         max_grad_norm=0,
@@ -317,3 +268,66 @@ def test_search_smoke(
     assert last > first + 0.05, (first, last)
     rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert all("lam" in r for r in rows if "reward/total" in r)
+
+
+# --------------------------------------------------------------------------- step logic
+
+
+def _bare_run(tiny_model: Path, **values: Any) -> Any:
+    """An ``RLRun`` with only what scoring and prompt drawing read (no model, no folder)."""
+    from transformers import AutoTokenizer
+
+    from safework.training.rl_trainer import RLRun
+
+    run = RLRun.__new__(RLRun)
+    run.rl = run.config = load_config(RLConfig, None, values)
+    run.tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    run._opens_reasoning = False
+    run.dist = type("Dist", (), {"rank": 0, "world_size": 1, "is_main": True})()
+    return run
+
+
+def test_efficient_length_term_rewards_only_good_short_reasoning(tiny_model: Path) -> None:
+    from safework.training.rewards import RewardResult
+    from safework.training.rollout import Trajectory
+
+    run = _bare_run(tiny_model, stage="efficient", length_weight=0.5, advantage="mean")
+    words = [10, 30, 5, 20]  # reasoning lengths; sample 2 is wrong (and the shortest)
+    flat = [Trajectory([1], [2], [1], f"<think>{' word' * n}</think>\n\nA") for n in words]
+    result = RewardResult(
+        total=[1.0, 1.0, 0.2, 1.0],
+        terms={"format": [1.0, 1.0, 1.0, 1.0], "reasoning_gym": [1.0, 1.0, 0.0, 1.0]},
+    )
+    adv, keep, info = run.advantages(result, flat)
+    # good lengths 10, 30, 20 -> bonus 1, 0, 0.5; the wrong sample gets none
+    shaped = [1.5, 1.0, 0.2, 1.25]
+    mean = sum(shaped) / 4
+    assert adv == pytest.approx([s - mean for s in shaped])
+    assert keep == [True] * 4
+    assert info["good_share"] == 0.75
+
+
+def test_prompts_follow_the_curriculum_and_are_a_function_of_the_step(tiny_model: Path) -> None:
+    from safework.training.rl_data import RLPrompt
+
+    run = _bare_run(
+        tiny_model,
+        stage="m3rl",
+        max_steps=10,
+        prompts_per_step=4,
+        phase1_share=0.3,
+        phase2_labels=["math", "safety", "benign"],
+    )
+    run.pools = {
+        label: [
+            RLPrompt(f"{label}-{i}", label, [{"role": "user", "content": "q"}]) for i in range(5)
+        ]
+        for label in ("math", "safety", "benign")
+    }
+    labels = [[p.label for p in run.step_prompts(s)] for s in range(10)]
+    assert all(set(ls) == {"math"} for ls in labels[:3])  # phase 1: 30% of 10 steps
+    assert all({"safety", "benign"} <= set(ls) for ls in labels[3:])
+    again = [[p.id for p in run.step_prompts(s)] for s in range(10)]
+    assert again == [[p.id for p in run.step_prompts(s)] for s in range(10)]
+    math_ids = [p.id for s in range(3) for p in run.step_prompts(s)]
+    assert sorted(math_ids[:5]) == [f"math-{i}" for i in range(5)]  # an epoch sees each once

@@ -41,7 +41,9 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _launch(tmp_path: Path, stage: int, *overrides: str) -> subprocess.CompletedProcess:
+def ds_launch(tmp_path: Path, stage: int, head: list[str], *overrides: str) -> None:
+    """``deepspeed --num_gpus 2 --module safework.training.cli HEAD deepspeed=zeroN.json ...``
+    on CPU ranks; fails the test with the output when the launch fails."""
     ds_config = tmp_path / f"zero{stage}.json"
     ds_config.write_text(json.dumps({"zero_optimization": {"stage": stage}}))
     launcher = Path(sys.executable).with_name("deepspeed")
@@ -53,16 +55,19 @@ def _launch(tmp_path: Path, stage: int, *overrides: str) -> subprocess.Completed
         str(_free_port()),
         "--module",
         "safework.training.cli",
-        "sft",
+        *head,
         f"deepspeed={ds_config}",
         "precision=fp32",
-        "lr=1e-2",
         *overrides,
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
+
+
+def _launch(tmp_path: Path, stage: int, *overrides: str) -> None:
+    ds_launch(tmp_path, stage, ["sft"], "lr=1e-2", *overrides)
 
 
 def _weights(folder: Path) -> dict:

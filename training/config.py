@@ -141,7 +141,8 @@ def _unknown(key: str, cls: type) -> ConfigError:
 
 
 def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """Dotted keys (``lora.r``) as nested mappings, merged with nested ones."""
+    """Dotted keys (``lora.r``) as nested mappings, merged with nested ones. Keys inside a
+    mapping value are kept as written (a dict field's keys may contain dots)."""
     out: dict[str, Any] = {}
     for key, value in flat.items():
         if not isinstance(key, str):
@@ -155,9 +156,9 @@ def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
             node = child
         leaf = parts[-1]
         if isinstance(value, dict) and isinstance(node.get(leaf), dict):
-            node[leaf] = _merge(node[leaf], _nest(value))
+            node[leaf] = _merge(node[leaf], value)
         elif isinstance(value, dict):
-            node[leaf] = _nest(value)
+            node[leaf] = dict(value)
         else:
             node[leaf] = value
     return out

@@ -172,9 +172,29 @@ REWARDS: dict[str, Callable[[RewardContext], RewardFn]] = {
 """Reward name -> factory; ``value:SPEC`` names are handled by ``load_reward``."""
 
 
+PY_PREFIX = "py:"
+"""``py:package.module:function`` names a user's reward function with the same contract."""
+
+
 def reward_names() -> list[str]:
-    """Every known name, ``value:SPEC`` last."""
-    return [*sorted(REWARDS), f"{VALUE_PREFIX}SPEC"]
+    """Every known name, ``value:SPEC`` and ``py:MODULE:FUNCTION`` last."""
+    return [*sorted(REWARDS), f"{VALUE_PREFIX}SPEC", f"{PY_PREFIX}MODULE:FUNCTION"]
+
+
+def _import_reward(name: str) -> RewardFn:
+    """The function a ``py:MODULE:FUNCTION`` name points at (imported, not called)."""
+    import importlib
+
+    module, sep, attr = name[len(PY_PREFIX) :].partition(":")
+    if not sep or not module or not attr:
+        raise ConfigError(f"reward {name!r}: write py:package.module:function")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"reward {name!r}: cannot import it ({e})") from None
+    if not callable(fn):
+        raise ConfigError(f"reward {name!r}: {attr} is not callable")
+    return fn
 
 
 def check_reward_name(name: str) -> None:
@@ -187,10 +207,13 @@ def check_reward_name(name: str) -> None:
         except ConfigError as e:
             raise ConfigError(f"reward {name!r}: {e}") from e
         return
+    if isinstance(name, str) and name.startswith(PY_PREFIX):
+        _import_reward(name)
+        return
     if name not in REWARDS:
         raise ConfigError(
             f"unknown reward {name!r}; known: {', '.join(sorted(REWARDS))}; or value:SPEC "
-            "(e.g. value:builtin:safety, value:rules:pii)"
+            "(e.g. value:builtin:safety, value:rules:pii), or py:MODULE:FUNCTION"
         )
 
 
@@ -200,37 +223,43 @@ def load_reward(name: str, ctx: RewardContext | None = None) -> RewardFn:
     ctx = ctx or RewardContext()
     if name.startswith(VALUE_PREFIX):
         return ValueReward(name[len(VALUE_PREFIX) :], ctx)
+    if name.startswith(PY_PREFIX):
+        return _import_reward(name)
     return REWARDS[name](ctx)
 
 
 # --------------------------------------------------------------------------- routing
 
 
-def parse_routes(routes: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+def parse_routes(
+    routes: Mapping[str, Mapping[str, float]], where: str = "routes"
+) -> dict[str, dict[str, float]]:
     """Checked routes ``label -> {reward name: weight}``: ConfigError (before any model is
     loaded) for anything but a non-empty mapping of labels to non-empty mappings of known
     reward names to finite weights >= 0, not all zero."""
     if not isinstance(routes, Mapping) or not routes:
-        raise ConfigError(f"routes: expected a mapping label -> {{reward: weight}}, got {routes!r}")
+        raise ConfigError(
+            f"{where}: expected a mapping label -> {{reward: weight}}, got {routes!r}"
+        )
     out: dict[str, dict[str, float]] = {}
     for label, rewards in routes.items():
         if not isinstance(label, str) or not label.strip():
-            raise ConfigError(f"routes: label {label!r} must be a non-empty string")
+            raise ConfigError(f"{where}: label {label!r} must be a non-empty string")
         if not isinstance(rewards, Mapping) or not rewards:
             raise ConfigError(
-                f"routes.{label}: expected a mapping reward -> weight with at least one "
+                f"{where}.{label}: expected a mapping reward -> weight with at least one "
                 f"reward, got {rewards!r}"
             )
         weights: dict[str, float] = {}
         for name, weight in rewards.items():
             check_reward_name(name)
             if isinstance(weight, bool) or not isinstance(weight, int | float):
-                raise ConfigError(f"routes.{label}.{name}: expected a number, got {weight!r}")
+                raise ConfigError(f"{where}.{label}.{name}: expected a number, got {weight!r}")
             if not math.isfinite(weight) or weight < 0:
-                raise ConfigError(f"routes.{label}.{name}: weight must be 0 or more, got {weight}")
+                raise ConfigError(f"{where}.{label}.{name}: weight must be 0 or more, got {weight}")
             weights[name] = float(weight)
         if not any(weights.values()):
-            raise ConfigError(f"routes.{label}: all weights are 0; give one reward a weight > 0")
+            raise ConfigError(f"{where}.{label}: all weights are 0; give one reward a weight > 0")
         out[label] = weights
     return out
 

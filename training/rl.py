@@ -43,24 +43,14 @@ from typing import Any, Literal
 from safework.errors import ConfigError
 
 from .config import config_to_dict
-from .sft import LoraSettings
+from .sft import RUN_SWITCHES, LoraSettings
 
 __all__ = ["STAGES", "CPGDSection", "LambdaSection", "RLConfig", "SearchSection", "train_rl"]
 
 logger = logging.getLogger(__name__)
 
 STAGES = ("m3rl", "efficient", "search")
-_RUN_SWITCHES = (
-    "output",
-    "cache",
-    "resume",
-    "overwrite",
-    "log_every",
-    "save_every",
-    "save_total_limit",
-    "held_out",
-    "max_minutes",
-)
+_RUN_SWITCHES = (*RUN_SWITCHES, "held_out", "max_minutes")
 
 
 def _help(text: str) -> dict[str, str]:
@@ -282,7 +272,7 @@ class RLConfig:
         from .rewards import DEFAULT_ROUTES, parse_routes
 
         if self.rewards:
-            return parse_routes(self.rewards)
+            return parse_routes(self.rewards, "rewards")
         if self.stage == "search":
             return parse_routes({"search": DEFAULT_ROUTES["search"]})
         return parse_routes({k: DEFAULT_ROUTES[k] for k in ("math", "safety", "benign")})

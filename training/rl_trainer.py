@@ -28,7 +28,7 @@ from safework.engine.base import Engine, SamplingConfig
 from safework.errors import ConfigError
 
 from .checkpoint import LOG_FILE, claim_output, read_state
-from .distributed import barrier, deepspeed_config, dist_info
+from .distributed import barrier, dist_info
 from .rl import RLConfig
 from .rl_data import RLPrompt
 from .rl_scoring import Scoring
@@ -395,33 +395,9 @@ class RLRun(Scoring, SFTRun):
             self.loop.close()
 
     def _fit(self) -> dict[str, Any]:
-        import torch
-
         rl = self.rl
-        random.seed(rl.seed)
-        torch.manual_seed(rl.seed)
-        model = self._build_model()
-        device = self._device()
-        optimizer, scheduler = self._optimizer_and_scheduler(model)
-        engine = None
-        if self.use_deepspeed:
-            import deepspeed
-
-            assert rl.deepspeed is not None
-            ds_config = deepspeed_config(
-                rl.deepspeed,
-                micro_batch_size=rl.micro_batch_size,
-                grad_accum=1,  # the trainer marks accumulation boundaries itself
-                world_size=self.dist.world_size,
-                max_grad_norm=rl.max_grad_norm,
-                bf16=self.bf16,
-            )
-            engine, optimizer, _, scheduler = deepspeed.initialize(
-                model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
-            )
-            device = engine.device
-        else:
-            model.to(device)
+        # the trainer marks DeepSpeed's accumulation boundaries itself (grad_accum 1)
+        model, device, optimizer, scheduler, engine = self._prepare(rl.micro_batch_size, 1)
         policy = engine.module if engine is not None else model
         step, tokens, elapsed = 0, 0, 0.0
         if self._resume_from is not None:

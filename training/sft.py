@@ -29,6 +29,7 @@ from safework.errors import ConfigError
 from .config import config_to_dict
 
 __all__ = [
+    "RUN_SWITCHES",
     "LoraSettings",
     "SFTConfig",
     "bf16_supported",
@@ -41,7 +42,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 LLAMA_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-_RUN_SWITCHES = (
+RUN_SWITCHES = (
     "output",
     "cache",
     "resume",
@@ -158,7 +159,7 @@ class SFTConfig:
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same run (the output folder remembers it)."""
         data = config_to_dict(self)
-        return {k: v for k, v in data.items() if k not in _RUN_SWITCHES}
+        return {k: v for k, v in data.items() if k not in RUN_SWITCHES}
 
 
 # --------------------------------------------------------------------------- inputs

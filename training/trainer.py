@@ -194,7 +194,9 @@ class SFTRun:
 
     # ------------------------------------------------------------------ the loop
 
-    def fit(self) -> dict[str, Any]:
+    def _prepare(self, micro_batch_size: int, grad_accum: int) -> tuple[Any, Any, Any, Any, Any]:
+        """The seeded model, its optimizer and scheduler, wrapped by DeepSpeed under the
+        launcher: ``(model, device, optimizer, scheduler, DeepSpeed engine or None)``."""
         import torch
 
         config = self.config
@@ -210,8 +212,8 @@ class SFTRun:
             assert config.deepspeed is not None
             ds_config = deepspeed_config(
                 config.deepspeed,
-                micro_batch_size=config.batch_size,
-                grad_accum=config.grad_accum,
+                micro_batch_size=micro_batch_size,
+                grad_accum=grad_accum,
                 world_size=self.dist.world_size,
                 max_grad_norm=config.max_grad_norm,
                 bf16=self.bf16,
@@ -222,6 +224,15 @@ class SFTRun:
             device = engine.device
         else:
             model.to(device)
+        return model, device, optimizer, scheduler, engine
+
+    def fit(self) -> dict[str, Any]:
+        import torch
+
+        config = self.config
+        model, device, optimizer, scheduler, engine = self._prepare(
+            config.batch_size, config.grad_accum
+        )
         step, tokens, elapsed = 0, 0, 0.0
         if self._resume_from is not None:
             step, tokens, elapsed = self._load_state(

@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 _FOLDER = ".rollout-weights"
 
 
-def merged_state_dict(model: Any) -> dict[str, Any]:
+def merged_state_dict(model: Any, dtype: Any = None) -> dict[str, Any]:
     """The plain HF state dict of ``model``: a peft model's adapters merged in (and unmerged
     again afterwards), peft's prefixes removed, tied weights stored once. Under DeepSpeed
     ZeRO-3 the parameters are gathered first (every rank must call this)."""
@@ -36,12 +36,10 @@ def merged_state_dict(model: Any) -> dict[str, Any]:
 
         gather = deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=0)
     with gather:
-        return _merged(model)
+        return _merged(model, dtype)
 
 
-def _merged(model: Any) -> dict[str, Any]:
-    import torch
-
+def _merged(model: Any, dtype: Any) -> dict[str, Any]:
     peft = hasattr(model, "merge_adapter") and hasattr(model, "base_model")
     if peft:
         model.merge_adapter()
@@ -52,7 +50,7 @@ def _merged(model: Any) -> dict[str, Any]:
                 continue
             if peft:
                 name = name.removeprefix("base_model.model.").replace(".base_layer.", ".")
-            state[name] = tensor.detach().to("cpu", torch.bfloat16).contiguous().clone()
+            state[name] = tensor.detach().to("cpu", dtype or tensor.dtype).contiguous().clone()
     finally:
         if peft:
             model.unmerge_adapter()
@@ -91,9 +89,11 @@ def sync_weights(run: Any, engine: Any, model: Any) -> None:
     from safetensors.torch import save_file
 
     from .distributed import barrier
+    from .export import save_dtype
 
     folder = run.rl.output / _FOLDER
-    state = merged_state_dict(model)  # every rank joins a ZeRO-3 gather
+    # in the served checkpoint's dtype (vLLM casts to it anyway): half the bytes of fp32
+    state = merged_state_dict(model, save_dtype("auto", run.model_dir))  # ZeRO-3: all ranks
     if run.dist.is_main:
         folder.mkdir(parents=True, exist_ok=True)
         tmp = folder / "model.safetensors.tmp"
