@@ -331,3 +331,58 @@ def test_prompts_follow_the_curriculum_and_are_a_function_of_the_step(tiny_model
     assert again == [[p.id for p in run.step_prompts(s)] for s in range(10)]
     math_ids = [p.id for s in range(3) for p in run.step_prompts(s)]
     assert sorted(math_ids[:5]) == [f"math-{i}" for i in range(5)]  # an epoch sees each once
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_at_its_checkpoint(
+    peaked_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed during step 5 with a checkpoint at 3: the rerun trims steps 4-5 from the log,
+    redoes them from the checkpoint's RNG state and ends on the uninterrupted run's weights."""
+    from safetensors.torch import load_file
+
+    from safework.training.rl_trainer import RLRun
+
+    data = _prompts(tmp_path / "prompts.jsonl", {"math": 8})
+    values = {
+        "stage": "efficient",
+        "model": str(peaked_model),
+        "data": str(data),
+        "method": "full",
+        "rewards": {"math": {SPACES: 1.0}},
+        "max_steps": 6,
+        "prompts_per_step": 2,
+        "group_size": 4,
+        "max_new_tokens": 6,
+        "lr": 1e-2,
+        "held_out": 0,
+        "save_every": 3,
+    }
+    train_rl(load_config(RLConfig, None, {**values, "output": str(tmp_path / "ref")}))
+    original = RLRun.update
+    calls = []
+
+    def crash_in_step_5(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 5:
+            raise _Crash
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(RLRun, "update", crash_in_step_5)
+    out = tmp_path / "run"
+    with pytest.raises(_Crash):
+        train_rl(load_config(RLConfig, None, {**values, "output": str(out)}))
+    monkeypatch.undo()
+    summary = train_rl(load_config(RLConfig, None, {**values, "output": str(out)}))
+    assert summary["resumed_from_step"] == 3
+    rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "reward/total" in r] == [1, 2, 3, 4, 5, 6]
+    ref, got = (
+        load_file(tmp_path / "ref" / "model.safetensors"),
+        load_file(out / "model.safetensors"),
+    )
+    for key in ref:
+        torch.testing.assert_close(got[key], ref[key], rtol=1e-4, atol=1e-5)

@@ -37,6 +37,7 @@ __all__ = [
     "latest_checkpoint",
     "prune_checkpoints",
     "read_state",
+    "trim_log",
 ]
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,20 @@ def read_state(checkpoint: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{checkpoint} is not a checkpoint (no {STATE_FILE}); set resume=PATH")
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def trim_log(output: Path, step: int) -> None:
+    """Drop the ``log.jsonl`` records of steps after ``step``: a run resumed from the checkpoint
+    of ``step`` redoes them, and the log should tell one history."""
+    path = output / LOG_FILE
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        tmp.replace(path)
 
 
 def prune_checkpoints(output: Path, keep: int) -> None:

@@ -50,7 +50,15 @@ __all__ = ["STAGES", "CPGDSection", "LambdaSection", "RLConfig", "SearchSection"
 logger = logging.getLogger(__name__)
 
 STAGES = ("m3rl", "efficient", "search")
-_RUN_SWITCHES = (*RUN_SWITCHES, "held_out", "max_minutes")
+_RUN_SWITCHES = (
+    *RUN_SWITCHES,
+    "held_out",
+    "max_minutes",
+    # these change how an update is computed, never what it is
+    "micro_batch_size",
+    "rollout_engine",
+    "gradient_checkpointing",
+)
 
 
 def _help(text: str) -> dict[str, str]:

@@ -16,6 +16,7 @@ every rank joins the same number of ZeRO collectives.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import random
@@ -27,7 +28,7 @@ from typing import Any
 from safework.engine.base import Engine, SamplingConfig
 from safework.errors import ConfigError
 
-from .checkpoint import LOG_FILE, claim_output, read_state
+from .checkpoint import LOG_FILE, claim_output, read_state, trim_log
 from .distributed import barrier, dist_info
 from .rl import RLConfig
 from .rl_data import RLPrompt
@@ -262,7 +263,7 @@ class RLRun(Scoring, SFTRun):
             logits = model(
                 input_ids=ids, attention_mask=batch["attention_mask"], logits_to_keep=keep
             ).logits
-        logp = token_logprobs(logits[:, :-1].float(), ids[:, start + 1 :], self.rl.temperature)
+        logp = token_logprobs(logits[:, :-1], ids[:, start + 1 :], self.rl.temperature)
         return torch.nn.functional.pad(logp, (start, 0))
 
     def _reference_logp(self, model: Any, batch: dict[str, Any]) -> Any:
@@ -289,8 +290,13 @@ class RLRun(Scoring, SFTRun):
         samples: list[tuple[Trajectory, float]],
         step: int,
         device: Any,
+        filler: Trajectory | None = None,
     ) -> dict[str, float]:
-        """The CPGD passes over one step's kept samples; returns averaged stats."""
+        """The CPGD passes over one step's kept samples; returns averaged stats.
+
+        ``filler``: any trajectory of the step, run with zero weight by a rank that has fewer
+        micro-batches than another (or none kept), so every rank joins the same collectives.
+        """
         import torch
 
         from .cpgd import cpgd_loss
@@ -303,6 +309,7 @@ class RLRun(Scoring, SFTRun):
         fresh = rl.ppo_epochs == 1 and rl.mini_batches == 1
         chunks = [samples[i : i + micro] for i in range(0, len(samples), micro)]
         batches = [self._batch(c, device) for c in chunks]
+        spare = self._batch([(filler, 0.0)], device) if filler is not None else None
         old: list[Any] = []
         ref: list[Any | None] = []
         model.eval()  # no dropout while measuring the sampling policy
@@ -336,21 +343,23 @@ class RLRun(Scoring, SFTRun):
                     torch.distributed.all_reduce(rounds, op=torch.distributed.ReduceOp.MAX)
                     n_micro = int(rounds[0])
                     scale = float(self.dist.world_size)  # DeepSpeed averages over ranks
-                if norm <= 0:
+                if norm <= 0:  # nothing to learn from: keep the schedule in step anyway
+                    scheduler.step()
                     continue
                 for k in range(n_micro):
                     real = k < len(mine)
-                    i = mine[k] if real else order[0]  # a zero-weighted filler keeps ranks in step
-                    b = batches[i]
+                    b = batches[mine[k]] if real else spare
+                    if b is None:
+                        raise RuntimeError("a rank ran short of micro-batches without a filler")
                     logp = self._logp(model, b)
-                    old_logp = logp.detach() if old[i] is None else old[i]
+                    old_logp = old[mine[k]] if real and old[mine[k]] is not None else logp.detach()
                     loss, stats = cpgd_loss(
                         logp,
                         old_logp,
                         b["advantages"],
                         b["mask"],
                         settings,
-                        ref_logp=ref[i],
+                        ref_logp=ref[mine[k]] if real else logp.detach(),
                         normalizer=norm,
                     )
                     loss = loss * (scale if real else 0.0)
@@ -406,6 +415,8 @@ class RLRun(Scoring, SFTRun):
             )
             self.lam.load_state_dict(read_state(self._resume_from).get("lam", {}))
             logger.info("resuming from %s at step %d", self._resume_from, step)
+            if self.dist.is_main:
+                trim_log(rl.output, step)
         summary: dict[str, Any] = {
             "output": str(rl.output),
             "stage": rl.stage,
@@ -415,6 +426,11 @@ class RLRun(Scoring, SFTRun):
         if step == 0 and self.held_out:
             summary["held_out_start"] = self.held_out_report(rollout_engine)
             self._log({"step": 0, "held_out": summary["held_out_start"]})
+        elif self.held_out and self.log_path.is_file():  # resumed: the report of step 0
+            for line in self.log_path.read_text(encoding="utf-8").splitlines():
+                record = json.loads(line)
+                if record.get("step") == 0 and "held_out" in record:
+                    summary["held_out_start"] = record["held_out"]
         progress = _progress(rl.max_steps, step, self.dist.is_main, rl.stage)
         last_saved = step
         timing = {"rollout_s": 0.0, "reward_s": 0.0, "update_s": 0.0}
@@ -446,7 +462,9 @@ class RLRun(Scoring, SFTRun):
                 self.lam.update(confidences, correct)
             t_reward = time.perf_counter()
             samples = [(t, a) for t, a, k in zip(flat, adv, keep, strict=True) if k]
-            stats = self.update(policy, engine, optimizer, scheduler, samples, step, device)
+            stats = self.update(
+                policy, engine, optimizer, scheduler, samples, step, device, filler=flat[0]
+            )
             if rl.rollout_engine == "vllm":
                 from .weights import sync_weights
 

@@ -33,6 +33,7 @@ from .checkpoint import (
     latest_checkpoint,
     prune_checkpoints,
     read_state,
+    trim_log,
 )
 from .distributed import barrier, deepspeed_config, dist_info
 from .sft import SFTConfig, use_bf16
@@ -239,6 +240,8 @@ class SFTRun:
                 self._resume_from, optimizer, scheduler, engine
             )
             logger.info("resuming from %s at step %d", self._resume_from, step)
+            if self.dist.is_main:
+                trim_log(config.output, step)
         summary: dict[str, Any] = {"output": str(config.output), "resumed_from_step": step}
         if step == 0 and self.dev_data:
             summary["dev_loss_start"] = self._dev_loss(model, device)
