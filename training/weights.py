@@ -55,8 +55,8 @@ def _merged(model: Any, dtype: Any) -> dict[str, Any]:
         if peft:
             model.unmerge_adapter()
     config = getattr(model, "config", None)
-    if getattr(config, "tie_word_embeddings", False):
-        state.pop("lm_head.weight", None)
+    if getattr(config, "tie_word_embeddings", False) and "lm_head.weight" not in state:
+        state["lm_head.weight"] = state["model.embed_tokens.weight"]
     return state
 
 

@@ -1,7 +1,8 @@
 """Run by ``test_rl_weight_sync.py`` in its own process (vLLM spawns workers, and an engine
 inside pytest leaks its ZeMQ context into the unraisable-exception check).
 
-Starts colocated vLLM on a model folder exactly as ``safework-train rl rollout_engine=vllm``
+Builds a small random Llama (with the tokenizer of the folder given), starts colocated vLLM on
+it exactly as ``safework-train rl rollout_engine=vllm``
 does, and prints JSON: greedy continuations from vLLM and from the trainer's transformers
 model, before and after the trainer's weights are perturbed and synced.
 """
@@ -15,7 +16,33 @@ from pathlib import Path
 from types import SimpleNamespace
 
 
-def main(model_dir: Path, output: Path) -> None:
+def _vllm_sized_llama(tokenizer_dir: Path, folder: Path) -> Path:
+    """A random 2-layer Llama vLLM's CPU attention accepts (head_dim 64), fp32, peaked."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        initializer_range=0.5,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+def main(tokenizer_dir: Path, output: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -24,6 +51,7 @@ def main(model_dir: Path, output: Path) -> None:
     from safework.training.rl import RLConfig
     from safework.training.weights import colocated_vllm, sync_weights
 
+    model_dir = _vllm_sized_llama(tokenizer_dir, output.parent / "policy")
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     rl = RLConfig(model=str(model_dir), output=output, method="full", resume="never")
@@ -60,7 +88,23 @@ def main(model_dir: Path, output: Path) -> None:
     sync_weights(run, engine, model)
     after = {"vllm": vllm_greedy(), "hf": hf_greedy()}
     loop.run_until_complete(engine.shutdown())
-    print("RESULT " + json.dumps({"before": before, "after": after}), flush=True)
+    # a fresh engine on the synced files must serve exactly what the synced engine served
+    from safework.engine.options import EngineOptions
+    from safework.engine.vllm_engine import VLLMEngine
+
+    folder = output / ".rollout-weights"
+    tok.save_pretrained(folder)
+    engine = VLLMEngine.create(EngineOptions(model=str(folder), max_model_len=128))
+    after["fresh_vllm"] = vllm_greedy()
+    loop.run_until_complete(engine.shutdown())
+    from safetensors.torch import load_file
+
+    saved = load_file(folder / "model.safetensors")
+    state = model.state_dict()
+    same = all(torch.equal(saved[k], state[k].to(saved[k].dtype)) for k in state)
+    print(
+        "RESULT " + json.dumps({"before": before, "after": after, "saved_equal": same}), flush=True
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
-"""Colocated vLLM rollouts follow the trainer: after ``sync_weights`` vLLM's greedy output is the
-trainer's own (transformers) greedy output for the changed weights, not the old one."""
+"""Colocated vLLM rollouts follow the trainer: after ``sync_weights`` the running vLLM serves
+exactly what a fresh vLLM started on the trainer's new weights serves, and its first greedy
+token is the trainer's own (transformers) one. Later tokens are not compared with transformers:
+on the perturbed random model the two implementations' float rounding picks different tokens
+even before any sync."""
 
 from __future__ import annotations
 
@@ -28,6 +31,9 @@ def test_synced_vllm_generates_like_the_updated_policy(tmp_path: Path, tiny_mode
     assert lines, done.stdout[-3000:]
     result = json.loads(lines[-1].removeprefix("RESULT "))
     before, after = result["before"], result["after"]
-    assert before["vllm"] == before["hf"]  # same weights, same greedy tokens
-    assert after["hf"] != before["hf"]  # the perturbation changed the policy
-    assert after["vllm"] == after["hf"]  # and vLLM now serves the changed policy
+    assert result["saved_equal"]  # the synced file holds the trainer's weights
+    assert before["vllm"][0] == before["hf"][0]
+    assert after["hf"][0] != before["hf"][0]  # the perturbation changed the policy ...
+    assert after["vllm"][0] == after["hf"][0]  # ... and vLLM follows it
+    assert after["vllm"] == after["fresh_vllm"]  # exactly: nothing stale (weights, KV cache)
+    assert after["vllm"] != before["vllm"]
