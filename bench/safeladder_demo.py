@@ -96,7 +96,7 @@ def main() -> int:
         "prompts_per_step=8",
         "group_size=4",
         "max_new_tokens=256",
-        "micro_batch_size=8",
+        "micro_batch_size=4",
         "lr=1e-4",
         "phase1_share=0.25",
         "held_out=48",

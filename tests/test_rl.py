@@ -254,6 +254,7 @@ def test_search_smoke(peaked_model: Path, tmp_path: Path, monkeypatch: pytest.Mo
         max_new_tokens=16,
         max_steps=40,
         max_grad_norm=0,
+        lr=2e-2,
         **{
             "search": {
                 "backend": "fake:docs",
