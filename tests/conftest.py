@@ -54,16 +54,17 @@ def smollm_tokenizer() -> Any:
     return AutoTokenizer.from_pretrained(ensure_default_model())
 
 
-def _tiny_llama(folder: Path, tok: Any, init: float) -> Path:
-    """A random 2-layer Llama (hidden 32) with SmolLM2's tokenizer, weights drawn with std
-    ``init``, saved to ``folder``."""
+def tiny_llama(folder: Path, tok: Any, init: float, hidden: int = 32) -> Path:
+    """A random 2-layer Llama with SmolLM2's tokenizer, two heads of ``hidden // 2`` (vLLM's
+    CPU attention needs 64: ``hidden=128``), weights drawn with std ``init``, saved to
+    ``folder``."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     config = LlamaConfig(
         vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
         num_hidden_layers=2,
         num_attention_heads=2,
         num_key_value_heads=1,
@@ -83,14 +84,14 @@ def _tiny_llama(folder: Path, tok: Any, init: float) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory, smollm_tokenizer: Any) -> Path:
     """A randomly initialised 2-layer Llama saved with SmolLM2's tokenizer: trains in seconds."""
-    return _tiny_llama(tmp_path_factory.mktemp("tiny-llama"), smollm_tokenizer, 0.02)
+    return tiny_llama(tmp_path_factory.mktemp("tiny-llama"), smollm_tokenizer, 0.02)
 
 
 @pytest.fixture(scope="session")
 def peaked_model(tmp_path_factory: pytest.TempPathFactory, smollm_tokenizer: Any) -> Path:
     """The tiny Llama with weights drawn wide (std 1.0): unlike a near-uniform policy over 49k
     tokens it has preferences that a few dozen RL steps can move."""
-    return _tiny_llama(tmp_path_factory.mktemp("peaked-llama"), smollm_tokenizer, 1.0)
+    return tiny_llama(tmp_path_factory.mktemp("peaked-llama"), smollm_tokenizer, 1.0)
 
 
 @pytest.fixture(scope="session")

@@ -28,13 +28,12 @@ from typing import Any
 from safework.engine.base import Engine, SamplingConfig
 from safework.errors import ConfigError
 
-from .checkpoint import LOG_FILE, claim_output, read_state, trim_log
-from .distributed import barrier, dist_info
+from .checkpoint import read_state, trim_log
+from .distributed import dist_info
 from .rl import RLConfig
 from .rl_data import RLPrompt
 from .rl_scoring import Scoring
 from .rollout import PolicyEngine, Trajectory, sample_group, search_group
-from .sft import use_bf16
 from .trainer import SFTRun
 
 __all__ = ["RLRun"]
@@ -78,27 +77,13 @@ class RLRun(Scoring, SFTRun):
         self.reward = MultiObjectiveReward(config.routes(), RewardContext(cache=config.cache))
         lam = config.lam
         self.lam = AdaptiveLambda(lam.value, lam.target, lam.step, lam.low, lam.high, lam.threshold)
-        self.use_deepspeed = config.deepspeed is not None and self.dist.launched
-        if config.deepspeed is not None and not self.use_deepspeed:
-            logger.warning(
-                "deepspeed=%s is ignored outside the deepspeed launcher", config.deepspeed
-            )
-        if self.use_deepspeed and config.prompts_per_step % self.dist.world_size:
+        ranks = self.dist.world_size if config.deepspeed is not None and self.dist.launched else 1
+        if config.prompts_per_step % ranks:
             raise ConfigError(
                 f"prompts_per_step={config.prompts_per_step} must be a multiple of the "
-                f"{self.dist.world_size} ranks"
+                f"{ranks} ranks"
             )
-        self.bf16 = use_bf16(config.precision)
-        if self.use_deepspeed:
-            import deepspeed
-
-            deepspeed.init_distributed()
-        same_run = True
-        if self.dist.is_main:
-            same_run = claim_output(config.output, config.identity(), overwrite=config.overwrite)
-        barrier()
-        self._resume_from = self._find_resume(same_run)
-        self.log_path = config.output / LOG_FILE
+        self._claim()
         self.loop = asyncio.new_event_loop()
         self._search: Any = None
 

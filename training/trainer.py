@@ -71,6 +71,14 @@ class SFTRun:
             logger.warning("%d conversations had no assistant token within max_length", dropped)
         if not self.train_data:
             raise ConfigError("no conversation has an assistant token within max_length")
+        self._claim()
+
+    # ------------------------------------------------------------------ setup
+
+    def _claim(self) -> None:
+        """DeepSpeed (under its launcher) and bf16 decided, the output folder claimed by rank 0
+        (the others then see it as rank 0 left it), and the checkpoint to resume from found."""
+        config = self.config
         self.use_deepspeed = config.deepspeed is not None and self.dist.launched
         if config.deepspeed is not None and not self.use_deepspeed:
             logger.warning(
@@ -81,15 +89,12 @@ class SFTRun:
             import deepspeed
 
             deepspeed.init_distributed()
-        # rank 0 claims the folder; the others then see this run's folder as rank 0 left it
         same_run = True
         if self.dist.is_main:
             same_run = claim_output(config.output, config.identity(), overwrite=config.overwrite)
         barrier()
         self._resume_from = self._find_resume(same_run)
         self.log_path = config.output / LOG_FILE
-
-    # ------------------------------------------------------------------ setup
 
     def _find_resume(self, same_run: bool) -> Path | None:
         config = self.config

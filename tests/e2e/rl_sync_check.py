@@ -18,28 +18,12 @@ from types import SimpleNamespace
 
 def _vllm_sized_llama(tokenizer_dir: Path, folder: Path) -> Path:
     """A random 2-layer Llama vLLM's CPU attention accepts (head_dim 64), fp32, peaked."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        initializer_range=0.5,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from tests.conftest import tiny_llama
+
+    return tiny_llama(folder, AutoTokenizer.from_pretrained(tokenizer_dir), 0.5, hidden=128)
 
 
 def main(tokenizer_dir: Path, output: Path) -> None:
