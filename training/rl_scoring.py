@@ -30,7 +30,7 @@ class Scoring:
     _opens_reasoning: bool
     _gold: list[Any]
 
-    def rollout(
+    def rollout(  # RLRun's
         self, engine: Engine, prompts: Sequence[RLPrompt], n: int, *, greedy: bool = False
     ) -> list[list[Trajectory]]:
         raise NotImplementedError

