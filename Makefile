@@ -69,6 +69,7 @@ bench: model value-models corpus
 	$(BIN)/python bench/search.py
 	$(BIN)/python bench/memory.py --sizes 10000,100000
 	$(BIN)/python bench/train.py --steps 6 --grad-accum 1 --max-length 256 --rounds 3
+	$(BIN)/python bench/rl_step.py --threads 1 --steps 3 --rounds 1 --max-new-tokens 96
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
