@@ -327,8 +327,16 @@ async def _search_one(
                 answer_event = event
         for d in out.choices:
             if out.finished and not d.token_ids:
+                # the loop's last step closes the think block and echoes the answer for the
+                # user: keep the close (inserted, masked), not the echo
                 finish = d.finish_reason
-                continue  # the loop's closing echo of the answer: not part of the transcript
+                if d.text.lstrip().startswith("</think>"):
+                    closing = "\n</think>"
+                    text += closing
+                    inserted = await engine.tokenize(closing)
+                    ids += inserted
+                    mask += [0] * len(inserted)
+                continue
             text += d.text
             if d.token_ids:
                 ids += list(d.token_ids)
