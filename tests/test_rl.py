@@ -137,6 +137,7 @@ def test_stop_strings_cut_the_choice(policy: Any) -> None:
 
 def test_search_rollout_masks_inserted_text(policy: Any) -> None:
     from safework.search.deliberative import DeliberativeSearch, SearchConfig
+    from safework.training.reward_fns import search_format_ok
     from safework.training.rollout import search_group
     from tests.fakes import SEARCH_DOCS, BagOfWordsEncoder, FakeSearchBackend
 
@@ -158,6 +159,10 @@ def test_search_rollout_masks_inserted_text(policy: Any) -> None:
         assert "<information>" in inserted  # the retrieved results are never trained
         assert generated, "the model's own turn is trained"
         assert "<information>" not in tok.decode(generated)
+        # the transcript is whole: the think block the loop opened is closed (inserted text)
+        assert t.text.startswith("<think>")
+        assert t.text.rstrip().endswith("</think>")
+        assert search_format_ok(t.text)
 
 
 def test_batch_mask_lines_up_with_the_completion(tiny_model: Path) -> None:
