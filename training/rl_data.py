@@ -19,7 +19,6 @@ Sources (``data=`` of ``safework-train rl``):
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -139,6 +138,4 @@ def load_rl_prompts(
     dev_path = path.with_suffix(".dev.jsonl")
     if dev_path.is_file():
         return train, _read_jsonl(dev_path)
-    shuffled = train[:]
-    random.Random(seed).shuffle(shuffled)
     return train, []

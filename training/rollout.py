@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from safework.engine.base import (
@@ -60,7 +60,6 @@ class Trajectory:
     """Search rollouts: the final answer."""
     confidence: float | None = None
     """Search rollouts: the confidence the loop settled on (stated or from logprobs)."""
-    info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def generated_tokens(self) -> int:
@@ -349,23 +348,12 @@ async def _search_one(
                     in_fallback = True  # the fallback answers from another prompt
                 elif d.text == "</answer>":
                     in_fallback = False
-    confidence = None
-    answer = None
-    if answer_event is not None:
-        answer = answer_event.get("answer")
-        conf = answer_event.get("confidence") or {}
-        confidence = conf.get("calibrated") if conf.get("calibrated") is not None else None
-        if confidence is None and conf.get("raw") is not None:
-            confidence = float(conf["raw"])
+    answer = answer_event.get("answer") if answer_event else None
+    conf = (answer_event or {}).get("confidence") or {}
+    calibrated, raw = conf.get("calibrated"), conf.get("raw")  # calibrated when fitted
+    confidence = calibrated if calibrated is not None else (None if raw is None else float(raw))
     return Trajectory(
-        list(prompt_ids),
-        ids,
-        mask,
-        text,
-        finish,
-        answer=answer,
-        confidence=confidence,
-        info={"protocol": answer_event.get("protocol") if answer_event else None},
+        list(prompt_ids), ids, mask, text, finish, answer=answer, confidence=confidence
     )
 
 
