@@ -29,9 +29,12 @@ from .middleware import AuthMiddleware, BodyLimitMiddleware, MetricsMiddleware
 from .moderations.serving import ModerationServing
 from .routes import router
 from .search import SearchService
+from .web import PREFIX, mount_web
 
 logger = logging.getLogger("safework.server")
-OPEN_PATHS = frozenset({"/health"})
+OPEN_PATHS = frozenset({"/health", "/"})
+"""Served without an API key: the health check and the web page (with its assets under
+``/ui/``)."""
 
 EngineFactory = Callable[[ServerConfig], Engine]
 
@@ -84,8 +87,15 @@ def create_app(config: ServerConfig, engine_factory: EngineFactory = _vllm_engin
     app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(router)
+    if config.web_ui:
+        mount_web(app)
     # Added last = outermost: metrics, then auth, then the body limit.
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
-    app.add_middleware(AuthMiddleware, api_keys=config.api_keys, open_paths=OPEN_PATHS)
+    app.add_middleware(
+        AuthMiddleware,
+        api_keys=config.api_keys,
+        open_paths=OPEN_PATHS,
+        open_prefixes=(PREFIX + "/",),
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

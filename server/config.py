@@ -59,6 +59,8 @@ class ServerConfig:
     """Search backends and settings for the ``search`` strategy (``--search-backend``)."""
     memory: MemorySettings | None = field(default_factory=MemorySettings)
     """The correction memory (``--memory-dir``); ``None``: off (``--no-memory``)."""
+    web_ui: bool = True
+    """Serve the web chat page at ``/`` (``--no-web-ui``: API only)."""
     log_level: str = "info"
 
     def __post_init__(self) -> None:

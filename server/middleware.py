@@ -61,10 +61,20 @@ class MetricsMiddleware:
 class AuthMiddleware:
     """``Authorization: Bearer KEY`` -> ``scope["state"]["tenant"]``; 401 otherwise."""
 
-    def __init__(self, app: ASGIApp, api_keys: dict[str, str], open_paths: frozenset[str]):
+    def __init__(
+        self,
+        app: ASGIApp,
+        api_keys: dict[str, str],
+        open_paths: frozenset[str],
+        open_prefixes: tuple[str, ...] = (),
+    ):
         self.app = app
         self.keys = [(k.encode(), t) for k, t in api_keys.items()]
         self.open_paths = open_paths
+        self.open_prefixes = open_prefixes
+
+    def is_open(self, path: str) -> bool:
+        return path in self.open_paths or path.startswith(self.open_prefixes)
 
     def tenant_for(self, authorization: str | None) -> str | None:
         if not self.keys:
@@ -86,7 +96,7 @@ class AuthMiddleware:
         headers = dict(scope["headers"])
         raw = headers.get(b"authorization")
         tenant = self.tenant_for(raw.decode("latin-1") if raw else None)
-        if tenant is None and scope["path"] not in self.open_paths:
+        if tenant is None and not self.is_open(scope["path"]):
             await send_error(
                 send,
                 AuthenticationError(
