@@ -5,6 +5,7 @@
     safework serve --help
     safework index --help
     safework memory --help
+    safework chat --help
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from safework import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from safework.clients import cli as chat_cli
     from safework.memory import cli as memory_cli
     from safework.search import cli as index_cli
     from safework.server import cli as server_cli
@@ -26,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     server_cli.add_parser(sub)
     index_cli.add_parser(sub)
     memory_cli.add_parser(sub)
+    chat_cli.add_parser(sub)
     return parser
 
 
