@@ -224,10 +224,13 @@ def run_command(session: ChatSession, line: str) -> bool:
 
 
 def correct_last(session: ChatSession, inline: bool) -> None:
-    if not session.turns or not session.turns[-1].reasoning:
+    """``/edit``: the last reasoning (or, if the model gave none, its answer) is edited into
+    the reasoning the model continues from."""
+    if not session.turns:
         session.console.print("[yellow]Ask something first: there is no reasoning to edit.")
         return
-    corrected = edit_text(session.turns[-1].reasoning, session.console, inline)
+    last = session.turns[-1]
+    corrected = edit_text(last.reasoning or last.content, session.console, inline)
     if corrected is None:
         return
     feedback = session.console.input("What was wrong? (optional) ").strip() or None

@@ -63,7 +63,9 @@ def create_app(config: ServerConfig, engine_factory: EngineFactory = _vllm_engin
         app.state.alignment = alignment
         app.state.search = search
         app.state.memory = memory
-        app.state.chat = ChatServing(engine, metrics, config.max_n, alignment, search, memory)
+        app.state.chat = ChatServing(
+            engine, metrics, config.max_n, alignment, search, memory, config.reasoning_output
+        )
         app.state.cot = CotEditServing(app.state.chat, memory)
         app.state.completions = CompletionServing(engine, metrics, config.max_n)
         app.state.moderations = ModerationServing(alignment)

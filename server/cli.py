@@ -4,6 +4,7 @@ safework serve                                  # the embedded SmolLM2-135M-Inst
 safework serve --model ./ckpt --port 8080 --api-key sk-alice-123:alice
 safework serve --model org/Model --tensor-parallel-size 4   # on GPUs
 safework serve --search-backend local:builtin --search-backend web=duckduckgo
+safework serve --reasoning-output think             # reasoning inline in <think> tags
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from safework.errors import ConfigError
 from safework.search.base import parse_backend_arg, parse_key_values
 from safework.value_models.registry import ValueModelsConfig
 
+from .chat.reasoning_output import FORMATS
 from .config import ServerConfig, parse_api_keys
 from .memory.serving import MemorySettings
 from .search import SearchSettings
@@ -138,6 +140,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="only corrections at least this similar to the question (default %(default)s)",
     )
     p.add_argument(
+        "--reasoning-output",
+        choices=list(FORMATS),
+        default=ServerConfig.reasoning_output,
+        help="how replies carry the model's reasoning: 'fields' (reasoning_content/reasoning, "
+        "read by Open WebUI, LibreChat and OpenAI clients) or 'think' (inline <think>...</think> "
+        "in content, for UIs that only parse tags) (default %(default)s)",
+    )
+    p.add_argument(
+        "--no-web-ui",
+        action="store_true",
+        help="do not serve the web chat page at / (the API only)",
+    )
+    p.add_argument(
         "--log-level", default=ServerConfig.log_level, choices=["debug", "info", "warning", "error"]
     )
     EngineOptions.add_cli_args(p)
@@ -189,6 +204,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             top_k=args.memory_top_k,
             min_similarity=args.memory_min_similarity,
         ),
+        reasoning_output=args.reasoning_output,
+        web_ui=not args.no_web_ui,
         log_level=args.log_level,
     )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
+from typing import Literal
 
 from safework.engine.options import EngineOptions
 from safework.errors import ConfigError
@@ -59,6 +60,9 @@ class ServerConfig:
     """Search backends and settings for the ``search`` strategy (``--search-backend``)."""
     memory: MemorySettings | None = field(default_factory=MemorySettings)
     """The correction memory (``--memory-dir``); ``None``: off (``--no-memory``)."""
+    reasoning_output: Literal["fields", "think"] = "fields"
+    """How replies carry reasoning (``--reasoning-output``): ``reasoning_content`` fields, or
+    inline ``<think>`` tags in ``content``."""
     web_ui: bool = True
     """Serve the web chat page at ``/`` (``--no-web-ui``: API only)."""
     log_level: str = "info"

@@ -4,7 +4,8 @@
 strings (``stream=true``), or an ``ErrorResponse``: errors are values, and the router only
 chooses between JSON and SSE. Stream order is fixed and tested: one role chunk per choice,
 content/reasoning deltas, exactly one ``finish_reason`` per choice, an optional usage chunk,
-then ``[DONE]``; a failure after the stream started is sent as an error data event.
+then ``[DONE]``; a failure after the stream started is sent as an error data event. How the
+reasoning is sent (fields or inline ``<think>`` tags) is ``reasoning_output.py``'s business.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ from ..sampling import resolve_max_tokens
 from ..search import SearchService, SearchSettings, record_search
 from ..serving_common import check_model, check_n, engine_failure, sse_data, sse_done
 from .protocol import (
-    AssistantMessage,
     ChatChoice,
     ChatChunkChoice,
     ChatCompletionChunk,
@@ -47,6 +47,7 @@ from .protocol import (
     TokenLogprobOut,
     TopLogprobOut,
 )
+from .reasoning_output import ReasoningFormat, reasoning_format, split_in_order
 
 logger = logging.getLogger(__name__)
 ROUTE = "/v1/chat/completions"
@@ -69,6 +70,18 @@ def logprobs_out(items: list[TokenLogprob] | None) -> ChoiceLogprobs | None:
             for lp in items
         ]
     )
+
+
+def chunk_choices(delta: ChoiceDelta, deltas: list[DeltaMessage]) -> list[ChatChunkChoice]:
+    """One engine delta's stream choices: its formatted deltas, with the logprobs and the
+    ``finish_reason`` on the last (an empty delta carries them when there is no text)."""
+    if not deltas and (delta.finish_reason is not None or delta.logprobs):
+        deltas = [DeltaMessage()]
+    choices = [ChatChunkChoice(index=delta.index, delta=d) for d in deltas]
+    if choices:
+        choices[-1].logprobs = logprobs_out(delta.logprobs)
+        choices[-1].finish_reason = delta.finish_reason
+    return choices
 
 
 def alignment_block(decoder: GuidedDecoder, events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -153,6 +166,27 @@ class _ChoiceState:
             self.finish_reason, self.stop_reason = delta.finish_reason, delta.stop_reason
 
 
+@dataclass
+class _StreamChoice:
+    """One choice of a stream: splits the model's text, then formats it for the client."""
+
+    splitter: ReasoningSplitter
+    format: ReasoningFormat
+    reasoning: str = ""
+    content: str = ""
+    """Everything split so far (plain, whatever the format), for the finish hook."""
+
+    def step(self, delta: ChoiceDelta) -> list[ChatChunkChoice]:
+        finished = delta.finish_reason is not None
+        segments = split_in_order(self.splitter, delta.text, finished)
+        for kind, text in segments:
+            if kind == "reasoning":
+                self.reasoning += text
+            else:
+                self.content += text
+        return chunk_choices(delta, self.format.deltas(segments, finished))
+
+
 class ChatServing:
     def __init__(
         self,
@@ -162,13 +196,16 @@ class ChatServing:
         alignment: Alignment | None = None,
         search: SearchService | None = None,
         memory: MemoryService | None = None,
+        reasoning_output: str = "fields",
     ) -> None:
+        reasoning_format(reasoning_output)  # an unknown name fails here, at startup
         self.engine = engine
         self.metrics = metrics
         self.max_n = max_n
         self.alignment = alignment or Alignment({}, ValueModelsConfig())
         self.search = search or SearchService({}, SearchSettings())
         self.memory = memory
+        self.reasoning_output = reasoning_output
 
     def _plan(
         self, request: ChatCompletionRequest, profile: str | None, hits: list[MemoryHit]
@@ -302,9 +339,7 @@ class ChatServing:
             choices.append(
                 ChatChoice(
                     index=i,
-                    message=AssistantMessage(
-                        content=content, reasoning_content=reasoning, reasoning=reasoning
-                    ),
+                    message=reasoning_format(self.reasoning_output).message(reasoning, content),
                     logprobs=logprobs_out(state.logprobs),
                     finish_reason=state.finish_reason or "stop",
                     stop_reason=state.stop_reason,
@@ -347,44 +382,38 @@ class ChatServing:
                 )
             )
 
-        splitters = [ReasoningSplitter(in_reasoning) for _ in range(request.n)]
-        answer = ["", ""]  # choice 0's reasoning and content so far, for the finish hook
+        states = [
+            _StreamChoice(ReasoningSplitter(in_reasoning), reasoning_format(self.reasoning_output))
+            for _ in range(request.n)
+        ]
         for i in range(request.n):
             role = DeltaMessage(role="assistant", content="")
             yield chunk([ChatChunkChoice(index=i, delta=role)])
         try:
             async for out in gen.outputs():
-                choices = []
+                # A choice may give several deltas in one step (reasoning, then answer): round k
+                # holds the k-th of each choice, one SSE chunk per round, so no chunk names a
+                # choice twice (Open WebUI and LibreChat read only a chunk's first choice).
+                rounds: list[list[ChatChunkChoice]] = []
                 for d in out.choices:
-                    reasoning, content = splitters[d.index].feed(d.text)
-                    if d.finish_reason is not None:
-                        tail_r, tail_c = splitters[d.index].flush()
-                        reasoning, content = reasoning + tail_r, content + tail_c
-                    if d.index == 0:
-                        answer[0] += reasoning
-                        answer[1] += content
-                    if not (reasoning or content or d.finish_reason or d.logprobs):
-                        continue
-                    choices.append(
-                        ChatChunkChoice(
-                            index=d.index,
-                            delta=DeltaMessage(
-                                content=content or None,
-                                reasoning_content=reasoning or None,
-                                reasoning=reasoning or None,
-                            ),
-                            logprobs=logprobs_out(d.logprobs),
-                            finish_reason=d.finish_reason,
-                        )
-                    )
-                events: dict[str, Any] | None = {"events": out.events} if out.events else None
+                    for k, choice in enumerate(states[d.index].step(d)):
+                        if k == len(rounds):
+                            rounds.append([])
+                        rounds[k].append(choice)
+                head = {"events": out.events} if out.events else {}
+                tail: dict[str, Any] = {}
                 extra: dict[str, Any] = {}
                 if out.finished:  # the summary and the finish hook's fields ride the last chunk
-                    events = {**(events or {}), **plan.summary()} or None
+                    tail = plan.summary()
                     if plan.on_finish is not None:
-                        extra = await plan.on_finish(*answer)
-                if choices or events or extra:
-                    yield chunk(choices, safework=events, **extra)
+                        extra = await plan.on_finish(states[0].reasoning, states[0].content)
+                rounds = rounds or [[]]
+                for k, choices in enumerate(rounds):
+                    last = k == len(rounds) - 1
+                    safework = {**(head if k == 0 else {}), **(tail if last else {})} or None
+                    fields = extra if last else {}
+                    if choices or safework or fields:
+                        yield chunk(choices, safework=safework, **fields)
             if request.include_usage:
                 yield chunk(
                     [], UsageInfo.of(gen.prompt_tokens, gen.completion_tokens, gen.cached_tokens)
