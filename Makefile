@@ -17,7 +17,7 @@ EXTRA  := $(if $(GPU),gpu,cpu)
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(EXTRA)
 
-.PHONY: install serve test lint format model value-models corpus bench clean
+.PHONY: install serve test lint format model value-models corpus browser bench clean
 
 install: $(STAMP)
 
@@ -48,6 +48,13 @@ value-models: install
 corpus: install
 	$(BIN)/safework index build builtin
 
+# The web page's tests drive Debian's Chromium through Playwright (its own browser download
+# cannot work without the internet): install the `chromium` package when it is missing.
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
+
 serve: model
 	$(BIN)/safework serve --host $(HOST) --port $(PORT) $(ARGS)
 
@@ -60,7 +67,7 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint model value-models corpus
+test: lint model value-models corpus browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: model value-models corpus
