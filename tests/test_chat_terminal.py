@@ -17,7 +17,14 @@ import pytest
 from safework.clients import SafeWork
 
 from .test_client import KEY, config, fakes  # noqa: F401  (fakes is a fixture)
-from .web_server import CORRECTED_ANSWER, PLAIN_ANSWER, LiveServer, WebEngine, live_server
+from .web_server import (
+    CORRECTED_ANSWER,
+    HANG,
+    PLAIN_ANSWER,
+    LiveServer,
+    WebEngine,
+    live_server,
+)
 
 QUESTION = "What is the atomic number of tungsten?"
 PROMPT = r"you>"
@@ -136,3 +143,22 @@ def test_no_server_is_a_clear_message(chat: Callable[..., pexpect.spawn]) -> Non
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 1
+
+
+def test_a_server_gone_mid_answer_leaves_the_chat_usable(
+    chat: Callable[..., pexpect.spawn],
+) -> None:
+    with live_server(WebEngine(), api_keys={KEY: "alice"}, memory=None) as server:
+        child = chat(server.url)
+        child.expect(PROMPT)
+        child.sendline(HANG)  # an answer that never ends
+        child.expect_exact("and on")
+        server.stop()
+        child.expect_exact("Lost the connection")
+        child.expect(PROMPT)
+    child.sendline("/history")  # the session goes on
+    child.expect(PROMPT)
+    child.sendline("/quit")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
