@@ -77,6 +77,7 @@ bench: model value-models corpus
 	$(BIN)/python bench/memory.py --sizes 10000,100000
 	$(BIN)/python bench/train.py --steps 6 --grad-accum 1 --max-length 256 --rounds 3
 	$(BIN)/python bench/rl_step.py --threads 1 --steps 3 --rounds 1 --max-new-tokens 96
+	$(BIN)/python bench/client_stream.py --chunks 2000 --rounds 7
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
