@@ -81,13 +81,16 @@ class ChatSession:
         out.append({"role": "user", "content": question})
         return out
 
+    def limits(self) -> dict[str, int]:
+        return {"max_completion_tokens": self.max_tokens} if self.max_tokens else {}
+
     def ask(self, question: str) -> None:
         model = self.model if self.profile == "plain" else f"{self.model}:{self.profile}"
         stream = self.client.chat.completions.create(
             model=model,
             messages=self.messages(question),
             stream=True,
-            max_completion_tokens=self.max_tokens,
+            **self.limits(),
         )
         assert isinstance(stream, ChatStream)
         turn = Turn(question)
@@ -105,7 +108,7 @@ class ChatSession:
             feedback=feedback,
             model=self.model,
             stream=True,
-            max_completion_tokens=self.max_tokens,
+            **self.limits(),
         )
         assert isinstance(stream, ChatStream)
         fixed = Turn(last.question)
