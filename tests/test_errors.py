@@ -52,19 +52,34 @@ def test_invalid_fields_are_400_with_param(
     assert engine.requests == []
 
 
+TOOLS = [{"type": "function", "function": {"name": "get_current_timestamp"}}]
+
+
 @pytest.mark.parametrize(
     "body",
     [
         {"messages": MESSAGES, "top_logprobs": 2},
         {"messages": MESSAGES, "stream_options": {"include_usage": True}},
         {"messages": MESSAGES, "response_format": {"type": "json_schema"}},
-        {"messages": MESSAGES, "tools": [{"type": "function", "function": {"name": "f"}}]},
+        {"messages": MESSAGES, "tools": TOOLS, "tool_choice": "required"},
+        {"messages": MESSAGES, "tools": TOOLS, "tool_choice": {"type": "function"}},
         {"messages": MESSAGES, "continue_final_message": True},
     ],
 )
 def test_inconsistent_requests_are_400(client: TestClient, engine: FakeEngine, body: dict) -> None:
     assert_error(client.post("/v1/chat/completions", json=body), 400)
     assert engine.requests == []
+
+
+@pytest.mark.parametrize("choice", [None, "auto", "none"])
+def test_offered_tools_are_answered_in_text(client: TestClient, choice: str | None) -> None:
+    """Open WebUI offers its built-in tools with every message; the answer is plain text."""
+    body = {"messages": MESSAGES, "tools": TOOLS, "tool_choice": choice}
+    r = client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200, r.text
+    message = r.json()["choices"][0]["message"]
+    assert message["content"] == "Hello from the fake engine ."
+    assert "tool_calls" not in message
 
 
 def test_malformed_json(client: TestClient, engine: FakeEngine) -> None:

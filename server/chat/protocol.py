@@ -50,7 +50,12 @@ class ChatCompletionRequest(SamplingRequest):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     max_tokens: int | None = Field(default=None, ge=1, description="Deprecated alias.")
     response_format: ResponseFormat | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="Accepted, never called: SafeWork answers in text, as a model may under "
+        "`tool_choice: auto` (chat UIs offer their built-in tools with every message).",
+    )
+    tool_choice: str | dict[str, Any] | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
 
     # --- SafeWork and vLLM extensions -------------------------------------------------
@@ -66,8 +71,11 @@ class ChatCompletionRequest(SamplingRequest):
     def _check(self) -> ChatCompletionRequest:
         if self.top_logprobs is not None and not self.logprobs:
             raise ValueError("top_logprobs requires logprobs to be true")
-        if self.tools:
-            raise ValueError("tools are not supported by this server")
+        if self.tools and self.tool_choice not in (None, "auto", "none"):
+            raise ValueError(
+                "this server does not call tools: `tool_choice` must be `auto` or `none` "
+                "(the answer is text)"
+            )
         if self.continue_final_message and self.messages[-1].role != "assistant":
             raise ValueError("continue_final_message needs a final assistant message")
         return self
