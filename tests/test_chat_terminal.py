@@ -16,14 +16,16 @@ import pytest
 
 from safework.clients import SafeWork
 
-from .test_client import KEY, config, fakes  # noqa: F401  (fakes is a fixture)
 from .web_server import (
     CORRECTED_ANSWER,
     HANG,
+    KEY,
     PLAIN_ANSWER,
     LiveServer,
     WebEngine,
+    fakes_installed,
     live_server,
+    site_config,
 )
 
 QUESTION = "What is the atomic number of tungsten?"
@@ -31,9 +33,9 @@ PROMPT = r"you>"
 
 
 @pytest.fixture(scope="module")
-def server(fakes: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:  # noqa: F811
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     memory = tmp_path_factory.mktemp("memory")
-    with live_server(WebEngine(step_delay=0.01), **config(memory)) as live:
+    with fakes_installed(), live_server(WebEngine(step_delay=0.01), **site_config(memory)) as live:
         yield live
 
 

@@ -22,62 +22,35 @@ from safework.clients import (
     SearchOptions,
     safework_block,
 )
-from safework.search import base as search_base
 from safework.server import ServerConfig, create_app
-from safework.server import search as server_search
-from safework.server.memory import serving as memory_serving
-from safework.server.memory.serving import MemorySettings
-from safework.server.search import SearchSettings
-from safework.value_models import registry
-from safework.value_models.registry import ValueModelEntry, ValueModelsConfig
 
-from .fakes import BagOfWordsEncoder
 from .web_server import (
     CONTINUATION,
     CORRECTED_ANSWER,
+    KEY,
+    OTHER_KEY,
     PLAIN_ANSWER,
     PLAIN_REASONING,
     WebEngine,
+    fakes_installed,
     live_server,
+    site_config,
 )
 
-KEY, OTHER = "sk-client-alice-1", "sk-client-bob-22"
 QUESTION = [{"role": "user", "content": "What is the atomic number of tungsten?"}]
 EDITED = "Tungsten is W. W is element number 74, not 79 (gold)."
 
 
-def config(memory: Path) -> dict[str, Any]:
-    return {
-        "api_keys": {KEY: "alice", OTHER: "bob"},
-        "value_models": ValueModelsConfig(
-            {
-                "safety": ValueModelEntry("fake:unsafe", weight=0.7, threshold=0.5),
-                "values": ValueModelEntry("fake:rude", weight=0.3),
-            },
-            {"candidates": 2},
-        ),
-        "search": SearchSettings(
-            backends={"docs": "fake:docs"},
-            defaults={"prior_check": False, "retrieve_first": False},
-        ),
-        "memory": MemorySettings(folder=memory),
-    }
-
-
 @pytest.fixture(scope="module")
 def fakes() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(registry.LOADERS, "fake", "tests.fakes:load_fake_value_model")
-        mp.setitem(search_base.LOADERS, "fake", "tests.fakes:load_fake_search")
-        mp.setattr(server_search, "default_encoder", lambda cache: BagOfWordsEncoder())
-        mp.setattr(memory_serving, "default_encoder", BagOfWordsEncoder)
+    with fakes_installed():
         yield
 
 
 @pytest.fixture(scope="module")
 def url(fakes: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     memory = tmp_path_factory.mktemp("memory")
-    with live_server(WebEngine(step_delay=0.0), **config(memory)) as server:
+    with live_server(WebEngine(step_delay=0.0), **site_config(memory)) as server:
         yield server.url
 
 
@@ -203,7 +176,7 @@ def test_cot_edit_continues_and_the_correction_is_listed_read_and_deleted(
     assert record.corrected_reasoning == EDITED + CONTINUATION  # the whole corrected chain
     assert record.feedback == "79 is gold"
     assert reply.memory_id in [r.id for r in client.memory.list()]
-    with SafeWork(base_url=url + "/v1", api_key=OTHER, max_retries=0) as bob:
+    with SafeWork(base_url=url + "/v1", api_key=OTHER_KEY, max_retries=0) as bob:
         assert list(bob.memory.list()) == []  # another tenant sees nothing
         with pytest.raises(openai.NotFoundError):
             bob.memory.retrieve(reply.memory_id)
@@ -290,7 +263,7 @@ def test_a_broken_stream_raises_instead_of_passing_half_an_answer(
 @pytest.fixture
 async def async_client(fakes: None, tmp_path: Path) -> AsyncIterator[AsyncSafeWork]:
     app = create_app(
-        ServerConfig(**config(tmp_path)), engine_factory=lambda _: WebEngine(step_delay=0.0)
+        ServerConfig(**site_config(tmp_path)), engine_factory=lambda _: WebEngine(step_delay=0.0)
     )
     async with app.router.lifespan_context(app):
         http = httpx2.AsyncClient(transport=httpx2.ASGITransport(app=app))

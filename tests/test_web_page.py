@@ -19,24 +19,18 @@ from typing import Any
 import httpx
 import pytest
 
-from safework.search import base as search_base
-from safework.server import search as server_search
-from safework.server.memory import serving as memory_serving
-from safework.server.memory.serving import MemorySettings
-from safework.server.search import SearchSettings
-from safework.value_models import registry
-from safework.value_models.registry import ValueModelEntry, ValueModelsConfig
-
-from .fakes import BagOfWordsEncoder
 from .web_server import (
     CONTINUATION,
     CORRECTED_ANSWER,
     HANG,
+    KEY,
     PLAIN_ANSWER,
     PLAIN_REASONING,
     LiveServer,
     WebEngine,
+    fakes_installed,
     live_server,
+    site_config,
     skip_or_fail,
 )
 
@@ -45,47 +39,16 @@ CHROMIUM = Path("/usr/bin/chromium")
 if not CHROMIUM.exists():
     skip_or_fail("Debian's Chromium (/usr/bin/chromium) is not installed (`make browser`)")
 
-KEY = "sk-web-alice-0001"
 QUESTION = "What is the atomic number of tungsten?"
 CUT_OFF = "Connection lost — the answer may be incomplete"
-
-
-def value_models() -> ValueModelsConfig:
-    """``safety`` refuses steps saying "unsafe"; ``values`` scores steps saying "rude" low."""
-    return ValueModelsConfig(
-        {
-            "safety": ValueModelEntry("fake:unsafe", weight=0.7, threshold=0.5),
-            "values": ValueModelEntry("fake:rude", weight=0.3, threshold=0.0),
-        },
-        {"candidates": 2},
-    )
-
-
-def search_settings() -> SearchSettings:
-    return SearchSettings(
-        backends={"fake": "fake:docs"},
-        defaults={"prior_check": False, "retrieve_first": False},
-        max_turns=4,
-        timeout_s=2.0,
-    )
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """Every profile and the memory, behind one API key."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(registry.LOADERS, "fake", "tests.fakes:load_fake_value_model")
-        mp.setitem(search_base.LOADERS, "fake", "tests.fakes:load_fake_search")
-        mp.setattr(server_search, "default_encoder", lambda cache: BagOfWordsEncoder())
-        mp.setattr(memory_serving, "default_encoder", BagOfWordsEncoder)
-        with live_server(
-            WebEngine(step_delay=0.05),
-            api_keys={KEY: "alice"},
-            value_models=value_models(),
-            search=search_settings(),
-            memory=MemorySettings(folder=tmp_path_factory.mktemp("memory")),
-        ) as server:
-            yield server
+    memory = tmp_path_factory.mktemp("memory")
+    with fakes_installed(), live_server(WebEngine(step_delay=0.05), **site_config(memory)) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")

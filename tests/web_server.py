@@ -18,15 +18,23 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
 
 from safework.engine.base import ChoiceDelta, EngineOutput, SamplingConfig
+from safework.search import base as search_base
 from safework.server import ServerConfig, create_app
+from safework.server import search as server_search
+from safework.server.memory import serving as memory_serving
+from safework.server.memory.serving import MemorySettings
+from safework.server.search import SearchSettings
+from safework.value_models import registry
+from safework.value_models.registry import ValueModelEntry, ValueModelsConfig
 
-from .fakes import FakeEngine
+from .fakes import BagOfWordsEncoder, FakeEngine
 
 PLAIN_REASONING = "Tungsten is W. W is element number 79."
 PLAIN_ANSWER = "The atomic number of tungsten is 79, like gold."
@@ -111,6 +119,43 @@ class WebEngine(FakeEngine):
             yield EngineOutput(
                 request_id, prompt_len, [ChoiceDelta(0, "and on ", [1], None, None, None)], False
             )
+
+
+KEY, OTHER_KEY = "sk-site-alice-0001", "sk-site-bob-00002"
+
+
+def site_config(memory: Path | None) -> dict[str, Any]:
+    """``ServerConfig`` fields for every profile and the memory, behind two keys (tenants
+    ``alice`` and ``bob``): value model ``safety`` refuses steps saying "unsafe", ``values``
+    scores steps saying "rude" low; search over the fake documents."""
+    return {
+        "api_keys": {KEY: "alice", OTHER_KEY: "bob"},
+        "value_models": ValueModelsConfig(
+            {
+                "safety": ValueModelEntry("fake:unsafe", weight=0.7, threshold=0.5),
+                "values": ValueModelEntry("fake:rude", weight=0.3, threshold=0.0),
+            },
+            {"candidates": 2},
+        ),
+        "search": SearchSettings(
+            backends={"docs": "fake:docs"},
+            defaults={"prior_check": False, "retrieve_first": False},
+            max_turns=4,
+            timeout_s=2.0,
+        ),
+        "memory": MemorySettings(folder=memory) if memory is not None else None,
+    }
+
+
+@contextmanager
+def fakes_installed() -> Iterator[None]:
+    """The loaders ``site_config`` names (``fake:...``) and the bag-of-words encoder."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(registry.LOADERS, "fake", "tests.fakes:load_fake_value_model")
+        mp.setitem(search_base.LOADERS, "fake", "tests.fakes:load_fake_search")
+        mp.setattr(server_search, "default_encoder", lambda cache: BagOfWordsEncoder())
+        mp.setattr(memory_serving, "default_encoder", BagOfWordsEncoder)
+        yield
 
 
 def skip_or_fail(reason: str) -> None:

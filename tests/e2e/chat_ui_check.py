@@ -41,18 +41,15 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from safework.search import base as search_base
-from safework.server import search as server_search
-from safework.server.memory import serving as memory_serving
-from safework.value_models import registry
-from tests.fakes import BagOfWordsEncoder
-from tests.test_client import KEY, config
 from tests.web_server import (
+    KEY,
     PLAIN_ANSWER,
     PLAIN_REASONING,
     LiveServer,
     WebEngine,
+    fakes_installed,
     free_port,
+    site_config,
 )
 
 QUESTION = "What is the atomic number of tungsten?"
@@ -84,7 +81,7 @@ def safework(mode: str, log: list[dict[str, Any]]) -> LiveServer:
     server = LiveServer(
         WebEngine(step_delay=0.01),
         reasoning_output=mode,
-        **config(Path(tempfile.mkdtemp(prefix=f"chat-ui-{mode}-"))),
+        **site_config(Path(tempfile.mkdtemp(prefix=f"chat-ui-{mode}-"))),
     )
     server.server.config.app = recording(server.server.config.app, log)
     server.start()
@@ -216,10 +213,6 @@ def run_checks(ui: httpx.Client, model: str, logs: dict[str, list[dict[str, Any]
 
 
 def main(venv: Path) -> int:
-    registry.LOADERS["fake"] = "tests.fakes:load_fake_value_model"
-    search_base.LOADERS["fake"] = "tests.fakes:load_fake_search"
-    server_search.default_encoder = lambda cache: BagOfWordsEncoder()  # type: ignore[assignment]
-    memory_serving.default_encoder = BagOfWordsEncoder  # type: ignore[assignment]
     logs: dict[str, list[dict[str, Any]]] = {"fields": [], "think": []}
     servers = {mode: safework(mode, logs[mode]) for mode in logs}
     data, port = Path(tempfile.mkdtemp(prefix="owui-data-")), free_port()
@@ -260,4 +253,5 @@ def main(venv: Path) -> int:
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit(f"usage: {sys.argv[0]} OPEN_WEBUI_VENV (e.g. /tmp/owui)")
-    sys.exit(main(Path(sys.argv[1])))
+    with fakes_installed():
+        sys.exit(main(Path(sys.argv[1])))
