@@ -48,12 +48,15 @@ value-models: install
 corpus: install
 	$(BIN)/safework index build builtin
 
-# The web page's tests drive Debian's Chromium through Playwright (its own browser download
-# cannot work without the internet): install the `chromium` package when it is missing.
+# The web page's tests drive Debian's browsers (no browser downloads without the internet):
+# Chromium through Playwright, Firefox ESR through puppeteer-core (tests/firefox, from npm).
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-browser:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium; }
+browser: tests/firefox/node_modules/.package-lock.json
+	@command -v chromium >/dev/null 2>&1 && command -v firefox-esr >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium firefox-esr; }
+
+tests/firefox/node_modules/.package-lock.json: tests/firefox/package.json tests/firefox/package-lock.json
+	npm ci --prefix tests/firefox --silent --no-audit --no-fund
 
 serve: model
 	$(BIN)/safework serve --host $(HOST) --port $(PORT) $(ARGS)
