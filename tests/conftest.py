@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from safework.server import ServerConfig, create_app
 
 from .fakes import FakeEngine
+from .web_server import LiveServer, WebEngine, fakes_installed, live_server, site_config
 
 ClientFactory = Callable[..., Any]
 
@@ -28,6 +29,16 @@ def serve(engine: FakeEngine | None = None, **config: Any) -> Iterator[TestClien
     app = create_app(ServerConfig(**config), engine_factory=lambda _: engine)
     with TestClient(app) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """A real HTTP server (uvicorn in a thread) on the scripted ``WebEngine`` with every
+    profile and the memory, behind ``web_server.KEY``: for browsers, the client and the
+    terminal chat."""
+    memory = tmp_path_factory.mktemp("memory")
+    with fakes_installed(), live_server(WebEngine(step_delay=0.05), **site_config(memory)) as s:
+        yield s
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +25,6 @@ from .web_server import (
     PLAIN_ANSWER,
     PLAIN_REASONING,
     LiveServer,
-    WebEngine,
-    fakes_installed,
-    live_server,
-    site_config,
     skip_or_fail,
 )
 
@@ -39,13 +34,6 @@ if not FIREFOX.exists() or not shutil.which("node"):
     skip_or_fail("Debian's firefox-esr and node are needed (`make browser`)")
 if not (WALK.parent / "node_modules" / "puppeteer-core").exists():
     skip_or_fail("puppeteer-core is not installed in tests/firefox (`make browser`)")
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    memory = tmp_path_factory.mktemp("memory")
-    with fakes_installed(), live_server(WebEngine(step_delay=0.05), **site_config(memory)) as s:
-        yield s
 
 
 @pytest.fixture(scope="module")

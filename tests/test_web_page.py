@@ -28,9 +28,7 @@ from .web_server import (
     PLAIN_REASONING,
     LiveServer,
     WebEngine,
-    fakes_installed,
     live_server,
-    site_config,
     skip_or_fail,
 )
 
@@ -41,14 +39,6 @@ if not CHROMIUM.exists():
 
 QUESTION = "What is the atomic number of tungsten?"
 CUT_OFF = "Connection lost — the answer may be incomplete"
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """Every profile and the memory, behind one API key."""
-    memory = tmp_path_factory.mktemp("memory")
-    with fakes_installed(), live_server(WebEngine(step_delay=0.05), **site_config(memory)) as s:
-        yield s
 
 
 @pytest.fixture(scope="module")
