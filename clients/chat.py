@@ -27,7 +27,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +135,7 @@ class ChatSession:
         if self.transcript is None:
             return
         self.transcript.parent.mkdir(parents=True, exist_ok=True)
-        entry = {"time": time.time(), "kind": kind, "profile": self.profile, **turn.__dict__}
+        entry = {"time": time.time(), "kind": kind, "profile": self.profile, **asdict(turn)}
         with self.transcript.open("a") as f:
             f.write(json.dumps(entry) + "\n")
 

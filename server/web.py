@@ -15,6 +15,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, Response
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 PREFIX = "/ui"
 """Where the page's assets are served."""
@@ -32,10 +33,8 @@ def web_root() -> Path:
 class _PageFiles(StaticFiles):
     """Static files with the page's security and caching headers."""
 
-    async def get_response(self, path: str, scope):  # type: ignore[no-untyped-def]
-        response = await super().get_response(path, scope)
-        _secure(response)
-        return response
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        return _secure(await super().get_response(path, scope))
 
 
 def _secure(response: Response) -> Response:
