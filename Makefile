@@ -34,8 +34,11 @@ endif
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# The default model, and on a CPU the dtype it is served in: the fastest whose greedy output
+# agrees with float32 transformers here (engine/faithful.py; measured once per CPU, ~2 min).
 model: install
 	$(BIN)/python -m safework.engine.default_model
+	$(BIN)/python -m safework.engine.faithful
 
 # The built-in value models (builtin:safety, builtin:values) train on first use; the end-to-end
 # tests use them, so `make test` trains them ahead (cached; ~1-2 min the first time).

@@ -53,6 +53,10 @@ class SamplingConfig:
 class TopLogprob:
     token: str
     logprob: float
+    token_id: int | None = None
+
+    def label(self, as_id: bool) -> str:
+        return _label(self.token, self.token_id, as_id)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,16 @@ class TokenLogprob:
     token: str
     logprob: float
     top: tuple[TopLogprob, ...] = ()
+    token_id: int | None = None
+
+    def label(self, as_id: bool) -> str:
+        """The token as a client sees it: its text, or ``token_id:{id}`` (vLLM's
+        ``return_tokens_as_token_ids``, for clients that compare exact token ids)."""
+        return _label(self.token, self.token_id, as_id)
+
+
+def _label(token: str, token_id: int | None, as_id: bool) -> str:
+    return f"token_id:{token_id}" if as_id and token_id is not None else token
 
 
 @dataclass

@@ -15,6 +15,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,16 @@ logger = logging.getLogger(__name__)
 def served_name_for(model: str) -> str:
     """``/path/to/My-Model`` or ``org/My-Model`` -> ``My-Model``."""
     return Path(model.rstrip("/")).name
+
+
+def _serving_dtype(options: EngineOptions, model_path: str, on_cpu: bool) -> str:
+    """The user's ``--dtype``; else, on a CPU, the fastest one faithful to the model
+    (``faithful.py``: checked once per CPU and model); else vLLM's own ``auto``."""
+    if options.dtype != "auto" or not on_cpu:
+        return options.dtype
+    from . import faithful
+
+    return faithful.faithful_cpu_dtype(model_path)
 
 
 class VLLMEngine(Engine):
@@ -69,6 +80,7 @@ class VLLMEngine(Engine):
         else:
             model_path = options.model
             served = options.served_model_name or served_name_for(options.model)
+        options = replace(options, dtype=_serving_dtype(options, model_path, on_cpu))
         kwargs = options.vllm_kwargs(model_path, served, on_cpu)
         logger.info("starting vLLM (%s) with %s", "cpu" if on_cpu else "gpu", kwargs)
         llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
@@ -135,15 +147,16 @@ class VLLMEngine(Engine):
             logprobs = []
             for token_id, alternatives in zip(c.token_ids, c.logprobs, strict=False):
                 chosen = alternatives[token_id]
-                ranked = sorted(alternatives.values(), key=lambda lp: lp.rank or 0)[:top_k]
+                ranked = sorted(alternatives.items(), key=lambda kv: kv[1].rank or 0)[:top_k]
                 logprobs.append(
                     TokenLogprob(
                         token=chosen.decoded_token or "",
                         logprob=max(chosen.logprob, -9999.0),
                         top=tuple(
-                            TopLogprob(lp.decoded_token or "", max(lp.logprob, -9999.0))
-                            for lp in ranked
+                            TopLogprob(lp.decoded_token or "", max(lp.logprob, -9999.0), tid)
+                            for tid, lp in ranked
                         ),
+                        token_id=token_id,
                     )
                 )
         return ChoiceDelta(

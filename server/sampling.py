@@ -46,6 +46,11 @@ class SamplingRequest(OpenAIBaseModel):
     ignore_eos: bool = Field(
         default=False, description="vLLM extension: keep generating past end-of-sequence."
     )
+    return_tokens_as_token_ids: bool = Field(
+        default=False,
+        description="vLLM extension: logprob tokens as 'token_id:{id}', exact where a token's "
+        "text is ambiguous or not valid UTF-8 on its own.",
+    )
 
     @field_validator("stop")
     @classmethod

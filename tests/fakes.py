@@ -108,7 +108,10 @@ class FakeEngine(Engine):
                 if s.logprobs is not None:
                     logprobs = [
                         TokenLogprob(
-                            ch, -0.5, tuple(TopLogprob(ch, -0.5) for _ in range(s.logprobs))
+                            ch,
+                            -0.5,
+                            tuple(TopLogprob(ch, -0.5, ord(ch)) for _ in range(s.logprobs)),
+                            ord(ch),
                         )
                         for ch in piece
                     ]

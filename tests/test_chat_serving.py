@@ -88,6 +88,23 @@ def test_logprobs(client: TestClient) -> None:
     assert content[0]["bytes"] == [ord("H")]
 
 
+def test_logprobs_as_token_ids(client: TestClient) -> None:
+    body = {"logprobs": True, "top_logprobs": 1, "max_tokens": 3}
+    data = chat(client, return_tokens_as_token_ids=True, **body).json()
+    content = data["choices"][0]["logprobs"]["content"]
+    assert [t["token"] for t in content] == [f"token_id:{ord(c)}" for c in "Hel"]
+    assert content[0]["top_logprobs"][0]["token"] == f"token_id:{ord('H')}"
+    assert content[0]["bytes"] == [ord("H")]  # bytes stay the token's text
+    events = sse_payloads(chat(client, stream=True, return_tokens_as_token_ids=True, **body).text)
+    streamed = [
+        t["token"]
+        for e in events[:-1]
+        for c in e["choices"]
+        for t in (c.get("logprobs") or {}).get("content") or []
+    ]
+    assert streamed == [t["token"] for t in content]
+
+
 def test_json_schema_response_format_reaches_engine(client: TestClient, engine: FakeEngine) -> None:
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
     fmt = {"type": "json_schema", "json_schema": {"name": "thing", "schema": schema}}

@@ -48,6 +48,18 @@ def test_echo_and_logprobs(client: TestClient) -> None:
     assert lp["top_logprobs"][0] == {"H": -0.5}
 
 
+def test_tokens_as_token_ids(client: TestClient) -> None:
+    """vLLM's extension: exact ids for clients that compare tokens, in JSON and streams."""
+    body = {"prompt": "Hi:", "logprobs": 1, "max_tokens": 3, "return_tokens_as_token_ids": True}
+    lp = complete(client, **body).json()["choices"][0]["logprobs"]
+    assert lp["tokens"] == [f"token_id:{ord(c)}" for c in "Hel"]
+    assert lp["top_logprobs"][0] == {f"token_id:{ord('H')}": -0.5}
+    assert lp["text_offset"] == [0, 1, 2]  # offsets still count text
+    events = sse_payloads(complete(client, stream=True, **body).text)
+    streamed = [t for e in events[:-1] for c in e["choices"] for t in c["logprobs"]["tokens"]]
+    assert streamed == lp["tokens"]
+
+
 def test_stream(client: TestClient, engine: FakeEngine) -> None:
     r = complete(client, stream=True, max_tokens=50, stream_options={"include_usage": True})
     events = sse_payloads(r.text)

@@ -53,17 +53,19 @@ logger = logging.getLogger(__name__)
 ROUTE = "/v1/chat/completions"
 
 
-def logprobs_out(items: list[TokenLogprob] | None) -> ChoiceLogprobs | None:
+def logprobs_out(items: list[TokenLogprob] | None, as_ids: bool = False) -> ChoiceLogprobs | None:
     if items is None:
         return None
     return ChoiceLogprobs(
         content=[
             TokenLogprobOut(
-                token=lp.token,
+                token=lp.label(as_ids),
                 logprob=lp.logprob,
                 bytes=list(lp.token.encode()),
                 top_logprobs=[
-                    TopLogprobOut(token=t.token, logprob=t.logprob, bytes=list(t.token.encode()))
+                    TopLogprobOut(
+                        token=t.label(as_ids), logprob=t.logprob, bytes=list(t.token.encode())
+                    )
                     for t in lp.top
                 ],
             )
@@ -72,14 +74,16 @@ def logprobs_out(items: list[TokenLogprob] | None) -> ChoiceLogprobs | None:
     )
 
 
-def chunk_choices(delta: ChoiceDelta, deltas: list[DeltaMessage]) -> list[ChatChunkChoice]:
+def chunk_choices(
+    delta: ChoiceDelta, deltas: list[DeltaMessage], as_ids: bool = False
+) -> list[ChatChunkChoice]:
     """One engine delta's stream choices: its formatted deltas, with the logprobs and the
     ``finish_reason`` on the last (an empty delta carries them when there is no text)."""
     if not deltas and (delta.finish_reason is not None or delta.logprobs):
         deltas = [DeltaMessage()]
     choices = [ChatChunkChoice(index=delta.index, delta=d) for d in deltas]
     if choices:
-        choices[-1].logprobs = logprobs_out(delta.logprobs)
+        choices[-1].logprobs = logprobs_out(delta.logprobs, as_ids)
         choices[-1].finish_reason = delta.finish_reason
     return choices
 
@@ -175,6 +179,8 @@ class _StreamChoice:
     reasoning: str = ""
     content: str = ""
     """Everything split so far (plain, whatever the format), for the finish hook."""
+    as_ids: bool = False
+    """Logprob tokens as ``token_id:{id}`` (the request's ``return_tokens_as_token_ids``)."""
 
     def step(self, delta: ChoiceDelta) -> list[ChatChunkChoice]:
         finished = delta.finish_reason is not None
@@ -184,7 +190,7 @@ class _StreamChoice:
                 self.reasoning += text
             else:
                 self.content += text
-        return chunk_choices(delta, self.format.deltas(segments, finished))
+        return chunk_choices(delta, self.format.deltas(segments, finished), self.as_ids)
 
 
 class ChatServing:
@@ -346,7 +352,7 @@ class ChatServing:
                 ChatChoice(
                     index=i,
                     message=reasoning_format(self.reasoning_output).message(reasoning, content),
-                    logprobs=logprobs_out(state.logprobs),
+                    logprobs=logprobs_out(state.logprobs, request.return_tokens_as_token_ids),
                     finish_reason=state.finish_reason or "stop",
                     stop_reason=state.stop_reason,
                 )
@@ -389,7 +395,11 @@ class ChatServing:
             )
 
         states = [
-            _StreamChoice(ReasoningSplitter(in_reasoning), reasoning_format(self.reasoning_output))
+            _StreamChoice(
+                ReasoningSplitter(in_reasoning),
+                reasoning_format(self.reasoning_output),
+                as_ids=request.return_tokens_as_token_ids,
+            )
             for _ in range(request.n)
         ]
         for i in range(request.n):

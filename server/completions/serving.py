@@ -31,14 +31,16 @@ class _Prompt:
     token_ids: list[int]
 
 
-def legacy_logprobs(delta: ChoiceDelta, offset: int) -> CompletionLogprobs | None:
+def legacy_logprobs(
+    delta: ChoiceDelta, offset: int, as_ids: bool = False
+) -> CompletionLogprobs | None:
     if delta.logprobs is None:
         return None
     out = CompletionLogprobs()
     for lp in delta.logprobs:
-        out.tokens.append(lp.token)
+        out.tokens.append(lp.label(as_ids))
         out.token_logprobs.append(lp.logprob)
-        out.top_logprobs.append({t.token: t.logprob for t in lp.top})
+        out.top_logprobs.append({t.label(as_ids): t.logprob for t in lp.top})
         out.text_offset.append(offset)
         offset += len(lp.token)
     return out
@@ -144,7 +146,7 @@ class CompletionServing:
         prompts: list[_Prompt],
         gens: list[Generation],
     ) -> CompletionResponse | ErrorResponse:
-        n = request.n
+        n, as_ids = request.n, request.return_tokens_as_token_ids
         texts = [[p.text if request.echo else ""] for p in prompts for _ in range(n)]
         logprobs: list[CompletionLogprobs | None] = [None] * len(texts)
         finish: list[ChoiceDelta | None] = [None] * len(texts)
@@ -154,7 +156,7 @@ class CompletionServing:
                     k = p * n + d.index
                     offset = sum(len(t) for t in texts[k])
                     texts[k].append(d.text)
-                    logprobs[k] = _merge_logprobs(logprobs[k], legacy_logprobs(d, offset))
+                    logprobs[k] = _merge_logprobs(logprobs[k], legacy_logprobs(d, offset, as_ids))
                     if d.finish_reason is not None:
                         finish[k] = d
         except (RequestError, EngineError) as e:
@@ -189,7 +191,7 @@ class CompletionServing:
         prompts: list[_Prompt],
         gens: list[Generation],
     ) -> AsyncIterator[str]:
-        created, n = now(), request.n
+        created, n, as_ids = now(), request.n, request.return_tokens_as_token_ids
         offsets = [len(p.text) if request.echo else 0 for p in prompts for _ in range(n)]
 
         def chunk(choices: list[CompletionChoice], usage: UsageInfo | None = None) -> str:
@@ -216,7 +218,7 @@ class CompletionServing:
                         CompletionChoice(
                             index=k,
                             text=d.text,
-                            logprobs=legacy_logprobs(d, offsets[k]),
+                            logprobs=legacy_logprobs(d, offsets[k], as_ids),
                             finish_reason=d.finish_reason,
                             stop_reason=d.stop_reason,
                         )

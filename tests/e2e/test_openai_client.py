@@ -29,12 +29,22 @@ def test_models(server: RemoteServer) -> None:
     assert [m.id for m in models.data] == [MODEL, f"{MODEL}:aligned", f"{MODEL}:search"]
 
 
+def greedy_answer(server: RemoteServer, max_tokens: int) -> str:
+    r = server.client().chat.completions.create(
+        model=MODEL, messages=QUESTION, max_tokens=max_tokens, temperature=0
+    )
+    return r.choices[0].message.content
+
+
 def test_chat_completion(server: RemoteServer) -> None:
+    """The shape of a reply. What the model says is checked against transformers in
+    ``test_agreement.py``, not as text here: which words a 135M model picks at a near-tie
+    depends on the CPU's rounding."""
     r = server.client().chat.completions.create(
         model=MODEL, messages=QUESTION, max_tokens=24, temperature=0
     )
     assert r.object == "chat.completion"
-    assert "Paris" in r.choices[0].message.content
+    assert r.choices[0].message.content.strip()
     assert r.choices[0].finish_reason in ("stop", "length")
     assert r.usage.completion_tokens > 0
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
@@ -63,7 +73,7 @@ def test_stream_with_usage(server: RemoteServer) -> None:
     assert chunks[-1].choices == []
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert chunks[-1].usage.completion_tokens > 0
-    assert "Paris" in text
+    assert text == greedy_answer(server, max_tokens=16)  # the same greedy text as JSON
 
 
 def test_n_choices(server: RemoteServer) -> None:
