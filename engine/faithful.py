@@ -377,7 +377,9 @@ def served_paths(
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    llm = LLM(model=str(folder), dtype=dtype, enforce_eager=True, seed=0, max_model_len=2048)
+    config = read_json(folder / "config.json") or {}
+    length = min(2048, int(config.get("max_position_embeddings") or 2048))
+    llm = LLM(model=str(folder), dtype=dtype, enforce_eager=True, seed=0, max_model_len=length)
     outputs = llm.generate(
         [TokensPrompt(prompt_token_ids=p) for p in prompts],
         SamplingParams(temperature=0.0, max_tokens=n),
@@ -503,7 +505,11 @@ def faithful_cpu_dtype(folder: str | Path) -> str:
     if not _fits_in_memory(folder):
         logger.warning("dtype check skipped: a float32 reference of %s would not fit", folder)
         return "auto"
-    decision = choose_cpu_dtype(folder)
+    try:
+        decision = choose_cpu_dtype(folder)
+    except EngineError as e:  # vLLM's own start will say what is wrong with the model
+        logger.warning("dtype check failed, leaving the dtype to vLLM: %s", e)
+        return "auto"
     logger.info("dtype check for %s: %s", folder.name, decision.summary())
     return decision.dtype
 

@@ -60,6 +60,8 @@ class VLLMEngine(Engine):
         self._llm = llm
         self.model_id = model_id
         self.max_model_len = int(llm.model_config.max_model_len)
+        self.dtype = str(llm.model_config.dtype).removeprefix("torch.")
+        """The dtype vLLM runs in (``float16``...), whatever chose it."""
         self._tokenizer = llm.get_tokenizer()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="safework-tok")
         self.sampling_defaults: dict[str, Any] = dict(llm.model_config.get_diff_sampling_param())

@@ -57,6 +57,7 @@ _RUN_SWITCHES = (
     # these change how an update is computed, never what it is
     "micro_batch_size",
     "rollout_engine",
+    "rollout_dtype",
     "gradient_checkpointing",
 )
 
@@ -211,6 +212,13 @@ class RLConfig:
     rollout_engine: Literal["policy", "vllm"] = field(
         default="policy",
         metadata=_help("policy: the trained model's own generate; vllm: colocated vLLM + sync"),
+    )
+    rollout_dtype: Literal["auto", "bfloat16", "float16", "float32"] = field(
+        default="auto",
+        metadata=_help(
+            "dtype of the colocated vLLM (auto: vLLM's on a GPU; on a CPU the fastest whose "
+            "greedy output agrees with float32 transformers, checked once per CPU and model)"
+        ),
     )
     held_out: int = field(
         default=32, metadata=_help("held-out prompts scored (greedy) before and after; 0 = off")

@@ -72,6 +72,7 @@ def colocated_vllm(run: Any, model: Any) -> Any:
         served_model_name="policy",
         max_model_len=length,
         gpu_memory_utilization=0.35,  # the trainer shares the GPU
+        dtype=rl.rollout_dtype,
         seed=rl.seed,
     )
 

@@ -38,7 +38,10 @@ def main(tokenizer_dir: Path, output: Path) -> None:
     model_dir = _vllm_sized_llama(tokenizer_dir, output.parent / "policy")
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    rl = RLConfig(model=str(model_dir), output=output, method="full", resume="never")
+    # float32: this checks weight sync, not the CPU dtype choice (tests/test_faithful.py)
+    rl = RLConfig(
+        model=str(model_dir), output=output, method="full", resume="never", rollout_dtype="float32"
+    )
     rl.max_prompt_tokens, rl.max_new_tokens = 64, 16
     loop = asyncio.new_event_loop()
     run = SimpleNamespace(rl=rl, model_dir=model_dir, loop=loop, dist=dist_info())
@@ -78,7 +81,7 @@ def main(tokenizer_dir: Path, output: Path) -> None:
 
     folder = output / ".rollout-weights"
     tok.save_pretrained(folder)
-    engine = VLLMEngine.create(EngineOptions(model=str(folder), max_model_len=128))
+    engine = VLLMEngine.create(EngineOptions(model=str(folder), max_model_len=128, dtype="float32"))
     after["fresh_vllm"] = vllm_greedy()
     loop.run_until_complete(engine.shutdown())
     from safetensors.torch import load_file
