@@ -77,6 +77,7 @@ test: lint model value-models corpus browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: model value-models corpus
+	$(BIN)/python bench/dtype.py
 	$(BIN)/python bench/serve_overhead.py
 	$(BIN)/python bench/guided.py
 	$(BIN)/python bench/search.py
