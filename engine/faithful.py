@@ -243,11 +243,16 @@ def software_versions() -> dict[str, str | None]:
     }
 
 
+_BOOKKEEPING = frozenset({"transformers_version", "use_cache"})
+
+
 def model_fingerprint(folder: Path) -> str:
-    """Architecture, shapes and the weight files' names and sizes. Checkpoints of one model
-    trained on the same kernels share the decision; ``--force`` measures one anew."""
-    digest = hashlib.sha256()
-    digest.update((folder / "config.json").read_bytes())
+    """Architecture, shapes and the weight files' names and sizes: checkpoints of one model
+    (an SFT export of the default model, say) share the decision, since it measures how the
+    kernels round for that architecture; ``--force`` measures one anew."""
+    config = read_json(folder / "config.json") or {}
+    kept = {k: v for k, v in config.items() if not k.startswith("_") and k not in _BOOKKEEPING}
+    digest = hashlib.sha256(json.dumps(kept, sort_keys=True).encode())
     for path in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
         digest.update(f"{path.name}:{path.stat().st_size}\n".encode())
     return digest.hexdigest()

@@ -221,3 +221,44 @@ def test_user_dtype_and_non_folders_skip_the_check(
     assert vllm_engine._serving_dtype(auto, str(model), on_cpu=False) == "auto"
     assert vllm_engine._serving_dtype(auto, str(model), on_cpu=True) == "x"
     assert seen == [str(model)]
+
+
+# --------------------------------------------------------------------------- the real reference
+
+
+def test_reference_subprocess_matches_one_prompt_at_a_time(
+    peaked_model: Path, tmp_path: Path
+) -> None:
+    """The reference side as the check runs it (a subprocess, one left-padded batch, JSON back)
+    gives each prompt the greedy path and log-probabilities transformers gives it alone."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    refs = faithful.SubprocessProber(tmp_path).reference(peaked_model)
+    assert len(refs) == len(faithful.PROBE_QUESTIONS)
+    model = AutoModelForCausalLM.from_pretrained(peaked_model, dtype=torch.float32)
+    for ref in refs[:3]:
+        with torch.no_grad():
+            out = model.generate(
+                torch.tensor([ref.prompt]), max_new_tokens=faithful.PROBE_TOKENS, do_sample=False,
+                output_scores=True, return_dict_in_generate=True,
+            )  # fmt: skip
+        alone = out.sequences[0, len(ref.prompt) :].tolist()
+        assert ref.tokens == alone[: len(ref.tokens)]
+        assert len(ref.top) == len(ref.tokens)
+        first = torch.log_softmax(out.scores[0][0], dim=-1)
+        for token, logprob in ref.top[0].items():
+            assert logprob == pytest.approx(first[token].item(), abs=1e-3)
+        assert compare(ref, alone).position is None
+
+
+def test_checkpoints_of_one_model_share_a_fingerprint(model: Path, tmp_path: Path) -> None:
+    export = tmp_path / "export"
+    export.mkdir()
+    config = json.loads((model / "config.json").read_text())
+    extra = {"_name_or_path": "runs/sft", "transformers_version": "9.9", "use_cache": False}
+    (export / "config.json").write_text(json.dumps({**config, **extra}))
+    (export / "model.safetensors").write_bytes(b"\1" * 64)  # same size, other weights
+    assert faithful.model_fingerprint(export) == faithful.model_fingerprint(model)
+    (export / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 2}))
+    assert faithful.model_fingerprint(export) != faithful.model_fingerprint(model)
