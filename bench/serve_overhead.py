@@ -171,7 +171,7 @@ def _port_free(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) != 0
 
 
-def engine_flags(model: str, seed: int) -> list[str]:
+def engine_flags(model: str, seed: int, dtype: str) -> list[str]:
     """Engine options given identically to both servers (vLLM's own flag names)."""
     return [
         "--model",
@@ -181,19 +181,27 @@ def engine_flags(model: str, seed: int) -> list[str]:
         "--enforce-eager",
         "--enable-prefix-caching",
         "--dtype",
-        "auto",
+        dtype,
         "--seed",
         str(seed),
     ]
 
 
-def safework_argv(model: str, port: int, seed: int) -> list[str]:
+def safework_argv(model: str, port: int, seed: int, dtype: str) -> list[str]:
     script = Path(sys.executable).parent / "safework"
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "safework.cli"]
-    return [*cmd, "serve", "--host", "127.0.0.1", "--port", str(port), *engine_flags(model, seed)]
+    return [
+        *cmd,
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *engine_flags(model, seed, dtype),
+    ]
 
 
-def vllm_argv(model: str, port: int, seed: int) -> list[str]:
+def vllm_argv(model: str, port: int, seed: int, dtype: str) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -202,17 +210,31 @@ def vllm_argv(model: str, port: int, seed: int) -> list[str]:
         "127.0.0.1",
         "--port",
         str(port),
-        *engine_flags(model, seed),
+        *engine_flags(model, seed, dtype),
     ]
 
 
-def make_servers(model: str, port_base: int, seed: int, log_dir: Path) -> list[Server]:
+def make_servers(model: str, port_base: int, seed: int, dtype: str, log_dir: Path) -> list[Server]:
     """safework on ``port_base``, vLLM on the next port; same model and engine options."""
     sw, vl = port_base, port_base + 1
     return [
-        Server("safework", safework_argv(model, sw, seed), sw, log_dir / "safework.log"),
-        Server("vllm", vllm_argv(model, vl, seed), vl, log_dir / "vllm.log"),
+        Server("safework", safework_argv(model, sw, seed, dtype), sw, log_dir / "safework.log"),
+        Server("vllm", vllm_argv(model, vl, seed, dtype), vl, log_dir / "vllm.log"),
     ]
+
+
+def served_dtype(model: str) -> str:
+    """The dtype ``safework serve`` picks for ``model`` here: given to both servers, since
+    vLLM's own ``auto`` would differ on a CPU where the dtype check chose another."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return "auto"
+    from safework.engine.faithful import faithful_cpu_dtype
+    from safework.engine.options import configure_cpu_environment
+
+    configure_cpu_environment()
+    return faithful_cpu_dtype(model)
 
 
 def server_env() -> dict[str, str]:
@@ -504,6 +526,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--model", default=None, help="HF model folder (default: the embedded one)")
     p.add_argument("--seed", type=int, default=0, help="engine seed, both servers (default 0)")
+    p.add_argument(
+        "--dtype", default=None, help="both servers' dtype (default: what safework serves here)"
+    )
     p.add_argument("--log-dir", type=Path, default=None, help="server logs (default: a temp dir)")
     p.add_argument("--json-out", type=Path, default=None, help="also write the results as JSON")
     args = p.parse_args(argv)
@@ -536,10 +561,12 @@ def main(argv: list[str] | None = None) -> int:
     model = args.model or default_model()
     log_dir = args.log_dir or Path(tempfile.mkdtemp(prefix="serve_overhead-"))
     log_dir.mkdir(parents=True, exist_ok=True)
-    servers = make_servers(model, args.port_base, args.seed, log_dir)
+    dtype = args.dtype or served_dtype(model)
+    servers = make_servers(model, args.port_base, args.seed, dtype, log_dir)
     revision = source_revision()
     print(f"command: {command}\ndate: {started.isoformat(timespec='seconds')}")
-    print(f"safework revision: {revision}, {vllm_version()}, {os.cpu_count()} CPUs\nmodel: {model}")
+    print(f"safework revision: {revision}, {vllm_version()}, {os.cpu_count()} CPUs")
+    print(f"model: {model}, dtype {dtype} (both servers)")
     print(
         f"load: {args.requests} requests x {args.max_tokens} output tokens, "
         f"{args.concurrency} concurrent, {args.rounds} rounds per server",
