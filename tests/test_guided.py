@@ -3,7 +3,9 @@ beams, retries, steering and the refusal fallback."""
 
 from __future__ import annotations
 
-from safework.engine.base import EngineOutput, SamplingConfig
+from collections.abc import AsyncIterator
+
+from safework.engine.base import ChoiceDelta, EngineOutput, SamplingConfig
 from safework.value_models.guided import (
     REFUSAL_TEXT,
     STEER_TEXT,
@@ -12,7 +14,7 @@ from safework.value_models.guided import (
     WeightedModel,
 )
 
-from .fakes import KeywordValueModel, StepEngine
+from .fakes import FakeEngine, KeywordValueModel, StepEngine
 
 
 def models(*pairs: tuple[str, float, float]) -> tuple[WeightedModel, ...]:
@@ -122,3 +124,57 @@ async def test_blank_lines_pass_without_scoring() -> None:
     assert text == "\ngood words\nend."
     assert decoder.stats.steered == 0
     assert config.models[0].model.calls == [2, 2]  # the blank step was not scored
+
+
+class SeededEngine(FakeEngine):
+    """The k-th greedy request gets ``greedy[k]``; a sampled one gets texts that depend only on
+    its seed and choice index, as a seeded sampler's would. A text ending in a newline ends a
+    step; any other ends the answer."""
+
+    def __init__(self, greedy: list[str]) -> None:
+        super().__init__()
+        self.greedy = greedy
+        self.greedy_calls = 0
+
+    async def _steps(
+        self, prompt: list[int], s: SamplingConfig, request_id: str
+    ) -> AsyncIterator[EngineOutput]:
+        if s.temperature == 0:
+            texts = [self.greedy[min(self.greedy_calls, len(self.greedy) - 1)]]
+            self.greedy_calls += 1
+        else:
+            texts = [f"alt {s.seed % 97} {i}\n" for i in range(s.n)]
+        deltas = [
+            ChoiceDelta(i, t, [ord(c) for c in t], None, "stop", "\n" if t[-1] == "\n" else None)
+            for i, t in enumerate(texts)
+        ]
+        yield EngineOutput(request_id, len(prompt), deltas, finished=True)
+
+
+async def greedy_run(engine: SeededEngine, config: GuidanceConfig) -> str:
+    decoder = GuidedDecoder(config, "question?")
+    sampling = SamplingConfig(max_tokens=50_000, temperature=0.0, seed=7)
+    outs = [o async for o in decoder(engine, [1, 2, 3], sampling, "r")]
+    return "".join(d.text for o in outs for d in o.choices)
+
+
+async def test_greedy_request_is_one_candidate_and_deterministic() -> None:
+    config = GuidanceConfig(models(("bad", 1.0, 0.5)), candidates=3)
+    engine = SeededEngine(["good start\n", "the end."])
+    text = await greedy_run(engine, config)
+    assert text == "good start\nthe end."  # a tie goes to the greedy step, drawn first
+    kinds = [(s.n, s.temperature) for _, s in engine.requests]
+    assert kinds[:2] == [(1, 0.0), (2, 1.0)]  # the greedy step and K-1 seeded alternatives
+    seeds = [s.seed for _, s in engine.requests if s.temperature > 0]
+    assert len(set(seeds)) == len(seeds)  # a new seed at each position
+    again = SeededEngine(["good start\n", "the end."])
+    assert await greedy_run(again, config) == text
+    assert [s.seed for _, s in again.requests if s.temperature > 0] == seeds
+
+
+async def test_a_rejected_greedy_step_loses_to_a_sampled_one() -> None:
+    config = GuidanceConfig(models(("bad", 1.0, 0.5)), candidates=3)
+    engine = SeededEngine(["bad start\n", "the end."])
+    text = await greedy_run(engine, config)
+    assert text.startswith("alt ")
+    assert "bad start" not in text

@@ -7,7 +7,9 @@ batch. A candidate below any model's hard ``threshold`` is rejected; among the r
 highest weighted score wins (with ``beam_width > 1`` the best B partial answers are kept and
 each is extended). When every candidate fails ``retries + 1`` times in a row, the decoder
 *steers*: it inserts a safety-reflection step and goes on; if the step after that still
-fails, it answers with a safe refusal.
+fails, it answers with a safe refusal. A greedy request (temperature 0) is answered too, and
+deterministically: the greedy step is one candidate and the others are sampled with a seed
+fixed by the request (see ``GuidedDecoder._requests``).
 
 ``GuidedDecoder`` is a server strategy: it yields ``EngineOutput`` steps (the chosen text as
 deltas of choice 0) with an ``alignment.step`` event attached to each, so streams show each
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import zlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -136,6 +139,22 @@ async def score_candidates(
         cand.total = round(total / weight_sum, 4)
 
 
+async def _collect(
+    engine: Engine, prompt: list[int], sampling: SamplingConfig, rid: str
+) -> list[tuple[str, list[int], ChoiceDelta | None]]:
+    """Run one engine request to the end: per choice, its text, token ids and final delta."""
+    texts = [""] * sampling.n
+    ids: list[list[int]] = [[] for _ in range(sampling.n)]
+    ends: list[ChoiceDelta | None] = [None] * sampling.n
+    async for out in engine.generate(prompt, sampling, rid):
+        for d in out.choices:
+            texts[d.index] += d.text
+            ids[d.index].extend(d.token_ids)
+            if d.finish_reason is not None:
+                ends[d.index] = d
+    return list(zip(texts, ids, ends, strict=True))
+
+
 class GuidedDecoder:
     """A strategy: ``decoder(engine, prompt_ids, sampling, request_id)`` streams the answer."""
 
@@ -144,10 +163,14 @@ class GuidedDecoder:
         self.question = question
         self.stats = GuidanceStats()
 
-    async def _sample(
-        self, engine: Engine, beam: Beam, sampling: SamplingConfig, budget: int, rid: str
-    ) -> list[Candidate]:
-        step_sampling = replace(
+    def _requests(
+        self, beam: Beam, sampling: SamplingConfig, budget: int, attempt: int
+    ) -> list[SamplingConfig]:
+        """The engine requests that sample one step's K candidates: one request of ``n=K``;
+        for a greedy request, the greedy step plus K-1 alternatives sampled at temperature 1
+        with a seed fixed by the request's seed, the position and the attempt, so the same
+        request gets the same answer."""
+        step = replace(
             sampling,
             n=self.config.candidates,
             max_tokens=min(self.config.step_max_tokens, budget),
@@ -156,17 +179,30 @@ class GuidedDecoder:
             logprobs=None,
             structured=None,
         )
-        texts = [""] * step_sampling.n
-        ids: list[list[int]] = [[] for _ in range(step_sampling.n)]
-        ends: list[ChoiceDelta | None] = [None] * step_sampling.n
-        async for out in engine.generate(beam.token_ids, step_sampling, rid):
-            for d in out.choices:
-                texts[d.index] += d.text
-                ids[d.index].extend(d.token_ids)
-                if d.finish_reason is not None:
-                    ends[d.index] = d
+        if sampling.temperature != 0:
+            return [step]
+        greedy = replace(step, n=1)
+        if step.n == 1:
+            return [greedy]
+        key = f"{sampling.seed or 0}:{len(beam.token_ids)}:{attempt}".encode()
+        seed = zlib.crc32(key)
+        return [greedy, replace(step, n=step.n - 1, temperature=1.0, top_p=1.0, seed=seed)]
+
+    async def _sample(
+        self,
+        engine: Engine,
+        beam: Beam,
+        sampling: SamplingConfig,
+        budget: int,
+        rid: str,
+        attempt: int = 0,
+    ) -> list[Candidate]:
+        requests = self._requests(beam, sampling, budget, attempt)
+        drawn = await asyncio.gather(
+            *(_collect(engine, beam.token_ids, s, f"{rid}-{i}") for i, s in enumerate(requests))
+        )
         cands = []
-        for text, token_ids, end in zip(texts, ids, ends, strict=True):
+        for text, token_ids, end in (choice for choices in drawn for choice in choices):
             at_delimiter = end is not None and end.stop_reason == self.config.step_delimiter
             at_user_stop = end is not None and end.stop_reason in sampling.stop
             finished = end is not None and end.finish_reason == "stop" and not at_delimiter
@@ -180,13 +216,19 @@ class GuidedDecoder:
         return steps or [replace(cands[0], filler=True)]
 
     async def _choose(
-        self, engine: Engine, beams: list[Beam], sampling: SamplingConfig, budget: int, rid: str
+        self,
+        engine: Engine,
+        beams: list[Beam],
+        sampling: SamplingConfig,
+        budget: int,
+        rid: str,
+        attempt: int,
     ) -> tuple[list[tuple[Beam, Candidate]], list[Candidate]]:
         """Extend each live beam; return the passing (beam, candidate) pairs and the rejected."""
         passing: list[tuple[Beam, Candidate]] = []
         rejected: list[Candidate] = []
         for b, beam in enumerate(beams):
-            cands = await self._sample(engine, beam, sampling, budget, f"{rid}-b{b}")
+            cands = await self._sample(engine, beam, sampling, budget, f"{rid}-b{b}", attempt)
             if not cands[0].filler:
                 await score_candidates(self.config, self.question, beam.text, cands, self.stats)
             for c in cands:
@@ -256,7 +298,7 @@ class GuidedDecoder:
             rejected: list[Candidate] = []
             for attempt in range(cfg.retries + 1):
                 rid = f"{request_id}-s{step}a{attempt}"
-                chosen, failed = await self._choose(engine, beams, sampling, budget, rid)
+                chosen, failed = await self._choose(engine, beams, sampling, budget, rid, attempt)
                 rejected += failed
                 if chosen:
                     break

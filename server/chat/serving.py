@@ -234,12 +234,6 @@ class ChatServing:
                 raise RequestError(
                     f"`{field_name}` is not supported with the {name} strategy", param=field_name
                 )
-        if name == "aligned" and request.temperature == 0:
-            raise RequestError(
-                "the aligned strategy samples several candidate steps and keeps the best; "
-                "temperature 0 would make them all the same: use a temperature above 0",
-                param="temperature",
-            )
         options = request.safework
         if name == "search":
             session = self.search.session(

@@ -31,6 +31,22 @@ def test_aligned_profile_returns_scored_steps(server: RemoteServer) -> None:
     assert r.choices[0].message.content.startswith(text[:20])
 
 
+def test_greedy_aligned_request_is_answered_the_same_each_time(server: RemoteServer) -> None:
+    """Open WebUI and scripts send temperature 0: the greedy step is a candidate, the others
+    are sampled with a seed fixed by the request."""
+
+    def ask() -> str:
+        r = server.client().chat.completions.create(
+            model=f"{MODEL}:aligned", messages=QUESTION, max_tokens=32, temperature=0
+        )
+        assert r.model_extra["safework"]["alignment"]["steps"]
+        return r.choices[0].message.content
+
+    first = ask()
+    assert first
+    assert ask() == first
+
+
 def test_aligned_stream_carries_step_events(server: RemoteServer) -> None:
     stream = server.client().chat.completions.create(
         model=MODEL,
