@@ -1,4 +1,4 @@
-"""Helpers the benchmarks share: what was measured (revision, vLLM version).
+"""Helpers the benchmarks share: what was measured (revision, vLLM version, served dtype).
 
 Benchmarks run as scripts (``python bench/NAME.py``), so this folder is on ``sys.path`` and
 they import this module as ``common``.
@@ -35,3 +35,17 @@ def vllm_version() -> str:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             return f"{dist} {importlib.metadata.version(dist)}"
     return "vllm (version unknown)"
+
+
+def served_dtype(model: str) -> str:
+    """The dtype ``safework serve`` picks for ``model`` here, for a peer that must serve in the
+    same one: vLLM's own ``auto`` differs on a CPU where the dtype check chose another."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return "auto"
+    from safework.engine.faithful import faithful_cpu_dtype
+    from safework.engine.options import configure_cpu_environment
+
+    configure_cpu_environment()
+    return faithful_cpu_dtype(model)

@@ -51,7 +51,7 @@ from typing import Any, TextIO
 
 import httpx
 import psutil
-from common import source_revision, vllm_version
+from common import served_dtype, source_revision, vllm_version
 
 SERVED_NAME = "smollm2-135m-instruct"
 THROUGHPUT_GOAL = 0.95  # safework/vLLM output tokens/s, at least
@@ -221,20 +221,6 @@ def make_servers(model: str, port_base: int, seed: int, dtype: str, log_dir: Pat
         Server("safework", safework_argv(model, sw, seed, dtype), sw, log_dir / "safework.log"),
         Server("vllm", vllm_argv(model, vl, seed, dtype), vl, log_dir / "vllm.log"),
     ]
-
-
-def served_dtype(model: str) -> str:
-    """The dtype ``safework serve`` picks for ``model`` here: given to both servers, since
-    vLLM's own ``auto`` would differ on a CPU where the dtype check chose another."""
-    from vllm.platforms import current_platform
-
-    if not current_platform.is_cpu():
-        return "auto"
-    from safework.engine.faithful import faithful_cpu_dtype
-    from safework.engine.options import configure_cpu_environment
-
-    configure_cpu_environment()
-    return faithful_cpu_dtype(model)
 
 
 def server_env() -> dict[str, str]:
