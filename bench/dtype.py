@@ -38,12 +38,12 @@ PEER = "bfloat16"
 
 def worker(folder: str, dtype: str, prompts: list[list[int]], repeats: int) -> dict[str, Any]:
     """In a fresh process: the dtype's greedy probe continuations and its throughput."""
-    from vllm import LLM, SamplingParams
+    from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from safework.engine.faithful import PROBE_TOKENS
+    from safework.engine.faithful import PROBE_TOKENS, offline_engine
 
-    llm = LLM(model=folder, dtype=dtype, enforce_eager=True, seed=0, max_model_len=2048)
+    llm = offline_engine(folder, dtype)
     inputs = [TokensPrompt(prompt_token_ids=p) for p in prompts]
     greedy = llm.generate(inputs, SamplingParams(temperature=0, max_tokens=PROBE_TOKENS))
     load = SamplingParams(temperature=0, max_tokens=128, ignore_eos=True)

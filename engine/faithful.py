@@ -375,16 +375,24 @@ def reference_paths(
     return paths
 
 
+def offline_engine(folder: str | Path, dtype: str) -> Any:
+    """vLLM's offline ``LLM`` on ``folder`` in ``dtype``, eager as the server runs it on a CPU,
+    with a context just long enough for short probes."""
+    from vllm import LLM
+
+    config = read_json(Path(folder) / "config.json") or {}
+    length = min(2048, int(config.get("max_position_embeddings") or 2048))
+    return LLM(model=str(folder), dtype=dtype, enforce_eager=True, seed=0, max_model_len=length)
+
+
 def served_paths(
     folder: Path, dtype: str, prompts: list[list[int]], n: int = PROBE_TOKENS
 ) -> list[list[int]]:
     """Greedy continuations by vLLM in ``dtype`` (an offline engine, as the server builds it)."""
-    from vllm import LLM, SamplingParams
+    from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
 
-    config = read_json(folder / "config.json") or {}
-    length = min(2048, int(config.get("max_position_embeddings") or 2048))
-    llm = LLM(model=str(folder), dtype=dtype, enforce_eager=True, seed=0, max_model_len=length)
+    llm = offline_engine(folder, dtype)
     outputs = llm.generate(
         [TokensPrompt(prompt_token_ids=p) for p in prompts],
         SamplingParams(temperature=0.0, max_tokens=n),
