@@ -115,6 +115,17 @@ class AlignmentOptions(StrictModel):
     )
     max_steps: int | None = Field(default=None, ge=1, le=256)
     retries: int | None = Field(default=None, ge=0, le=8, description="Resamples before steering.")
+    mode: Literal["cascade", "exhaustive"] | None = Field(
+        default=None,
+        description="cascade: K candidates for the first step, then one stream resampled only "
+        "where a step fails; exhaustive: K candidates at every step (needed for beams).",
+    )
+    first_step_tokens: int | None = Field(
+        default=None, ge=1, le=512, description="Cascade: token cap of the first step's K."
+    )
+    score_every_max: int | None = Field(
+        default=None, ge=1, le=16, description="Cascade: most steps one score may cover."
+    )
 
     @field_validator("value_models")
     @classmethod

@@ -107,7 +107,8 @@ def test_stream_emits_each_step_as_chosen(client: TestClient) -> None:
 def test_metrics_count_candidates_and_rejections(client: TestClient) -> None:
     client.post("/v1/chat/completions", json={"model": "fake-model:aligned", "messages": MESSAGES})
     text = client.get("/metrics").text
-    assert sample(text, "safework_guided_candidates_total") == 4
+    # cascade: the first step's two candidates, then the streamed rest scored once
+    assert sample(text, "safework_guided_candidates_total") == 3
     assert sample(text, "safework_guided_rejected_total") == 1
     assert sample(text, "safework_value_model_latency_seconds_count", model="safety") == 2
 

@@ -1,9 +1,10 @@
-"""Guided decoding with a scripted engine and keyword value models: weighting, thresholds,
-beams, retries, steering and the refusal fallback."""
+"""Guided decoding in exhaustive mode with a scripted engine and keyword value models:
+weighting, thresholds, beams, retries, steering and the refusal fallback."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 
 from safework.engine.base import ChoiceDelta, EngineOutput, SamplingConfig
 from safework.value_models.guided import (
@@ -15,6 +16,10 @@ from safework.value_models.guided import (
 )
 
 from .fakes import FakeEngine, KeywordValueModel, StepEngine
+
+
+Exhaustive = partial(GuidanceConfig, mode="exhaustive")
+"""These tests pin K candidates at every step; ``test_cascade.py`` tests the default mode."""
 
 
 def models(*pairs: tuple[str, float, float]) -> tuple[WeightedModel, ...]:
@@ -33,7 +38,7 @@ async def run(
 
 async def test_best_passing_candidate_wins_each_step() -> None:
     engine = StepEngine([["bad idea\n", "good idea\n"], ["done."]])
-    text, outs, decoder = await run(engine, GuidanceConfig(models(("bad", 1.0, 0.0)), candidates=2))
+    text, outs, decoder = await run(engine, Exhaustive(models(("bad", 1.0, 0.0)), candidates=2))
     assert text == "good idea\ndone."
     assert outs[-1].choices[0].finish_reason == "stop"
     first = outs[0].events[0]
@@ -46,11 +51,11 @@ async def test_weights_decide_between_value_models() -> None:
     script = [["alpha\n", "beta\n"], ["end."]]
     # "alpha" is penalised by model a, "beta" by model b: the heavier model decides
     text, _, _ = await run(
-        StepEngine(script), GuidanceConfig(models(("alpha", 0.8, 0), ("beta", 0.2, 0)))
+        StepEngine(script), Exhaustive(models(("alpha", 0.8, 0), ("beta", 0.2, 0)))
     )
     assert text.startswith("beta")
     text, _, _ = await run(
-        StepEngine(script), GuidanceConfig(models(("alpha", 0.2, 0), ("beta", 0.8, 0)))
+        StepEngine(script), Exhaustive(models(("alpha", 0.2, 0), ("beta", 0.8, 0)))
     )
     assert text.startswith("alpha")
 
@@ -58,7 +63,7 @@ async def test_weights_decide_between_value_models() -> None:
 async def test_threshold_is_a_hard_constraint() -> None:
     # "risky" scores higher on the weighted total but fails the low-weight model's threshold
     script = [["risky plan\n", "plan plan\n"], ["end."]]
-    config = GuidanceConfig(models(("plan", 0.9, 0.0), ("risky", 0.1, 0.5)), candidates=2)
+    config = Exhaustive(models(("plan", 0.9, 0.0), ("risky", 0.1, 0.5)), candidates=2)
     text, outs, decoder = await run(StepEngine(script), config)
     assert text.startswith("plan plan")
     rejected = outs[0].events[0]["rejected"]
@@ -68,7 +73,7 @@ async def test_threshold_is_a_hard_constraint() -> None:
 
 async def test_retry_then_choose() -> None:
     engine = StepEngine([["bad\n"], ["good\n"], ["end."]])
-    config = GuidanceConfig(models(("bad", 1, 0.5)), candidates=2, retries=1)
+    config = Exhaustive(models(("bad", 1, 0.5)), candidates=2, retries=1)
     text, outs, _ = await run(engine, config)
     assert text == "good\nend."
     assert len(outs[0].events[0]["rejected"]) == 2  # both samples of the failed attempt
@@ -76,7 +81,7 @@ async def test_retry_then_choose() -> None:
 
 async def test_steer_when_every_candidate_fails() -> None:
     engine = StepEngine([["bad\n"], ["bad\n"], ["fine answer."]])
-    text, outs, decoder = await run(engine, GuidanceConfig(models(("bad", 1, 0.5)), retries=1))
+    text, outs, decoder = await run(engine, Exhaustive(models(("bad", 1, 0.5)), retries=1))
     assert text == STEER_TEXT + "fine answer."
     assert outs[0].events[0]["action"] == "steer"
     assert decoder.stats.steered == 1
@@ -85,7 +90,7 @@ async def test_steer_when_every_candidate_fails() -> None:
 
 async def test_refuse_when_steering_fails() -> None:
     engine = StepEngine([["bad\n"]])
-    text, outs, decoder = await run(engine, GuidanceConfig(models(("bad", 1, 0.5)), retries=0))
+    text, outs, decoder = await run(engine, Exhaustive(models(("bad", 1, 0.5)), retries=0))
     assert text == STEER_TEXT + REFUSAL_TEXT
     assert outs[-1].events[0]["action"] == "refusal"
     assert outs[-1].choices[0].finish_reason == "stop"
@@ -94,14 +99,14 @@ async def test_refuse_when_steering_fails() -> None:
 
 async def test_token_budget_ends_with_length() -> None:
     engine = StepEngine([["one two\n"]])
-    text, outs, _ = await run(engine, GuidanceConfig(models(("x", 1, 0))), max_tokens=16)
+    text, outs, _ = await run(engine, Exhaustive(models(("x", 1, 0))), max_tokens=16)
     assert outs[-1].choices[0].finish_reason == "length"
     assert len(text) <= 16 + len("one two\n")
 
 
 async def test_beam_keeps_the_best_cumulative_answer() -> None:
     script = [["bad a\n", "ok b\n"], ["bad c.", "ok d."], ["bad e.", "ok f."]]
-    config = GuidanceConfig(models(("bad", 1, 0)), candidates=2, beam_width=2, max_steps=2)
+    config = Exhaustive(models(("bad", 1, 0)), candidates=2, beam_width=2, max_steps=2)
     text, outs, _ = await run(StepEngine(script), config)
     assert len(outs) == 1  # with beams the answer arrives whole
     assert "bad" not in text
@@ -111,7 +116,7 @@ async def test_beam_keeps_the_best_cumulative_answer() -> None:
 
 
 async def test_each_model_scores_one_batch_per_step() -> None:
-    config = GuidanceConfig(models(("a", 0.5, 0), ("b", 0.5, 0)), candidates=4)
+    config = Exhaustive(models(("a", 0.5, 0), ("b", 0.5, 0)), candidates=4)
     engine = StepEngine([["x\n", "y\n", "z\n", "w\n"], ["end."]])
     await run(engine, config)
     assert [wm.model.calls for wm in config.models] == [[4, 4], [4, 4]]
@@ -119,7 +124,7 @@ async def test_each_model_scores_one_batch_per_step() -> None:
 
 async def test_blank_lines_pass_without_scoring() -> None:
     engine = StepEngine([["\n"], ["bad words\n", "good words\n"], ["end."]])
-    config = GuidanceConfig(models(("bad", 1, 0.5)), candidates=2, retries=0)
+    config = Exhaustive(models(("bad", 1, 0.5)), candidates=2, retries=0)
     text, _, decoder = await run(engine, config)
     assert text == "\ngood words\nend."
     assert decoder.stats.steered == 0
@@ -159,7 +164,7 @@ async def greedy_run(engine: SeededEngine, config: GuidanceConfig) -> str:
 
 
 async def test_greedy_request_is_one_candidate_and_deterministic() -> None:
-    config = GuidanceConfig(models(("bad", 1.0, 0.5)), candidates=3)
+    config = Exhaustive(models(("bad", 1.0, 0.5)), candidates=3)
     engine = SeededEngine(["good start\n", "the end."])
     text = await greedy_run(engine, config)
     assert text == "good start\nthe end."  # a tie goes to the greedy step, drawn first
@@ -173,7 +178,7 @@ async def test_greedy_request_is_one_candidate_and_deterministic() -> None:
 
 
 async def test_a_rejected_greedy_step_loses_to_a_sampled_one() -> None:
-    config = GuidanceConfig(models(("bad", 1.0, 0.5)), candidates=3)
+    config = Exhaustive(models(("bad", 1.0, 0.5)), candidates=3)
     engine = SeededEngine(["bad start\n", "the end."])
     text = await greedy_run(engine, config)
     assert text.startswith("alt ")

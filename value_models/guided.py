@@ -33,6 +33,7 @@ STEER_TEXT = (
     "Let me think about safety before going on: the rest of this answer must not help anyone "
     "cause harm, so I will keep to safe, helpful information.\n"
 )
+MODES = ("cascade", "exhaustive")
 REFUSAL_TEXT = (
     "I can't help with that, because it could cause harm. If you tell me more about what "
     "you need, I'm glad to help with a safe alternative."
@@ -58,12 +59,39 @@ class GuidanceConfig:
     step_max_tokens: int = 96
     steer_text: str = STEER_TEXT
     refusal_text: str = REFUSAL_TEXT
+    mode: str = "cascade"
+    """``cascade`` (default): K candidates for the first step, then one stream whose steps are
+    scored as they come and resampled only when one fails (``cascade.py``); ``exhaustive``:
+    K candidates at every step (needed for ``beam_width > 1``)."""
+    first_step_tokens: int = 32
+    """Cascade: the K candidates of the first step (and after steering) end at the step
+    delimiter or after this many tokens, whichever comes first."""
+    score_every_max: int = 4
+    """Cascade: while scores stay at least ``skip_margin`` above every threshold, the stream is
+    scored every 1, 2, then up to this many steps (always before the end)."""
+    skip_margin: float = 0.3
 
     def __post_init__(self) -> None:
         if not self.models:
             raise ValueError("guided decoding needs at least one value model")
         if self.beam_width > self.candidates:
             raise ValueError("beam_width cannot exceed the number of candidates")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES} (got {self.mode!r})")
+        if self.mode == "cascade" and self.beam_width > 1:
+            raise ValueError('beam_width > 1 needs mode "exhaustive"')
+        if self.first_step_tokens < 1 or self.score_every_max < 1:
+            raise ValueError("first_step_tokens and score_every_max must be at least 1")
+
+
+@dataclass(frozen=True)
+class Draw:
+    """How one step's candidates are drawn: how many, their token cap, and whether a greedy
+    request's greedy continuation is one of them."""
+
+    n: int
+    cap: int
+    greedy: bool = True
 
 
 @dataclass
@@ -163,30 +191,41 @@ class GuidedDecoder:
         self.question = question
         self.stats = GuidanceStats()
 
+    def draw(self, n: int | None = None, cap: int | None = None, greedy: bool = True) -> Draw:
+        """The default draw of a step (K candidates, ``step_max_tokens``), with overrides."""
+        return Draw(n or self.config.candidates, cap or self.config.step_max_tokens, greedy)
+
     def _requests(
-        self, beam: Beam, sampling: SamplingConfig, budget: int, attempt: int
+        self, beam: Beam, sampling: SamplingConfig, budget: int, attempt: int, draw: Draw
     ) -> list[SamplingConfig]:
-        """The engine requests that sample one step's K candidates: one request of ``n=K``;
-        for a greedy request, the greedy step plus K-1 alternatives sampled at temperature 1
-        with a seed fixed by the request's seed, the position and the attempt, so the same
-        request gets the same answer."""
+        """The engine requests that sample one step's candidates: one request of ``n``.
+
+        For a greedy request, the greedy step plus ``n - 1`` alternatives sampled at
+        temperature 1; a seeded or greedy request's samples get a seed fixed by the request's
+        seed, the position and the attempt, so the same request gets the same answer and a
+        retry draws new candidates."""
         step = replace(
             sampling,
-            n=self.config.candidates,
-            max_tokens=min(self.config.step_max_tokens, budget),
+            n=draw.n,
+            max_tokens=min(draw.cap, budget),
             stop=[self.config.step_delimiter, *sampling.stop],
             include_stop_str_in_output=True,
             logprobs=None,
             structured=None,
         )
-        if sampling.temperature != 0:
+        greedy = sampling.temperature == 0
+        if not greedy and sampling.seed is None:
             return [step]
-        greedy = replace(step, n=1)
-        if step.n == 1:
-            return [greedy]
         key = f"{sampling.seed or 0}:{len(beam.token_ids)}:{attempt}".encode()
-        seed = zlib.crc32(key)
-        return [greedy, replace(step, n=step.n - 1, temperature=1.0, top_p=1.0, seed=seed)]
+        seeded = replace(step, seed=zlib.crc32(key))
+        if not greedy:
+            return [seeded]
+        alternatives = replace(seeded, temperature=1.0, top_p=1.0)
+        if not draw.greedy:
+            return [alternatives]
+        if step.n == 1:
+            return [replace(step, n=1)]
+        return [replace(step, n=1), replace(alternatives, n=step.n - 1)]
 
     async def _sample(
         self,
@@ -196,8 +235,9 @@ class GuidedDecoder:
         budget: int,
         rid: str,
         attempt: int = 0,
+        draw: Draw | None = None,
     ) -> list[Candidate]:
-        requests = self._requests(beam, sampling, budget, attempt)
+        requests = self._requests(beam, sampling, budget, attempt, draw or self.draw())
         drawn = await asyncio.gather(
             *(_collect(engine, beam.token_ids, s, f"{rid}-{i}") for i, s in enumerate(requests))
         )
@@ -223,12 +263,14 @@ class GuidedDecoder:
         budget: int,
         rid: str,
         attempt: int,
+        draw: Draw | None = None,
     ) -> tuple[list[tuple[Beam, Candidate]], list[Candidate]]:
         """Extend each live beam; return the passing (beam, candidate) pairs and the rejected."""
         passing: list[tuple[Beam, Candidate]] = []
         rejected: list[Candidate] = []
         for b, beam in enumerate(beams):
-            cands = await self._sample(engine, beam, sampling, budget, f"{rid}-b{b}", attempt)
+            rid_b = f"{rid}-b{b}"
+            cands = await self._sample(engine, beam, sampling, budget, rid_b, attempt, draw)
             if not cands[0].filler:
                 await score_candidates(self.config, self.question, beam.text, cands, self.stats)
             for c in cands:
@@ -282,9 +324,19 @@ class GuidedDecoder:
             )
         return beams
 
-    async def __call__(
+    def __call__(
         self, engine: Engine, prompt_token_ids: list[int], sampling: SamplingConfig, request_id: str
     ) -> AsyncIterator[EngineOutput]:
+        if self.config.mode == "cascade":
+            from .cascade import cascade
+
+            return cascade(self, engine, prompt_token_ids, sampling, request_id)
+        return self._exhaustive(engine, prompt_token_ids, sampling, request_id)
+
+    async def _exhaustive(
+        self, engine: Engine, prompt_token_ids: list[int], sampling: SamplingConfig, request_id: str
+    ) -> AsyncIterator[EngineOutput]:
+        """K candidates at every step, B beams (``mode: "exhaustive"``)."""
         cfg = self.config
         n_prompt = len(prompt_token_ids)
         stream = cfg.beam_width == 1  # with one beam each chosen step is final: stream it
