@@ -1,20 +1,21 @@
 """Text completions: one or many prompts -> engine -> ``text_completion`` JSON or SSE chunks.
 
 A batch of ``P`` prompts with ``n`` choices each yields choices indexed ``p * n + i``, as the
-OpenAI API does; the prompts run concurrently in the engine. ``echo`` prepends the prompt,
-``logprobs=k`` gives the legacy logprob layout (tokens, token_logprobs, top_logprobs,
-text_offset).
+OpenAI API does; the prompts run concurrently in the engine (``fanout.merge``). ``echo``
+prepends the prompt, ``logprobs=k`` gives the legacy logprob layout (tokens, token_logprobs,
+top_logprobs, text_offset). Only the plain strategy: ``<model>:aligned`` and ``:search`` are
+chat profiles (a text completion naming one is a 404).
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from safework.engine.base import ChoiceDelta, Engine, EngineOutput
+from safework.engine.base import ChoiceDelta, Engine
 from safework.errors import EngineError, RequestError
 
+from ..fanout import merge
 from ..generation import Generation
 from ..metrics import ServerMetrics
 from ..protocol import ErrorResponse, UsageInfo, now, random_id
@@ -55,39 +56,6 @@ def _merge_logprobs(a: CompletionLogprobs | None, b: CompletionLogprobs | None):
         top_logprobs=a.top_logprobs + b.top_logprobs,
         text_offset=a.text_offset + b.text_offset,
     )
-
-
-async def _merged(gens: list[Generation]) -> AsyncIterator[tuple[int, EngineOutput]]:
-    """Interleave the outputs of several generations as they arrive: ``(prompt_index, out)``."""
-    if len(gens) == 1:
-        async for out in gens[0].outputs():
-            yield 0, out
-        return
-    queue: asyncio.Queue[tuple[int, EngineOutput | BaseException | None]] = asyncio.Queue()
-
-    async def pump(i: int, gen: Generation) -> None:
-        try:
-            async for out in gen.outputs():
-                await queue.put((i, out))
-            await queue.put((i, None))
-        except BaseException as e:  # delivered to the consumer, which re-raises it
-            await queue.put((i, e))
-
-    tasks = [asyncio.create_task(pump(i, g)) for i, g in enumerate(gens)]
-    try:
-        remaining = len(gens)
-        while remaining:
-            i, item = await queue.get()
-            if item is None:
-                remaining -= 1
-            elif isinstance(item, BaseException):
-                raise item
-            else:
-                yield i, item
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 class CompletionServing:
@@ -151,7 +119,7 @@ class CompletionServing:
         logprobs: list[CompletionLogprobs | None] = [None] * len(texts)
         finish: list[ChoiceDelta | None] = [None] * len(texts)
         try:
-            async for p, out in _merged(gens):
+            async for p, out in merge([g.outputs() for g in gens]):
                 for d in out.choices:
                     k = p * n + d.index
                     offset = sum(len(t) for t in texts[k])
@@ -210,7 +178,7 @@ class CompletionServing:
                         for i in range(n)
                     ]
                 )
-            async for p, out in _merged(gens):
+            async for p, out in merge([g.outputs() for g in gens]):
                 choices = []
                 for d in out.choices:
                     k = p * n + d.index
