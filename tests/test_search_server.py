@@ -1,4 +1,5 @@
-"""The search strategy through the HTTP API: profile, settings, streams, errors, metrics."""
+"""The search strategy through the HTTP API: profile, settings, streams, ``n > 1`` (one
+session per choice), errors, metrics."""
 
 from __future__ import annotations
 
@@ -154,11 +155,70 @@ def test_bad_settings_are_400_and_reach_no_engine(
     assert engine.requests == []
 
 
-@pytest.mark.parametrize(("field", "value"), [("n", 2), ("logprobs", True)])
+@pytest.mark.parametrize(
+    ("field", "value"), [("logprobs", True), ("response_format", {"type": "json_object"})]
+)
 def test_unsupported_fields_are_400(client: TestClient, field: str, value: Any) -> None:
     r = chat(client, model="fake-model:search", **{field: value})
     assert r.status_code == 400
     assert r.json()["error"]["param"] == field
+
+
+def concurrent_engine() -> ScriptEngine:
+    """Answers from the prompt alone (copies run concurrently, so no shared script order):
+    it searches until the tungsten document is in its context, then answers."""
+    return ScriptEngine(PROTOCOL_MODEL[:1], routes={"Atomic number: 74": PROTOCOL_MODEL[1]})
+
+
+def test_n_choices_are_independent_search_sessions() -> None:
+    engine = concurrent_engine()
+    with serve(engine, search=settings()) as client:
+        r = chat(client, model="fake-model:search", n=2)
+        assert r.status_code == 200, r.text
+        data = r.json()
+        backend = client.app.state.search.backends["fake"]  # type: ignore[attr-defined]
+        metrics = client.get("/metrics").text
+    assert [c["index"] for c in data["choices"]] == [0, 1]
+    assert [c["message"]["content"] for c in data["choices"]] == ["74", "74"]
+    block = data["safework"]
+    assert block["strategy"] == "search"
+    assert "search" not in block  # n>1: each choice's report in `choices`
+    assert [c["index"] for c in block["choices"]] == [0, 1]
+    for choice in block["choices"]:
+        assert choice["search"]["queries"] == ["tungsten atomic number"]
+        assert choice["search"]["confidence"]["raw"] == 0.7
+    assert backend.queries == ["tungsten atomic number"] * 2
+    generated = len(PROTOCOL_MODEL[0]) + len(PROTOCOL_MODEL[1])
+    assert data["usage"]["completion_tokens"] == 2 * generated
+    assert 'safework_search_queries_total{backend="fake"} 2.0' in metrics
+    assert "safework_search_turns_count 2.0" in metrics
+
+
+def test_n_choices_stream_each_trace_and_one_finish_each() -> None:
+    with serve(concurrent_engine(), search=settings()) as client:
+        r = chat(client, model="fake-model:search", n=2, stream=True)
+    events = sse_payloads(r.text)
+    assert events[-1] == "[DONE]"
+    chunks = events[2:-1]
+    reasoning, content, finishes = ["", ""], ["", ""], []
+    for c in chunks:
+        for ch in c["choices"]:
+            reasoning[ch["index"]] += ch["delta"].get("reasoning_content") or ""
+            content[ch["index"]] += ch["delta"].get("content") or ""
+            if ch.get("finish_reason"):
+                finishes.append(ch["index"])
+    assert sorted(finishes) == [0, 1]
+    assert content == ["74", "74"]
+    assert all(r.count("<search>tungsten atomic number</search>") == 1 for r in reasoning)
+    answers = [
+        e["choice"]
+        for c in chunks
+        for e in (c.get("safework") or {}).get("events", [])
+        if e["type"] == "search.answer"
+    ]
+    assert sorted(answers) == [0, 1]
+    report = chunks[-1]["safework"]
+    assert [c["search"]["confidence"]["raw"] for c in report["choices"]] == [0.7, 0.7]
 
 
 @pytest.mark.parametrize(

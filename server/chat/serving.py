@@ -6,6 +6,9 @@ chooses between JSON and SSE. Stream order is fixed and tested: one role chunk p
 content/reasoning deltas, exactly one ``finish_reason`` per choice, an optional usage chunk,
 then ``[DONE]``; a failure after the stream started is sent as an error data event. How the
 reasoning is sent (fields or inline ``<think>`` tags) is ``reasoning_output.py``'s business.
+With ``n > 1`` the aligned and search strategies answer each choice with its own guided
+decoder or search session, run concurrently (``fanout.py``), and ``Plan.block`` reports
+each choice in ``safework.choices``.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from safework.value_models.registry import ValueModelsConfig
 
 from ..alignment import Alignment, check_profile, record_guidance, resolve_strategy, split_profile
 from ..config import DEFAULT_TENANT
+from ..fanout import FanOut
 from ..generation import Generation, Strategy, plain
 from ..memory.serving import MemoryService
 from ..memory.serving import guidance as memory_guidance
@@ -115,41 +119,67 @@ FinishHook = Callable[[str, str], Awaitable[dict[str, Any]]]
 @dataclass
 class Plan:
     """How one request is answered: its strategy, the messages to render, and the objects
-    that report on it afterwards (guided decoder, search session, memory hits)."""
+    that report on it afterwards (a guided decoder or search session per choice, memory hits).
+
+    With ``n > 1`` the aligned and search strategies run one decoder or session per choice
+    (``FanOut``); the ``safework`` object then reports each in ``choices``, by index."""
 
     strategy: Strategy
     messages: list[dict[str, Any]]
-    decoder: GuidedDecoder | None = None
-    search: DeliberativeSearch | None = None
+    decoders: list[GuidedDecoder] = field(default_factory=list)
+    searches: list[DeliberativeSearch] = field(default_factory=list)
     memory_hits: list[MemoryHit] = field(default_factory=list)
     on_finish: FinishHook | None = None
     """Runs once the answer is complete, before the response (or the last chunk) is sent."""
     route: str = ROUTE
 
-    def summary(self) -> dict[str, Any]:
-        """What the response's ``safework`` object and a stream's last chunk carry: the
-        search summary and the memory hits used."""
-        out: dict[str, Any] = {}
-        if self.search is not None:
-            out.update(strategy="search", search=self.search.summary())
-        if self.memory_hits:
-            hits = [
-                {"id": h.record.id, "similarity": round(h.similarity, 4)} for h in self.memory_hits
-            ]
-            out["memory"] = {"hits": hits}
-        return out
+    def _choices(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each choice's report: ``{"strategy", "alignment" | "search"}``."""
+        blocks = [
+            alignment_block(d, [e for e in events if e.get("choice", 0) == i])
+            for i, d in enumerate(self.decoders)
+        ]
+        blocks += [{"strategy": "search", "search": s.summary()} for s in self.searches]
+        return blocks
+
+    def _memory(self) -> dict[str, Any]:
+        if not self.memory_hits:
+            return {}
+        hits = [{"id": h.record.id, "similarity": round(h.similarity, 4)} for h in self.memory_hits]
+        return {"memory": {"hits": hits}}
 
     def block(self, events: list[dict[str, Any]]) -> dict[str, Any] | None:
-        """The response's ``safework`` object (with the aligned steps from ``events``)."""
-        out = alignment_block(self.decoder, events) if self.decoder is not None else {}
-        out.update(self.summary())
+        """The response's ``safework`` object: one choice's report at the top level (``n=1``),
+        or ``strategy`` and the reports in ``choices`` (``n>1``); the memory hits used."""
+        blocks = self._choices(events)
+        out: dict[str, Any] = {}
+        if len(blocks) == 1:
+            out.update(blocks[0])
+        elif blocks:
+            out["strategy"] = blocks[0]["strategy"]
+            out["choices"] = [
+                {"index": i, **{k: v for k, v in b.items() if k != "strategy"}}
+                for i, b in enumerate(blocks)
+            ]
+        out.update(self._memory())
         return out or None
 
+    def summary(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+        """What a stream's last chunk carries in ``safework``: with ``n>1`` the whole object,
+        as in JSON; with one choice the search summary (aligned steps went out as events)."""
+        if len(self.decoders) + len(self.searches) > 1:
+            return self.block(events) or {}
+        out: dict[str, Any] = {}
+        if self.searches:
+            out.update(strategy="search", search=self.searches[0].summary())
+        out.update(self._memory())
+        return out
+
     def record(self, metrics: ServerMetrics) -> None:
-        if self.decoder is not None:
-            record_guidance(metrics, self.decoder.stats)
-        if self.search is not None:
-            record_search(metrics, self.search.backend.name, self.search.stats)
+        for decoder in self.decoders:
+            record_guidance(metrics, decoder.stats)
+        for search in self.searches:
+            record_search(metrics, search.backend.name, search.stats)
 
 
 @dataclass
@@ -225,7 +255,6 @@ class ChatServing:
         if name == "plain":
             return Plan(plain, messages, memory_hits=hits)
         for field_name, unsupported in (
-            ("n", request.n > 1),
             ("logprobs", request.logprobs),
             ("response_format", request.structured_output() is not None),
             ("continue_final_message", name == "search" and request.continue_final_message),
@@ -236,14 +265,17 @@ class ChatServing:
                 )
         options = request.safework
         if name == "search":
-            session = self.search.session(
-                options.search if options else None, messages, request.question, False
-            )
-            return Plan(session, protocol_messages(messages), search=session, memory_hits=hits)
-        decoder = GuidedDecoder(
-            self.alignment.guidance_for(options.alignment if options else None), request.question
-        )
-        return Plan(decoder, messages, decoder=decoder, memory_hits=hits)
+            search = options.search if options else None
+            sessions = [
+                self.search.session(search, messages, request.question, False)
+                for _ in range(request.n)
+            ]
+            strategy = sessions[0] if request.n == 1 else FanOut(sessions)
+            return Plan(strategy, protocol_messages(messages), searches=sessions, memory_hits=hits)
+        guidance = self.alignment.guidance_for(options.alignment if options else None)
+        decoders = [GuidedDecoder(guidance, request.question) for _ in range(request.n)]
+        strategy = decoders[0] if request.n == 1 else FanOut(decoders)
+        return Plan(strategy, messages, decoders=decoders, memory_hits=hits)
 
     async def create(
         self, request: ChatCompletionRequest, tenant: str = DEFAULT_TENANT
@@ -269,8 +301,8 @@ class ChatServing:
         """Render, start the generation and answer in JSON or SSE (``/cot/edit`` too)."""
         try:
             prompt = await self._render(request, plan.messages)
-            if plan.search is not None:
-                plan.search.in_reasoning = starts_in_reasoning(prompt)
+            for session in plan.searches:
+                session.in_reasoning = starts_in_reasoning(prompt)
             prompt_ids = await self.engine.tokenize(prompt)
             max_tokens = resolve_max_tokens(
                 request.completion_budget,
@@ -399,8 +431,10 @@ class ChatServing:
         for i in range(request.n):
             role = DeltaMessage(role="assistant", content="")
             yield chunk([ChatChunkChoice(index=i, delta=role)])
+        events: list[dict[str, Any]] = []
         try:
             async for out in gen.outputs():
+                events += out.events
                 # A choice may give several deltas in one step (reasoning, then answer): round k
                 # holds the k-th of each choice, one SSE chunk per round, so no chunk names a
                 # choice twice (Open WebUI and LibreChat read only a chunk's first choice).
@@ -414,7 +448,7 @@ class ChatServing:
                 tail: dict[str, Any] = {}
                 extra: dict[str, Any] = {}
                 if out.finished:  # the summary and the finish hook's fields ride the last chunk
-                    tail = plan.summary()
+                    tail = plan.summary(events)
                     if plan.on_finish is not None:
                         extra = await plan.on_finish(states[0].reasoning, states[0].content)
                 rounds = rounds or [[]]
