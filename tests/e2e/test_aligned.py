@@ -47,6 +47,51 @@ def test_greedy_aligned_request_is_answered_the_same_each_time(server: RemoteSer
     assert ask() == first
 
 
+def test_aligned_n_choices_each_with_its_steps(server: RemoteServer) -> None:
+    r = server.client().chat.completions.create(
+        model=f"{MODEL}:aligned", messages=QUESTION, n=2, max_tokens=24, temperature=0.7, seed=3
+    )
+    assert [c.index for c in r.choices] == [0, 1]
+    contents = [c.message.content for c in r.choices]
+    assert all(contents)
+    # different seeds per choice: deterministic here, and two sampled answers do not coincide
+    assert contents[0] != contents[1]
+    block = r.model_extra["safework"]
+    assert block["strategy"] == "aligned"
+    assert [c["index"] for c in block["choices"]] == [0, 1]
+    for choice, content in zip(block["choices"], contents, strict=True):
+        steps = choice["alignment"]["steps"]
+        assert steps
+        assert content.startswith("".join(s.get("text", "") for s in steps)[:20])
+    assert r.usage.completion_tokens > 0
+
+
+def test_aligned_n_choices_stream(server: RemoteServer) -> None:
+    stream = server.client().chat.completions.create(
+        model=f"{MODEL}:aligned",
+        messages=QUESTION,
+        n=2,
+        max_tokens=24,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    texts, finishes, report, usage = ["", ""], [], None, None
+    for chunk in stream:
+        usage = chunk.usage or usage
+        for c in chunk.choices:
+            texts[c.index] += c.delta.content or ""
+            if c.finish_reason:
+                finishes.append(c.index)
+        block = (chunk.model_extra or {}).get("safework") or {}
+        report = block if "choices" in block else report
+    assert sorted(finishes) == [0, 1]
+    assert all(texts)
+    assert report is not None
+    assert [c["index"] for c in report["choices"]] == [0, 1]
+    assert usage is not None
+    assert usage.completion_tokens > 0
+
+
 def test_aligned_stream_carries_step_events(server: RemoteServer) -> None:
     stream = server.client().chat.completions.create(
         model=MODEL,
