@@ -248,10 +248,21 @@ def contents(data: dict[str, Any]) -> list[str]:
     return [c["message"]["content"] for c in data["choices"]]
 
 
+@pytest.mark.parametrize(
+    ("alignment", "candidates"),
+    [
+        ({}, 3),  # cascade: the first step's 2 candidates, then the streamed rest scored once
+        ({"mode": "exhaustive"}, 4),  # 2 candidates at each of the 2 steps
+        ({"mode": "exhaustive", "beam_width": 2}, 4),  # the steps of each choice's best beam
+    ],
+)
 def test_n_choices_are_independent_aligned_answers(
-    choices_client: TestClient, model_like: ModelLikeStepEngine
+    choices_client: TestClient,
+    model_like: ModelLikeStepEngine,
+    alignment: dict[str, Any],
+    candidates: int,
 ) -> None:
-    data = aligned(choices_client, n=3).json()
+    data = aligned(choices_client, n=3, safework={"alignment": alignment}).json()
     assert [c["index"] for c in data["choices"]] == [0, 1, 2]
     assert contents(data) == [answer(f"c{i}") for i in range(3)]
     assert [c["finish_reason"] for c in data["choices"]] == ["stop"] * 3
@@ -263,7 +274,7 @@ def test_n_choices_are_independent_aligned_answers(
         report = choice["alignment"]
         assert [s["text"] for s in report["steps"]] == [f"careful c{i}\n", f"Final c{i}."]
         assert report["steps"][0]["rejected"][0]["text"] == f"unsafe c{i}\n"
-        assert (report["candidates"], report["rejected"]) == (3, 1)  # as for n=1
+        assert (report["candidates"], report["rejected"]) == (candidates, 1)  # as for n=1
     assert data["usage"]["completion_tokens"] == sum(map(len, contents(data)))
     assert {rid.split("-c")[1][0] for rid in model_like.request_ids} == {"0", "1", "2"}
 
