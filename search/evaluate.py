@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from tqdm.auto import tqdm
+
 from safework.engine.base import Engine, SamplingConfig
 
 from .base import SearchBackend
@@ -46,14 +48,21 @@ class QAResult:
     protocol: str = ""
 
 
-async def _bounded(coros: Sequence[Any], concurrency: int) -> list[Any]:
+async def _bounded(coros: Sequence[Any], concurrency: int, desc: str | None = None) -> list[Any]:
+    """Await ``coros`` with at most ``concurrency`` in flight; a progress bar when ``desc``."""
     gate = asyncio.Semaphore(concurrency)
+    bar = tqdm(total=len(coros), desc=desc, unit="question", disable=desc is None)
 
     async def one(coro: Any) -> Any:
         async with gate:
-            return await coro
+            result = await coro
+        bar.update(1)
+        return result
 
-    return list(await asyncio.gather(*(one(c) for c in coros)))
+    try:
+        return list(await asyncio.gather(*(one(c) for c in coros)))
+    finally:
+        bar.close()
 
 
 async def answer_with_search(
@@ -66,7 +75,10 @@ async def answer_with_search(
     calibration: Calibration | None = None,
     max_tokens: int = 512,
     concurrency: int = 8,
+    progress: str | None = None,
 ) -> list[QAResult]:
+    """Each item through the deliberative search loop, greedy; ``progress``: a bar's label."""
+
     async def one(i: int, item: Question) -> QAResult:
         messages = [{"role": "user", "content": item.question}]
         session = DeliberativeSearch(
@@ -90,7 +102,7 @@ async def answer_with_search(
             answer["protocol"],
         )
 
-    return await _bounded([one(i, item) for i, item in enumerate(items)], concurrency)
+    return await _bounded([one(i, item) for i, item in enumerate(items)], concurrency, progress)
 
 
 async def answer_closed_book(
@@ -181,12 +193,26 @@ async def calibrate(
     method: Method = "platt",
     concurrency: int = 8,
     max_tokens: int = 512,
+    progress: bool = False,
 ) -> tuple[Calibration, dict[str, Any]]:
-    """Fit on ``dev``'s search answers, measure on held-out ``test``: the map and a report."""
-    kw: dict[str, Any] = {"concurrency": concurrency, "max_tokens": max_tokens}
-    fit_on = await answer_with_search(engine, backend, encoder, dev, config, **kw)
+    """Fit on ``dev``'s search answers, measure on held-out ``test``: the map and a report.
+
+    Both halves are answered in one pool (the engine batches them; no half waits for the
+    other's stragglers); the map is fitted on the dev answers only. ``progress``: a progress
+    bar on stderr.
+    """
+    results = await answer_with_search(
+        engine,
+        backend,
+        encoder,
+        [*dev, *test],
+        config,
+        concurrency=concurrency,
+        max_tokens=max_tokens,
+        progress="calibration questions" if progress else None,
+    )
+    fit_on, held_out = results[: len(dev)], results[len(dev) :]
     calibration = fit_calibration(engine.model_id, fit_on, method)
-    held_out = await answer_with_search(engine, backend, encoder, test, config, **kw)
     apply_calibration(calibration, fit_on)
     apply_calibration(calibration, held_out)
     report = {

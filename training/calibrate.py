@@ -6,7 +6,12 @@ chemical elements; each answer stated in one document), split by element into a 
 the model in this process; a map per confidence source (stated, answer-token probability)
 is fitted on the dev answers and saved where ``safework serve`` finds it for that model
 (``<cache>/calibration/<model>.json``), or to ``--output``. The report gives accuracy and
-the expected calibration error before and after, on the held-out half.
+the expected calibration error before and after, on the held-out half. The work lives in
+``search/fit_calibration.py``, shared with ``safework serve``'s first start.
+
+    safework-train calibrate                  # the default model; refits
+    safework-train calibrate --if-missing     # keeps a fitted one (``make calibration``)
+    safework-train calibrate --model runs/sft --questions 400
 """
 
 from __future__ import annotations
@@ -14,11 +19,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
 from pathlib import Path
 from typing import Any
 
-from safework.errors import ConfigError
+from safework.search.fit_calibration import DEFAULT_QUESTIONS, FIT_BACKEND, FitRecipe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,10 +30,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", default=None, help="HF model folder (default: the embedded SmolLM2-135M)"
     )
     parser.add_argument(
-        "--backend", default="local:builtin", help="search backend spec (default %(default)s)"
+        "--backend", default=FIT_BACKEND, help="search backend spec (default %(default)s)"
     )
     parser.add_argument(
-        "--questions", type=int, default=160, help="questions in all, half to fit, half to test"
+        "--questions",
+        type=int,
+        default=DEFAULT_QUESTIONS,
+        help="questions in all, half to fit, half to test (default %(default)s)",
     )
     parser.add_argument("--method", choices=("platt", "isotonic"), default="platt")
     parser.add_argument(
@@ -43,48 +50,68 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=None, help="where to write the JSON")
     parser.add_argument("--cache", type=Path, default=None, help="cache root ($SAFEWORK_CACHE)")
+    parser.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="do nothing when the file already exists (no engine is started)",
+    )
+
+
+def recipe_from_args(args: argparse.Namespace) -> FitRecipe:
+    from safework.search.base import parse_key_values
+
+    return FitRecipe(
+        questions=args.questions,
+        method=args.method,
+        seed=args.seed,
+        concurrency=args.concurrency,
+        settings=parse_key_values(args.setting, "--setting"),
+    )
+
+
+def target_path(args: argparse.Namespace) -> Path:
+    """``--output``, else the served model's place in the cache (known without vLLM)."""
+    from safework.engine.default_model import DEFAULT_MODEL_ID
+    from safework.engine.vllm_engine import served_name_for
+    from safework.search.calibration import calibration_path
+
+    if args.output is not None:
+        return args.output
+    model_id = DEFAULT_MODEL_ID if args.model is None else served_name_for(args.model)
+    return calibration_path(model_id, args.cache)
+
+
+def existing_summary(path: Path) -> dict[str, Any]:
+    """What ``--if-missing`` prints about a calibration it keeps."""
+    from safework.search.calibration import Calibration
+
+    info = Calibration.load(path).info
+    keys = ("saved_at", "dev_n", "test_n", "test_accuracy", "test_ece_raw", "test_ece_calibrated")
+    return {"kept": str(path), **{k: info[k] for k in keys if k in info}}
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     from safework.engine.embedder import get_embedder
     from safework.engine.options import EngineOptions
     from safework.engine.vllm_engine import VLLMEngine
-    from safework.search.base import BackendContext, load_backend, parse_key_values
-    from safework.search.calibration import calibration_path
-    from safework.search.corpus import element_qa, split_qa
-    from safework.search.deliberative import SearchConfig
-    from safework.search.evaluate import calibrate
+    from safework.search.base import BackendContext, load_backend
+    from safework.search.fit_calibration import ensure_calibration, fit_and_save
 
-    try:
-        config = SearchConfig(**parse_key_values(args.setting, "--setting"))
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"bad --setting: {e}") from e
-    dev, test = split_qa(element_qa(), 0.5, seed=args.seed)
-    rng = random.Random(args.seed)
-    half = max(1, args.questions // 2)
-    dev, test = rng.sample(dev, min(half, len(dev))), rng.sample(test, min(half, len(test)))
+    recipe = recipe_from_args(args)  # bad settings fail before vLLM starts
+    path = target_path(args)
+    if args.if_missing and path.exists():
+        return existing_summary(path)
     backend = load_backend(args.backend, ctx=BackendContext(cache=args.cache))
     encoder = get_embedder(args.cache)
     engine = VLLMEngine.create(EngineOptions(model=args.model))
     try:
-        calibration, report = await calibrate(
-            engine,
-            backend,
-            encoder,
-            dev,
-            test,
-            config,
-            method=args.method,
-            concurrency=args.concurrency,
-        )
+        if args.if_missing:  # under the file lock, like a server's first start
+            report = await ensure_calibration(engine, backend, encoder, path, recipe, progress=True)
+            return report or existing_summary(path)
+        return await fit_and_save(engine, backend, encoder, path, recipe, progress=True)
     finally:
         await backend.close()
         await engine.shutdown()
-    if not calibration.maps:
-        raise ConfigError("no confidence source had enough answers to fit a calibration")
-    path = calibration.save(args.output or calibration_path(engine.model_id, args.cache))
-    report["saved"] = str(path)
-    return report
 
 
 def run(args: argparse.Namespace) -> int:
