@@ -57,7 +57,7 @@ def create_app(config: ServerConfig, engine_factory: EngineFactory = _vllm_engin
             config.max_candidates,
             config.max_beam_width,
         )
-        search = await SearchService.load(config.search, engine.model_id)
+        search = await SearchService.load(config.search, engine)
         memory = await MemoryService.load(config.memory, metrics) if config.memory else None
         app.state.engine = engine
         app.state.alignment = alignment

@@ -1,6 +1,14 @@
-"""``safework serve``: start the OpenAI-compatible server.
+"""``safework serve``: start the OpenAI-compatible server, with SafeWork's features on.
 
-safework serve                                  # the embedded SmolLM2-135M-Instruct
+With no flags it serves the embedded SmolLM2-135M-Instruct as three profiles: ``<model>``,
+``<model>:aligned`` (guided by builtin:safety and builtin:values, weights 0.6/0.4) and
+``<model>:search`` (the built-in corpus, ``local:builtin``), with search confidences
+calibrated by a map fitted for the default model (at the first start if ``make calibration``
+has not fitted it yet). Each feature has an off flag; naming value models or search backends
+replaces the defaults.
+
+safework serve                                  # the embedded model, aligned and search profiles
+safework serve --no-alignment --no-search       # the plain model only, as `vllm serve`
 safework serve --model ./ckpt --port 8080 --api-key sk-alice-123:alice
 safework serve --model org/Model --tensor-parallel-size 4   # on GPUs
 safework serve --search-backend local:builtin --search-backend web=duckduckgo
@@ -19,9 +27,17 @@ from safework.search.base import parse_backend_arg, parse_key_values
 from safework.value_models.registry import ValueModelsConfig
 
 from .chat.reasoning_output import FORMATS
-from .config import ServerConfig, parse_api_keys
+from .config import (
+    DEFAULT_SEARCH_BACKENDS,
+    DEFAULT_VALUE_MODELS,
+    ServerConfig,
+    default_value_models,
+    parse_api_keys,
+)
 from .memory.serving import MemorySettings
-from .search import SearchSettings
+from .search import CalibrationMode, SearchSettings
+
+_DEFAULT_MODELS = " + ".join(f"{s} ({w})" for s, w in DEFAULT_VALUE_MODELS.values())
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -55,12 +71,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=[],
         metavar="NAME=SPEC",
         help="a value model for guided decoding and moderation (repeatable): builtin:safety, "
-        "builtin:values, hf:PATH, judge:served, judge:PATH, rules:refusal|pii|forbidden=FILE",
+        "builtin:values, hf:PATH, judge:served, judge:PATH, rules:refusal|pii|forbidden=FILE; "
+        f"replaces the default {_DEFAULT_MODELS}",
     )
     p.add_argument(
         "--value-models-config",
         metavar="FILE.yaml",
-        help="value models with weights and thresholds, and default alignment settings",
+        help="value models with weights and thresholds, and default alignment settings "
+        "(its value models replace the defaults)",
+    )
+    p.add_argument(
+        "--no-alignment",
+        action="store_true",
+        help="no value models: no :aligned profile, no /v1/moderations",
     )
     p.add_argument(
         "--max-candidates",
@@ -80,7 +103,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=[],
         metavar="[NAME=]SPEC",
         help="a search backend for the search strategy (repeatable, the first is the default): "
-        "duckduckgo, local:PATH, local:builtin, http:URL",
+        "duckduckgo, local:PATH, local:builtin, http:URL; replaces the default "
+        + ", ".join(DEFAULT_SEARCH_BACKENDS),
+    )
+    p.add_argument(
+        "--no-search",
+        action="store_true",
+        help="no search backends: no :search profile",
     )
     p.add_argument(
         "--search-option",
@@ -113,8 +142,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         type=Path,
         default=None,
         metavar="FILE.json",
-        help="confidence calibration (default: the one `safework-train calibrate` fitted for "
-        "the served model, if any)",
+        help="confidence calibration (default: the one fitted for the served model in the "
+        "cache; on the default model it is fitted at the first start if missing)",
+    )
+    p.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="search answers carry raw confidences only (nothing read or fitted)",
     )
     p.add_argument(
         "--memory-dir",
@@ -160,6 +194,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
+def _calibration_mode(args: argparse.Namespace) -> CalibrationMode:
+    """``off`` by flag; ``fit`` on the default model (it has a known recipe); else ``read``."""
+    if args.no_calibration:
+        if args.calibration is not None:
+            raise ConfigError("--no-calibration and --calibration: give one")
+        return "off"
+    return "fit" if args.model is None and args.calibration is None else "read"
+
+
 def search_settings_from_args(args: argparse.Namespace) -> SearchSettings:
     backends: dict[str, str] = {}
     for text in args.search_backend:
@@ -167,6 +210,11 @@ def search_settings_from_args(args: argparse.Namespace) -> SearchSettings:
         if name in backends:
             raise ConfigError(f"two search backends are named {name!r}: use NAME=SPEC")
         backends[name] = spec
+    if args.no_search:
+        if backends:
+            raise ConfigError("--no-search and --search-backend: give one")
+    elif not backends:
+        backends = dict(parse_backend_arg(spec) for spec in DEFAULT_SEARCH_BACKENDS)
     options = parse_key_values(args.search_option, "--search-option")
     return SearchSettings(
         backends=backends,
@@ -175,10 +223,14 @@ def search_settings_from_args(args: argparse.Namespace) -> SearchSettings:
         max_turns=args.search_max_turns,
         timeout_s=args.search_timeout,
         calibration=args.calibration,
+        calibration_mode=_calibration_mode(args),
     )
 
 
-def config_from_args(args: argparse.Namespace) -> ServerConfig:
+def value_models_from_args(args: argparse.Namespace) -> ValueModelsConfig:
+    """The YAML's and ``--value-model``'s models; the defaults when neither names one."""
+    if args.no_alignment and (args.value_models_config or args.value_model):
+        raise ConfigError("--no-alignment with --value-model or --value-models-config: give one")
     value_models = (
         ValueModelsConfig.from_yaml(args.value_models_config)
         if args.value_models_config
@@ -186,6 +238,13 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     )
     for spec in args.value_model:
         value_models.add(spec)
+    if not value_models.models and not args.no_alignment:
+        value_models.models = default_value_models()  # a YAML of settings only keeps them
+    return value_models
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    """The server ``safework serve`` starts: flags over the product's defaults."""
     return ServerConfig(
         host=args.host,
         port=args.port,
@@ -193,7 +252,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_body_bytes=args.max_body_bytes,
         max_n=args.max_n,
         engine=EngineOptions.from_cli(args),
-        value_models=value_models,
+        value_models=value_models_from_args(args),
         max_candidates=args.max_candidates,
         max_beam_width=args.max_beam_width,
         search=search_settings_from_args(args),

@@ -4,6 +4,13 @@ API keys come from ``--api-key KEY[:TENANT]`` (repeatable) and from ``SAFEWORK_A
 (comma-separated, same syntax). A key without ``:TENANT`` is its own tenant, named after a
 short hash of the key so that logs never show a key. No keys at all means an open server
 whose single tenant is ``default``.
+
+The product's defaults live with the command, not in the dataclass: ``ServerConfig()`` is a
+plain server that serves what it is given (tests and embedders build it field by field),
+while ``safework serve`` (``cli.py``) turns the features on unless a flag turns them off:
+alignment with ``DEFAULT_VALUE_MODELS`` (``--no-alignment``), search on
+``DEFAULT_SEARCH_BACKENDS`` (``--no-search``), and on the default model a calibration fitted
+at the first start (``--no-calibration``), as ``vllm serve`` serves with no flags at all.
 """
 
 from __future__ import annotations
@@ -15,12 +22,28 @@ from typing import Literal
 
 from safework.engine.options import EngineOptions
 from safework.errors import ConfigError
-from safework.value_models.registry import ValueModelsConfig
+from safework.value_models.registry import ValueModelEntry, ValueModelsConfig
 
 from .memory.serving import MemorySettings
 from .search import SearchSettings
 
 DEFAULT_TENANT = "default"
+DEFAULT_VALUE_MODELS: dict[str, tuple[str, float]] = {
+    "safety": ("builtin:safety", 0.6),
+    "values": ("builtin:values", 0.4),
+}
+"""Name -> (spec, weight) of the value models ``safework serve`` aligns with when none are
+named. No threshold is set here: each built-in model brings its own."""
+DEFAULT_SEARCH_BACKENDS: tuple[str, ...] = ("local:builtin",)
+"""The search backends ``safework serve`` uses when none are named: the built-in corpus."""
+
+
+def default_value_models() -> dict[str, ValueModelEntry]:
+    """``DEFAULT_VALUE_MODELS`` as registry entries (fresh objects each call)."""
+    return {
+        name: ValueModelEntry(spec, weight=weight)
+        for name, (spec, weight) in DEFAULT_VALUE_MODELS.items()
+    }
 
 
 def parse_api_keys(specs: list[str]) -> dict[str, str]:

@@ -3,7 +3,9 @@
 ``SearchService`` holds the backends loaded at start-up (``--search-backend NAME=SPEC``, the
 first is the default), the sentence encoder the filters use, the model's fitted confidence
 calibration (``safework-train calibrate``, or ``--calibration FILE``; re-read when the file
-changes) and the default settings. ``config_for`` merges a request's ``safework.search``
+changes) and the default settings. With ``calibration_mode="fit"`` (``safework serve`` on the
+default model) a missing calibration is fitted at start on the served engine, once, into the
+cache (``search/fit_calibration.py``). ``config_for`` merges a request's ``safework.search``
 block over them and checks it against the server's limits, so a bad setting is a 400
 before anything is generated.
 ``<model>:search`` is the profile that selects it without an extension field.
@@ -16,19 +18,22 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from safework.engine.base import Engine
 from safework.errors import ConfigError, RequestError
 from safework.search.base import BackendContext, SearchBackend, load_backend
 from safework.search.calibration import CalibrationFile, calibration_path
 from safework.search.deliberative import DeliberativeSearch, SearchConfig, SearchStats
 from safework.search.filtering import TextEncoder
+from safework.search.fit_calibration import FIT_BACKEND, FitRecipe, ensure_calibration
 
 from .metrics import ServerMetrics
 from .protocol import SearchOptions
 
 logger = logging.getLogger("safework.server")
 SETTING_KEYS = {f.name for f in fields(SearchConfig)}
+CalibrationMode = Literal["read", "fit", "off"]
 
 
 @dataclass
@@ -48,6 +53,10 @@ class SearchSettings:
     retries: int = 2
     calibration: Path | None = None
     """A calibration file; default: the one fitted for the served model, if any."""
+    calibration_mode: CalibrationMode = "read"
+    """``read``: apply the calibration file if there is one; ``fit``: fit the served model's
+    into the cache first when there is none (needs a ``local:builtin`` backend); ``off``:
+    raw confidences only (``--no-calibration``)."""
 
     def __post_init__(self) -> None:
         unknown = set(self.defaults) - SETTING_KEYS
@@ -55,6 +64,8 @@ class SearchSettings:
             raise ConfigError(f"unknown search settings {sorted(unknown)}")
         if self.max_turns < 1:
             raise ConfigError("--search-max-turns must be at least 1")
+        if self.calibration_mode not in ("read", "fit", "off"):
+            raise ConfigError(f"unknown calibration mode {self.calibration_mode!r}")
 
 
 def default_encoder(cache: Path | None) -> TextEncoder:
@@ -86,9 +97,10 @@ class SearchService:
 
     @classmethod
     async def load(
-        cls, settings: SearchSettings, model_id: str, cache: Path | None = None
+        cls, settings: SearchSettings, engine: Engine, cache: Path | None = None
     ) -> SearchService:
-        """Build every configured backend (local indexes may be built now, in a thread)."""
+        """Build every configured backend (local indexes may be built now, in a thread), and
+        find (or, in ``fit`` mode, fit) the served model's calibration."""
         if not settings.backends:
             return cls({}, settings)
         ctx = BackendContext(
@@ -102,14 +114,44 @@ class SearchService:
             logger.info("loading search backend %s = %s", name, spec)
             backends[name] = await asyncio.to_thread(load_backend, spec, name, ctx)
         encoder = await asyncio.to_thread(default_encoder, cache)
-        calibration = CalibrationFile(settings.calibration or calibration_path(model_id, cache))
+        service = cls(backends, settings, encoder)
+        service.calibration = await service._load_calibration(engine, cache)
+        return service
+
+    async def _load_calibration(self, engine: Engine, cache: Path | None) -> CalibrationFile | None:
+        settings = self.settings
+        if settings.calibration_mode == "off":
+            logger.info("confidence calibration off: search answers carry raw confidences only")
+            return None
+        path = settings.calibration or calibration_path(engine.model_id, cache)
+        if settings.calibration_mode == "fit" and not path.exists():
+            await self._fit(engine, path)
+        calibration = CalibrationFile(path)
         if calibration.current() is None:
             logger.info(
-                "no confidence calibration at %s yet: raw confidences only (fit one with "
-                "`safework-train calibrate`)",
-                calibration.path,
+                "no confidence calibration for %s at %s: search answers carry raw confidences "
+                "(calibrated: null). Fit one with `safework-train calibrate --model <the model "
+                "folder you serve>` (a few minutes); the server picks it up without a restart",
+                engine.model_id,
+                path,
             )
-        return cls(backends, settings, encoder, calibration)
+        return calibration
+
+    async def _fit(self, engine: Engine, path: Path) -> None:
+        """Fit the calibration on the configured ``local:builtin`` backend (the questions'
+        answers are in its documents), with the server's default search settings; a failed
+        fit is logged and the server serves on."""
+        names = [n for n, spec in self.settings.backends.items() if spec == FIT_BACKEND]
+        if not names:
+            logger.info("no %s backend to fit a calibration on", FIT_BACKEND)
+            return
+        assert self.encoder is not None
+        try:
+            recipe = FitRecipe(settings=dict(self.settings.defaults))
+            backend = self.backends[names[0]]
+            await ensure_calibration(engine, backend, self.encoder, path, recipe, progress=True)
+        except Exception:
+            logger.exception("fitting the confidence calibration failed")
 
     @property
     def enabled(self) -> bool:
@@ -119,7 +161,8 @@ class SearchService:
         """The request's settings over the server's defaults, within the server's limits."""
         if not self.enabled:
             raise RequestError(
-                "search is not configured on this server (start it with --search-backend)",
+                "search is off on this server (start it without --no-search, or with "
+                "--search-backend)",
                 param="safework.search",
             )
         options = options or SearchOptions()
