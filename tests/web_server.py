@@ -61,7 +61,8 @@ class WebEngine(FakeEngine):
 
     def replies(self, prompt: str, n: int) -> list[str]:
         """The text of each of ``n`` choices for ``prompt`` (a tagged transcript)."""
-        if n > 1:  # an aligned step: K candidates
+        aligned_stream = prompt.endswith(ALIGNED_STEPS[0][1])  # cascade: the rest, streamed
+        if n > 1 or aligned_stream:  # an aligned step's K candidates, or the stream after it
             step = ALIGNED_STEPS[1] if "careful step" in prompt else ALIGNED_STEPS[0]
             return [step[i % len(step)] for i in range(n)]
         if SEARCH_MARK in prompt:
