@@ -154,7 +154,8 @@ class _Cascade:
         if self.steered:  # steering did not help: a safe refusal replaces the rest
             self.dec.stats.refused += 1
             event.update(action="refusal", text=cfg.refusal_text)
-            yield self._release(cfg.refusal_text, [], "stop", event)
+            refusal_ids = await self.engine.tokenize(cfg.refusal_text)
+            yield self._release(cfg.refusal_text, refusal_ids, "stop", event)
             return
         self.steered, self.need_k = True, True
         self.dec.stats.steered += 1

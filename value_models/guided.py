@@ -360,7 +360,8 @@ class GuidedDecoder:
                 if steered:  # steering did not help: a safe refusal replaces the answer
                     self.stats.refused += 1
                     event.update(action="refusal", text=cfg.refusal_text)
-                    yield self._output(request_id, n_prompt, cfg.refusal_text, [], "stop", event)
+                    ids = await engine.tokenize(cfg.refusal_text)  # counted as output: it is
+                    yield self._output(request_id, n_prompt, cfg.refusal_text, ids, "stop", event)
                     return
                 steered = True
                 steer_ids = await self._steer(engine, beams, event)
