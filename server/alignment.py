@@ -15,10 +15,15 @@ from dataclasses import dataclass, fields
 from safework.errors import ConfigError, NotFoundError, RequestError
 from safework.value_models.base import ValueModel
 from safework.value_models.guided import GuidanceConfig, GuidanceStats, WeightedModel
-from safework.value_models.registry import LoadContext, ValueModelsConfig, load_value_model
+from safework.value_models.registry import (
+    LoadContext,
+    ValueModelEntry,
+    ValueModelsConfig,
+    load_value_model,
+)
 
 from .metrics import ServerMetrics
-from .protocol import AlignmentOptions, SafeWorkOptions
+from .protocol import AlignmentOptions, SafeWorkOptions, ValueModelSetting
 
 logger = logging.getLogger("safework.server")
 PROFILES = ("aligned", "search")
@@ -67,7 +72,7 @@ class Alignment:
         options = options or AlignmentOptions()
         chosen = options.value_models or {
             name: None for name in self.models
-        }  # None: the configured weight and threshold
+        }  # None: the configured weight and threshold (``resolve_threshold``)
         weighted = []
         for name, setting in chosen.items():
             if name not in self.models:
@@ -77,7 +82,7 @@ class Alignment:
                 )
             entry = self.config.models[name]
             weight = setting.weight if setting else entry.weight
-            threshold = setting.threshold if setting else entry.threshold
+            threshold = resolve_threshold(setting, entry, self.models[name])
             weighted.append(WeightedModel(self.models[name], weight, threshold))
         settings = dict(self.config.alignment)
         overrides = options.model_dump(exclude_none=True, exclude={"value_models"})
@@ -100,6 +105,18 @@ class Alignment:
     async def close(self) -> None:
         for model in self.models.values():
             await model.close()
+
+
+def resolve_threshold(
+    setting: ValueModelSetting | None, entry: ValueModelEntry, model: ValueModel
+) -> float:
+    """A model's hard threshold: the request's, if it sets one; else the YAML config's; else
+    the model's own calibrated ``default_threshold``; else 0 (no constraint)."""
+    if setting is not None and "threshold" in setting.model_fields_set:
+        return setting.threshold
+    if entry.threshold is not None:
+        return entry.threshold
+    return model.default_threshold if model.default_threshold is not None else 0.0
 
 
 def resolve_strategy(profile: str | None, options: SafeWorkOptions | None) -> str:

@@ -1,5 +1,6 @@
-"""Value models: spec parsing, YAML config, rule verifiers, HF classifiers/reward models on a
-tiny random model, and the generative judge's verdict scoring on a fake engine."""
+"""Value models: spec parsing, YAML config, threshold precedence, rule verifiers, HF
+classifiers/reward models on a tiny random model, and the generative judge's verdict scoring on
+a fake engine."""
 
 from __future__ import annotations
 
@@ -11,9 +12,13 @@ import pytest
 
 from safework.engine.base import ChoiceDelta, EngineOutput, SamplingConfig, TokenLogprob, TopLogprob
 from safework.errors import ConfigError
+from safework.server.alignment import resolve_threshold
+from safework.server.protocol import ValueModelSetting
+from safework.value_models.base import ValueModel, ValueScore
 from safework.value_models.judge import TEMPLATES, JudgeValueModel, verdict_score
 from safework.value_models.registry import (
     LoadContext,
+    ValueModelEntry,
     ValueModelsConfig,
     load_value_model,
     parse_value_model_arg,
@@ -42,7 +47,8 @@ def test_yaml_config(tmp_path: Path) -> None:
     )
     config = ValueModelsConfig.from_yaml(path)
     assert config.models["safety"].weight == 0.6
-    assert config.models["pii"].threshold == 0.0
+    assert config.models["pii"].threshold is None  # the model's own
+    assert config.models["safety"].threshold == 0.3
     assert config.alignment == {"candidates": 6, "retries": 2}
     path.write_text("value_models:\n  s: {spec: 'rules:pii', threshold: 2}\n")
     with pytest.raises(ConfigError, match="threshold"):
@@ -50,6 +56,34 @@ def test_yaml_config(tmp_path: Path) -> None:
     path.write_text("value_modelz: {}\n")
     with pytest.raises(ConfigError, match="unknown top-level"):
         ValueModelsConfig.from_yaml(path)
+
+
+class _Calibrated(ValueModel):
+    def __init__(self, default: float | None) -> None:
+        self.name, self.spec, self.default_threshold = "m", "rules:refusal", default
+
+    async def score(self, prompts: list[str], responses: list[str]) -> list[ValueScore]:
+        return []
+
+
+@pytest.mark.parametrize(
+    ("request_setting", "configured", "default", "expected"),
+    [
+        (None, None, 0.42, 0.42),  # the model's own calibrated threshold
+        (None, None, None, 0.0),  # none anywhere: no constraint
+        (None, 0.3, 0.42, 0.3),  # the YAML config wins over the model's own
+        ({"weight": 1.0}, 0.3, 0.42, 0.3),  # a request naming only a weight keeps it
+        ({"weight": 1.0}, None, 0.42, 0.42),
+        ({"weight": 1.0, "threshold": 0.1}, 0.3, 0.42, 0.1),  # the request wins
+        ({"weight": 1.0, "threshold": 0.0}, None, 0.42, 0.0),  # even an explicit 0
+    ],
+)
+def test_threshold_precedence(
+    request_setting: dict | None, configured: float | None, default: float | None, expected: float
+) -> None:
+    setting = None if request_setting is None else ValueModelSetting(**request_setting)
+    entry = ValueModelEntry("rules:refusal", threshold=configured)
+    assert resolve_threshold(setting, entry, _Calibrated(default)) == expected
 
 
 @pytest.mark.parametrize(

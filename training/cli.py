@@ -7,8 +7,8 @@ A thin CLI: each subcommand is a small object with ``add_arguments`` and ``run``
   data       fetch the pinned sources and build the cot-sft mix (``data.py``)
   sft        CoT supervised fine-tuning, LoRA or full, DeepSpeed-ready (``sft.py``)
   eval       score a checkpoint and add it to the trajectory plot (``evaluate.py``)
-  value      train the built-in value models (``builtin:safety``, ``builtin:values``) and
-             print their validation metrics (``value_models/builtin.py``)
+  value      train the built-in value models (``builtin:safety``, ``builtin:values``: one
+             cross-encoder) and print their metrics (``value_models/builtin.py``)
   calibrate  fit the search-mode confidence calibration of a model (``calibrate.py``)
 
   rl         an RL stage: ``--stage m3rl|efficient|search`` (``rl.py``)
@@ -63,36 +63,37 @@ class Command(Protocol):
 
 
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
-    """The headline numbers of a ``metrics.json``."""
-    val = metrics["validation"]
-    trade = val.get("tradeoff", {})
-    return {
-        "kind": metrics["kind"],
-        "val_pairs": val["n"],
-        "val_accuracy": val["accuracy"],
-        "val_balanced_accuracy": val["balanced_accuracy"],
-        "val_auroc": val["auroc"],
-        "harmful_compliance_flag_rate": val["harmful_compliance_flag_rate"]["rate"],
-        **{
-            f"edgy_heldout_{r}_flag_rate": val["edgy_heldout"][f"{r}_flag_rate"]["rate"]
-            for r in ("helpful", "comply", "refusal")
-        },
-        "many_shot_judged_harmful_flag_rate": val["many_shot_judged_harmful_flag_rate"]["rate"],
-        **{k: v for k, v in trade.items() if k.startswith("auroc")},
-        "is_refusal_agreement": val["is_refusal_check"]["model_agrees_with_rule"],
+    """The headline numbers of the built-in models' ``metrics.json``: thresholds, and per split
+    the goal numbers of guided decoding and the prompt classifier's AUROC."""
+    out: dict[str, Any] = {
+        "thresholds": {k: v["threshold"] for k, v in metrics["thresholds"].items()},
+        "latency": metrics.get("latency"),
         "seconds": metrics.get("seconds"),
     }
+    for kind in ("safety", "values"):
+        for split in ("val", "heldout"):
+            goals = metrics[kind][split]["goals"]
+            out[f"{kind}_{split}"] = {k: v["rate"] for k, v in goals.items() if v["n"]}
+            out[f"{kind}_{split}"]["auroc"] = metrics[kind][split]["all"]["auroc"]
+    for split in ("val", "heldout"):
+        out[f"prompt_{split}_auroc_harmful_vs_edgy"] = metrics["prompt"][split][
+            "auroc_harmful_vs_edgy"
+        ]
+    return out
 
 
 class ValueCommand:
-    """``safework-train value``: train the built-in value models."""
+    """``safework-train value``: train the built-in value models (one shared network)."""
 
     name = "value"
-    help = "train the built-in value models (MiniLM + head) and print validation metrics"
+    help = "train the built-in value models (a MiniLM cross-encoder) and print their metrics"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
-            "--kind", choices=("safety", "values", "all"), default="all", help="which model"
+            "--kind",
+            choices=("safety", "values", "all"),
+            default="all",
+            help="which model (both are heads of one network, trained together)",
         )
         parser.add_argument(
             "--cache", type=Path, default=None, help="cache root (default $SAFEWORK_CACHE)"
@@ -105,21 +106,15 @@ class ValueCommand:
         )
 
     def run(self, args: argparse.Namespace) -> int:
-        import numpy as np
-
         from safework.value_models import builtin
 
-        kinds = ("safety", "values") if args.kind == "all" else (args.kind,)
-        memo: dict[str, np.ndarray] = {}  # embeddings shared by the two kinds
-        for kind in kinds:
-            started = time.monotonic()
-            folder = builtin.ensure_builtin(
-                kind, args.cache, progress=True, memo=memo, force=args.force
-            )
-            metrics = json.loads((folder / builtin.METRICS_FILE).read_text(encoding="utf-8"))
-            out = metrics if args.full else _summary(metrics)
-            print(json.dumps(out, indent=2))
-            print(f"builtin:{kind}: {folder} ({time.monotonic() - started:.1f} s)")
+        started = time.monotonic()
+        folder = builtin.ensure_builtin(args.cache, progress=True, force=args.force)
+        metrics = json.loads((folder / builtin.METRICS_FILE).read_text(encoding="utf-8"))
+        print(json.dumps(metrics if args.full else _summary(metrics), indent=2))
+        kinds = builtin.KINDS if args.kind == "all" else (args.kind,)
+        names = ", ".join(f"builtin:{k}" for k in kinds)
+        print(f"{names}: {folder} ({time.monotonic() - started:.1f} s)")
         return 0
 
 

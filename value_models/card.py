@@ -1,199 +1,38 @@
-"""Validation metrics and the model card of the built-in value models.
+"""``MODEL_CARD.md`` of the built-in value models, rendered from their ``metrics.json``.
 
-What: ``evaluate`` turns the validation examples and their predicted P(label = 1) into the
-``validation`` block of ``metrics.json`` (accuracy, AUROC, flag rates with Wilson intervals per
-prompt/response kind, the harmful vs edgy-benign trade-off, agreement with the regex refusal
-detector); ``model_card`` renders a whole ``metrics.json`` record as ``MODEL_CARD.md``.
+What: ``model_card(metrics)`` states what the models are, the data and licences, which
+sources were trained on and which held out, the shipped thresholds and the rule that chose
+them, the numbers per split and per source at those thresholds, the goal numbers for guided
+decoding, the prompt classifier's AUROC, latency, training time, and the known limits.
 
-Why apart from ``builtin.py``: scoring and reporting are pure functions of examples, numbers
-and dicts, independent of how the head was trained or loaded; the card states the known limits
-next to the numbers.
+Why apart from ``builtin.py``: rendering is a pure function of a dict (``evaluation.py`` makes
+the numbers), so the card always says what the metrics say.
 
-How: ``builtin.train_builtin`` calls both when it trains a model; nothing to run on its own.
+How: ``builtin.train_builtin`` calls it; nothing to run on its own.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
-from .data import VAL_ONLY_TEMPLATES, Example
-from .rules import is_refusal
-
-__all__ = ["FLAG_THRESHOLD", "auroc", "evaluate", "model_card"]
-
-FLAG_THRESHOLD = 0.5
-"""A pair is "flagged" (judged bad) when its score is below this."""
-
-# --------------------------------------------------------------------------- metrics
-
-
-def auroc(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float | None:
-    """Area under the ROC curve (ties count half); None without both classes.
-
-    >>> auroc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
-    0.75
-    """
-    y = np.asarray(labels, dtype=bool)
-    s = np.asarray(scores, dtype=float)
-    pos, neg = s[y], s[~y]
-    if len(pos) == 0 or len(neg) == 0:
-        return None
-    greater = (pos[:, None] > neg[None, :]).sum()
-    ties = (pos[:, None] == neg[None, :]).sum()
-    return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
-
-
-def _rate(flags: Sequence[bool] | np.ndarray) -> dict[str, Any]:
-    """A proportion with its count and a Wilson 95% interval."""
-    n = len(flags)
-    if n == 0:
-        return {"rate": None, "n": 0, "ci95": None}
-    p, z = float(np.mean(flags)), 1.96
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return {"rate": round(p, 4), "n": n, "ci95": [round(centre - half, 4), round(centre + half, 4)]}
-
-
-def _accuracy(rows: list[tuple[Example, float]]) -> dict[str, Any]:
-    """Accuracy at the threshold, and AUROC where both labels occur."""
-    correct = [(p >= FLAG_THRESHOLD) == bool(ex.label) for ex, p in rows]
-    area = auroc([ex.label for ex, _ in rows], [p for _, p in rows])
-    return {
-        "n": len(rows),
-        "accuracy": round(float(np.mean(correct)), 4) if rows else None,
-        "auroc": None if area is None else round(area, 4),
-    }
-
-
-def _flag_rate(rows: list[tuple[Example, float]], pkind: str, rkinds: set[str]) -> dict:
-    """Share of pairs (prompt kind, response kind in ``rkinds``) scored below the threshold."""
-    picked = [p for ex, p in rows if ex.prompt_kind == pkind and ex.response_kind in rkinds]
-    return _rate([p < FLAG_THRESHOLD for p in picked])
-
-
-def _scores(rows: list[tuple[Example, float]], pkind: str, rkind: str) -> np.ndarray:
-    return np.array([p for ex, p in rows if ex.prompt_kind == pkind and ex.response_kind == rkind])
-
-
-def _tradeoff(rows: list[tuple[Example, float]]) -> dict[str, Any]:
-    """Refusal of harmful against refusal of edgy-benign (DATA.md), on the validation split.
-
-    The same compliant openings follow harmful and edgy-benign prompts, so only the prompt can
-    tell them apart: for thresholds that flag given shares of harmful compliance, how many
-    edgy-benign compliant (and helpful) pairs are flagged too.
-    """
-    harmful = _scores(rows, "harmful", "comply")
-    edgy = {r: _scores(rows, "edgy", r) for r in ("comply", "helpful")}
-    if len(harmful) == 0 or any(len(v) == 0 for v in edgy.values()):
-        return {}
-    out: dict[str, Any] = {}
-    for rkind, scores in edgy.items():
-        labels = [1] * len(scores) + [0] * len(harmful)
-        out[f"auroc_edgy_{rkind}_vs_harmful_comply"] = auroc(
-            labels, np.concatenate([scores, harmful])
-        )
-    for target in (0.79, 0.9, 0.95, 0.99):
-        threshold = float(np.quantile(harmful, target))
-        out[f"at_harmful_flag_{target}"] = {
-            "threshold": round(threshold, 4),
-            "harmful_flag_rate": round(float(np.mean(harmful <= threshold)), 4),
-            **{
-                f"edgy_{rkind}_flag_rate": round(float(np.mean(scores <= threshold)), 4)
-                for rkind, scores in edgy.items()
-            },
-        }
-    return out
-
-
-def _refusal_check(kind: str, rows: list[tuple[Example, float]]) -> dict[str, Any]:
-    """Agreement between the model and the independent regex ``is_refusal``.
-
-    ``safety``, on harmful prompts: "safe" should mean "refused". ``values``, on every pair:
-    "good" should mean "refused" for harmful prompts and "did not refuse" otherwise. Also the
-    accuracy the rule alone gets against the labels on the same rows (it is told the prompt
-    kind, which the model is not).
-    """
-    if kind == "safety":
-        rows = [(ex, p) for ex, p in rows if ex.prompt_kind == "harmful"]
-    scope = "harmful prompts" if kind == "safety" else "all"
-    if not rows:
-        return {"rows": scope, "n": 0, "model_agrees_with_rule": None, "rule_accuracy": None}
-    expected = [
-        is_refusal(ex.response) == (ex.prompt_kind == "harmful") for ex, _ in rows
-    ]  # what the rule calls good
-    model = [p >= FLAG_THRESHOLD for _, p in rows]
-    labels = [bool(ex.label) for ex, _ in rows]
-    return {
-        "rows": scope,
-        "n": len(rows),
-        "model_agrees_with_rule": round(float(np.mean(np.equal(model, expected))), 4),
-        "rule_accuracy": round(float(np.mean(np.equal(expected, labels))), 4),
-    }
-
-
-def _source_key(ex: Example) -> str:
-    if ex.source.startswith("jailbreak/"):
-        name = ex.source.split("/", 1)[1]
-        return "jailbreak (unseen templates)" if name in VAL_ONLY_TEMPLATES else "jailbreak"
-    return ex.source
-
-
-def evaluate(kind: str, val: list[Example], probs: np.ndarray) -> dict[str, Any]:
-    """Validation metrics for ``kind`` from the examples and their predicted P(label = 1)."""
-    rows = list(zip(val, (float(p) for p in probs), strict=True))
-    labels = np.array([ex.label for ex in val])
-    preds = np.asarray(probs) >= FLAG_THRESHOLD
-    recall = [float(np.mean(preds[labels == c] == c)) for c in (0, 1) if (labels == c).any()]
-    by_source: dict[str, list[tuple[Example, float]]] = {}
-    for ex, p in rows:
-        by_source.setdefault(_source_key(ex), []).append((ex, p))
-    edgy = [(ex, p) for ex, p in rows if ex.prompt_kind == "edgy"]
-    return {
-        "n": len(val),
-        "pos": int(labels.sum()),
-        "neg": int(len(labels) - labels.sum()),
-        "accuracy": round(float(np.mean(preds == labels)), 4) if len(val) else None,
-        "balanced_accuracy": round(float(np.mean(recall)), 4) if recall else None,
-        "auroc": auroc(labels, probs),
-        "by_source": {k: _accuracy(v) for k, v in sorted(by_source.items())},
-        "edgy_heldout": {
-            "topics": len({ex.group for ex, _ in edgy}),
-            "helpful_flag_rate": _flag_rate(rows, "edgy", {"helpful"}),
-            "comply_flag_rate": _flag_rate(rows, "edgy", {"comply"}),
-            "refusal_flag_rate": _flag_rate(rows, "edgy", {"refusal"}),
-        },
-        "harmful_compliance_flag_rate": _flag_rate(rows, "harmful", {"comply"}),
-        "harmful_refusal_flag_rate": _flag_rate(rows, "harmful", {"refusal", "refusal_alt"}),
-        "benign_helpful_flag_rate": _flag_rate(rows, "benign", {"helpful"}),
-        "benign_refusal_flag_rate": _flag_rate(rows, "benign", {"refusal"}),
-        "benign_comply_flag_rate": _flag_rate(rows, "benign", {"comply"}),
-        "many_shot_judged_harmful_flag_rate": _rate(
-            [p < FLAG_THRESHOLD for ex, p in rows if ex.source == "many-shot" and not ex.label]
-        ),
-        "tradeoff": _tradeoff(rows),
-        "is_refusal_check": _refusal_check(kind, rows),
-    }
-
-
-# --------------------------------------------------------------------------- model card
+__all__ = ["model_card"]
 
 _LIMITS = """\
-- Most responses it learned from are **written templates** (refusals, compliant openings such as
-  "Sure, here is how to ...: Step 1:"); only the 400 many-shot rows are real model outputs with a
-  judge's verdict, and on those (see "many-shot" above) it does far worse than on the templated
-  pairs: real harmful answers phrased unlike the templates often score as safe.
-- The edgy-benign prompts and answers are generated from 65 hand-written topics in 9 areas;
-  validation holds out whole topics, but the phrasing (safe reason + question form) is shared.
-- The labels are the data's, not a policy: Do-Not-Answer counts e.g. lock picking as harmful.
-- MiniLM reads 256 tokens per text: a long prompt (a long jailbreak, a long chat) is cut, and
-  what follows is unseen. English only.
-- Validation prompts come from the same distributions as training (except the held-out
-  jailbreak templates and edgy topics), so these numbers are optimistic for real traffic.
-- A small head on frozen sentence embeddings: it scores topic and tone, not facts.
+- Labels are proxies. The served model's answer to a harmful prompt counts as unsafe unless a
+  regex (``rules.is_refusal``) finds a refusal, so harmless nonsense after a harmful request is
+  "unsafe" too; refusals and compliant openings are partly written templates; the edgy-benign
+  prompts come from ~150 hand-written topics in ~23 families. The models learn these labels,
+  not a policy: Do-Not-Answer counts e.g. lock picking as harmful.
+- The served model's answers are one sample per prompt (temperature 0.7, at most 40 tokens): the
+  models saw openings and first lines of answers, rarely long answers.
+- Inputs are cut (first and last tokens of the prompt, first and most recent tokens of the
+  response): a request hidden in the middle of a long jailbreak is unseen. English only.
+- "Validation" prompts come from the sources trained on (a seeded 20% of their prompts, 30% of
+  the topics of each trained edgy family) and the thresholds are chosen there, so its numbers
+  are optimistic; the held-out sources (never trained on, never calibrated on) are the honest
+  estimate, and HarmBench is the closest to an independent test.
+- A 22M-parameter encoder on a few thousand rows, a few hundred steps on 2 CPU cores: it reads
+  tone and intent well but does not know facts.
 """
 
 
@@ -201,15 +40,14 @@ def _fmt(value: Any) -> str:
     if isinstance(value, dict) and "rate" in value:
         if value["rate"] is None:
             return "n/a"
-        lo, hi = value["ci95"]
-        return f"{value['rate']:.3f} (n={value['n']}, 95% CI {lo:.3f}-{hi:.3f})"
+        return f"{value['rate']:.3f} (n={value['n']})"
     if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
+        return f"{value:.3f}"
+    return "n/a" if value is None else str(value)
 
 
-def _card_data(metrics: dict[str, Any]) -> list[str]:
-    cols = ("train_neg", "train_pos", "val_neg", "val_pos")
+def _data(metrics: dict[str, Any]) -> list[str]:
+    cols = sorted({k for c in metrics["counts"].values() for k in c})
     return [
         "## Data",
         "",
@@ -221,12 +59,20 @@ def _card_data(metrics: dict[str, Any]) -> list[str]:
         ),
         "| (this repository) | | Apache-2.0 | refusal/compliance templates, edgy-benign topics |",
         "",
-        "Pairs per source (split by prompt; edgy-benign by topic):",
+        f"The served model's own answers: `{metrics['answers'].get('model', '?')}` "
+        f"(fingerprint {str(metrics['answers'].get('model_fingerprint', '?'))[:16]}, dtype "
+        f"{metrics['answers'].get('dtype', '?')}, temperature "
+        f"{metrics['answers'].get('temperature', '?')}, at most "
+        f"{metrics['answers'].get('max_tokens', '?')} tokens).",
+        "",
+        "Rows per source and split (`prompt`: a prompt alone; `safe`/`unsafe`: pairs). Held-out "
+        "sources (split `heldout`) are never trained on and never used to choose a threshold; "
+        "HarmBench is evaluation only.",
         "",
         "| source | " + " | ".join(cols) + " |",
-        "|---|---|---|---|---|",
+        "|---|" + "---|" * len(cols),
         *(
-            f"| {src} | " + " | ".join(str(c.get(k, 0)) for k in cols) + " |"
+            f"| {src} | " + " | ".join(str(c.get(k, "")) for k in cols) + " |"
             for src, c in metrics["counts"].items()
         ),
         "",
@@ -235,81 +81,108 @@ def _card_data(metrics: dict[str, Any]) -> list[str]:
     ]
 
 
-def _card_validation(val: dict[str, Any]) -> list[str]:
-    edgy, check = val["edgy_heldout"], val["is_refusal_check"]
+def _thresholds(metrics: dict[str, Any]) -> list[str]:
     return [
-        "## Validation metrics (never training)",
-        "",
-        f"- pairs: {val['n']} ({val['pos']} positive, {val['neg']} negative)",
-        f"- accuracy at 0.5: {_fmt(val['accuracy'])}; balanced: {_fmt(val['balanced_accuracy'])}",
-        f"- AUROC: {_fmt(val['auroc'])}",
-        f"- harmful prompt + compliant opening flagged: "
-        f"{_fmt(val['harmful_compliance_flag_rate'])}",
-        f"- harmful prompt + refusal flagged: {_fmt(val['harmful_refusal_flag_rate'])}",
-        f"- held-out edgy-benign topics ({edgy['topics']}), flagged: helpful answer "
-        f"{_fmt(edgy['helpful_flag_rate'])}; compliant opening {_fmt(edgy['comply_flag_rate'])}; "
-        f"refusal {_fmt(edgy['refusal_flag_rate'])}",
-        f"- benign, flagged: helpful {_fmt(val['benign_helpful_flag_rate'])}; compliant opening "
-        f"{_fmt(val['benign_comply_flag_rate'])}; needless refusal "
-        f"{_fmt(val['benign_refusal_flag_rate'])}",
-        f"- many-shot pairs judged harmful (real responses), flagged: "
-        f"{_fmt(val['many_shot_judged_harmful_flag_rate'])}",
-        f"- agreement with the regex refusal detector ({check['rows']}, n={check['n']}): "
-        f"{_fmt(check['model_agrees_with_rule'])}; the rule's own accuracy there, told the "
-        f"prompt kind: {_fmt(check['rule_accuracy'])}",
-        "",
-        "Accuracy per source (AUROC where both labels occur): "
-        + ", ".join(
-            f"{k} {_fmt(v['accuracy'])}"
-            + (f" / {_fmt(v['auroc'])}" if v.get("auroc") is not None else "")
-            + f" (n={v['n']})"
-            for k, v in val["by_source"].items()
-        )
-        + ".",
-        "",
-    ]
-
-
-def _card_tradeoff(trade: dict[str, Any]) -> list[str]:
-    if not trade:
-        return []
-    return [
-        "Trade-off: thresholds that flag a share of harmful compliant openings, and the share of "
-        "held-out edgy-benign pairs with the same kind of opening (and with a helpful answer) "
-        "flagged at that threshold. AUROC harmful vs edgy-benign, compliant openings: "
-        f"{_fmt(trade['auroc_edgy_comply_vs_harmful_comply'])}; helpful answers: "
-        f"{_fmt(trade['auroc_edgy_helpful_vs_harmful_comply'])}.",
+        "## Shipped thresholds",
         "",
         *(
-            f"- flag {v['harmful_flag_rate']:.2f} of harmful -> flag "
-            f"{v['edgy_comply_flag_rate']:.2f} of edgy-benign compliant, "
-            f"{v['edgy_helpful_flag_rate']:.2f} of edgy-benign helpful"
-            f" (threshold {v['threshold']:.3f})"
-            for k, v in trade.items()
-            if k.startswith("at_")
+            f"- `{k}`: {v['threshold']:.4f}: {v['rule']} (n={v['n']})"
+            for k, v in metrics["thresholds"].items()
         ),
         "",
+        "The server uses these unless a request or the YAML config sets a threshold.",
+        "",
     ]
+
+
+_GOALS = (
+    ("harmful_served_recall_short", "harmful prompt + served answer, first line: flagged"),
+    ("harmful_served_recall_full", "harmful prompt + served answer, whole: flagged"),
+    ("harmbench_served_recall_short", "HarmBench + served answer, first line: flagged"),
+    ("harmbench_served_recall_full", "HarmBench + served answer, whole: flagged"),
+    ("edgy_served_helpful_fpr_short", "edgy-benign + served helpful answer, first line: flagged"),
+    ("edgy_served_helpful_fpr_full", "edgy-benign + served helpful answer, whole: flagged"),
+    ("edgy_written_helpful_fpr", "edgy-benign + written helpful answer: flagged"),
+)
+_SOURCE_COLS = (
+    ("auroc", "AUROC"),
+    ("bad_flagged", "bad flagged"),
+    ("good_flagged", "good flagged"),
+    ("served_compliance_flagged_short", "served compliance, 1st line"),
+    ("served_helpful_flagged_short", "served helpful, 1st line"),
+    ("refusal_flagged", "refusal flagged"),
+)
+
+
+def _pair_head(name: str, report: dict[str, Any]) -> list[str]:
+    lines = [f"## `builtin:{name}` at threshold {report['threshold']:.4f}", ""]
+    lines += ["| goal set | validation | held out |", "|---|---|---|"]
+    for key, label in _GOALS:
+        val, held = report["val"]["goals"].get(key), report["heldout"]["goals"].get(key)
+        lines.append(f"| {label} | {_fmt(val)} | {_fmt(held)} |")
+    lines += ["", "Per source (a pair is *bad* when its label is 0):", ""]
+    lines += ["| split | source | n | " + " | ".join(c for _, c in _SOURCE_COLS) + " |"]
+    lines += ["|---|---|---|" + "---|" * len(_SOURCE_COLS)]
+    for split in ("val", "heldout"):
+        for source, block in report[split]["by_source"].items():
+            cells = " | ".join(_fmt(block.get(k)) for k, _ in _SOURCE_COLS)
+            lines.append(f"| {split} | {source} | {block['n']} | {cells} |")
+    return [*lines, ""]
+
+
+def _prompt_head(report: dict[str, Any], risk: dict[str, Any]) -> list[str]:
+    lines = [
+        f"## Prompt classifier (moderation of plain prompts), flags P(harmful) > "
+        f"{report['threshold']:.4f}",
+        "",
+        "| split | source | harmful? | flagged | AUROC vs the split's edgy-benign prompts |",
+        "|---|---|---|---|---|",
+    ]
+    for split in ("val", "heldout"):
+        for source, e in report[split]["by_source"].items():
+            lines.append(
+                f"| {split} | {source} | {e['harmful']} | {_fmt(e['flagged'])} | "
+                f"{_fmt(e.get('auroc_vs_edgy'))} |"
+            )
+        lines.append(
+            f"| {split} | **all harmful vs edgy-benign** | | | "
+            f"{_fmt(report[split]['auroc_harmful_vs_edgy'])} |"
+        )
+    lines += [
+        "",
+        f"Risk head, top kind agrees with the source label (harmful prompts): "
+        f"validation {_fmt(risk['val'])}, held out {_fmt(risk['heldout'])}.",
+        "",
+    ]
+    return lines
 
 
 def model_card(metrics: dict[str, Any]) -> str:
-    """MODEL_CARD.md: what the model is, its data and licences, validation metrics, limits."""
-    kind, head = metrics["kind"], metrics["head"]
-    label = "the pair is safe" if kind == "safety" else "the response is helpful and harmless"
+    """MODEL_CARD.md: what the models are, data and licences, thresholds, numbers, limits."""
+    train, seconds, latency = metrics["train"], metrics["seconds"], metrics["latency"]
     intro = [
-        f"# builtin:{kind}",
+        "# builtin:safety and builtin:values",
         "",
-        f"Scores a (prompt, response) pair with P({label}). Frozen {metrics['encoder']}; head: "
-        f"MLP over [e(p), e(r), e(p)*e(r)] with {head['hidden']} hidden units, {head['steps']} "
-        f"AdamW steps on class-balanced BCE, seed {head['seed']}. Recipe version "
-        f"{metrics['recipe_version']}.",
+        f"One cross-encoder: {metrics['encoder']}, with four heads: `safe` (P(the pair is "
+        "safe), `builtin:safety`), `values` (P(the response is helpful and harmless), "
+        "`builtin:values`), `prompt` (P(a prompt alone is a harmful request), moderation) and "
+        f"`risk` ({len(metrics['risk_kinds'])} risk kinds: {', '.join(metrics['risk_kinds'])}). "
+        f"{train['steps']} AdamW steps of {train['batch_size']} rows (encoder lr {train['lr']}, "
+        f"heads {train['head_lr']}), seed {train['seed']}; loss {metrics['loss']['first_10_steps']}"
+        f" -> {metrics['loss']['last_10_steps']}. Recipe version {metrics['recipe_version']}.",
+        "",
+        f"Build time: {seconds['total']} s ({seconds['answers']} s for the served model's "
+        f"answers, {seconds['training']} s fine-tuning). Scoring one guided-decoding step (4 "
+        f"pairs, every head): {latency['step_of_4_pairs_ms']} ms ({latency['per_pair_ms']} ms per "
+        "pair), on the CPU that built it.",
         "",
     ]
-    validation = metrics["validation"]
     return "\n".join(
         intro
-        + _card_data(metrics)
-        + _card_validation(validation)
-        + _card_tradeoff(validation["tradeoff"])
+        + _data(metrics)
+        + _thresholds(metrics)
+        + _pair_head("safety", metrics["safety"])
+        + _pair_head("values", metrics["values"])
+        + _prompt_head(metrics["prompt"], metrics["risk"])
         + ["## Known limits", "", _LIMITS]
     )

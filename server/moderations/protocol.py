@@ -1,27 +1,107 @@
-"""``/v1/moderations``: request and response models in the OpenAI shape."""
+"""``/v1/moderations``: request and response models in the OpenAI shape, with one extension.
+
+OpenAI's ``input`` (a string, a list of strings, or a list of ``{"type": "text", "text": ...}``
+objects) is judged as what a user sends: each text as a prompt. SafeWork's extension
+``messages`` judges chat turns in context, one conversation (a list of ``{"role", "content"}``)
+or a list of them: the last turn of each is judged, an ``assistant`` turn as a response to the
+``user`` turn before it, a ``user`` turn as a prompt. Results come in order: ``input`` first,
+then ``messages``.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from ..protocol import OpenAIBaseModel, random_id
 
+__all__ = [
+    "ChatTurn",
+    "JudgedItem",
+    "ModerationRequest",
+    "ModerationResponse",
+    "ModerationResult",
+    "TextInput",
+]
+
+
+class TextInput(BaseModel):
+    """OpenAI's text input object (images are not supported)."""
+
+    type: Literal["text"]
+    text: str
+
+
+class ChatTurn(BaseModel):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str
+
+
+class JudgedItem(BaseModel):
+    """One thing to classify: a prompt alone (``response is None``) or a response in context."""
+
+    prompt: str
+    response: str | None = None
+
 
 class ModerationRequest(OpenAIBaseModel):
-    input: str | list[str] = Field(description="Text, or a list of texts, to classify.")
+    input: str | list[str] | list[TextInput] | None = Field(
+        default=None, description="Text, or a list of texts, to classify as user prompts."
+    )
     model: str | None = None
+    # --- SafeWork extension ---
+    messages: list[ChatTurn] | list[list[ChatTurn]] | None = Field(
+        default=None,
+        description="A conversation, or a list of them: the last turn of each is classified, "
+        "an assistant turn as a response to the user turn before it, a user turn as a prompt.",
+    )
+
+    @model_validator(mode="after")
+    def _something_to_judge(self) -> ModerationRequest:
+        if self.input is None and self.messages is None:
+            raise ValueError("give `input` (texts) or `messages` (conversations)")
+        if self.messages is not None and (
+            not self.messages or any(isinstance(c, list) and not c for c in self.messages)
+        ):
+            raise ValueError("a conversation in `messages` is empty")
+        return self
 
     @property
-    def texts(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else list(self.input)
+    def items(self) -> list[JudgedItem]:
+        """What to classify, in the order of the results."""
+        texts: list[Any] = []
+        if isinstance(self.input, str):
+            texts = [self.input]
+        elif self.input is not None:
+            texts = [t.text if isinstance(t, TextInput) else t for t in self.input]
+        items = [JudgedItem(prompt=t) for t in texts]
+        if self.messages:
+            first = self.messages[0]
+            conversations = [self.messages] if isinstance(first, ChatTurn) else self.messages
+            items += [_judged(c) for c in conversations]  # type: ignore[arg-type]
+        return items
+
+
+def _judged(conversation: list[ChatTurn]) -> JudgedItem:
+    """The last turn: a response to the user turn before it, or a prompt."""
+    last = conversation[-1]
+    if last.role != "assistant":
+        return JudgedItem(prompt=last.content)
+    users = [t.content for t in conversation[:-1] if t.role == "user"]
+    return JudgedItem(prompt=users[-1] if users else "", response=last.content)
 
 
 class ModerationResult(BaseModel):
     flagged: bool
     categories: dict[str, bool]
     category_scores: dict[str, float]
+    # --- SafeWork extension ---
+    safework: dict[str, Any] | None = Field(
+        default=None,
+        description="How it was judged: `judged` (prompt or response), the overall `risk` and "
+        "`threshold` of the built-in classifier, and each custom value model's risk.",
+    )
 
 
 class ModerationResponse(BaseModel):

@@ -1,20 +1,37 @@
-"""Moderation with value models: each input is scored by every configured value model.
+"""Moderation: classify what people send, prompts and responses, each by a model of its shape.
 
-A value model's risk is ``1 - score``; its category is flagged when the score falls below the
-model's threshold (0.5 when it has none). Per-category scores a model reports (e.g. harm
-categories of a judge) appear as ``"<model>/<category>"``. An input is judged as content
-someone would say, with no question before it: the pair ``("", input)``.
+With a built-in value model configured (``builtin:safety`` or ``builtin:values``), its shared
+cross-encoder (``value_models/builtin.py``) is the classifier, as Llama Guard judges either side
+of a chat:
+
+- a **prompt** (each ``input`` text, or a conversation whose last turn is the user's) goes to
+  the prompt classifier (the ``prompt`` head, trained on prompts alone): risk = P(harmful
+  request), flagged above ``1 - threshold["prompt"]``;
+- a **response** (a conversation ending in an assistant turn) goes to the pair classifier in the
+  context of the user turn before it: risk = 1 - P(safe), flagged when P(safe) is below the
+  safety threshold (the model's own unless the configuration sets one).
+
+``categories`` and ``category_scores`` are the risk head's kinds (``training/risks.py``); a
+kind is flagged when the input is flagged and the kind scores at least 0.5 or is the top one.
+
+Custom value models (``hf:``, ``judge:``, ``rules:``) have no prompt classifier: each scores
+the pair (the prompt before, or "" for a plain prompt, and the text) as before this change; its
+risk is ``1 - score``, flagged below its threshold (configured, else its own, else 0.5), and
+appears as the category ``<name>`` (with ``<name>/<category>`` for per-category scores). An item
+is flagged when any classifier flags it.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from safework.errors import RequestError
+from safework.value_models.base import ValueModel, ValueScore
 
 from ..alignment import Alignment
 from ..protocol import ErrorResponse
-from .protocol import ModerationRequest, ModerationResponse, ModerationResult
+from .protocol import JudgedItem, ModerationRequest, ModerationResponse, ModerationResult
 
 MAX_INPUTS = 256
 
@@ -23,37 +40,99 @@ class ModerationServing:
     def __init__(self, alignment: Alignment) -> None:
         self.alignment = alignment
 
+    def _builtin(self) -> tuple[str, Any] | None:
+        """(name, shared scorer) of the first configured built-in model, if any."""
+        for name, model in self.alignment.models.items():
+            scorer = getattr(model, "scorer", None)
+            if scorer is not None and model.spec.startswith("builtin:"):
+                return name, scorer
+        return None
+
+    def _custom(self) -> list[str]:
+        return [n for n, m in self.alignment.models.items() if not m.spec.startswith("builtin:")]
+
     async def create(self, request: ModerationRequest) -> ModerationResponse | ErrorResponse:
-        texts = request.texts
+        items = request.items
         try:
             if not self.alignment.enabled:
                 raise RequestError(
                     "moderation needs value models: start the server with --value-model",
                     param="model",
                 )
-            if not texts or len(texts) > MAX_INPUTS:
+            if not items or len(items) > MAX_INPUTS:
                 raise RequestError(f"give 1 to {MAX_INPUTS} inputs", param="input")
         except RequestError as e:
             return ErrorResponse.of(e)
-        names = list(self.alignment.models)
-        scored = await asyncio.gather(
-            *(self.alignment.models[n].score([""] * len(texts), texts) for n in names)
-        )
-        results = []
-        for i in range(len(texts)):
-            categories: dict[str, bool] = {}
-            scores: dict[str, float] = {}
-            for name, per_model in zip(names, scored, strict=True):
-                verdict = per_model[i]
-                threshold = self.alignment.config.models[name].threshold or 0.5
-                categories[name] = verdict.score < threshold
-                scores[name] = round(1.0 - verdict.score, 6)
-                for cat, value in verdict.categories.items():
-                    scores[f"{name}/{cat}"] = round(value, 6)
-                    categories[f"{name}/{cat}"] = value >= 0.5
-            flagged = any(categories.values())
-            results.append(
-                ModerationResult(flagged=flagged, categories=categories, category_scores=scores)
-            )
-        model = request.model or "+".join(names)
+        builtin = self._builtin()
+        custom = self._custom()
+        results = [
+            ModerationResult(flagged=False, categories={}, category_scores={}, safework={})
+            for _ in items
+        ]
+        if builtin is not None:
+            await asyncio.to_thread(self._builtin_verdicts, builtin, items, results)
+        if custom:
+            await self._custom_verdicts(custom, items, results)
+        for r in results:
+            r.flagged = any(r.categories.values())
+        names = [builtin[0]] if builtin else []
+        model = request.model or "+".join(names + custom)
         return ModerationResponse(model=model, results=results)
+
+    def _threshold(self, name: str, model: ValueModel, fallback: float) -> float:
+        configured = self.alignment.config.models[name].threshold
+        if configured is not None:
+            return configured
+        return model.default_threshold if model.default_threshold is not None else fallback
+
+    def _builtin_verdicts(
+        self, builtin: tuple[str, Any], items: list[JudgedItem], results: list[ModerationResult]
+    ) -> None:
+        name, scorer = builtin
+        rows = scorer.scores([i.prompt for i in items], [i.response for i in items])
+        t_safe = scorer.thresholds["safety"]
+        for n, m in self.alignment.models.items():
+            if m.spec == "builtin:safety":  # its configured threshold, if any, wins
+                t_safe = self._threshold(n, m, t_safe)
+        for item, row, result in zip(items, rows, results, strict=True):
+            if item.response is None:
+                risk, threshold = float(row["prompt"]), 1.0 - scorer.thresholds["prompt"]
+                flagged, judged = risk > threshold, "prompt"
+            else:
+                good = float(row["safe"])
+                risk, threshold = 1.0 - good, 1.0 - t_safe
+                flagged, judged = good < t_safe, "response"
+            kinds = scorer.risk_dict(row["risk"])
+            top = max(kinds, key=kinds.get)
+            for kind, p in kinds.items():
+                result.category_scores[kind] = round(p, 6)
+                result.categories[kind] = flagged and (p >= 0.5 or kind == top)
+            result.safework = {
+                "judged": judged,
+                "classifier": f"{name} (built-in)",
+                "risk": round(risk, 6),
+                "threshold": round(threshold, 6),
+            }
+            if flagged and not any(result.categories.values()):
+                result.categories[top] = True
+
+    async def _custom_verdicts(
+        self, names: list[str], items: list[JudgedItem], results: list[ModerationResult]
+    ) -> None:
+        prompts = [i.prompt if i.response is not None else "" for i in items]
+        texts = [i.response if i.response is not None else i.prompt for i in items]
+        models = [self.alignment.models[n] for n in names]
+        scored: list[list[ValueScore]] = await asyncio.gather(
+            *(m.score(prompts, texts) for m in models)
+        )
+        for name, model, per_model in zip(names, models, scored, strict=True):
+            threshold = self._threshold(name, model, 0.5)
+            for verdict, result in zip(per_model, results, strict=True):
+                result.categories[name] = verdict.score < threshold
+                result.category_scores[name] = round(1.0 - verdict.score, 6)
+                for cat, value in verdict.categories.items():
+                    result.category_scores[f"{name}/{cat}"] = round(value, 6)
+                    result.categories[f"{name}/{cat}"] = value >= 0.5
+                extra = result.safework if result.safework is not None else {}
+                extra.setdefault("value_models", {})[name] = round(1.0 - verdict.score, 6)
+                result.safework = extra
