@@ -184,7 +184,8 @@ class Plan:
 
 @dataclass
 class _ChoiceState:
-    """Everything accumulated for one choice of a request."""
+    """Everything accumulated for one choice of a request, in time linear in its tokens
+    (text pieces joined once at the end, logprobs extended in place)."""
 
     splitter: ReasoningSplitter
     text: list[str] = field(default_factory=list)
@@ -195,7 +196,9 @@ class _ChoiceState:
     def add(self, delta: ChoiceDelta) -> None:
         self.text.append(delta.text)
         if delta.logprobs is not None:
-            self.logprobs = (self.logprobs or []) + delta.logprobs
+            if self.logprobs is None:
+                self.logprobs = []
+            self.logprobs.extend(delta.logprobs)
         if delta.finish_reason is not None:
             self.finish_reason, self.stop_reason = delta.finish_reason, delta.stop_reason
 

@@ -10,7 +10,7 @@ chat profiles (a text completion naming one is a 404).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from safework.engine.base import ChoiceDelta, Engine
 from safework.errors import EngineError, RequestError
@@ -47,15 +47,44 @@ def legacy_logprobs(
     return out
 
 
-def _merge_logprobs(a: CompletionLogprobs | None, b: CompletionLogprobs | None):
-    if a is None or b is None:
-        return a or b
-    return CompletionLogprobs(
-        tokens=a.tokens + b.tokens,
-        token_logprobs=a.token_logprobs + b.token_logprobs,
-        top_logprobs=a.top_logprobs + b.top_logprobs,
-        text_offset=a.text_offset + b.text_offset,
-    )
+@dataclass
+class _ChoiceText:
+    """One choice of a JSON answer, accumulated in time linear in its tokens: text pieces
+    joined once at the end, logprob lists extended in place, a running text offset."""
+
+    text: list[str] = field(default_factory=list)
+    offset: int = 0
+    logprobs: CompletionLogprobs | None = None
+    finish: ChoiceDelta | None = None
+
+    @classmethod
+    def starting_with(cls, prefix: str) -> _ChoiceText:
+        return cls([prefix], len(prefix))
+
+    def add(self, delta: ChoiceDelta, as_ids: bool) -> None:
+        new = legacy_logprobs(delta, self.offset, as_ids)
+        self.text.append(delta.text)
+        self.offset += len(delta.text)
+        if new is not None:
+            if self.logprobs is None:
+                self.logprobs = new
+            else:
+                self.logprobs.tokens.extend(new.tokens)
+                self.logprobs.token_logprobs.extend(new.token_logprobs)
+                self.logprobs.top_logprobs.extend(new.top_logprobs)
+                self.logprobs.text_offset.extend(new.text_offset)
+        if delta.finish_reason is not None:
+            self.finish = delta
+
+    def choice(self, index: int) -> CompletionChoice:
+        finish = self.finish
+        return CompletionChoice(
+            index=index,
+            text="".join(self.text),
+            logprobs=self.logprobs,
+            finish_reason=(finish.finish_reason if finish else None) or "stop",
+            stop_reason=finish.stop_reason if finish else None,
+        )
 
 
 class CompletionServing:
@@ -115,30 +144,18 @@ class CompletionServing:
         gens: list[Generation],
     ) -> CompletionResponse | ErrorResponse:
         n, as_ids = request.n, request.return_tokens_as_token_ids
-        texts = [[p.text if request.echo else ""] for p in prompts for _ in range(n)]
-        logprobs: list[CompletionLogprobs | None] = [None] * len(texts)
-        finish: list[ChoiceDelta | None] = [None] * len(texts)
+        states = [
+            _ChoiceText.starting_with(p.text if request.echo else "")
+            for p in prompts
+            for _ in range(n)
+        ]
         try:
             async for p, out in merge([g.outputs() for g in gens]):
                 for d in out.choices:
-                    k = p * n + d.index
-                    offset = sum(len(t) for t in texts[k])
-                    texts[k].append(d.text)
-                    logprobs[k] = _merge_logprobs(logprobs[k], legacy_logprobs(d, offset, as_ids))
-                    if d.finish_reason is not None:
-                        finish[k] = d
+                    states[p * n + d.index].add(d, as_ids)
         except (RequestError, EngineError) as e:
             return ErrorResponse.of(e)
-        choices = [
-            CompletionChoice(
-                index=k,
-                text="".join(texts[k]),
-                logprobs=logprobs[k],
-                finish_reason=(finish[k].finish_reason if finish[k] else None) or "stop",
-                stop_reason=finish[k].stop_reason if finish[k] else None,
-            )
-            for k in range(len(texts))
-        ]
+        choices = [state.choice(k) for k, state in enumerate(states)]
         return CompletionResponse(
             id=request_id, model=model, choices=choices, usage=self._usage(gens)
         )
