@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from safework.errors import RequestError
 
 from ..chat.protocol import ChatCompletionRequest, ChatMessage
 from ..sampling import SamplingRequest
@@ -74,10 +76,22 @@ class CotEditRequest(SamplingRequest):
             "role": "assistant",
             "content": "<think>\n" + self.edited_reasoning,
         }
-        return ChatCompletionRequest.model_validate(
-            {
-                **fields,
-                "messages": [*(m.model_dump(exclude_none=True) for m in self.messages), opened],
-                "continue_final_message": True,
-            }
-        )
+        try:
+            return ChatCompletionRequest.model_validate(
+                {
+                    **fields,
+                    "messages": [*(m.model_dump(exclude_none=True) for m in self.messages), opened],
+                    "continue_final_message": True,
+                }
+            )
+        except ValidationError as e:  # a chat field sent along (tools, top_logprobs...) is bad
+            raise invalid_extra(e) from None
+
+
+def invalid_extra(error: ValidationError) -> RequestError:
+    """A 400 naming the first bad chat field of a ``/cot/edit`` body (no traceback, no 500)."""
+    first = error.errors()[0]
+    param = ".".join(str(part) for part in first.get("loc", ())) or None
+    message = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    where = f"'{param}'" if param else "the request"
+    return RequestError(f"Invalid value for {where}: {message}.", param=param)
