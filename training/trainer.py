@@ -430,10 +430,11 @@ class SFTRun:
 
         state = read_state(checkpoint)
         if engine is not None:
+            safe_deepspeed_loads(engine)
             _, saved = engine.load_checkpoint(str(checkpoint), tag=_DS_TAG)
             saved = saved or {}
         else:
-            saved = torch.load(checkpoint / _OPTIMIZER_FILE, weights_only=False)
+            saved = load_trusted_tensors(checkpoint / _OPTIMIZER_FILE)
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
         if "rng" in saved:
@@ -448,6 +449,42 @@ class SFTRun:
         from .export import export_final
 
         export_final(self, model, engine)
+
+
+def load_trusted_tensors(path: Path) -> Any:
+    """A ``torch.save`` file read without running code from it (``weights_only=True``):
+    tensors, numbers, strings and containers only, which is all a checkpoint's optimizer,
+    scheduler and RNG states hold. A file that needs more (a pickled object, a planted
+    ``__reduce__``) is refused with ``pickle.UnpicklingError`` instead of executed."""
+    import torch
+
+    return torch.load(path, weights_only=True)
+
+
+def deepspeed_safe_globals() -> list[Any]:
+    """The few classes DeepSpeed pickles into its checkpoints besides tensors (its ZeRO stage
+    enum and loss scalers): allowed by name, and nothing else."""
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+
+    return [ZeroStageEnum, LossScaler, DynamicLossScaler]
+
+
+def safe_deepspeed_loads(engine: Any) -> None:
+    """Make ``engine.load_checkpoint`` read its files with ``weights_only=True`` too.
+
+    DeepSpeed's own checkpoint engine calls ``torch.load(weights_only=False)``; every file
+    ``load_checkpoint`` reads goes through ``engine.checkpoint_engine.load``, which this
+    replaces for the engine given (DeepSpeed's classes it needs are allowed by name)."""
+    import torch
+
+    allowed = deepspeed_safe_globals()
+
+    def load(path: str, map_location: Any = None) -> Any:
+        with torch.serialization.safe_globals(allowed):
+            return torch.load(path, map_location=map_location, weights_only=True)
+
+    engine.checkpoint_engine.load = load
 
 
 def _progress(total: int, initial: int, enabled: bool) -> Any:
