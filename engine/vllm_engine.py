@@ -5,6 +5,7 @@ pipeline parallelism, Ray across nodes); ``EngineOptions`` passes vLLM's own opt
 through. Outputs are requested in vLLM's DELTA mode, so each step carries only new tokens,
 and closing a ``generate`` stream aborts the request inside vLLM. On a CPU, ``--dtype auto``
 becomes the dtype ``faithful.py`` measured to agree with transformers on this processor.
+Chat templates render in ``chat_template.py``'s bounded renderer, not in the tokenizer's pool.
 
 Run ``python -m safework.engine.vllm_engine "Hello"`` for a one-shot smoke test.
 """
@@ -30,6 +31,7 @@ from .base import (
     TokenLogprob,
     TopLogprob,
 )
+from .chat_template import TemplateRenderer
 from .default_model import DEFAULT_MODEL_ID, ensure_default_model
 from .options import EngineOptions, configure_cpu_environment
 
@@ -57,7 +59,7 @@ def _serving_dtype(options: EngineOptions, model_path: str, on_cpu: bool) -> str
 class VLLMEngine(Engine):
     """``Engine`` on ``vllm.v1.engine.async_llm.AsyncLLM``."""
 
-    def __init__(self, llm: Any, model_id: str) -> None:
+    def __init__(self, llm: Any, model_id: str, renderer: TemplateRenderer | None = None) -> None:
         self._llm = llm
         self.model_id = model_id
         self.max_model_len = int(llm.model_config.max_model_len)
@@ -65,6 +67,8 @@ class VLLMEngine(Engine):
         self.dtype = str(llm.model_config.dtype).removeprefix("torch.")
         self._tokenizer = llm.get_tokenizer()
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="safework-tok")
+        self._renderer = renderer or TemplateRenderer()
+        """Chat templates render here, bounded, never in the tokenizer's pool."""
         self.sampling_defaults: dict[str, Any] = dict(llm.model_config.get_diff_sampling_param())
 
     @classmethod
@@ -188,16 +192,29 @@ class VLLMEngine(Engine):
         continue_final_message: bool = False,
         chat_template_kwargs: dict[str, Any] | None = None,
     ) -> str:
+        variables = dict(chat_template_kwargs or {})
+        template = variables.pop("chat_template", None)
+        add_generation_prompt = add_generation_prompt and not continue_final_message
+        if template is not None:  # a request's own template (the server's policy allowed it)
+            special = dict(getattr(self._tokenizer, "special_tokens_map", {}) or {})
+            return await self._renderer.render_request_template(
+                str(template),
+                messages,
+                add_generation_prompt=add_generation_prompt,
+                continue_final_message=continue_final_message,
+                variables={**special, **variables},
+            )
+
         def render() -> str:
             return self._tokenizer.apply_chat_template(
                 messages,
                 tokenize=False,
-                add_generation_prompt=add_generation_prompt and not continue_final_message,
+                add_generation_prompt=add_generation_prompt,
                 continue_final_message=continue_final_message,
-                **(chat_template_kwargs or {}),
+                **variables,
             )
 
-        return await asyncio.get_running_loop().run_in_executor(self._pool, render)
+        return await self._renderer.render(render)
 
     async def check_health(self) -> None:
         if self._llm.errored:
@@ -206,6 +223,7 @@ class VLLMEngine(Engine):
 
     async def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._renderer.close()
         self._llm.shutdown()
 
 

@@ -64,7 +64,16 @@ class ChatCompletionRequest(SamplingRequest):
         description="Continue the final assistant message instead of starting a new turn.",
     )
     chat_template_kwargs: dict[str, Any] | None = Field(
-        default=None, description="Extra variables for the chat template (e.g. enable_thinking)."
+        default=None,
+        description="Extra variables for the chat template: enable_thinking, thinking, "
+        "reasoning_effort (any, special tokens too, only on a server that trusts request "
+        "templates).",
+    )
+    chat_template: str | None = Field(
+        default=None,
+        max_length=65_536,
+        description="A Jinja chat template to use instead of the model's: refused (400) unless "
+        "the server runs with --trust-request-chat-template.",
     )
 
     @model_validator(mode="after")

@@ -21,6 +21,7 @@ from typing import Any
 import jinja2
 
 from safework.engine.base import ChoiceDelta, Engine, TokenLogprob
+from safework.engine.chat_template import TemplatePolicy
 from safework.engine.reasoning import ReasoningSplitter, split_reasoning, starts_in_reasoning
 from safework.errors import EngineError, RequestError
 from safework.memory.store import MemoryHit
@@ -236,6 +237,8 @@ class ChatServing:
         search: SearchService | None = None,
         memory: MemoryService | None = None,
         reasoning_output: str = "fields",
+        *,
+        trust_request_chat_template: bool = False,
     ) -> None:
         reasoning_format(reasoning_output)  # an unknown name fails here, at startup
         self.engine = engine
@@ -245,6 +248,8 @@ class ChatServing:
         self.search = search or SearchService({}, SearchSettings())
         self.memory = memory
         self.reasoning_output = reasoning_output
+        self.templates = TemplatePolicy(trust_request_templates=trust_request_chat_template)
+        """What a request may send to the chat template (``engine/chat_template.py``)."""
 
     def _plan(
         self, request: ChatCompletionRequest, profile: str | None, hits: list[MemoryHit]
@@ -339,12 +344,13 @@ class ChatServing:
         return await self._full(request, model, gen, in_reasoning, plan)
 
     async def _render(self, request: ChatCompletionRequest, messages: list[dict[str, Any]]) -> str:
+        variables = self.templates.check(request.chat_template_kwargs, request.chat_template)
         try:
             return await self.engine.render_chat(
                 messages,
                 add_generation_prompt=not request.continue_final_message,
                 continue_final_message=request.continue_final_message,
-                chat_template_kwargs=request.chat_template_kwargs,
+                chat_template_kwargs=variables or None,
             )
         except (jinja2.TemplateError, ValueError, TypeError) as e:
             raise RequestError(f"cannot apply the chat template: {e}", param="messages") from e
