@@ -13,10 +13,12 @@ Design:
   the FAISS ids.
 - **FAISS is a cache** (``index.py``): one index per tenant, persisted to ``<folder>/index/`` at
   ``close()`` and after every ``persist_every`` changes (at least a tenth of the index, so large
-  indexes are not rewritten constantly). On open each saved index is reconciled with the database
-  id by id: vectors of rows it lacks are added, ids of deleted rows removed (tombstoned in HNSW).
-  A missing, unreadable or foreign index file (another store's, another dimension) is rebuilt from
-  the stored vectors. Either is logged.
+  indexes are not rewritten constantly). A save that fails after a commit (disk full) is logged
+  and tried again later: ``add`` still returns the committed record, so a client never retries
+  (and stores twice) a correction that was kept. On open each saved index is reconciled with
+  the database id by id: vectors of rows it lacks are added, ids of deleted rows removed
+  (tombstoned in HNSW). A missing, unreadable or foreign index file (another store's, another
+  dimension) is rebuilt from the stored vectors. Either is logged.
 - **Tenants never meet**: every statement filters on the tenant, and each tenant has its own
   index, so another tenant's record behaves exactly like a missing one.
 - **Threads**: writes go through one connection under one lock (SQLite allows one writer);
@@ -533,7 +535,15 @@ class MemoryStore(IndexUpkeep, RecordTransfer):
         size (so a large index is not rewritten constantly)."""
         index = self._indexes.get(tenant)
         if index is not None and index.unsaved >= max(self.persist_every, index.ntotal // 10):
-            self._persist(tenant, index)
+            try:
+                self._persist(tenant, index)
+            except OSError:  # after the commit: the record is stored, only the cache is stale
+                log.warning(
+                    "could not save the memory index of tenant %r; it stays in memory and is "
+                    "saved again later (or rebuilt from the database)",
+                    tenant,
+                    exc_info=True,
+                )
 
     def _persist(self, tenant: str, index: TenantIndex) -> None:
         """Write the index to disk (any thread; file writes are serialised by their own lock)."""

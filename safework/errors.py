@@ -6,6 +6,7 @@
     ├── ConfigError            bad options or configuration; names the fix
     ├── FetchError             a pinned package or file could not be fetched or verified
     ├── EngineError            the model runtime failed (HTTP 500)
+    ├── UnavailableError       a store cannot save now: disk full, database locked (503)
     └── RequestError           a client's request cannot be served (HTTP 4xx)
         ├── AuthenticationError     missing or wrong API key (401)
         ├── NotFoundError           unknown model, route or record (404)
@@ -29,6 +30,7 @@ __all__ = [
     "PayloadTooLargeError",
     "RequestError",
     "SafeWorkError",
+    "UnavailableError",
 ]
 
 
@@ -49,6 +51,21 @@ class EngineError(SafeWorkError):
 
     status_code = 500
     type = "server_error"
+
+
+class UnavailableError(SafeWorkError):
+    """The server cannot do this now (a store is full or locked); the client may retry.
+
+    Raised only where a retry is safe: nothing of the failed operation was kept."""
+
+    status_code = 503
+    type = "server_error"
+
+    def __init__(self, message: str, *, code: str | None = "service_unavailable"):
+        super().__init__(message)
+        self.message = message
+        self.param: str | None = None
+        self.code = code
 
 
 class RequestError(SafeWorkError):

@@ -131,6 +131,19 @@ class ServerMetrics:
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
             registry=r,
         )
+        self.memory_failures = Counter(
+            "safework_memory_failures",
+            "Memory operations that failed: a recall answered without hits, a store answered "
+            "503",
+            ["op"],
+            registry=r,
+        )
+        self.stream_errors = Counter(
+            "safework_stream_errors",
+            "Streams that ended with an error event (their HTTP status was already 200)",
+            ["route", "type"],
+            registry=r,
+        )
         self.memory_hits = Histogram(
             "safework_memory_hits",
             "Past corrections given to the model per request",

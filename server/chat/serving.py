@@ -4,7 +4,9 @@
 strings (``stream=true``), or an ``ErrorResponse``: errors are values, and the router only
 chooses between JSON and SSE. Stream order is fixed and tested: one role chunk per choice,
 content/reasoning deltas, exactly one ``finish_reason`` per choice, an optional usage chunk,
-then ``[DONE]``; a failure after the stream started is sent as an error data event. How the
+then ``[DONE]``; a failure after the stream started (the engine, a full memory store at the
+finish hook, anything unexpected) is sent as an error data event, then ``[DONE]``, and
+counted in ``safework_stream_errors``. How the
 reasoning is sent (fields or inline ``<think>`` tags) is ``reasoning_output.py``'s business.
 With ``n > 1`` the aligned and search strategies answer each choice with its own guided
 decoder or search session, run concurrently (``fanout.py``), and ``Plan.block`` reports
@@ -23,7 +25,7 @@ import jinja2
 from safework.engine.base import ChoiceDelta, Engine, TokenLogprob
 from safework.engine.chat_template import TemplatePolicy
 from safework.engine.reasoning import ReasoningSplitter, split_reasoning, starts_in_reasoning
-from safework.errors import EngineError, RequestError
+from safework.errors import EngineError, RequestError, UnavailableError
 from safework.memory.store import MemoryHit
 from safework.search.deliberative import DeliberativeSearch
 from safework.search.prompts import protocol_messages, with_system
@@ -381,7 +383,7 @@ class ChatServing:
             if i == 0 and plan.on_finish is not None:
                 try:
                     extra = await plan.on_finish(reasoning or "", content or "")
-                except RequestError as e:
+                except (RequestError, UnavailableError) as e:  # a store full or locked: 503
                     return ErrorResponse.of(e)
             choices.append(
                 ChatChoice(
@@ -471,8 +473,17 @@ class ChatServing:
                 yield chunk(
                     [], UsageInfo.of(gen.prompt_tokens, gen.completion_tokens, gen.cached_tokens)
                 )
-        except (RequestError, EngineError) as e:
-            yield ErrorResponse.of(e).model_dump_json()
+        except (RequestError, EngineError, UnavailableError) as e:
+            yield self._stream_error(plan, e)
+        except Exception as e:  # anything else: still an error event and [DONE], not a cut
+            yield self._stream_error(plan, engine_failure(e))
         finally:
             plan.record(self.metrics)
         yield sse_done()
+
+    def _stream_error(
+        self, plan: Plan, error: RequestError | EngineError | UnavailableError
+    ) -> str:
+        """The error event of a stream whose 200 was already sent (counted, by type)."""
+        self.metrics.stream_errors.labels(plan.route, error.type).inc()
+        return ErrorResponse.of(error).model_dump_json()

@@ -8,19 +8,22 @@ or the embedder.
 
 At inference ``recall`` finds the tenant's closest corrections to the question and
 ``guidance`` turns them into a compact block for the system message: the question, the
-mistake, the correction.
+mistake, the correction. A failing recall fails open (the answer goes on without hits; logged,
+counted in ``safework_memory_failures{op="recall"}``); a failing store is an
+``UnavailableError`` (503), raised only when nothing was stored, so a retry never stores twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from safework.errors import ConfigError, NotFoundError, RequestError
+from safework.errors import ConfigError, NotFoundError, RequestError, UnavailableError
 from safework.memory.store import CorrectionRecord, MemoryHit, MemoryStore
 
 from ..metrics import ServerMetrics
@@ -123,7 +126,12 @@ class MemoryService:
             else options.min_similarity
         )
         start = time.perf_counter()
-        hits = await asyncio.to_thread(self.store.search, tenant, question, k, threshold)
+        try:
+            hits = await asyncio.to_thread(self.store.search, tenant, question, k, threshold)
+        except Exception:  # fail open: the answer goes on without past corrections
+            logger.exception("memory recall failed; answering without corrections")
+            self.metrics.memory_failures.labels("recall").inc()
+            return []
         self.metrics.memory_latency.observe(time.perf_counter() - start)
         self.metrics.memory_hits.observe(len(hits))
         return hits
@@ -136,6 +144,14 @@ class MemoryService:
             record = await asyncio.to_thread(self.store.add, tenant, **fields)
         except ValueError as e:
             raise RequestError(str(e)) from e
+        except (sqlite3.Error, OSError) as e:  # rolled back: nothing stored, a retry is safe
+            logger.exception("storing a correction failed")
+            self.metrics.memory_failures.labels("store").inc()
+            raise UnavailableError(
+                f"the correction memory cannot store now ({type(e).__name__}: {e}); nothing "
+                "was stored, retry later",
+                code="memory_unavailable",
+            ) from e
         self.metrics.memory_records.labels(tenant).inc()
         return record
 
