@@ -6,7 +6,10 @@ a short exponential backoff (``BackendContext.retries`` extra attempts); any oth
 failure, such as a machine without network, is a ``SearchError`` at once.
 
 ``read(url)`` fetches a page's text, but only for urls this backend returned in earlier
-results (a bounded LRU), so a model cannot make the server fetch arbitrary addresses.
+results (a bounded LRU), so a model cannot make the server fetch arbitrary addresses; and the
+fetch itself is ``webfetch.SafeFetcher`` (not ``ddgs``, whose client follows up to 20
+redirects anywhere): every hop resolved, checked against private, loopback and metadata
+addresses, and pinned; size and time capped.
 
 Spec: ``duckduckgo``; ``BackendContext.options``: ``region`` (default ``wt-wt``, no region)
 and ``safesearch`` (``on``, ``moderate`` (default) or ``off``).
@@ -36,6 +39,7 @@ from .base import (
     SearchTimeout,
 )
 from .net import SeenCache, retry
+from .webfetch import FetchRefused, FetchTimeout, SafeFetcher
 
 __all__ = ["DuckDuckGoBackend", "load_duckduckgo"]
 
@@ -50,8 +54,6 @@ class DDGSClient(Protocol):
     """The part of ``ddgs.DDGS`` this backend uses (tests pass a fake with these methods)."""
 
     def text(self, query: str, **kwargs: Any) -> list[dict[str, Any]]: ...
-
-    def extract(self, url: str, fmt: str = ...) -> dict[str, str | bytes]: ...
 
 
 DDGSFactory = Callable[..., DDGSClient]
@@ -78,6 +80,7 @@ class DuckDuckGoBackend(SearchBackend):
         ddgs_class: DDGSFactory | None = None,
         backoff_s: float = 0.5,
         max_seen: int = 1024,
+        fetcher: SafeFetcher | None = None,
     ) -> None:
         if safesearch not in SAFESEARCH:
             raise ConfigError(
@@ -92,6 +95,7 @@ class DuckDuckGoBackend(SearchBackend):
         self.backoff_s = backoff_s
         self._ddgs = ddgs_class or _real_ddgs()
         self._seen: SeenCache[SearchResult] = SeenCache(max_seen)
+        self._fetcher = fetcher or SafeFetcher(timeout_s=timeout_s)
 
     async def search(self, query: str, k: int) -> list[SearchResult]:
         if k < 1 or not query.strip():
@@ -116,10 +120,16 @@ class DuckDuckGoBackend(SearchBackend):
             raise DocumentNotFound(
                 self.name, f"unknown url {doc_id!r}: only urls from earlier results can be read"
             )
-        page = await self._call("read", lambda client: client.extract(doc_id, fmt="text_markdown"))
-        content = page.get("content", "")
-        text = content.decode("utf-8", "replace") if isinstance(content, bytes) else str(content)
-        return Document(id=doc_id, title=seen.title, text=text, url=doc_id)
+        try:
+            page = await self._fetcher.fetch(doc_id)
+        except FetchTimeout as e:
+            raise SearchTimeout(self.name, f"cannot fetch the page: {e}") from None
+        except FetchRefused as e:
+            raise SearchError(self.name, f"cannot fetch the page: {e}") from None
+        return Document(id=doc_id, title=seen.title, text=page.text, url=doc_id)
+
+    async def close(self) -> None:
+        await self._fetcher.close()
 
     async def _call(self, what: str, work: Callable[[DDGSClient], Any]) -> Any:
         """``work(client)`` in a thread, with the timeout and retries; ddgs errors mapped."""

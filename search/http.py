@@ -12,12 +12,17 @@ the quoted title line. Search-R1 has no read endpoint, so ``read(id)`` returns t
 contents seen in earlier results (a bounded LRU). Any Search-R1 retriever works, and so does
 ``python -m safework.search.retriever SPEC``, which serves this API over any of our backends.
 
-Spec: ``http:URL`` (``http:http://localhost:8000``, with or without ``/retrieve``).
+Spec: ``http:URL`` (``http:http://localhost:8000``, with or without ``/retrieve``). The URL
+is the operator's (it may well be on loopback); redirects are not followed, an answer is read
+up to ``max_response_bytes`` (a bigger one is an error) within ``timeout_s`` per attempt, and
+``read`` serves only what this backend returned before.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import json
 import urllib.parse
 from collections.abc import Sequence
 from typing import Any
@@ -41,6 +46,8 @@ __all__ = ["HTTPBackend", "format_contents", "load_http", "parse_url", "split_co
 
 MAX_TITLE_CHARS = 100
 """A title taken from an unquoted first line is cut to this length."""
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+"""The largest retriever answer read (a batch of results, each a document's contents)."""
 
 
 def parse_url(url: str) -> str:
@@ -97,6 +104,7 @@ class HTTPBackend(SearchBackend):
         backoff_s: float = 0.2,
         transport: httpx.AsyncBaseTransport | None = None,
         max_seen: int = 4096,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         self.name = name
         self.base_url = parse_url(url)
@@ -104,7 +112,10 @@ class HTTPBackend(SearchBackend):
         self.timeout_s = timeout_s
         self.retries = max(0, retries)
         self.backoff_s = backoff_s
-        self._client = httpx.AsyncClient(transport=transport, timeout=timeout_s)
+        self.max_response_bytes = max_response_bytes
+        self._client = httpx.AsyncClient(
+            transport=transport, timeout=timeout_s, follow_redirects=False
+        )
         self._seen: SeenCache[Document] = SeenCache(max_seen)
 
     async def search(self, query: str, k: int) -> list[SearchResult]:
@@ -143,8 +154,8 @@ class HTTPBackend(SearchBackend):
         """The decoded JSON answer, after retries on network errors and timeouts."""
         attempts = self.retries + 1
         try:
-            response = await retry(
-                lambda: self._client.post(self.endpoint, json=payload),
+            status, body = await retry(
+                lambda: self._attempt(payload),
                 attempts,
                 self.backoff_s,
                 retry_on=httpx.TransportError,
@@ -152,7 +163,7 @@ class HTTPBackend(SearchBackend):
         except httpx.TransportError as e:
             error = e
         else:
-            return self._decode(response)
+            return self._decode(status, body)
         if isinstance(error, httpx.TimeoutException):
             raise SearchTimeout(
                 self.name,
@@ -165,18 +176,48 @@ class HTTPBackend(SearchBackend):
             f"({attempts} attempt(s))",
         )
 
-    def _decode(self, response: httpx.Response) -> Any:
-        if response.status_code != 200:
+    async def _attempt(self, payload: dict[str, Any]) -> tuple[int, bytes]:
+        """One POST: the status and at most ``max_response_bytes`` of the body, all within
+        ``timeout_s`` (httpx's own timeout is per network operation, not per answer)."""
+        request = self._client.build_request("POST", self.endpoint, json=payload)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                response = await self._client.send(request, stream=True)
+                try:
+                    body = await self._body(response)
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            raise httpx.ReadTimeout("no complete answer in time", request=request) from None
+        return response.status_code, body
+
+    async def _body(self, response: httpx.Response) -> bytes:
+        if response.is_stream_consumed:  # built in memory (a mock transport)
+            chunks = [response.content]
+        else:
+            chunks, size = [], 0
+            async for chunk in response.aiter_bytes():
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > self.max_response_bytes:
+                    break
+        body = b"".join(chunks)
+        if len(body) > self.max_response_bytes:
             raise SearchError(
                 self.name,
-                f"{self.endpoint} answered HTTP {response.status_code}: {response.text[:200]!r}",
+                f"{self.endpoint} sent more than {self.max_response_bytes} bytes; not read",
             )
+        return body
+
+    def _decode(self, status: int, body: bytes) -> Any:
+        text = body[:200].decode("utf-8", "replace")
+        if status != 200:
+            raise SearchError(self.name, f"{self.endpoint} answered HTTP {status}: {text!r}")
         try:
-            return response.json()
+            return json.loads(body)
         except ValueError as e:
             raise SearchError(
-                self.name,
-                f"{self.endpoint} sent malformed JSON (HTTP 200): {response.text[:100]!r}",
+                self.name, f"{self.endpoint} sent malformed JSON (HTTP 200): {text[:100]!r}"
             ) from e
 
 

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
 from ddgs.exceptions import DDGSException, RatelimitException, TimeoutException
 
@@ -28,6 +29,7 @@ from safework.search.base import (
     load_backend,
 )
 from safework.search.duckduckgo import DuckDuckGoBackend
+from safework.search.webfetch import SafeFetcher
 
 Answer = list[dict[str, Any]] | Exception
 
@@ -39,15 +41,14 @@ ROWS = [
 
 @dataclass
 class FakeDDGS:
-    """Stands in for ``ddgs.DDGS``: ``text`` plays ``answers`` in order (the last one repeats),
-    ``extract`` serves ``pages``; ``delay_s`` makes every call slow."""
+    """Stands in for ``ddgs.DDGS``: ``text`` plays ``answers`` in order (the last one repeats);
+    ``delay_s`` makes every call slow. Pages are read through ``SafeFetcher``, faked at its
+    transport (``pages_fetcher``)."""
 
     answers: list[Answer] = field(default_factory=lambda: [ROWS])
-    pages: dict[str, str | bytes | Exception] = field(default_factory=dict)
     delay_s: float = 0.0
     timeouts: list[int] = field(default_factory=list)
     searches: list[dict[str, Any]] = field(default_factory=list)
-    extracts: list[str] = field(default_factory=list)
 
     def __call__(self, timeout: int) -> FakeDDGS:
         self.timeouts.append(timeout)
@@ -60,13 +61,6 @@ class FakeDDGS:
         if isinstance(answer, Exception):
             raise answer
         return answer
-
-    def extract(self, url: str, fmt: str = "text_markdown") -> dict[str, str | bytes]:
-        self.extracts.append(url)
-        page = self.pages[url]
-        if isinstance(page, Exception):
-            raise page
-        return {"url": url, "content": page}
 
 
 def make(fake: FakeDDGS, **kw: Any) -> DuckDuckGoBackend:
@@ -158,38 +152,50 @@ async def test_other_ddgs_errors_are_a_clear_search_error_without_retry() -> Non
     assert len(fake.searches) == 1
 
 
+def pages_fetcher(pages: dict[str, str | int], fetched: list[str]) -> SafeFetcher:
+    """A ``SafeFetcher`` whose network serves ``pages`` (text, or an HTTP status), every name
+    resolving to one public address; ``fetched`` records the urls asked for."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        url = f"https://{request.headers['host']}{request.url.raw_path.decode()}"
+        fetched.append(url)
+        page = pages.get(url, 404)
+        if isinstance(page, int):
+            return httpx.Response(page)
+        return httpx.Response(200, text=page, headers={"content-type": "text/plain"})
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["93.184.216.34"]
+
+    return SafeFetcher(transport=httpx.MockTransport(handler), resolver=resolve)
+
+
 async def test_read_a_returned_url() -> None:
     url = ROWS[1]["href"]
-    fake = FakeDDGS(pages={url: "# Page 1\n\nThe whole page."})
-    backend = make(fake)
+    fetched: list[str] = []
+    backend = make(FakeDDGS(), fetcher=pages_fetcher({url: "# Page 1\n\nThe whole page."}, fetched))
     await backend.search("q", 3)
     doc = await backend.read(url)
     assert (doc.id, doc.title, doc.url) == (url, "Page 1", url)
     assert doc.text == "# Page 1\n\nThe whole page."
-    assert fake.extracts == [url]
-
-
-async def test_read_decodes_bytes() -> None:
-    url = ROWS[0]["href"]
-    backend = make(FakeDDGS(pages={url: "café".encode()}))
-    await backend.search("q", 1)
-    assert (await backend.read(url)).text == "café"
+    assert fetched == [url]
 
 
 async def test_read_refuses_urls_it_did_not_return() -> None:
-    fake = FakeDDGS(pages={"http://169.254.169.254/": "secret"})
-    backend = make(fake)
+    fetched: list[str] = []
+    backend = make(FakeDDGS(), fetcher=pages_fetcher({}, fetched))
     await backend.search("q", 2)
     with pytest.raises(DocumentNotFound, match="only urls from earlier results"):
         await backend.read("http://169.254.169.254/")
     with pytest.raises(DocumentNotFound):
         await backend.read(ROWS[4]["href"])  # a row beyond k was never returned
-    assert fake.extracts == []
+    assert fetched == []
 
 
 async def test_seen_urls_are_a_bounded_lru() -> None:
-    fake = FakeDDGS(pages={row["href"]: "text" for row in ROWS})
-    backend = make(fake, max_seen=2)
+    fetched: list[str] = []
+    fetcher = pages_fetcher({row["href"]: "text" for row in ROWS}, fetched)
+    backend = make(FakeDDGS(), max_seen=2, fetcher=fetcher)
     await backend.search("q", 3)  # remembers 0, 1, 2; 0 is evicted
     with pytest.raises(DocumentNotFound):
         await backend.read(ROWS[0]["href"])
@@ -198,7 +204,7 @@ async def test_seen_urls_are_a_bounded_lru() -> None:
 
 async def test_a_page_that_cannot_be_fetched_is_a_search_error() -> None:
     url = ROWS[0]["href"]
-    backend = make(FakeDDGS(pages={url: DDGSException(f"Failed to fetch {url}: HTTP 404")}))
+    backend = make(FakeDDGS(), fetcher=pages_fetcher({url: 404}, []))
     await backend.search("q", 1)
     with pytest.raises(SearchError, match=r"cannot fetch the page.*HTTP 404"):
         await backend.read(url)
