@@ -85,6 +85,12 @@ class SearchBackend(abc.ABC):
     async def read(self, doc_id: str) -> Document:
         """The full text of a result; ``DocumentNotFound`` for an unknown id."""
 
+    def scoped(self, tenant: str) -> SearchBackend:
+        """This backend as one tenant's requests see it. Backends that remember what they
+        returned (to serve ``read``) keep that memory per tenant, so one tenant can neither
+        read nor probe what another's searches found; stateless backends return themselves."""
+        return self
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections, threads and indexes."""
 

@@ -6,10 +6,11 @@ a short exponential backoff (``BackendContext.retries`` extra attempts); any oth
 failure, such as a machine without network, is a ``SearchError`` at once.
 
 ``read(url)`` fetches a page's text, but only for urls this backend returned in earlier
-results (a bounded LRU), so a model cannot make the server fetch arbitrary addresses; and the
-fetch itself is ``webfetch.SafeFetcher`` (not ``ddgs``, whose client follows up to 20
-redirects anywhere): every hop resolved, checked against private, loopback and metadata
-addresses, and pinned; size and time capped.
+results to the same tenant (a bounded LRU per tenant, ``scoped``), so a model cannot make the
+server fetch arbitrary addresses nor read what another tenant found. The fetch itself is
+``webfetch.SafeFetcher`` (not ``ddgs``, whose client follows up to 20 redirects anywhere):
+every hop resolved, checked against private, loopback and metadata addresses, and pinned;
+size and time capped.
 
 Spec: ``duckduckgo``; ``BackendContext.options``: ``region`` (default ``wt-wt``, no region)
 and ``safesearch`` (``on``, ``moderate`` (default) or ``off``).
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from ddgs.exceptions import DDGSException, RatelimitException, TimeoutException
@@ -38,7 +39,7 @@ from .base import (
     SearchResult,
     SearchTimeout,
 )
-from .net import SeenCache, retry
+from .net import SHARED_SCOPE, TenantSeen, TenantView, retry
 from .webfetch import FetchRefused, FetchTimeout, SafeFetcher
 
 __all__ = ["DuckDuckGoBackend", "load_duckduckgo"]
@@ -94,10 +95,25 @@ class DuckDuckGoBackend(SearchBackend):
         self.safesearch = safesearch
         self.backoff_s = backoff_s
         self._ddgs = ddgs_class or _real_ddgs()
-        self._seen: SeenCache[SearchResult] = SeenCache(max_seen)
+        self._seen: TenantSeen[SearchResult] = TenantSeen(max_seen)
         self._fetcher = fetcher or SafeFetcher(timeout_s=timeout_s)
 
+    def scoped(self, tenant: str) -> SearchBackend:
+        return TenantView(self, tenant)
+
     async def search(self, query: str, k: int) -> list[SearchResult]:
+        return await self.search_for(SHARED_SCOPE, query, k)
+
+    async def read(self, doc_id: str) -> Document:
+        return await self.read_for(SHARED_SCOPE, doc_id)
+
+    async def search_many_for(
+        self, tenant: str, queries: Sequence[str], k: int
+    ) -> list[list[SearchResult]]:
+        return list(await asyncio.gather(*(self.search_for(tenant, q, k) for q in queries)))
+
+    async def search_for(self, tenant: str, query: str, k: int) -> list[SearchResult]:
+        """``search`` for one tenant: only that tenant may later read what it returns."""
         if k < 1 or not query.strip():
             return []
         try:
@@ -110,12 +126,14 @@ class DuckDuckGoBackend(SearchBackend):
         except _NoResults:
             return []
         results = [r for r in map(_to_result, rows) if r is not None][:k]
+        seen = self._seen.of(tenant)
         for result in results:
-            self._seen.add(result.id, result)
+            seen.add(result.id, result)
         return results
 
-    async def read(self, doc_id: str) -> Document:
-        seen = self._seen.get(doc_id)
+    async def read_for(self, tenant: str, doc_id: str) -> Document:
+        """``read`` for one tenant: a url that tenant's searches returned, else not found."""
+        seen = self._seen.of(tenant).get(doc_id)
         if seen is None:
             raise DocumentNotFound(
                 self.name, f"unknown url {doc_id!r}: only urls from earlier results can be read"

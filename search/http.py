@@ -9,8 +9,9 @@ One ``POST {url}/retrieve`` answers a whole batch::
 
 Entries may also be a plain document dict (no ``score`` wrapper), and ``contents`` may lack
 the quoted title line. Search-R1 has no read endpoint, so ``read(id)`` returns the full
-contents seen in earlier results (a bounded LRU). Any Search-R1 retriever works, and so does
-``python -m safework.search.retriever SPEC``, which serves this API over any of our backends.
+contents seen in earlier results of the same tenant (a bounded LRU per tenant, ``scoped``).
+Any Search-R1 retriever works, and so does ``python -m safework.search.retriever SPEC``, which
+serves this API over any of our backends.
 
 Spec: ``http:URL`` (``http:http://localhost:8000``, with or without ``/retrieve``). The URL
 is the operator's (it may well be on loopback); redirects are not followed, an answer is read
@@ -40,7 +41,7 @@ from .base import (
     SearchResult,
     SearchTimeout,
 )
-from .net import SeenCache, retry
+from .net import SHARED_SCOPE, SeenCache, TenantSeen, TenantView, retry
 
 __all__ = ["HTTPBackend", "format_contents", "load_http", "parse_url", "split_contents"]
 
@@ -116,12 +117,24 @@ class HTTPBackend(SearchBackend):
         self._client = httpx.AsyncClient(
             transport=transport, timeout=timeout_s, follow_redirects=False
         )
-        self._seen: SeenCache[Document] = SeenCache(max_seen)
+        self._seen: TenantSeen[Document] = TenantSeen(max_seen)
+
+    def scoped(self, tenant: str) -> SearchBackend:
+        return TenantView(self, tenant)
 
     async def search(self, query: str, k: int) -> list[SearchResult]:
         return (await self.search_many([query], k))[0]
 
     async def search_many(self, queries: Sequence[str], k: int) -> list[list[SearchResult]]:
+        return await self.search_many_for(SHARED_SCOPE, queries, k)
+
+    async def read(self, doc_id: str) -> Document:
+        return await self.read_for(SHARED_SCOPE, doc_id)
+
+    async def search_many_for(
+        self, tenant: str, queries: Sequence[str], k: int
+    ) -> list[list[SearchResult]]:
+        """``search_many`` for one tenant: only that tenant may later read what it returns."""
         queries = list(queries)
         if not queries or k < 1:
             return [[] for _ in queries]
@@ -131,10 +144,12 @@ class HTTPBackend(SearchBackend):
             parsed = [[_parse_entry(entry) for entry in entries[:k]] for entries in lists]
         except ValueError as e:
             raise SearchError(self.name, f"{self.endpoint} sent an unexpected response: {e}") from e
-        return [[self._remember(doc, score) for doc, score in entries] for entries in parsed]
+        seen = self._seen.of(tenant)
+        return [[_remember(seen, doc, score) for doc, score in entries] for entries in parsed]
 
-    async def read(self, doc_id: str) -> Document:
-        doc = self._seen.get(doc_id)
+    async def read_for(self, tenant: str, doc_id: str) -> Document:
+        """``read`` for one tenant: a document that tenant's searches returned."""
+        doc = self._seen.of(tenant).get(doc_id)
         if doc is None:
             raise DocumentNotFound(
                 self.name,
@@ -145,10 +160,6 @@ class HTTPBackend(SearchBackend):
 
     async def close(self) -> None:
         await self._client.aclose()
-
-    def _remember(self, doc: Document, score: float | None) -> SearchResult:
-        self._seen.add(doc.id, doc)
-        return SearchResult(id=doc.id, title=doc.title, snippet=doc.text, url=doc.url, score=score)
 
     async def _post(self, payload: dict[str, Any]) -> Any:
         """The decoded JSON answer, after retries on network errors and timeouts."""
@@ -219,6 +230,11 @@ class HTTPBackend(SearchBackend):
             raise SearchError(
                 self.name, f"{self.endpoint} sent malformed JSON (HTTP 200): {text[:100]!r}"
             ) from e
+
+
+def _remember(seen: SeenCache[Document], doc: Document, score: float | None) -> SearchResult:
+    seen.add(doc.id, doc)
+    return SearchResult(id=doc.id, title=doc.title, snippet=doc.text, url=doc.url, score=score)
 
 
 def _result_lists(data: Any, n: int) -> list[list[Any]]:

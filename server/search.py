@@ -193,7 +193,10 @@ class SearchService:
         messages: Sequence[dict[str, Any]],
         question: str,
         in_reasoning: bool,
+        tenant: str | None = None,
     ) -> DeliberativeSearch:
+        """A search session for one request; with a ``tenant`` its backend is that tenant's
+        view (``SearchBackend.scoped``), so reads never see another tenant's results."""
         config, backend = self.config_for(options)
         if not question.strip():
             raise RequestError(
@@ -202,7 +205,7 @@ class SearchService:
         assert self.encoder is not None
         return DeliberativeSearch(
             config,
-            backend,
+            backend if tenant is None else backend.scoped(tenant),
             messages,
             question,
             self.encoder,

@@ -254,7 +254,11 @@ class ChatServing:
         """What a request may send to the chat template (``engine/chat_template.py``)."""
 
     def _plan(
-        self, request: ChatCompletionRequest, profile: str | None, hits: list[MemoryHit]
+        self,
+        request: ChatCompletionRequest,
+        profile: str | None,
+        hits: list[MemoryHit],
+        tenant: str = DEFAULT_TENANT,
     ) -> Plan:
         """The request's strategy: ``plain``, a guided decoder, or a search session; the
         tenant's recalled corrections go into the system message whatever the strategy."""
@@ -277,7 +281,7 @@ class ChatServing:
         if name == "search":
             search = options.search if options else None
             sessions = [
-                self.search.session(search, messages, request.question, False)
+                self.search.session(search, messages, request.question, False, tenant)
                 for _ in range(request.n)
             ]
             strategy = sessions[0] if request.n == 1 else FanOut(sessions)
@@ -300,7 +304,7 @@ class ChatServing:
             if self.memory is not None and not request.continue_final_message:
                 options = request.safework.memory if request.safework else None
                 hits = await self.memory.recall(tenant, request.question, options)
-            plan = self._plan(request, profile, hits)
+            plan = self._plan(request, profile, hits, tenant)
         except RequestError as e:
             return ErrorResponse.of(e)
         return await self.respond(request, plan, f"{model}:{profile}" if profile else model)
