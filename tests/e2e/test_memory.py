@@ -158,7 +158,7 @@ async def _post_all(url: str, bodies: list[dict[str, Any]], enough: asyncio.Even
 
 
 def test_acknowledged_corrections_survive_sigkill(tmp_path: Path) -> None:
-    args = ("--memory-dir", str(tmp_path / "memory"))
+    args = ("--memory-dir", str(tmp_path / "memory"), "--no-alignment", "--no-search")
     first = start_server(tmp_path, *args)
     bodies = [
         {**correction(f"Question number {i} about topic {i}?", "wrong", f"Right answer {i}."),

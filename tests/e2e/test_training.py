@@ -75,7 +75,9 @@ def test_fifty_lora_steps_lower_the_dev_loss(sft_run: tuple[Path, dict]) -> None
 
 def test_the_checkpoint_serves(sft_run: tuple[Path, dict], tmp_path: Path) -> None:
     out, _ = sft_run
-    remote = start_server(tmp_path, "--model", str(out), "--no-memory")
+    remote = start_server(
+        tmp_path, "--model", str(out), "--no-memory", "--no-alignment", "--no-search"
+    )
     try:
         client = remote.client()
         model = client.models.list().data[0].id
