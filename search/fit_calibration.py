@@ -14,9 +14,13 @@ Who calls it: ``safework-train calibrate`` (``training/calibrate.py``: always fi
 the first start fits it before serving). ``ensure_calibration`` fits under a file lock, so a
 server and ``make calibration`` never fit the same model twice at once.
 
-Size: ``DEFAULT_QUESTIONS`` is what fits in a couple of minutes on 2 CPU cores with
-SmolLM2-135M; a Platt map has two parameters, so a few dozen dev answers pin it down, and the
-held-out half is there to report the error honestly rather than to improve the map.
+Size: ``DEFAULT_QUESTIONS`` = 120, 60 to fit and 60 held out (as ``bench/search.py``). A Platt
+map has two parameters, so 60 dev answers pin it down; the held-out half is there to report
+the error honestly. Measured with SmolLM2-135M (float16) on 2 CPU cores shared with other
+work: 160 questions gave a held-out ECE of 0.212 raw -> 0.124 calibrated (80 held out); 120
+gave 0.213 -> 0.129 and, in a second run, 0.213 -> 0.140 (60 held out; batching moves the
+dev answers' probabilities a little), in three quarters of the time: 8 min of questions on
+those busy cores, about 2 min on idle ones (docs/BENCHMARKS.md: 120 answers in 124 s).
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_QUESTIONS = 160
+DEFAULT_QUESTIONS = 120
 """Questions in all: half to fit, half held out to report the error."""
 FIT_BACKEND = "local:builtin"
 """The backend the questions are answered from: their answers are in its element documents."""
