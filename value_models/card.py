@@ -29,7 +29,8 @@ _LIMITS = """\
   response): a request hidden in the middle of a long jailbreak is unseen. English only.
 - "Validation" prompts come from the sources trained on (a seeded 20% of their prompts, 30% of
   the topics of each trained edgy family) and the thresholds are chosen there, so its numbers
-  are optimistic; the held-out sources (never trained on, never calibrated on) are the honest
+  are optimistic (false-positive rates at the threshold are at most the target there by
+  construction); the held-out sources (never trained on, never calibrated on) are the honest
   estimate, and HarmBench is the closest to an independent test.
 - A 22M-parameter encoder on a few thousand rows, a few hundred steps on 2 CPU cores: it reads
   tone and intent well but does not know facts.

@@ -51,6 +51,7 @@ __all__ = [
     "load_model",
     "predict",
     "save_model",
+    "torch_threads",
     "train_cross_encoder",
 ]
 
@@ -168,7 +169,8 @@ def _collate(encoded: Sequence[tuple[list[int], list[int]]], pad: int) -> dict[s
 
 
 @contextlib.contextmanager
-def _threads(n: int) -> Iterator[None]:
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` intra-op torch threads (0: leave the setting), then restore."""
     previous = torch.get_num_threads()
     if n > 0:
         torch.set_num_threads(n)
@@ -278,7 +280,7 @@ def train_cross_encoder(
     batches = _batches([len(ids) for ids, _ in encoded], config.batch_size, gen)
     losses: list[float] = []
     model.train()
-    with _threads(config.threads):
+    with torch_threads(config.threads):
         for step in tqdm(range(config.steps), desc="training", disable=not progress):
             scale = _lr_scale(step, warm, config.steps)
             for group, lr in zip(opt.param_groups, base, strict=True):
