@@ -40,8 +40,9 @@ model: install
 	$(BIN)/python -m safework.engine.default_model
 	$(BIN)/python -m safework.engine.faithful
 
-# The built-in value models (builtin:safety, builtin:values) train on first use; the end-to-end
-# tests use them, so `make test` trains them ahead (cached; ~1-2 min the first time).
+# The built-in value models (builtin:safety, builtin:values) train on first use; `make serve`
+# aligns with them and the end-to-end tests use them, so both train them ahead (cached;
+# ~10-15 min the first time, as the README measures).
 value-models: install
 	$(BIN)/safework-train value --kind all
 
