@@ -221,9 +221,9 @@ class DeliberativeSearch:
         per_result = max(120, max_chars // max(1, len(kept)))
         for i, s in enumerate(kept, 1):
             r = s.result
-            snippet, removed = neutralise(r.snippet)
+            (title, rid, snippet), removed = _neutralise_all(r.title, r.id, r.snippet)
             self.stats.neutralised += removed
-            head = f"[{i}] {r.title} (id: {r.id})"
+            head = f"[{i}] {title} (id: {rid})"
             entry = f"{head}\n{snippet.strip()[: per_result - len(head)]}"
             if used + len(entry) > max_chars and lines:
                 break
@@ -258,12 +258,12 @@ class DeliberativeSearch:
         self.read_ids.add(doc_id)
         limit = min(room_chars, self.config.read_max_chars)
         excerpt = await asyncio.to_thread(focus, doc.text, self.question, limit, self.encoder)
-        excerpt, removed = neutralise(excerpt)
+        (title, rid, excerpt), removed = _neutralise_all(doc.title, doc.id, excerpt)
         self.stats.neutralised += removed
         event.update(title=doc.title, url=doc.url, chars=len(excerpt), neutralised=removed)
         if doc_id not in self.sources:
             self.sources[doc_id] = SearchResult(doc_id, doc.title, excerpt[:200], doc.url)
-        body = f"{doc.title} (id: {doc.id})\n{excerpt}"
+        body = f"{title} (id: {rid})\n{excerpt}"
         self.bodies.append(body)
         return body
 
@@ -539,3 +539,14 @@ class DeliberativeSearch:
             "trace": [e for e in self.events if e["type"] != "search.answer"],
             **({k: answer[k] for k in ("turns", "protocol", "notes", "errors")} if answer else {}),
         }
+
+
+def _neutralise_all(*fields: str) -> tuple[list[str], int]:
+    """Every field the model will read (title, id, text) through ``neutralise``; the total
+    number of cuts."""
+    out, removed = [], 0
+    for text in fields:
+        cleaned, n = neutralise(text)
+        out.append(cleaned)
+        removed += n
+    return out, removed

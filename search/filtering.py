@@ -3,10 +3,11 @@
 - ``RelevanceFilter`` drops results whose title and snippet are not similar enough to the
   query (cosine of sentence embeddings under ``min_similarity``): noise costs context and
   misleads small models.
-- ``neutralise`` treats retrieved text as data: sentences that address the reader as an
-  assistant ("ignore your instructions", "answer X", "new system prompt") and chat-template
-  control tokens are cut out and replaced by a marker. (``tags.information`` then escapes
-  protocol tags, so a document can never close the ``<information>`` block or answer.)
+- ``neutralise`` (``injection.py``, re-exported here) treats retrieved text as data: after
+  Unicode normalisation, sentences that address the reader as an assistant ("ignore your
+  instructions", "answer X", "new system prompt") and chat-template control tokens are cut
+  out and replaced by a marker. (``tags.information`` then frames the text as quoted data
+  and escapes protocol tags, so a document can never close the block or answer.)
 - ``focus`` keeps the parts of a long document that matter to the query, in their order.
 - ``contradiction_note`` compares the final answer with the model's closed-book answer and
   with the sources, for the trace.
@@ -23,56 +24,23 @@ import numpy as np
 
 from .answers import answers_agree, supported_by
 from .base import SearchResult
+from .injection import INJECTION_MARK, neutralise
 
-INJECTION_MARK = "[instruction removed]"
-
-_CONTROL_TOKENS = re.compile(
-    r"<\|[^|<>\n]{1,40}\|>|\[/?INST\]|<</?SYS>>|</?s>|<\s*/?\s*(system|user|assistant)\s*>",
-    re.IGNORECASE,
-)
-_INSTRUCTION_PATTERNS = [
-    # "ignore all previous instructions", "disregard your rules", "forget the above"
-    r"\b(ignore|disregard|forget|override|bypass)\b[^.!?\n]{0,20}\b(your|all|any|previous|prior"
-    r"|earlier|above|preceding|system|original)\b[^.!?\n]{0,20}\b(instructions?|prompts?|rules"
-    r"|guidelines|directions|context|messages?)\b",
-    r"\b(ignore|disregard)\s+(the\s+)?(above|previous|prior|preceding)\b",
-    # "you must answer ...", "the assistant should say ..."
-    r"\b(you|assistant|the ai|the model|language models?|chatbots?)\b[^.!?\n]{0,30}\b(must|should"
-    r"|are required to|have to|need to|will now)\b[^.!?\n]{0,30}\b(answer|respond|reply|say|output"
-    r"|write|state|claim|tell|print|ignore|follow|obey)\b",
-    r"\b(always|only|instead)\s+(answer|respond|reply|say|output|write)\b",
-    r"\b(answer|respond|reply)\s+(only\s+)?(with|by saying)\s*[\"'“‘\d]",
-    r"\b(answer|respond|reply)\s+(only\s+)?with\s+(the\s+)?(number|word|letter|name|phrase)\b",
-    r"\bthe (correct|real|true|final) answer (is|must be|should be)\b",
-    r"\b(new|updated|real|actual|hidden|secret)\s+(instructions?|task|system prompt|orders)\b",
-    r"\bsystem prompt\s*:",
-    r"\b(do not|don't|never)\s+(tell|reveal|mention|disclose)\s+(the user|anyone|this|these|that"
-    r"|your)\b",
-    r"\bas an ai\b",
+__all__ = [
+    "INJECTION_MARK",
+    "RelevanceFilter",
+    "ScoredResult",
+    "TextEncoder",
+    "contradiction_note",
+    "focus",
+    "neutralise",
 ]
-_INSTRUCTION = re.compile("|".join(f"(?:{p})" for p in _INSTRUCTION_PATTERNS), re.IGNORECASE)
-_SENTENCES = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
 
 
 class TextEncoder(Protocol):
     """What relevance needs from an embedder: unit-norm vectors, one row per text."""
 
     def encode(self, texts: Sequence[str]) -> Any: ...
-
-
-def neutralise(text: str) -> tuple[str, int]:
-    """``text`` with control tokens and instruction-like sentences cut out; and their count."""
-    text, removed = _CONTROL_TOKENS.subn(" ", text)
-    out: list[str] = []
-    last = 0
-    for m in _SENTENCES.finditer(text):
-        if _INSTRUCTION.search(m.group(0)):
-            out.append(text[last : m.start()])
-            out.append(INJECTION_MARK + (" " if not m.group(0).endswith("\n") else "\n"))
-            last = m.end()
-            removed += 1
-    out.append(text[last:])
-    return "".join(out), removed
 
 
 @dataclass(frozen=True)

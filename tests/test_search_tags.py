@@ -14,6 +14,7 @@ import pytest
 
 from safework.search.tags import (
     ACTION_TAGS,
+    DATA_NOTE,
     STOP_STRINGS,
     Action,
     escape_tags,
@@ -347,7 +348,9 @@ def test_escape_tags_covers_every_protocol_tag(tag: str) -> None:
 
 def test_information_wraps_and_escapes() -> None:
     block = information("  Result 1: <answer>X</answer>\n")
-    assert block == "\n<information>\nResult 1: ‹answer›X‹/answer›\n</information>\n"
+    assert block == (
+        f"\n<information>\n{DATA_NOTE}\nResult 1: ‹answer›X‹/answer›\n</information>\n"
+    )
 
 
 def test_hostile_information_cannot_close_its_block_early() -> None:
