@@ -47,6 +47,10 @@ class SamplingConfig:
     structured: StructuredOutput | None = None
     include_stop_str_in_output: bool = False
     ignore_eos: bool = False
+    cache_salt: str | None = None
+    """Prefix-cache isolation: a request reuses cached prompt blocks only from requests with
+    the same salt (the server gives each tenant its own), so ``cached_tokens`` cannot confirm
+    another tenant's prompt. ``None``: the shared cache."""
 
 
 @dataclass(frozen=True)

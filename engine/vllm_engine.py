@@ -128,9 +128,10 @@ class VLLMEngine(Engine):
         from vllm.inputs import TokensPrompt
 
         params = self._sampling_params(sampling)
-        stream = self._llm.generate(
-            TokensPrompt(prompt_token_ids=prompt_token_ids), params, request_id
-        )
+        prompt = TokensPrompt(prompt_token_ids=prompt_token_ids)
+        if sampling.cache_salt is not None:
+            prompt["cache_salt"] = sampling.cache_salt  # vLLM's per-request prefix-cache key
+        stream = self._llm.generate(prompt, params, request_id)
         try:
             async for out in stream:
                 yield EngineOutput(

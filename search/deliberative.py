@@ -320,13 +320,13 @@ class DeliberativeSearch:
         events, self._pending = self._pending, []
         return EngineOutput(rid, n_prompt, [ChoiceDelta(0, text, [])], False, events=events)
 
-    async def _closed_book(self, engine: Engine, rid: str) -> str | None:
-        """The model's own answer, without search (greedy, one line)."""
+    async def _closed_book(self, engine: Engine, rid: str, salt: str | None) -> str | None:
+        """The model's own answer, without search (greedy, one line, the request's cache)."""
         ids = await engine.tokenize(await engine.render_chat(self.messages))
         budget = min(32, engine.max_model_len - len(ids))
         if budget <= 0:
             return None
-        sampling = SamplingConfig(max_tokens=budget, temperature=0.0, stop=["\n"])
+        sampling = SamplingConfig(max_tokens=budget, temperature=0.0, stop=["\n"], cache_salt=salt)
         text = ""
         async for step in engine.generate(ids, sampling, f"{rid}-prior"):
             text += "".join(d.text for d in step.choices if d.index == 0)
@@ -340,7 +340,9 @@ class DeliberativeSearch:
         n_prompt = len(prompt_ids)
         prior_task = None
         if cfg.prior_check:
-            prior_task = asyncio.create_task(self._closed_book(engine, request_id))
+            prior_task = asyncio.create_task(
+                self._closed_book(engine, request_id, sampling.cache_salt)
+            )
         try:
             opening = "" if self.in_reasoning else "<think>\n"
             yield EngineOutput(request_id, n_prompt, [ChoiceDelta(0, opening, [])], False)

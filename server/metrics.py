@@ -133,8 +133,7 @@ class ServerMetrics:
         )
         self.memory_failures = Counter(
             "safework_memory_failures",
-            "Memory operations that failed: a recall answered without hits, a store answered "
-            "503",
+            "Memory operations that failed: a recall answered without hits, a store answered 503",
             ["op"],
             registry=r,
         )

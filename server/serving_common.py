@@ -1,7 +1,9 @@
-"""Small pieces every serving module uses: model lookup, engine failures, SSE payloads."""
+"""Small pieces every serving module uses: model lookup, engine failures, SSE payloads, and
+the per-tenant prefix-cache salt."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 from pydantic import BaseModel
@@ -46,3 +48,10 @@ def sse_data(payload: BaseModel) -> str:
 
 def sse_done() -> str:
     return "[DONE]"
+
+
+def tenant_cache_salt(tenant: str) -> str:
+    """The tenant's prefix-cache salt (``SamplingConfig.cache_salt``): requests of different
+    tenants never share cached prompt blocks, so ``cached_tokens`` reveals nothing across
+    tenants."""
+    return hashlib.sha256(f"safework-tenant\0{tenant}".encode()).hexdigest()[:32]

@@ -42,7 +42,14 @@ from ..metrics import ServerMetrics
 from ..protocol import ErrorResponse, UsageInfo, now, random_id
 from ..sampling import resolve_max_tokens
 from ..search import SearchService, SearchSettings, record_search
-from ..serving_common import check_model, check_n, engine_failure, sse_data, sse_done
+from ..serving_common import (
+    check_model,
+    check_n,
+    engine_failure,
+    sse_data,
+    sse_done,
+    tenant_cache_salt,
+)
 from .protocol import (
     ChatChoice,
     ChatChunkChoice,
@@ -307,12 +314,18 @@ class ChatServing:
             plan = self._plan(request, profile, hits, tenant)
         except RequestError as e:
             return ErrorResponse.of(e)
-        return await self.respond(request, plan, f"{model}:{profile}" if profile else model)
+        served = f"{model}:{profile}" if profile else model
+        return await self.respond(request, plan, served, tenant)
 
     async def respond(
-        self, request: ChatCompletionRequest, plan: Plan, model: str
+        self,
+        request: ChatCompletionRequest,
+        plan: Plan,
+        model: str,
+        tenant: str = DEFAULT_TENANT,
     ) -> ChatCompletionResponse | AsyncIterator[str] | ErrorResponse:
-        """Render, start the generation and answer in JSON or SSE (``/cot/edit`` too)."""
+        """Render, start the generation and answer in JSON or SSE (``/cot/edit`` too); the
+        engine's prefix cache is the tenant's own (``tenant_cache_salt``)."""
         try:
             prompt = await self._render(request, plan.messages)
             for session in plan.searches:
@@ -330,6 +343,7 @@ class ChatServing:
                 defaults=self.engine.sampling_defaults,
                 structured=request.structured_output(),
             )
+            sampling.cache_salt = tenant_cache_salt(tenant)
             gen = Generation(
                 self.engine,
                 self.metrics,

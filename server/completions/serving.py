@@ -15,12 +15,20 @@ from dataclasses import dataclass, field
 from safework.engine.base import ChoiceDelta, Engine
 from safework.errors import EngineError, RequestError
 
+from ..config import DEFAULT_TENANT
 from ..fanout import merge
 from ..generation import Generation
 from ..metrics import ServerMetrics
 from ..protocol import ErrorResponse, UsageInfo, now, random_id
 from ..sampling import resolve_max_tokens
-from ..serving_common import check_model, check_n, engine_failure, sse_data, sse_done
+from ..serving_common import (
+    check_model,
+    check_n,
+    engine_failure,
+    sse_data,
+    sse_done,
+    tenant_cache_salt,
+)
 from .protocol import CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse
 
 ROUTE = "/v1/completions"
@@ -103,8 +111,9 @@ class CompletionServing:
         return prompts
 
     async def create(
-        self, request: CompletionRequest
+        self, request: CompletionRequest, tenant: str = DEFAULT_TENANT
     ) -> CompletionResponse | AsyncIterator[str] | ErrorResponse:
+        """The answer; the engine's prefix cache is the tenant's own (``tenant_cache_salt``)."""
         gens: list[Generation] = []
         try:
             model = check_model(request.model, self.engine)
@@ -120,6 +129,7 @@ class CompletionServing:
                     logprobs=request.logprobs,
                     defaults=self.engine.sampling_defaults,
                 )
+                sampling.cache_salt = tenant_cache_salt(tenant)
                 gens.append(
                     Generation(
                         self.engine, self.metrics, ROUTE, p.token_ids, sampling, f"{request_id}-{i}"

@@ -107,7 +107,7 @@ class CotEditServing:
         plan = Plan(ContinueReasoning(request.edited_reasoning), messages, route=ROUTE)
         if request.remember:
             plan.on_finish = self._store_hook(request, tenant, model)
-        return await self.chat.respond(chat_request, plan, model)
+        return await self.chat.respond(chat_request, plan, model, tenant)
 
     def _store_hook(self, request: CotEditRequest, tenant: str, model: str) -> FinishHook:
         """Store the correction once the answer is complete; its id goes in the response."""
