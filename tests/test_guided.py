@@ -17,7 +17,6 @@ from safework.value_models.guided import (
 
 from .fakes import FakeEngine, KeywordValueModel, StepEngine
 
-
 Exhaustive = partial(GuidanceConfig, mode="exhaustive")
 """These tests pin K candidates at every step; ``test_cascade.py`` tests the default mode."""
 
