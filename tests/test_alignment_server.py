@@ -28,6 +28,17 @@ from .sse import sse_payloads
 from .test_disconnect import _call
 from .test_metrics import sample
 
+COPY_ID = re.compile(r"-c(\d+)(?=-|$)")
+"""A copy's part of an engine request id (``{id}-c{i}-...``); the id itself is random."""
+
+
+def copy_of(rid: str) -> str:
+    """The copy index in an engine request id, as text."""
+    found = COPY_ID.search(rid)
+    assert found is not None, rid
+    return found.group(1)
+
+
 MESSAGES = [{"role": "user", "content": "How do I stay safe?"}]
 SCRIPT = [["unsafe step\n", "careful step\n"], ["Final answer."]]
 
@@ -276,7 +287,7 @@ def test_n_choices_are_independent_aligned_answers(
         assert report["steps"][0]["rejected"][0]["text"] == f"unsafe c{i}\n"
         assert (report["candidates"], report["rejected"]) == (candidates, 1)  # as for n=1
     assert data["usage"]["completion_tokens"] == sum(map(len, contents(data)))
-    assert {rid.split("-c")[1][0] for rid in model_like.request_ids} == {"0", "1", "2"}
+    assert {copy_of(rid) for rid in model_like.request_ids} == {"0", "1", "2"}
 
 
 def test_n_choices_stream(choices_client: TestClient) -> None:
@@ -378,7 +389,7 @@ class RecordingEngine(FakeEngine):
 
 def sent_id(engine: RecordingEngine) -> str:
     """The request's id (its copies' engine requests are ``{id}-c{i}-...``)."""
-    return engine.request_ids[0].split("-c")[0]
+    return COPY_ID.split(engine.request_ids[0])[0]
 
 
 @pytest.mark.parametrize("stream", [True, False])
@@ -391,10 +402,10 @@ async def test_disconnect_cancels_every_choice(stream: bool) -> None:
         body = {"model": "fake-model:aligned", "messages": MESSAGES, "n": 2, "stream": stream}
         sent = await _call(app, body, disconnect_after=0.2)
         await asyncio.sleep(0.05)
-    assert {rid.split("-c")[1][0] for rid in engine.request_ids} == {"0", "1"}
+    assert {copy_of(rid) for rid in engine.request_ids} == {"0", "1"}
     assert engine.running == set()  # every copy's engine requests ended...
     assert engine.steps < 400  # ...when the client left, not at their end
-    assert [rid for rid in engine.aborted if "-c" not in rid] == [sent_id(engine)]
+    assert [rid for rid in engine.aborted if not COPY_ID.search(rid)] == [sent_id(engine)]
     if stream:
         assert sent[0]["status"] == 200
     body_bytes = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
