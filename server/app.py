@@ -64,7 +64,14 @@ def create_app(config: ServerConfig, engine_factory: EngineFactory = _vllm_engin
         app.state.search = search
         app.state.memory = memory
         app.state.chat = ChatServing(
-            engine, metrics, config.max_n, alignment, search, memory, config.reasoning_output
+            engine,
+            metrics,
+            config.max_n,
+            alignment,
+            search,
+            memory,
+            config.reasoning_output,
+            trust_request_chat_template=config.trust_request_chat_template,
         )
         app.state.cot = CotEditServing(app.state.chat, memory)
         app.state.completions = CompletionServing(engine, metrics, config.max_n)

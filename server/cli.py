@@ -182,6 +182,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "in content, for UIs that only parse tags) (default %(default)s)",
     )
     p.add_argument(
+        "--trust-request-chat-template",
+        action="store_true",
+        help="let requests send their own chat_template and special-token overrides (off: a "
+        "400; only for trusted clients: a template is code that runs on the server)",
+    )
+    p.add_argument(
         "--no-web-ui",
         action="store_true",
         help="do not serve the web chat page at / (the API only)",
@@ -265,6 +271,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         ),
         reasoning_output=args.reasoning_output,
         web_ui=not args.no_web_ui,
+        trust_request_chat_template=args.trust_request_chat_template,
         log_level=args.log_level,
     )
 

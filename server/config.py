@@ -88,6 +88,9 @@ class ServerConfig:
     inline ``<think>`` tags in ``content``."""
     web_ui: bool = True
     """Serve the web chat page at ``/`` (``--no-web-ui``: API only)."""
+    trust_request_chat_template: bool = False
+    """Accept a request's own ``chat_template`` and special-token overrides
+    (``--trust-request-chat-template``); off, they are a 400."""
     log_level: str = "info"
 
     def __post_init__(self) -> None:

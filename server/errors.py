@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from safework.errors import EngineError, RequestError
+from safework.errors import EngineError, RequestError, UnavailableError
 
 from .protocol import ErrorInfo, ErrorResponse
 
@@ -55,6 +55,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(EngineError)
     async def _engine(_: Request, exc: EngineError) -> JSONResponse:
+        return error_response(ErrorResponse.of(exc))
+
+    @app.exception_handler(UnavailableError)
+    async def _unavailable(_: Request, exc: UnavailableError) -> JSONResponse:
         return error_response(ErrorResponse.of(exc))
 
     @app.exception_handler(HTTPException)

@@ -142,5 +142,6 @@ async def moderations(body: ModerationRequest, request: Request) -> Response:
 
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request) -> Response:
-    result = await cancel_on_disconnect(request, request.app.state.completions.create(body))
+    work = request.app.state.completions.create(body, tenant(request))
+    result = await cancel_on_disconnect(request, work)
     return respond(result) if result is not None else Response(status_code=499)

@@ -65,6 +65,15 @@ def test_completions_carry_the_salt() -> None:
     assert _salts(engine) == [tenant_cache_salt("alice")] * 2
 
 
+def test_the_completions_route_passes_the_callers_tenant() -> None:
+    engine = FakeEngine()
+    body = {"prompt": "Our secret launch plan is", "max_tokens": 2}
+    with serve(engine, api_keys=KEYS) as client:
+        for headers in (ALICE, BOB):
+            assert client.post("/v1/completions", json=body, headers=headers).is_success
+    assert _salts(engine) == [tenant_cache_salt("alice"), tenant_cache_salt("bob")]
+
+
 def test_vllm_receives_the_salt_in_the_prompt() -> None:
     prompts: list[dict[str, Any]] = []
 

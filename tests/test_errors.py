@@ -146,3 +146,17 @@ def test_body_over_the_limit_is_413(engine: FakeEngine) -> None:
         )
         assert r.status_code == 200
     assert len(engine.requests) == 1
+
+
+def test_an_unavailable_store_raised_anywhere_is_a_503(engine: FakeEngine) -> None:
+    from safework.errors import UnavailableError
+
+    with serve(engine) as client:
+
+        async def broken() -> None:
+            raise UnavailableError("the memory store is locked", code="memory_unavailable")
+
+        client.app.add_api_route("/broken", broken)  # type: ignore[attr-defined]
+        r = client.get("/broken")
+    assert r.status_code == 503
+    assert r.json()["error"]["code"] == "memory_unavailable"

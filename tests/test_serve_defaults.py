@@ -216,3 +216,19 @@ def test_a_failed_fit_is_logged_and_the_server_serves_raw_confidences(
     assert search["confidence"] == {"raw": 0.9, "source": "stated", "calibrated": None}
     assert "fitting the confidence calibration failed" in caplog.text
     assert not any(fakes.rglob("*.json"))
+
+
+def test_request_chat_templates_are_refused_unless_the_operator_trusts_them() -> None:
+    assert not parse().trust_request_chat_template
+    assert parse("--trust-request-chat-template").trust_request_chat_template
+    body = {
+        "messages": [{"role": "user", "content": "hi"}],
+        "chat_template": "{{ messages[0].content }}",
+        "max_tokens": 2,
+    }
+    for trusted in (False, True):
+        config = ServerConfig(memory=None, trust_request_chat_template=trusted)
+        app = create_app(config, engine_factory=lambda _: ScriptEngine(["ok"]))
+        with TestClient(app) as client:
+            status = client.post("/v1/chat/completions", json=body).status_code
+        assert status == (200 if trusted else 400)
