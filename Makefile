@@ -40,10 +40,11 @@ model: install
 	$(BIN)/python -m safework.engine.default_model
 	$(BIN)/python -m safework.engine.faithful
 
-# The built-in value models (builtin:safety, builtin:values) train on first use; `make serve`
-# aligns with them and the end-to-end tests use them, so both train them ahead (cached;
-# ~10-15 min the first time, as the README measures).
-value-models: install
+# The built-in value models (builtin:safety, builtin:values): a MiniLM cross-encoder fine-tuned
+# on, among others, the served model's own answers, so it needs the model and its dtype first.
+# They train on first use; `make serve` aligns with them and the end-to-end tests use them, so
+# both train them ahead (cached; ~10-15 min the first time, as the README measures).
+value-models: model
 	$(BIN)/safework-train value --kind all
 
 # The built-in search corpus (Wikipedia articles, elements, computing terms) and its index for
