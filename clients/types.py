@@ -85,6 +85,8 @@ class AlignmentStep(ScoredText):
 
 
 class AlignmentInfo(BaseModel):
+    mode: str = "cascade"
+    """``cascade`` or ``exhaustive`` (the decoding mode that wrote the answer)."""
     steps: list[AlignmentStep] = pydantic.Field(default_factory=list)
     candidates: int = 0
     rejected: int = 0

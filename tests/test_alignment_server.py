@@ -286,6 +286,7 @@ def test_n_choices_are_independent_aligned_answers(
         assert [s["text"] for s in report["steps"]] == [f"careful c{i}\n", f"Final c{i}."]
         assert report["steps"][0]["rejected"][0]["text"] == f"unsafe c{i}\n"
         assert (report["candidates"], report["rejected"]) == (candidates, 1)  # as for n=1
+        assert report["mode"] == alignment.get("mode", "cascade")
     assert data["usage"]["completion_tokens"] == sum(map(len, contents(data)))
     assert {copy_of(rid) for rid in model_like.request_ids} == {"0", "1", "2"}
 

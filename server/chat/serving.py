@@ -112,6 +112,7 @@ def alignment_block(decoder: GuidedDecoder, events: list[dict[str, Any]]) -> dic
     return {
         "strategy": "aligned",
         "alignment": {
+            "mode": decoder.config.mode,
             "steps": steps,
             "candidates": s.candidates,
             "rejected": s.rejected,
