@@ -31,6 +31,8 @@ RUN useradd --create-home --uid 1000 safework && mkdir -p /cache && chown safewo
 USER 1000
 VOLUME ["/cache"]
 EXPOSE 8000
-HEALTHCHECK --interval=30s --timeout=5s --start-period=600s \
+# The first start with an empty /cache fetches the model, trains the built-in value models,
+# builds the search corpus and fits the calibration (tens of minutes); later starts take ~1 min.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=3600s \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health')"]
 ENTRYPOINT ["safework", "serve", "--host", "0.0.0.0", "--port", "8000"]
