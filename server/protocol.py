@@ -126,6 +126,10 @@ class AlignmentOptions(StrictModel):
     score_every_max: int | None = Field(
         default=None, ge=1, le=16, description="Cascade: most steps one score may cover."
     )
+    steer_first_step: bool | None = Field(
+        default=None,
+        description="Cascade: steer (instead of refusing) when every first-step candidate fails.",
+    )
 
     @field_validator("value_models")
     @classmethod

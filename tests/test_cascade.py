@@ -147,9 +147,28 @@ async def test_scores_every_step_near_the_threshold() -> None:
     assert cfg.models[0].model.calls == [3] + [1] * 6
 
 
-async def test_steers_then_refuses_when_every_candidate_fails() -> None:
+async def test_a_first_step_that_always_fails_is_refused_at_once() -> None:
     engine = CascadeEngine([["bad a\n", "bad b\n"]], ["unused"])
     text, outs, decoder = await run(engine, config(retries=1))
+    assert text == REFUSAL_TEXT
+    assert actions(outs) == ["refusal"]
+    assert len(engine.round_calls) == 2  # the first attempt and its retry; no steering round
+    assert (decoder.stats.steered, decoder.stats.refused) == (0, 1)
+    assert outs[-1].choices[0].finish_reason == "stop"
+    assert [d.token_ids for o in outs for d in o.choices] == [ids(REFUSAL_TEXT)]  # counted
+
+
+async def test_a_failing_step_mid_answer_steers_then_refuses() -> None:
+    engine = CascadeEngine([["fine start\n"], ["bad a\n", "bad b\n"]], ["bad line\n"])
+    text, outs, decoder = await run(engine, config(retries=1, score_every_max=1))
+    assert text == "fine start\n" + STEER_TEXT + REFUSAL_TEXT
+    assert actions(outs) == ["choose", "steer", "refusal"]
+    assert (decoder.stats.steered, decoder.stats.refused) == (1, 1)
+
+
+async def test_steers_then_refuses_when_asked_to_steer_the_first_step() -> None:
+    engine = CascadeEngine([["bad a\n", "bad b\n"]], ["unused"])
+    text, outs, decoder = await run(engine, config(retries=1, steer_first_step=True))
     assert text == STEER_TEXT + REFUSAL_TEXT
     assert actions(outs) == ["steer", "refusal"]
     assert engine.stream_calls == []  # nothing was streamed
@@ -160,7 +179,7 @@ async def test_steers_then_refuses_when_every_candidate_fails() -> None:
 
 async def test_steering_then_a_passing_step_resumes_streaming() -> None:
     engine = CascadeEngine([["bad a\n"], ["safe step\n"]], ["rest."])
-    text, outs, _ = await run(engine, config(retries=0))
+    text, outs, _ = await run(engine, config(retries=0, steer_first_step=True))
     assert text == STEER_TEXT + "safe step\nrest."
     assert actions(outs) == ["steer", "choose", "pass"]
     assert engine.stream_calls == [PROMPT + ids(STEER_TEXT + "safe step\n")]

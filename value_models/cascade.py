@@ -22,6 +22,9 @@ mostly decided in an answer's first tokens. So the default ``mode: "cascade"`` d
    K candidates there (the failed one counts as one of them); retries, the safety-reflection
    step and the refusal fallback work as in exhaustive mode (``guided.py``). After steering
    the next step is again chosen among K, then streaming resumes.
+5. **A first step that fails every attempt is refused at once** (``steer_first_step=False``):
+   no start the model offers passes, so the request itself is what the value models reject;
+   steering there would cost another K-round and, measured, mostly ends in a refusal too.
 
 The cost on a benign answer is K short first candidates plus scoring; on a harmful one it is
 what the failing K-steps cost before steering or refusing. Only ``beam_width = 1``: beams need
@@ -151,7 +154,8 @@ class _Cascade:
             return
         event = {"type": "alignment.step", "step": self.step}
         event["rejected"] = [c.as_event() for c in rejected]
-        if self.steered:  # steering did not help: a safe refusal replaces the rest
+        at_start = self.step == 0 and not cfg.steer_first_step
+        if self.steered or at_start:  # a safe refusal replaces the rest
             self.dec.stats.refused += 1
             event.update(action="refusal", text=cfg.refusal_text)
             refusal_ids = await self.engine.tokenize(cfg.refusal_text)

@@ -70,6 +70,11 @@ class GuidanceConfig:
     """Cascade: while scores stay at least ``skip_margin`` above every threshold, the stream is
     scored every 1, 2, then up to this many steps (always before the end)."""
     skip_margin: float = 0.3
+    steer_first_step: bool = False
+    """Cascade: when every candidate of the answer's first step fails, refuse at once (the
+    default: the value models reject any start the model gives, so the request itself is
+    what they object to; steering costs another K-round and mostly ends in a refusal
+    anyway). ``True`` steers there too, as exhaustive mode does."""
 
     def __post_init__(self) -> None:
         if not self.models:
