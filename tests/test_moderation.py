@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
+from safework.server.moderations.serving import MAX_INPUT_CHARS, MAX_TOTAL_CHARS
 from safework.value_models import registry
 from safework.value_models.builtin import BuiltinValueModel
 from safework.value_models.registry import ValueModelEntry, ValueModelsConfig
@@ -181,3 +182,30 @@ def test_custom_models_alone_score_the_pair_as_before() -> None:
 )
 def test_bad_requests_are_400(client: TestClient, body: dict) -> None:
     assert client.post("/v1/moderations", json=body).status_code == 400
+
+
+def test_a_long_text_is_a_400_naming_it_before_any_model_runs(client: TestClient) -> None:
+    long = "x" * (MAX_INPUT_CHARS + 1)
+    r = client.post("/v1/moderations", json={"input": ["fine", long]})
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["param"] == "input[1]"
+    assert error["code"] == "string_above_max_length"
+    assert error["type"] == "invalid_request_error"
+    turn = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": long}]
+    r = client.post("/v1/moderations", json={"messages": [turn]})
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "messages[0]"
+    assert SCORER.calls == []
+    at_limit = client.post("/v1/moderations", json={"input": "x" * MAX_INPUT_CHARS})
+    assert at_limit.status_code == 200
+
+
+def test_too_many_characters_in_all_is_a_400(client: TestClient) -> None:
+    each = MAX_INPUT_CHARS
+    count = MAX_TOTAL_CHARS // each + 1
+    r = client.post("/v1/moderations", json={"input": ["x" * each] * count})
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "string_above_max_length"
+    assert "per request" in r.json()["error"]["message"]
+    assert SCORER.calls == []

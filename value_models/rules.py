@@ -2,6 +2,9 @@
 
 Fast, deterministic, and independent of any learned model, so they double as the
 "independent check" in evaluations (``is_refusal`` is what ``safework-train eval`` uses).
+The built-in patterns run in time linear in the text, and a batch is scored in a worker thread,
+so a long text cannot stall the server's event loop (issue 17, finding 3); the regexes of
+``rules:forbidden`` are the operator's, and their cost too.
 
 Specs:
   ``rules:refusal``          score = 0 for a refusal, 1 otherwise (category ``refusal``)
@@ -18,6 +21,7 @@ False
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -59,8 +63,17 @@ def _luhn_ok(number: str) -> bool:
     return len(digits) >= 13 and total % 10 == 0
 
 
+# Every pattern runs in time linear in the text (issue 17, finding 3): the e-mail pattern used
+# to be ``\b[\w.+-]+@...``, which from every word boundary of a long run such as ``a.a.a.a...``
+# scanned to the run's end and back (5 s at 50k characters). Now a local part starts only where
+# a run of local-part characters starts (the look-behind), its characters are taken possessively
+# (``*+``, never given back), and the \w that the old leading ``\b`` required is asked for
+# explicitly: it finds an e-mail in exactly the texts where the old pattern did. The others are
+# bounded in length (at most 19 repetitions), so each start costs a constant.
+_EMAIL = re.compile(r"(?<![\w.+-])[.+-]*+\w[\w.+-]*+@[\w-]++\.[\w.-]+\b")
+
 _PII: dict[str, tuple[re.Pattern[str], Callable[[str], bool]]] = {
-    "email": (re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b"), lambda _: True),
+    "email": (_EMAIL, lambda _: True),
     "phone": (
         re.compile(r"(?<!\w)(?:\+?\d{1,3}[\s.-]?)?\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}(?!\w)"),
         lambda _: True,
@@ -88,6 +101,10 @@ class RuleValueModel(ValueModel):
         self.name, self.spec, self._rule = name, spec, rule
 
     async def score(self, prompts: list[str], responses: list[str]) -> list[ValueScore]:
+        """The batch is scored in a worker thread: a long text must not stall the event loop."""
+        return await asyncio.to_thread(self._score_sync, prompts, responses)
+
+    def _score_sync(self, prompts: list[str], responses: list[str]) -> list[ValueScore]:
         out = []
         for prompt, response in zip(prompts, responses, strict=True):
             score, categories = self._rule(prompt, response)

@@ -43,6 +43,8 @@ class JudgedItem(BaseModel):
 
     prompt: str
     response: str | None = None
+    param: str = "input"
+    """Where the item came from (``input[0]``, ``messages[1]``), for errors."""
 
 
 class ModerationRequest(OpenAIBaseModel):
@@ -75,21 +77,27 @@ class ModerationRequest(OpenAIBaseModel):
             texts = [self.input]
         elif self.input is not None:
             texts = [t.text if isinstance(t, TextInput) else t for t in self.input]
-        items = [JudgedItem(prompt=t) for t in texts]
+        one = isinstance(self.input, str)
+        items = [
+            JudgedItem(prompt=t, param="input" if one else f"input[{i}]")
+            for i, t in enumerate(texts)
+        ]
         if self.messages:
             first = self.messages[0]
-            conversations = [self.messages] if isinstance(first, ChatTurn) else self.messages
-            items += [_judged(c) for c in conversations]  # type: ignore[arg-type]
+            if isinstance(first, ChatTurn):
+                items.append(_judged(self.messages, "messages"))  # type: ignore[arg-type]
+            else:
+                items += [_judged(c, f"messages[{i}]") for i, c in enumerate(self.messages)]  # type: ignore[arg-type]
         return items
 
 
-def _judged(conversation: list[ChatTurn]) -> JudgedItem:
+def _judged(conversation: list[ChatTurn], param: str) -> JudgedItem:
     """The last turn: a response to the user turn before it, or a prompt."""
     last = conversation[-1]
     if last.role != "assistant":
-        return JudgedItem(prompt=last.content)
+        return JudgedItem(prompt=last.content, param=param)
     users = [t.content for t in conversation[:-1] if t.role == "user"]
-    return JudgedItem(prompt=users[-1] if users else "", response=last.content)
+    return JudgedItem(prompt=users[-1] if users else "", response=last.content, param=param)
 
 
 class ModerationResult(BaseModel):

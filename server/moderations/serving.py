@@ -19,6 +19,10 @@ the pair (the prompt before, or "" for a plain prompt, and the text) as before t
 risk is ``1 - score``, flagged below its threshold (configured, else its own, else 0.5), and
 appears as the category ``<name>`` (with ``<name>/<category>`` for per-category scores). An item
 is flagged when any classifier flags it.
+
+Sizes are checked before any model runs: at most ``MAX_INPUTS`` items, ``MAX_INPUT_CHARS`` per
+judged text and ``MAX_TOTAL_CHARS`` in all, each a 400 (``string_above_max_length``) naming the
+item; the body itself is capped by ``--max-body-bytes`` (413).
 """
 
 from __future__ import annotations
@@ -34,11 +38,29 @@ from ..protocol import ErrorResponse
 from .protocol import JudgedItem, ModerationRequest, ModerationResponse, ModerationResult
 
 MAX_INPUTS = 256
+MAX_INPUT_CHARS = 32_768
+"""Longest text one item may judge (a prompt, or a response and its user turn, each)."""
+MAX_TOTAL_CHARS = 262_144
+"""Most characters one request may judge, all items together."""
 
 
 class ModerationServing:
-    def __init__(self, alignment: Alignment) -> None:
+    """Classifies a request's items; refuses more than ``max_inputs`` items, a text over
+    ``max_input_chars``, or more than ``max_total_chars`` in all, with a 400 before any model
+    runs (issue 17, finding 3: a body of megabytes held every classifier)."""
+
+    def __init__(
+        self,
+        alignment: Alignment,
+        *,
+        max_inputs: int = MAX_INPUTS,
+        max_input_chars: int = MAX_INPUT_CHARS,
+        max_total_chars: int = MAX_TOTAL_CHARS,
+    ) -> None:
         self.alignment = alignment
+        self.max_inputs = max_inputs
+        self.max_input_chars = max_input_chars
+        self.max_total_chars = max_total_chars
 
     def _builtin(self) -> tuple[str, Any] | None:
         """(name, shared scorer) of the first configured built-in model, if any."""
@@ -59,8 +81,9 @@ class ModerationServing:
                     "moderation needs value models: start the server with --value-model",
                     param="model",
                 )
-            if not items or len(items) > MAX_INPUTS:
-                raise RequestError(f"give 1 to {MAX_INPUTS} inputs", param="input")
+            if not items or len(items) > self.max_inputs:
+                raise RequestError(f"give 1 to {self.max_inputs} inputs", param="input")
+            self._check_sizes(items)
         except RequestError as e:
             return ErrorResponse.of(e)
         builtin = self._builtin()
@@ -78,6 +101,28 @@ class ModerationServing:
         names = [builtin[0]] if builtin else []
         model = request.model or "+".join(names + custom)
         return ModerationResponse(model=model, results=results)
+
+    def _check_sizes(self, items: list[JudgedItem]) -> None:
+        """A 400 naming the first text over the per-item limit, or the total over its own."""
+        total = 0
+        for item in items:
+            for text in (item.prompt, item.response or ""):
+                if len(text) > self.max_input_chars:
+                    raise RequestError(
+                        f"Invalid '{item.param}': string too long. Expected a string with "
+                        f"maximum length {self.max_input_chars}, but got a string with length "
+                        f"{len(text)} instead.",
+                        param=item.param,
+                        code="string_above_max_length",
+                    )
+                total += len(text)
+        if total > self.max_total_chars:
+            raise RequestError(
+                f"The texts to classify hold {total} characters together; the limit is "
+                f"{self.max_total_chars} per request. Split them over several requests.",
+                param="input" if items[0].param.startswith("input") else "messages",
+                code="string_above_max_length",
+            )
 
     def _threshold(self, name: str, model: ValueModel, fallback: float) -> float:
         configured = self.alignment.config.models[name].threshold
