@@ -118,6 +118,9 @@ class Engine(abc.ABC):
     """Context length: prompt plus completion tokens."""
     sampling_defaults: dict[str, Any] = {}  # noqa: RUF012 - replaced per instance, never mutated
     """Sampling settings the model's generation config recommends (e.g. temperature)."""
+    control_tokens: tuple[str, ...] = ()
+    """The strings the tokenizer reads as special or added markup tokens (``<|im_end|>``...),
+    for ``engine.control_tokens.defuse``; empty when the engine does not know them."""
 
     @abc.abstractmethod
     def generate(

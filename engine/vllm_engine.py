@@ -32,6 +32,7 @@ from .base import (
     TopLogprob,
 )
 from .chat_template import TemplateRenderer
+from .control_tokens import tokenizer_control_tokens
 from .default_model import DEFAULT_MODEL_ID, ensure_default_model
 from .options import EngineOptions, configure_cpu_environment
 
@@ -66,6 +67,7 @@ class VLLMEngine(Engine):
         # the dtype vLLM runs in ("float16"...), whoever chose it
         self.dtype = str(llm.model_config.dtype).removeprefix("torch.")
         self._tokenizer = llm.get_tokenizer()
+        self.control_tokens = tokenizer_control_tokens(self._tokenizer)
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="safework-tok")
         self._renderer = renderer or TemplateRenderer()
         """Chat templates render here, bounded, never in the tokenizer's pool."""
