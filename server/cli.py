@@ -57,6 +57,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="require this bearer key (repeatable); also SAFEWORK_API_KEYS=k1:t1,k2:t2",
     )
     p.add_argument(
+        "--metrics-admin",
+        action="append",
+        default=[],
+        metavar="TENANT",
+        help="this tenant's keys also see per-tenant series at /metrics (repeatable); other "
+        "keys see totals only, no tenant names",
+    )
+    p.add_argument(
         "--max-body-bytes",
         type=int,
         default=ServerConfig.max_body_bytes,
@@ -272,6 +280,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         reasoning_output=args.reasoning_output,
         web_ui=not args.no_web_ui,
         trust_request_chat_template=args.trust_request_chat_template,
+        metrics_admin_tenants=frozenset(args.metrics_admin),
         log_level=args.log_level,
     )
 

@@ -91,6 +91,9 @@ class ServerConfig:
     trust_request_chat_template: bool = False
     """Accept a request's own ``chat_template`` and special-token overrides
     (``--trust-request-chat-template``); off, they are a 400."""
+    metrics_admin_tenants: frozenset[str] = frozenset()
+    """Tenants whose keys see series that name tenants at ``/metrics`` (``--metrics-admin``);
+    every other key sees totals only."""
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -100,6 +103,13 @@ class ServerConfig:
             raise ConfigError("--max-body-bytes must be at least 1024")
         if self.max_n < 1:
             raise ConfigError("--max-n must be at least 1")
+        self.metrics_admin_tenants = frozenset(self.metrics_admin_tenants)
+        unknown = self.metrics_admin_tenants - set(self.api_keys.values())
+        if unknown:
+            raise ConfigError(
+                f"--metrics-admin {', '.join(sorted(unknown))}: no API key has this tenant; "
+                "give the admin a key with --api-key KEY:TENANT"
+            )
 
     @staticmethod
     def keys_from_env() -> list[str]:

@@ -3,6 +3,11 @@
 Each app gets its own ``CollectorRegistry`` (tests build many apps in one process); the
 ``/metrics`` route concatenates it with the process-wide default registry, where vLLM's
 engine registers its series.
+
+No series an ordinary key reads names a tenant (issue 17, finding 7): the correction count is
+one total, ``safework_memory_records``. The per-tenant count,
+``safework_memory_records_by_tenant{tenant}``, lives in a second registry that ``/metrics``
+adds only for the tenants of ``ServerConfig.metrics_admin_tenants`` (``--metrics-admin``).
 """
 
 from __future__ import annotations
@@ -123,7 +128,15 @@ class ServerMetrics:
         )
 
         self.memory_records = Gauge(
-            "safework_memory_records", "Stored corrections per tenant", ["tenant"], registry=r
+            "safework_memory_records", "Stored corrections, all tenants together", registry=r
+        )
+        self.tenant_registry = CollectorRegistry(auto_describe=True)
+        """Series that name tenants: exported to admin keys only."""
+        self.memory_records_by_tenant = Gauge(
+            "safework_memory_records_by_tenant",
+            "Stored corrections per tenant (shown to --metrics-admin keys only)",
+            ["tenant"],
+            registry=self.tenant_registry,
         )
         self.memory_latency = Histogram(
             "safework_memory_retrieval_seconds",
@@ -150,6 +163,13 @@ class ServerMetrics:
             registry=r,
         )
 
-    def exposition(self) -> bytes:
-        """Text exposition of our registry followed by the default one (vLLM's)."""
-        return generate_latest(self.registry) + generate_latest(REGISTRY)
+    def count_memory_records(self, tenant: str, delta: int) -> None:
+        """``delta`` corrections stored (or, negative, deleted) for ``tenant``."""
+        self.memory_records.inc(delta)
+        self.memory_records_by_tenant.labels(tenant).inc(delta)
+
+    def exposition(self, *, with_tenants: bool = False) -> bytes:
+        """Text exposition of our registry, the per-tenant one if ``with_tenants`` (admin keys
+        only), then the default one (vLLM's)."""
+        tenants = generate_latest(self.tenant_registry) if with_tenants else b""
+        return generate_latest(self.registry) + tenants + generate_latest(REGISTRY)

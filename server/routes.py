@@ -65,7 +65,11 @@ async def health(request: Request) -> Response:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    return Response(request.app.state.metrics.exposition(), media_type="text/plain; version=0.0.4")
+    admin = tenant(request) in request.app.state.config.metrics_admin_tenants
+    return Response(
+        request.app.state.metrics.exposition(with_tenants=admin),
+        media_type="text/plain; version=0.0.4",
+    )
 
 
 @router.get("/v1/models", response_model=ModelList)

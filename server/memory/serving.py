@@ -94,7 +94,7 @@ class MemoryService:
         self.settings = settings
         self.metrics = metrics
         for tenant, count in store.counts().items():
-            metrics.memory_records.labels(tenant).set(count)
+            metrics.count_memory_records(tenant, count)
 
     @classmethod
     async def load(cls, settings: MemorySettings, metrics: ServerMetrics) -> MemoryService:
@@ -152,7 +152,7 @@ class MemoryService:
                 "was stored, retry later",
                 code="memory_unavailable",
             ) from e
-        self.metrics.memory_records.labels(tenant).inc()
+        self.metrics.count_memory_records(tenant, 1)
         return record
 
     async def get(self, tenant: str, record_id: str) -> CorrectionRecord:
@@ -164,7 +164,7 @@ class MemoryService:
     async def delete(self, tenant: str, record_id: str) -> None:
         if not await asyncio.to_thread(self.store.delete, tenant, record_id):
             raise not_found(record_id)
-        self.metrics.memory_records.labels(tenant).dec()
+        self.metrics.count_memory_records(tenant, -1)
 
     async def list(
         self, tenant: str, limit: int, after: str | None, contains: str | None
