@@ -197,6 +197,7 @@ def safework_argv(model: str, port: int, seed: int, dtype: str) -> list[str]:
         "127.0.0.1",
         "--port",
         str(port),
+        "--shared-memory",  # no keys here: keep the memory on, as when these numbers were taken
         *engine_flags(model, seed, dtype),
     ]
 

@@ -25,7 +25,12 @@ from .cot.serving import CotEditServing
 from .errors import install_error_handlers
 from .memory.serving import MemoryService
 from .metrics import ServerMetrics
-from .middleware import AuthMiddleware, BodyLimitMiddleware, MetricsMiddleware
+from .middleware import (
+    AuthMiddleware,
+    BodyLimitMiddleware,
+    HostCheckMiddleware,
+    MetricsMiddleware,
+)
 from .moderations.serving import ModerationServing
 from .routes import router
 from .search import SearchService
@@ -98,7 +103,7 @@ def create_app(config: ServerConfig, engine_factory: EngineFactory = _vllm_engin
     app.include_router(router)
     if config.web_ui:
         mount_web(app)
-    # Added last = outermost: metrics, then auth, then the body limit.
+    # Added last = outermost: metrics, then the Host check, then auth, then the body limit.
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
     app.add_middleware(
         AuthMiddleware,
@@ -106,5 +111,7 @@ def create_app(config: ServerConfig, engine_factory: EngineFactory = _vllm_engin
         open_paths=OPEN_PATHS,
         open_prefixes=(PREFIX + "/",),
     )
+    if "*" not in config.allowed_hosts:
+        app.add_middleware(HostCheckMiddleware, allowed_hosts=config.allowed_hosts)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -10,6 +10,12 @@ replaces the defaults.
 safework serve                                  # the embedded model, aligned and search profiles
 safework serve --no-alignment --no-search       # the plain model only, as `vllm serve`
 safework serve --model ./ckpt --port 8080 --api-key sk-alice-123:alice
+safework serve --host 0.0.0.0 --api-key sk-alice-123:alice   # other hosts need keys...
+safework serve --host 0.0.0.0 --allow-unauthenticated        # ...or say anyone may use it
+
+Without API keys the correction memory is off (every client would share it) unless
+``--shared-memory`` or ``--memory-dir`` asks for it; bound to loopback, only requests whose
+``Host`` names loopback are served (``--allowed-host NAME`` adds a name).
 safework serve --model org/Model --tensor-parallel-size 4   # on GPUs
 safework serve --search-backend local:builtin --search-backend web=duckduckgo
 safework serve --reasoning-output think             # reasoning inline in <think> tags
@@ -31,7 +37,9 @@ from .config import (
     DEFAULT_SEARCH_BACKENDS,
     DEFAULT_VALUE_MODELS,
     ServerConfig,
+    allowed_hosts_for,
     default_value_models,
+    is_loopback,
     parse_api_keys,
 )
 from .memory.serving import MemorySettings
@@ -55,6 +63,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=[],
         metavar="KEY[:TENANT]",
         help="require this bearer key (repeatable); also SAFEWORK_API_KEYS=k1:t1,k2:t2",
+    )
+    p.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="serve a non-loopback --host without API keys (refused otherwise: anyone who "
+        "reaches the port could use it)",
+    )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="also answer requests whose Host header is NAME (repeatable; *.example.com, or * "
+        "for any). Default: the loopback names when bound to loopback, any name otherwise",
     )
     p.add_argument(
         "--metrics-admin",
@@ -170,6 +192,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="no correction memory: /cot/edit answers only with remember=false",
     )
     p.add_argument(
+        "--shared-memory",
+        action="store_true",
+        help="keep the correction memory on without API keys: every client then shares one "
+        "tenant's corrections (without keys it is off unless this or --memory-dir is given)",
+    )
+    p.add_argument(
         "--memory-top-k",
         type=int,
         default=MemorySettings.top_k,
@@ -257,12 +285,31 @@ def value_models_from_args(args: argparse.Namespace) -> ValueModelsConfig:
     return value_models
 
 
+def memory_from_args(args: argparse.Namespace, authenticated: bool) -> MemorySettings | None:
+    """The correction memory: off by ``--no-memory``, and off without API keys unless asked
+    for (``--shared-memory`` or ``--memory-dir``), since every client is then one tenant."""
+    if args.no_memory:
+        if args.shared_memory:
+            raise ConfigError("--no-memory and --shared-memory: give one")
+        return None
+    if not authenticated and not (args.shared_memory or args.memory_dir):
+        return None
+    return MemorySettings(
+        folder=args.memory_dir,
+        top_k=args.memory_top_k,
+        min_similarity=args.memory_min_similarity,
+    )
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     """The server ``safework serve`` starts: flags over the product's defaults."""
+    api_keys = parse_api_keys([*ServerConfig.keys_from_env(), *args.api_key])
     return ServerConfig(
         host=args.host,
         port=args.port,
-        api_keys=parse_api_keys([*ServerConfig.keys_from_env(), *args.api_key]),
+        api_keys=api_keys,
+        allow_unauthenticated=args.allow_unauthenticated,
+        allowed_hosts=allowed_hosts_for(args.host, args.allowed_host),
         max_body_bytes=args.max_body_bytes,
         max_n=args.max_n,
         engine=EngineOptions.from_cli(args),
@@ -270,13 +317,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_candidates=args.max_candidates,
         max_beam_width=args.max_beam_width,
         search=search_settings_from_args(args),
-        memory=None
-        if args.no_memory
-        else MemorySettings(
-            folder=args.memory_dir,
-            top_k=args.memory_top_k,
-            min_similarity=args.memory_min_similarity,
-        ),
+        memory=memory_from_args(args, authenticated=bool(api_keys)),
         reasoning_output=args.reasoning_output,
         web_ui=not args.no_web_ui,
         trust_request_chat_template=args.trust_request_chat_template,
@@ -297,10 +338,13 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if not config.api_keys and config.host not in ("127.0.0.1", "localhost", "::1"):
-        logging.getLogger("safework.server").warning(
+    log = logging.getLogger("safework.server")
+    if not config.api_keys and not is_loopback(config.host):
+        log.warning(
             "serving on %s without API keys: anyone who can reach it can use it", config.host
         )
+    if not config.api_keys and config.memory is None and not args.no_memory:
+        log.info("no API keys: the correction memory is off (--shared-memory turns it on)")
     uvicorn.run(
         create_app(config),
         host=config.host,

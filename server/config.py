@@ -3,7 +3,13 @@
 API keys come from ``--api-key KEY[:TENANT]`` (repeatable) and from ``SAFEWORK_API_KEYS``
 (comma-separated, same syntax). A key without ``:TENANT`` is its own tenant, named after a
 short hash of the key so that logs never show a key. No keys at all means an open server
-whose single tenant is ``default``.
+whose single tenant is ``default``: allowed on a loopback address, refused elsewhere unless
+``allow_unauthenticated`` (``--allow-unauthenticated``) says anyone who reaches it may use it.
+``safework serve`` also turns the correction memory off without keys (one client's
+corrections would reach every client) unless ``--shared-memory`` or ``--memory-dir`` asks
+for it, and on a loopback address serves only ``Host`` headers naming loopback
+(``allowed_hosts_for``: a web page on another name that rebinds its DNS to 127.0.0.1 is
+refused); ``--allowed-host`` adds names (issue 17, finding 6).
 
 The product's defaults live with the command, not in the dataclass: ``ServerConfig()`` is a
 plain server that serves what it is given (tests and embedders build it field by field),
@@ -16,6 +22,7 @@ at the first start (``--no-calibration``), as ``vllm serve`` serves with no flag
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from typing import Literal
@@ -36,6 +43,54 @@ DEFAULT_VALUE_MODELS: dict[str, tuple[str, float]] = {
 named. No threshold is set here: each built-in model brings its own."""
 DEFAULT_SEARCH_BACKENDS: tuple[str, ...] = ("local:builtin",)
 """The search backends ``safework serve`` uses when none are named: the built-in corpus."""
+
+
+LOOPBACK_NAMES: tuple[str, ...] = ("localhost", "127.0.0.1", "[::1]")
+"""``Host`` header names of this machine, always served: a page on another origin cannot
+make a browser send them (``[::1]`` with brackets, as Starlette parses a ``Host``)."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address only listens on this machine (``localhost``, 127/8, ``::1``).
+
+    >>> [is_loopback(h) for h in ("127.0.0.1", "::1", "localhost", "0.0.0.0", "::", "10.0.0.2")]
+    [True, True, True, False, False, False]
+    """
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def allowed_hosts_for(host: str, extra: list[str]) -> tuple[str, ...]:
+    """The ``Host`` names ``safework serve`` answers when bound to ``host``.
+
+    The loopback names, the bind address itself and ``extra`` (``--allowed-host``); bound
+    to a non-loopback address with no ``extra``, any name (``*``: the names it is reached by
+    are unknown here, and such a server needs keys, which a rebinding page does not have).
+
+    >>> allowed_hosts_for("127.0.0.1", [])
+    ('localhost', '127.0.0.1', '[::1]')
+    >>> allowed_hosts_for("0.0.0.0", [])
+    ('*',)
+    >>> allowed_hosts_for("0.0.0.0", ["api.example.com"])
+    ('localhost', '127.0.0.1', '[::1]', 'api.example.com')
+    """
+    if "*" in extra or (not extra and not is_loopback(host)):
+        return ("*",)
+    bound = f"[{host}]" if ":" in host else host
+    names = [*LOOPBACK_NAMES, *([bound] if is_loopback(host) else []), *extra]
+    return tuple(dict.fromkeys(n.lower() for n in names))
+
+
+def _host_pattern_ok(pattern: str) -> bool:
+    """A pattern Starlette's ``TrustedHostMiddleware`` accepts: ``*``, ``*.name`` or a name."""
+    if pattern == "*":
+        return True
+    rest = pattern.removeprefix("*.") if pattern.startswith("*.") else pattern
+    return bool(rest) and "*" not in rest
 
 
 def default_value_models() -> dict[str, ValueModelEntry]:
@@ -91,6 +146,13 @@ class ServerConfig:
     trust_request_chat_template: bool = False
     """Accept a request's own ``chat_template`` and special-token overrides
     (``--trust-request-chat-template``); off, they are a 400."""
+    allow_unauthenticated: bool = False
+    """Serve a non-loopback ``host`` without API keys (``--allow-unauthenticated``); off, such
+    a configuration is refused."""
+    allowed_hosts: tuple[str, ...] = ("*",)
+    """``Host`` header names served (Starlette's ``TrustedHostMiddleware`` patterns: a name,
+    ``*.example.com`` or ``*``); others are a 400. ``("*",)``: any, the plain server's default;
+    ``safework serve`` sets ``allowed_hosts_for(host, --allowed-host)``."""
     metrics_admin_tenants: frozenset[str] = frozenset()
     """Tenants whose keys see series that name tenants at ``/metrics`` (``--metrics-admin``);
     every other key sees totals only."""
@@ -103,6 +165,15 @@ class ServerConfig:
             raise ConfigError("--max-body-bytes must be at least 1024")
         if self.max_n < 1:
             raise ConfigError("--max-n must be at least 1")
+        if not self.api_keys and not is_loopback(self.host) and not self.allow_unauthenticated:
+            raise ConfigError(
+                f"refusing to serve on {self.host} without API keys: anyone who reaches it "
+                "could use it. Give keys (--api-key KEY[:TENANT] or SAFEWORK_API_KEYS="
+                "k1:t1,k2:t2), bind to 127.0.0.1, or pass --allow-unauthenticated"
+            )
+        for pattern in self.allowed_hosts:
+            if not _host_pattern_ok(pattern):
+                raise ConfigError(f"--allowed-host {pattern!r}: give a name, *.example.com or *")
         self.metrics_admin_tenants = frozenset(self.metrics_admin_tenants)
         unknown = self.metrics_admin_tenants - set(self.api_keys.values())
         if unknown:

@@ -1,8 +1,10 @@
-"""Pure-ASGI middleware: request metrics, API-key authentication, request-body size limit.
+"""Pure-ASGI middleware: request metrics, Host check, API-key authentication, body size limit.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so streaming responses pass through untouched and
 client disconnects still reach the route. Order, outermost first: metrics (sees every
-status, 401 and 413 included), auth (an unauthenticated body is never read), body limit.
+status, 400, 401 and 413 included), Host check (Starlette's ``TrustedHostMiddleware``, with
+an OpenAI error body; only when ``allowed_hosts`` is not ``*``), auth (an unauthenticated
+body is never read), body limit.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import hmac
 import json
 from typing import Any
 
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from safework.errors import AuthenticationError, PayloadTooLargeError, RequestError
@@ -56,6 +59,38 @@ class MetricsMiddleware:
             route = scope.get("route")
             label = getattr(route, "path", None) or "unmatched"
             self.metrics.requests.labels(label, str(status)).inc()
+
+
+class HostCheckMiddleware(TrustedHostMiddleware):
+    """Starlette's ``TrustedHostMiddleware`` (its matching, no ``www.`` redirect), answering a
+    refused ``Host`` with an OpenAI error body instead of plain text."""
+
+    _PASSED = "safework.host_ok"
+
+    def __init__(self, app: ASGIApp, allowed_hosts: tuple[str, ...]) -> None:
+        async def passed(scope: Scope, receive: Receive, send: Send) -> None:
+            scope[self._PASSED] = True
+            await app(scope, receive, send)
+
+        super().__init__(passed, allowed_hosts=list(allowed_hosts), www_redirect=False)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_or_refuse(message: Message) -> None:
+            if scope.get(self._PASSED):
+                await send(message)
+            elif message["type"] == "http.response.start":  # Starlette's plain 400: ours
+                await send_error(send, self.refusal(scope))
+
+        await super().__call__(scope, receive, send_or_refuse)
+
+    @staticmethod
+    def refusal(scope: Scope) -> RequestError:
+        host = dict(scope.get("headers", ())).get(b"host", b"").decode("latin-1")[:100]
+        return RequestError(
+            f"This server does not answer for the host {host!r}; the operator can allow a "
+            "name with --allowed-host.",
+            code="invalid_host",
+        )
 
 
 class AuthMiddleware:

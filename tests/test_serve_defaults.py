@@ -130,7 +130,8 @@ def fakes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 def start(engine: ScriptEngine, *argv: str) -> TestClient:
     config = parse("--no-memory", *argv)
-    return TestClient(create_app(config, engine_factory=lambda _: engine))
+    app = create_app(config, engine_factory=lambda _: engine)
+    return TestClient(app, base_url="http://localhost")  # a loopback server answers loopback names
 
 
 def ask(client: TestClient, model: str) -> Any:
