@@ -14,8 +14,8 @@ safework serve --host 0.0.0.0 --api-key sk-alice-123:alice   # other hosts need 
 safework serve --host 0.0.0.0 --allow-unauthenticated        # ...or say anyone may use it
 
 Without API keys the correction memory is off (every client would share it) unless
-``--shared-memory`` or ``--memory-dir`` asks for it; bound to loopback, only requests whose
-``Host`` names loopback are served (``--allowed-host NAME`` adds a name).
+--shared-memory or --memory-dir asks for it; bound to loopback, only requests whose Host
+header names loopback are served (--allowed-host NAME adds a name).
 safework serve --model org/Model --tensor-parallel-size 4   # on GPUs
 safework serve --search-backend local:builtin --search-backend web=duckduckgo
 safework serve --reasoning-output think             # reasoning inline in <think> tags
