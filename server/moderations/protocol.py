@@ -87,7 +87,8 @@ class ModerationRequest(OpenAIBaseModel):
             if isinstance(first, ChatTurn):
                 items.append(_judged(self.messages, "messages"))  # type: ignore[arg-type]
             else:
-                items += [_judged(c, f"messages[{i}]") for i, c in enumerate(self.messages)]  # type: ignore[arg-type]
+                conversations: list[list[ChatTurn]] = self.messages  # type: ignore[assignment]
+                items += [_judged(c, f"messages[{i}]") for i, c in enumerate(conversations)]
         return items
 
 
