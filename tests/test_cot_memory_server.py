@@ -168,6 +168,7 @@ def test_remembering_needs_the_memory(engine: ScriptEngine) -> None:
         r = edit(client)
         assert r.status_code == 400
         assert r.json()["error"]["param"] == "remember"
+        assert r.json()["error"]["code"] == "memory_off"  # the web page resends remember=false
         assert edit(client, remember=False).status_code == 200
         assert client.get("/v1/memory", headers=ALICE).status_code == 404
 

@@ -48,6 +48,9 @@ const state = {
   history: [],
   /** The running stream's AbortController, or `null` when idle. */
   controller: null,
+  /** Whether edits ask the server to keep the correction (off once it says it keeps none:
+   * a server without keys runs without the memory unless told otherwise). */
+  remember: true,
 };
 
 const corrections = new CorrectionsPanel(
@@ -155,15 +158,22 @@ async function runStream(turn, path, body) {
   const controller = new AbortController();
   setBusy(controller);
   turn.view.setStreaming(true);
+  let retry = null;
   try {
     const onChunk = (chunk) => follow(() => applyChunk(turn, chunk));
     await state.api.stream(path, body, onChunk, controller.signal);
   } catch (error) {
-    report(turn, error);
+    // The server keeps no corrections: edit all the same, without asking it to remember.
+    if (error.code === "memory_off" && body.remember) retry = { ...body, remember: false };
+    else report(turn, error);
   } finally {
     turn.view.setStreaming(false);
     setBusy(null);
-    if (turn.reasoning || turn.entry.content) offerEdit(turn);
+    if (!retry && (turn.reasoning || turn.entry.content)) offerEdit(turn);
+  }
+  if (retry) {
+    state.remember = false;
+    await runStream(turn, path, retry);
   }
 }
 
@@ -260,7 +270,7 @@ async function submitEdit(turn, { edited, feedback }) {
     reasoning: turn.reasoning,
     edited_reasoning: edited,
     answer: turn.entry.content,
-    remember: true,
+    remember: state.remember,
     ...tokenLimit(),
   };
   if (feedback) body.feedback = feedback;

@@ -99,6 +99,7 @@ class CotEditServing:
                 raise RequestError(
                     "the correction memory is off on this server; send remember=false",
                     param="remember",
+                    code="memory_off",
                 )
             chat_request = request.chat_request()
         except RequestError as e:
