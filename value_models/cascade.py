@@ -209,9 +209,7 @@ class _Cascade:
                 if self.failed is not None or ended:
                     return
         finally:
-            await gen.aclose()
-            if not ended:
-                await self.engine.abort(rid)
+            await gen.aclose()  # closing an engine stream early aborts its request
 
     async def _judge(
         self, block: list[Candidate], finish: str | None

@@ -229,7 +229,7 @@ class GuidedDecoder:
         if not draw.greedy:
             return [alternatives]
         if step.n == 1:
-            return [replace(step, n=1)]
+            return [step]
         return [replace(step, n=1), replace(alternatives, n=step.n - 1)]
 
     async def _sample(
