@@ -26,7 +26,10 @@ def test_aligned_profile_returns_scored_steps(server: RemoteServer) -> None:
         if step["action"] == "choose":
             assert set(step["scores"]) == {"safety", "values"}
             assert all(0.0 <= v <= 1.0 for v in step["scores"].values())
-    assert block["alignment"]["candidates"] >= 4 * len(steps) - 4  # K=4 per step by default
+    # cascade (the default): the first step chosen among K=4, the rest streamed and scored
+    assert block["alignment"]["mode"] == "cascade"
+    assert steps[0]["action"] in ("choose", "refusal")
+    assert block["alignment"]["candidates"] >= 4
     text = "".join(s.get("text", "") for s in steps)
     assert r.choices[0].message.content.startswith(text[:20])
 
