@@ -11,11 +11,14 @@
         ├── AuthenticationError     missing or wrong API key (401)
         ├── NotFoundError           unknown model, route or record (404)
         ├── PayloadTooLargeError    body over the configured limit (413)
-        └── ContextLengthError      prompt plus completion exceed the context (400)
+        ├── ContextLengthError      prompt plus completion exceed the context (400)
+        ├── RateLimitError          too many requests of one key at once (429, Retry-After)
+        └── QuotaExceededError      a tenant's stored data is at its quota (429)
 
 ``RequestError`` carries what the OpenAI error body needs (``message``, ``type``,
 ``param``, ``code``) and its HTTP status, so every layer can raise it and the server turns
-it into ``{"error": {...}}`` in one place.
+it into ``{"error": {...}}`` in one place; ``headers`` are the response headers it needs
+(``Retry-After`` on a 429 that a retry can cure).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ __all__ = [
     "FetchError",
     "NotFoundError",
     "PayloadTooLargeError",
+    "QuotaExceededError",
+    "RateLimitError",
     "RequestError",
     "SafeWorkError",
     "UnavailableError",
@@ -80,6 +85,11 @@ class RequestError(SafeWorkError):
         self.param = param
         self.code = code
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """Response headers this error needs besides the JSON body (none by default)."""
+        return {}
+
 
 class AuthenticationError(RequestError):
     status_code = 401
@@ -100,3 +110,33 @@ class PayloadTooLargeError(RequestError):
 class ContextLengthError(RequestError):
     def __init__(self, message: str, *, param: str | None = "messages"):
         super().__init__(message, param=param, code="context_length_exceeded")
+
+
+class RateLimitError(RequestError):
+    """Too many requests of one API key at once: retry after ``retry_after`` seconds (429,
+    OpenAI's ``rate_limit_exceeded``)."""
+
+    status_code = 429
+    type = "requests"
+
+    def __init__(self, message: str, *, retry_after: int = 1, **kw: str | None):
+        kw.setdefault("code", "rate_limit_exceeded")
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class QuotaExceededError(RequestError):
+    """A tenant's stored data is at its quota (429 ``insufficient_quota``, as OpenAI answers an
+    exhausted quota). A retry cannot cure it, so ``x-should-retry: false`` tells the OpenAI SDKs
+    not to retry; freeing room (deleting records) or not storing does."""
+
+    status_code = 429
+    type = "insufficient_quota"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"x-should-retry": "false"}

@@ -22,7 +22,7 @@ logger = logging.getLogger("safework.server")
 
 
 def error_response(err: ErrorResponse) -> JSONResponse:
-    return JSONResponse(err.model_dump(), status_code=err.status_code)
+    return JSONResponse(err.model_dump(), status_code=err.status_code, headers=err.headers or None)
 
 
 def _error(status: int, message: str, type_: str, param: str | None = None, code=None):

@@ -55,6 +55,8 @@ class ErrorResponse(BaseModel):
 
     error: ErrorInfo
     status_code: int = Field(default=400, exclude=True)
+    headers: dict[str, str] = Field(default_factory=dict, exclude=True)
+    """Response headers beside the body (``Retry-After`` on a 429)."""
 
     @classmethod
     def of(cls, exc: Any) -> ErrorResponse:
@@ -67,6 +69,7 @@ class ErrorResponse(BaseModel):
                 code=getattr(exc, "code", None),
             ),
             status_code=exc.status_code,
+            headers=dict(getattr(exc, "headers", {})),
         )
 
 
