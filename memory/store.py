@@ -444,6 +444,14 @@ class MemoryStore(IndexUpkeep, RecordTransfer):
         with self._reader() as conn:
             return dict(conn.execute("SELECT name, records FROM tenants ORDER BY name").fetchall())
 
+    def usage(self) -> dict[str, tuple[int, int]]:
+        """Records and UTF-8 bytes of text (``TEXT_LIMITS``' fields) per tenant with records:
+        one pass over the table, for a server's quotas at startup."""
+        size = " + ".join(f"coalesce(length(CAST({f} AS BLOB)), 0)" for f in TEXT_LIMITS)
+        query = f"SELECT tenant, count(*), sum({size}) FROM corrections GROUP BY tenant"
+        with self._reader() as conn:
+            return {t: (int(n), int(b)) for t, n, b in conn.execute(query).fetchall()}
+
     def _records_by_seq(self, tenant: str, seqs: list[int]) -> dict[int, CorrectionRecord]:
         if not seqs:
             return {}

@@ -8,11 +8,17 @@ from typing import Any
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from safework.errors import RequestError
+from safework.memory.records import TEXT_LIMITS
 
 from ..chat.protocol import ChatCompletionRequest, ChatMessage
+from ..memory.quota import text_bytes
 from ..sampling import SamplingRequest
 
 MAX_REASONING_CHARS = 32_000
+"""``reasoning`` and ``edited_reasoning``: the page sends the reasoning it let the user edit."""
+MAX_ANSWER_CHARS = 16_000
+MAX_FEEDBACK_CHARS = 2_000
+"""Stored, never given to a model whole (recall shows 300-character excerpts): kept small."""
 
 
 class CotEditRequest(SamplingRequest):
@@ -27,10 +33,10 @@ class CotEditRequest(SamplingRequest):
         description="The user's corrected reasoning: a prefix the model continues from.",
     )
     answer: str | None = Field(
-        default=None, max_length=MAX_REASONING_CHARS, description="The answer the model gave."
+        default=None, max_length=MAX_ANSWER_CHARS, description="The answer the model gave."
     )
     feedback: str | None = Field(
-        default=None, max_length=4000, description="What the user says was wrong."
+        default=None, max_length=MAX_FEEDBACK_CHARS, description="What the user says was wrong."
     )
     remember: bool = Field(default=True, description="Store the correction in the memory.")
     max_completion_tokens: int | None = Field(default=None, ge=1)
@@ -60,11 +66,30 @@ class CotEditRequest(SamplingRequest):
     def _one_choice(self) -> CotEditRequest:
         if self.n != 1:
             raise ValueError("n must be 1 for /cot/edit")
+        limit = TEXT_LIMITS["question"]
+        if self.remember and len(self.question) > limit:
+            raise ValueError(
+                f"the question (the last user message) has {len(self.question)} characters; "
+                f"the memory stores questions of at most {limit}: shorten it or send "
+                "remember=false"
+            )
         return self
 
     @property
     def question(self) -> str:
         return next(m.text for m in reversed(self.messages) if m.role == "user")
+
+    @property
+    def mistake(self) -> str:
+        """What is stored as the record's ``reasoning``: the reasoning and the answer given."""
+        if self.answer:
+            return f"{self.reasoning}\nAnswer given: {self.answer}".strip()
+        return self.reasoning
+
+    def known_bytes(self, model: str) -> int:
+        """The least the stored record will weigh: the text this request brings (the model's
+        continuation and answer come on top)."""
+        return text_bytes(self.question, self.mistake, self.edited_reasoning, self.feedback, model)
 
     def chat_request(self) -> ChatCompletionRequest:
         """The conversation with the corrected reasoning as an open final assistant message."""

@@ -11,22 +11,26 @@ starting again. ``ContinueReasoning`` then
    tag), closes it and asks for the answer after it.
 
 The answer goes back as a ``chat.completion`` (or its stream) through the chat serving
-layer; with ``remember`` the correction is stored once the answer is complete, and the
-response (or the stream's last chunk) carries its ``memory_id``.
+layer; with ``remember`` room in the tenant's memory quota is reserved before anything is
+generated (``memory/quota.py``), the correction is stored once the answer is complete, and
+the response (or the stream's last chunk) carries its ``memory_id``.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
 
 from safework.engine.base import ChoiceDelta, Engine, EngineOutput, SamplingConfig
 from safework.engine.reasoning import CLOSE_TAG
 from safework.errors import RequestError
+from safework.memory.records import TEXT_LIMITS
 
 from ..chat.serving import ChatServing, FinishHook, Plan
 from ..config import DEFAULT_TENANT
+from ..memory.quota import Reservation
 from ..memory.serving import MemoryService
 from ..protocol import ErrorResponse
 from ..serving_common import check_model
@@ -93,6 +97,9 @@ class CotEditServing:
         self.memory = memory
 
     async def create(self, request: CotEditRequest, tenant: str = DEFAULT_TENANT) -> Any:
+        """The continued answer; with ``remember``, room in the tenant's memory quota is
+        reserved first (a full memory is a 429 before anything is generated)."""
+        reservation: Reservation | None = None
         try:
             model = check_model(request.model or self.chat.engine.model_id, self.chat.engine)
             if request.remember and self.memory is None:
@@ -102,32 +109,60 @@ class CotEditServing:
                     code="memory_off",
                 )
             chat_request = request.chat_request()
+            if request.remember and self.memory is not None:
+                reservation = self.memory.reserve(tenant, request.known_bytes(model))
         except RequestError as e:
             return ErrorResponse.of(e)
         messages = [m.to_template() for m in chat_request.messages]
         plan = Plan(ContinueReasoning(request.edited_reasoning), messages, route=ROUTE)
-        if request.remember:
-            plan.on_finish = self._store_hook(request, tenant, model)
-        return await self.chat.respond(chat_request, plan, model, tenant)
+        if reservation is not None:
+            plan.on_finish = self._store_hook(request, tenant, model, reservation)
+        try:
+            result = await self.chat.respond(chat_request, plan, model, tenant)
+        except BaseException:
+            if reservation is not None:
+                reservation.release()
+            raise
+        return holding(result, reservation) if reservation is not None else result
 
-    def _store_hook(self, request: CotEditRequest, tenant: str, model: str) -> FinishHook:
-        """Store the correction once the answer is complete; its id goes in the response."""
+    def _store_hook(
+        self, request: CotEditRequest, tenant: str, model: str, reservation: Reservation
+    ) -> FinishHook:
+        """Store the correction once the answer is complete; its id goes in the response.
+        What the model wrote is cut to the store's limits rather than refused after the work."""
         memory = self.memory
         assert memory is not None
 
         async def store(reasoning: str, content: str) -> dict[str, Any]:
-            mistake = request.reasoning
-            if request.answer:
-                mistake = f"{mistake}\nAnswer given: {request.answer}".strip()
+            corrected = reasoning.strip() or request.edited_reasoning
             record = await memory.remember(
                 tenant,
+                reservation,
                 question=request.question,
-                reasoning=mistake,
-                corrected_reasoning=reasoning.strip() or request.edited_reasoning,
-                answer=content.strip() or None,
+                reasoning=request.mistake,
+                corrected_reasoning=corrected[: TEXT_LIMITS["corrected_reasoning"]],
+                answer=content.strip()[: TEXT_LIMITS["answer"]] or None,
                 feedback=request.feedback,
                 model=model,
             )
             return {"memory_id": record.id}
 
         return store
+
+
+def holding(result: Any, reservation: Reservation) -> Any:
+    """``result`` with ``reservation`` given back once the request is over: at once for JSON
+    or an error, when a stream ends or is closed (a disconnect) for SSE."""
+    if not isinstance(result, AsyncIterator):
+        reservation.release()
+        return result
+
+    async def stream() -> AsyncIterator[str]:
+        async with aclosing(result):  # closing this closes the chat stream: it aborts at once
+            try:
+                async for data in result:
+                    yield data
+            finally:
+                reservation.release()
+
+    return stream()

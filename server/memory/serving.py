@@ -11,6 +11,8 @@ At inference ``recall`` finds the tenant's closest corrections to the question a
 mistake, the correction. A failing recall fails open (the answer goes on without hits; logged,
 counted in ``safework_memory_failures{op="recall"}``); a failing store is an
 ``UnavailableError`` (503), raised only when nothing was stored, so a retry never stores twice.
+Each tenant's records and bytes are held to ``max_records`` / ``max_bytes`` (``quota.py``):
+room is reserved before generating, so a full memory refuses before any work.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from safework.memory.store import CorrectionRecord, MemoryHit, MemoryStore
 
 from ..metrics import ServerMetrics
 from ..protocol import MemoryOptions
+from .quota import MemoryQuota, MiB, Reservation, record_bytes
 
 logger = logging.getLogger("safework.server")
 GUIDANCE_HEADER = (
@@ -49,10 +52,16 @@ class MemorySettings:
     min_similarity: float = 0.5
     hnsw_threshold: int = 20_000
     """Records per tenant from which the index is HNSW (approximate) instead of exact."""
+    max_records: int = 10_000
+    """Records one tenant may keep (``--memory-max-records``; 0: no limit)."""
+    max_bytes: int = 64 * MiB
+    """UTF-8 bytes of text one tenant may keep (``--memory-max-bytes``; 0: no limit)."""
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
             raise ConfigError("--memory-top-k must be at least 1")
+        if self.max_records < 0 or self.max_bytes < 0:
+            raise ConfigError("--memory-max-records and --memory-max-bytes must be >= 0 (0: none)")
         if not -1.0 <= self.min_similarity <= 1.0:
             raise ConfigError("--memory-min-similarity must lie in [-1, 1]")
 
@@ -95,6 +104,8 @@ class MemoryService:
         self.metrics = metrics
         for tenant, count in store.counts().items():
             metrics.count_memory_records(tenant, count)
+        self.quota = MemoryQuota(settings.max_records, settings.max_bytes, store.usage())
+        """Each tenant's records and bytes against ``max_records`` / ``max_bytes``."""
 
     @classmethod
     async def load(cls, settings: MemorySettings, metrics: ServerMetrics) -> MemoryService:
@@ -138,8 +149,16 @@ class MemoryService:
 
     # ------------------------------------------------------------------ records
 
-    async def remember(self, tenant: str, **fields: Any) -> CorrectionRecord:
-        """Store a correction; durable (committed) when this returns."""
+    def reserve(self, tenant: str, size: int) -> Reservation:
+        """Claim room for one record of at least ``size`` bytes before generating it; a
+        ``QuotaExceededError`` (429) when the tenant's memory is full."""
+        return self.quota.reserve(tenant, size)
+
+    async def remember(
+        self, tenant: str, reservation: Reservation | None = None, **fields: Any
+    ) -> CorrectionRecord:
+        """Store a correction; durable (committed) when this returns. It takes the place of
+        ``reservation`` in the tenant's quota (without one it is simply counted)."""
         try:
             record = await asyncio.to_thread(self.store.add, tenant, **fields)
         except ValueError as e:
@@ -153,6 +172,11 @@ class MemoryService:
                 code="memory_unavailable",
             ) from e
         self.metrics.count_memory_records(tenant, 1)
+        size = record_bytes(fields)
+        if reservation is not None:
+            reservation.commit(size)
+        else:
+            self.quota.added(tenant, size)
         return record
 
     async def get(self, tenant: str, record_id: str) -> CorrectionRecord:
@@ -162,9 +186,11 @@ class MemoryService:
         return record
 
     async def delete(self, tenant: str, record_id: str) -> None:
-        if not await asyncio.to_thread(self.store.delete, tenant, record_id):
+        record = await asyncio.to_thread(self.store.get, tenant, record_id)
+        if record is None or not await asyncio.to_thread(self.store.delete, tenant, record_id):
             raise not_found(record_id)
         self.metrics.count_memory_records(tenant, -1)
+        self.quota.removed(tenant, record_bytes(vars(record)))
 
     async def list(
         self, tenant: str, limit: int, after: str | None, contains: str | None
