@@ -198,6 +198,9 @@ def safework_argv(model: str, port: int, seed: int, dtype: str) -> list[str]:
         "--port",
         str(port),
         "--shared-memory",  # no keys here: keep the memory on, as when these numbers were taken
+        "--allow-ignore-eos",  # every request generates exactly --max-tokens, as on vLLM
+        "--max-concurrent-per-key",
+        "0",  # no keys: every request is one tenant; vLLM has no such limit either
         *engine_flags(model, seed, dtype),
     ]
 

@@ -23,6 +23,7 @@ from .completions.serving import CompletionServing
 from .config import ServerConfig
 from .cot.serving import CotEditServing
 from .errors import install_error_handlers
+from .limits import ConcurrencyLimiter, ConcurrencyLimitMiddleware, RequestLimits
 from .memory.serving import MemoryService
 from .metrics import ServerMetrics
 from .middleware import (
@@ -40,6 +41,8 @@ logger = logging.getLogger("safework.server")
 OPEN_PATHS = frozenset({"/health", "/"})
 """Served without an API key: the health check and the web page (with its assets under
 ``/ui/``)."""
+UNLIMITED_PATHS = OPEN_PATHS | {"/metrics"}
+"""Never refused by the per-key concurrency limit (nor are the web page's assets)."""
 
 EngineFactory = Callable[[ServerConfig], Engine]
 
@@ -52,6 +55,7 @@ def _vllm_engine(config: ServerConfig) -> Engine:
 
 def create_app(config: ServerConfig, engine_factory: EngineFactory = _vllm_engine) -> FastAPI:
     metrics = ServerMetrics()
+    limits = RequestLimits.of(config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -77,9 +81,10 @@ def create_app(config: ServerConfig, engine_factory: EngineFactory = _vllm_engin
             memory,
             config.reasoning_output,
             trust_request_chat_template=config.trust_request_chat_template,
+            limits=limits,
         )
         app.state.cot = CotEditServing(app.state.chat, memory)
-        app.state.completions = CompletionServing(engine, metrics, config.max_n)
+        app.state.completions = CompletionServing(engine, metrics, config.max_n, limits)
         app.state.moderations = ModerationServing(alignment)
         logger.info("serving %s (context %d tokens)", engine.model_id, engine.max_model_len)
         try:
@@ -103,8 +108,16 @@ def create_app(config: ServerConfig, engine_factory: EngineFactory = _vllm_engin
     app.include_router(router)
     if config.web_ui:
         mount_web(app)
-    # Added last = outermost: metrics, then the Host check, then auth, then the body limit.
+    # Added last = outermost: metrics, the Host check, auth, the per-key concurrency limit
+    # (it needs the tenant), then the body limit.
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
+    app.state.limiter = ConcurrencyLimiter(config.max_concurrent_per_key)
+    app.add_middleware(
+        ConcurrencyLimitMiddleware,
+        limiter=app.state.limiter,
+        open_paths=UNLIMITED_PATHS,
+        open_prefixes=(PREFIX + "/",),
+    )
     app.add_middleware(
         AuthMiddleware,
         api_keys=config.api_keys,

@@ -19,6 +19,7 @@ header names loopback are served (--allowed-host NAME adds a name).
 safework serve --model org/Model --tensor-parallel-size 4   # on GPUs
 safework serve --search-backend local:builtin --search-backend web=duckduckgo
 safework serve --reasoning-output think             # reasoning inline in <think> tags
+safework serve --max-concurrent-per-key 4 --max-tokens-cap 2048   # tighter per-key limits
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument(
         "--max-n", type=int, default=ServerConfig.max_n, help="largest `n` a request may ask for"
     )
+    add_limit_args(p)
     p.add_argument(
         "--value-model",
         action="append",
@@ -210,6 +212,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="only corrections at least this similar to the question (default %(default)s)",
     )
     p.add_argument(
+        "--memory-max-records",
+        type=int,
+        default=MemorySettings.max_records,
+        metavar="N",
+        help="corrections one tenant may keep; more is a 429 insufficient_quota before anything "
+        "is generated (default %(default)s; 0: no limit)",
+    )
+    p.add_argument(
+        "--memory-max-bytes",
+        type=int,
+        default=MemorySettings.max_bytes,
+        metavar="BYTES",
+        help="bytes of stored text one tenant may keep (default %(default)s = 64 MiB; 0: no limit)",
+    )
+    p.add_argument(
         "--reasoning-output",
         choices=list(FORMATS),
         default=ServerConfig.reasoning_output,
@@ -234,6 +251,40 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     EngineOptions.add_cli_args(p)
     p.set_defaults(func=run)
     return p
+
+
+def add_limit_args(p: argparse.ArgumentParser) -> None:
+    """Flags that bound what one request or one key may make the server do (``limits.py``)."""
+    p.add_argument(
+        "--max-concurrent-per-key",
+        type=int,
+        default=ServerConfig.max_concurrent_per_key,
+        metavar="N",
+        help="requests of one API key in flight at once; the next gets 429 with Retry-After "
+        "(default %(default)s; 0: no limit; without keys every client is one key)",
+    )
+    p.add_argument(
+        "--max-prompts-times-n",
+        type=int,
+        default=ServerConfig.max_prompts_times_n,
+        metavar="N",
+        help="most completions one /v1/completions request may ask: prompts × n (default "
+        "%(default)s)",
+    )
+    p.add_argument(
+        "--max-tokens-cap",
+        type=int,
+        default=None,
+        metavar="N",
+        help="most tokens one request may generate: asking more is a 400, asking nothing gets "
+        "at most N (default: the model's context length)",
+    )
+    p.add_argument(
+        "--allow-ignore-eos",
+        action="store_true",
+        help="accept the ignore_eos request field (generate exactly max_tokens: benchmarks); "
+        "off, it is a 400",
+    )
 
 
 def _calibration_mode(args: argparse.Namespace) -> CalibrationMode:
@@ -298,6 +349,8 @@ def memory_from_args(args: argparse.Namespace, authenticated: bool) -> MemorySet
         folder=args.memory_dir,
         top_k=args.memory_top_k,
         min_similarity=args.memory_min_similarity,
+        max_records=args.memory_max_records,
+        max_bytes=args.memory_max_bytes,
     )
 
 
@@ -322,6 +375,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         web_ui=not args.no_web_ui,
         trust_request_chat_template=args.trust_request_chat_template,
         metrics_admin_tenants=frozenset(args.metrics_admin),
+        max_concurrent_per_key=args.max_concurrent_per_key,
+        max_prompts_times_n=args.max_prompts_times_n,
+        max_tokens_cap=args.max_tokens_cap,
+        allow_ignore_eos=args.allow_ignore_eos,
         log_level=args.log_level,
     )
 

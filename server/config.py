@@ -156,6 +156,16 @@ class ServerConfig:
     metrics_admin_tenants: frozenset[str] = frozenset()
     """Tenants whose keys see series that name tenants at ``/metrics`` (``--metrics-admin``);
     every other key sees totals only."""
+    max_concurrent_per_key: int = 16
+    """Requests of one tenant in flight at once (``--max-concurrent-per-key``); the next is a
+    429 with ``Retry-After``. 0: no limit."""
+    max_prompts_times_n: int = 64
+    """Most choices of one text completion, prompts × ``n`` (``--max-prompts-times-n``)."""
+    max_tokens_cap: int | None = None
+    """Most tokens one request may generate (``--max-tokens-cap``); a request asking more is a
+    400, one asking nothing gets at most this. ``None``: the model's context is the bound."""
+    allow_ignore_eos: bool = False
+    """Accept the ``ignore_eos`` request field (``--allow-ignore-eos``); off, it is a 400."""
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -174,6 +184,7 @@ class ServerConfig:
         for pattern in self.allowed_hosts:
             if not _host_pattern_ok(pattern):
                 raise ConfigError(f"--allowed-host {pattern!r}: give a name, *.example.com or *")
+        self._check_limits()
         self.metrics_admin_tenants = frozenset(self.metrics_admin_tenants)
         unknown = self.metrics_admin_tenants - set(self.api_keys.values())
         if unknown:
@@ -181,6 +192,18 @@ class ServerConfig:
                 f"--metrics-admin {', '.join(sorted(unknown))}: no API key has this tenant; "
                 "give the admin a key with --api-key KEY:TENANT"
             )
+
+    def _check_limits(self) -> None:
+        if self.max_concurrent_per_key < 0:
+            raise ConfigError("--max-concurrent-per-key must be at least 0 (0: no limit)")
+        if self.max_prompts_times_n < self.max_n:
+            raise ConfigError(
+                f"--max-prompts-times-n {self.max_prompts_times_n} is less than --max-n "
+                f"{self.max_n}: one prompt could not ask for n={self.max_n}; raise it or lower "
+                "--max-n"
+            )
+        if self.max_tokens_cap is not None and self.max_tokens_cap < 1:
+            raise ConfigError("--max-tokens-cap must be at least 1")
 
     @staticmethod
     def keys_from_env() -> list[str]:

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from safework.engine.base import SamplingConfig, StructuredOutput
-from safework.errors import ContextLengthError
+from safework.errors import ContextLengthError, RequestError
 
 from .protocol import OpenAIBaseModel, SafeWorkOptions, StreamOptions
 
@@ -106,9 +106,18 @@ class SamplingRequest(OpenAIBaseModel):
 
 
 def resolve_max_tokens(
-    requested: int | None, prompt_tokens: int, max_model_len: int, param: str
+    requested: int | None,
+    prompt_tokens: int,
+    max_model_len: int,
+    param: str,
+    cap: int | None = None,
 ) -> int:
-    """Completion budget: the request's, checked against the context, else what is left."""
+    """Completion budget: the request's, checked against the server's ``cap``
+    (``--max-tokens-cap``) and the context, else what is left of the context, at most ``cap``.
+
+    >>> resolve_max_tokens(None, 10, 100, "max_tokens"), resolve_max_tokens(None, 10, 100, "x", 50)
+    (90, 50)
+    """
     room = max_model_len - prompt_tokens
     if room <= 0:
         raise ContextLengthError(
@@ -116,7 +125,13 @@ def resolve_max_tokens(
             f"has {prompt_tokens} tokens. Please shorten the prompt."
         )
     if requested is None:
-        return room
+        return room if cap is None else min(room, cap)
+    if cap is not None and requested > cap:
+        raise RequestError(
+            f"{param}={requested} is more than this server generates for one request ({cap} "
+            f"tokens); ask for at most {cap}.",
+            param=param,
+        )
     if requested > room:
         raise ContextLengthError(
             f"This model's maximum context length is {max_model_len} tokens. However, you "

@@ -36,6 +36,7 @@ from ..alignment import Alignment, check_profile, record_guidance, resolve_strat
 from ..config import DEFAULT_TENANT
 from ..fanout import FanOut
 from ..generation import Generation, Strategy, plain
+from ..limits import RequestLimits
 from ..memory.serving import MemoryService
 from ..memory.serving import guidance as memory_guidance
 from ..metrics import ServerMetrics
@@ -249,6 +250,7 @@ class ChatServing:
         reasoning_output: str = "fields",
         *,
         trust_request_chat_template: bool = False,
+        limits: RequestLimits | None = None,
     ) -> None:
         reasoning_format(reasoning_output)  # an unknown name fails here, at startup
         self.engine = engine
@@ -260,6 +262,8 @@ class ChatServing:
         self.reasoning_output = reasoning_output
         self.templates = TemplatePolicy(trust_request_templates=trust_request_chat_template)
         """What a request may send to the chat template (``engine/chat_template.py``)."""
+        self.limits = limits or RequestLimits()
+        """The max_tokens cap and ignore_eos policy (``limits.py``), for /cot/edit too."""
 
     def _plan(
         self,
@@ -328,6 +332,7 @@ class ChatServing:
         """Render, start the generation and answer in JSON or SSE (``/cot/edit`` too); the
         engine's prefix cache is the tenant's own (``tenant_cache_salt``)."""
         try:
+            self.limits.check_sampling(request)
             prompt = await self._render(request, plan.messages)
             for session in plan.searches:
                 session.in_reasoning = starts_in_reasoning(prompt)
@@ -337,6 +342,7 @@ class ChatServing:
                 len(prompt_ids),
                 self.engine.max_model_len,
                 "max_completion_tokens" if request.max_completion_tokens else "max_tokens",
+                self.limits.max_tokens_cap,
             )
             sampling = request.to_sampling_config(
                 max_tokens=max_tokens,

@@ -18,12 +18,14 @@ from safework.errors import EngineError, RequestError
 from ..config import DEFAULT_TENANT
 from ..fanout import merge
 from ..generation import Generation
+from ..limits import RequestLimits
 from ..metrics import ServerMetrics
 from ..protocol import ErrorResponse, UsageInfo, now, random_id
 from ..sampling import resolve_max_tokens
 from ..serving_common import (
     check_model,
     check_n,
+    check_token_ids,
     engine_failure,
     sse_data,
     sse_done,
@@ -96,10 +98,26 @@ class _ChoiceText:
 
 
 class CompletionServing:
-    def __init__(self, engine: Engine, metrics: ServerMetrics, max_n: int = 16) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        metrics: ServerMetrics,
+        max_n: int = 16,
+        limits: RequestLimits | None = None,
+    ) -> None:
         self.engine = engine
         self.metrics = metrics
         self.max_n = max_n
+        self.limits = limits or RequestLimits()
+        """prompts × n, the max_tokens cap and ignore_eos (``limits.py``)."""
+
+    def _requested_tokens(self, request: CompletionRequest) -> int | None:
+        """The request's ``max_tokens``; OpenAI's default of 16, when not sent, stays within
+        the server's cap (a cap below 16 never refuses a request that did not ask)."""
+        cap = self.limits.max_tokens_cap
+        if cap is None or request.max_tokens is None or "max_tokens" in request.model_fields_set:
+            return request.max_tokens
+        return min(request.max_tokens, cap)
 
     async def _prepare(self, request: CompletionRequest) -> list[_Prompt]:
         prompts = []
@@ -107,6 +125,7 @@ class CompletionServing:
             if isinstance(p, str):
                 prompts.append(_Prompt(p, await self.engine.tokenize(p, add_special_tokens=True)))
             else:
+                check_token_ids(p, self.engine.vocab_size)
                 prompts.append(_Prompt("", p))
         return prompts
 
@@ -118,11 +137,17 @@ class CompletionServing:
         try:
             model = check_model(request.model, self.engine)
             check_n(request.n, self.max_n)
+            self.limits.check_batch(len(request.prompts()), request.n)
+            self.limits.check_sampling(request)
             prompts = await self._prepare(request)
             request_id = random_id("cmpl")
             for i, p in enumerate(prompts):
                 max_tokens = resolve_max_tokens(
-                    request.max_tokens, len(p.token_ids), self.engine.max_model_len, "max_tokens"
+                    self._requested_tokens(request),
+                    len(p.token_ids),
+                    self.engine.max_model_len,
+                    "max_tokens",
+                    self.limits.max_tokens_cap,
                 )
                 sampling = request.to_sampling_config(
                     max_tokens=max_tokens,

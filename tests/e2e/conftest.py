@@ -147,6 +147,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteServer]:
         "--search-timeout", "2",
         "--calibration", str(home / "calibration.json"),
         "--memory-dir", str(home / "memory"),
+        "--allow-ignore-eos",  # the seed and disconnect tests generate past end-of-sequence
+        "--max-concurrent-per-key", "32",  # 16-wide tests: no 429 between a reply and its slot
     )  # fmt: skip
     try:
         yield remote

@@ -158,7 +158,8 @@ async def _post_all(url: str, bodies: list[dict[str, Any]], enough: asyncio.Even
 
 
 def test_acknowledged_corrections_survive_sigkill(tmp_path: Path) -> None:
-    args = ("--memory-dir", str(tmp_path / "memory"), "--no-alignment", "--no-search")
+    args = ("--memory-dir", str(tmp_path / "memory"), "--no-alignment", "--no-search",
+            "--max-concurrent-per-key", "0")  # fmt: skip  # all 50 posts in flight at the kill
     first = start_server(tmp_path, *args)
     bodies = [
         {**correction(f"Question number {i} about topic {i}?", "wrong", f"Right answer {i}."),
