@@ -16,8 +16,9 @@ name can point at ``127.0.0.1``, the LAN, or a cloud metadata service. ``SafeFet
   certificate is still verified against the name), so a DNS answer that changes between the
   check and the connection (DNS rebinding) cannot redirect it;
 - follows redirects itself, at most ``max_redirects``, checking and pinning each hop;
-- reads at most ``max_bytes`` (asking for no compression, and decompressing gzip or deflate
-  within the same cap), within ``timeout_s`` for the whole read, every hop included;
+- reads at most ``max_bytes`` (2 MiB; asking for no compression, and decompressing gzip or
+  deflate within the same cap), within ``timeout_s`` for the whole read, every hop included,
+  and keeps at most ``max_text_chars`` (200,000, what ``filtering.focus`` considers) of text;
 - ignores proxy settings from the environment (a proxy would resolve names itself).
 
 Then ``html_to_text`` turns HTML into plain text (scripts and styles dropped) in a thread.
@@ -37,6 +38,8 @@ from dataclasses import dataclass
 import httpx
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_TEXT_CHARS",
     "FetchRefused",
     "FetchTimeout",
     "Page",
@@ -52,6 +55,7 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 MAX_REDIRECTS = 5
 DEFAULT_MAX_BYTES = 2 * 1024 * 1024
+DEFAULT_MAX_TEXT_CHARS = 200_000
 USER_AGENT = "Mozilla/5.0 (compatible; SafeWork-search/1.0)"
 BLOCKED_NAMES = frozenset({"localhost", "metadata", "metadata.google.internal", "instance-data"})
 BLOCKED_SUFFIXES = (".localhost", ".local", ".internal", ".localdomain", ".home.arpa", ".lan")
@@ -157,12 +161,14 @@ class SafeFetcher:
         *,
         timeout_s: float = 10.0,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
         max_redirects: int = MAX_REDIRECTS,
         resolver: Resolver | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.timeout_s = timeout_s
         self.max_bytes = max_bytes
+        self.max_text_chars = max_text_chars
         self.max_redirects = max_redirects
         self._resolve = resolver or system_resolver
         self._client = httpx.AsyncClient(
@@ -253,6 +259,8 @@ class SafeFetcher:
             title, text = await asyncio.to_thread(html_to_text, text)
         else:
             title = ""
+        if len(text) > self.max_text_chars:
+            text, truncated = text[: self.max_text_chars], True
         return Page(url, title, text, truncated)
 
     async def _body(self, response: httpx.Response) -> tuple[bytes, bool]:

@@ -166,7 +166,8 @@ async def test_a_50_mb_page_is_read_only_up_to_the_cap() -> None:
         return httpx.Response(200, headers={"content-type": "text/plain"}, content=body())
 
     net = Net({"/big": big})
-    page = await net.fetcher(max_bytes=1_000_000).fetch("http://example.com/big")
+    fetcher = net.fetcher(max_bytes=1_000_000, max_text_chars=1_000_000)
+    page = await fetcher.fetch("http://example.com/big")
     assert page.truncated
     assert len(page.text) == 1_000_000
     assert sent < 1_200_000  # the rest was never read
