@@ -1,9 +1,14 @@
 """Web search through DuckDuckGo (the ``ddgs`` package): no API key, no index to build.
 
 ``ddgs`` is synchronous, so every call runs in a worker thread under ``asyncio.wait_for`` and
-the server's event loop never waits on the network. Timeouts and rate limits are retried with
-a short exponential backoff (``BackendContext.retries`` extra attempts); any other ``ddgs``
-failure, such as a machine without network, is a ``SearchError`` at once.
+the server's event loop never waits on the network. The threads are the backend's own
+(``threads.ThreadSlots``, ``threads`` of them, 4 by default), not the loop's default pool: a
+call that timed out keeps its slot until ``ddgs``'s own timeout (the same number of seconds,
+rounded up) ends its thread, and when every slot is taken a new search waits at most
+``slot_wait_s`` and then fails fast with a ``SearchError`` ("busy"), which the search
+strategy answers without. Timeouts and rate limits are retried with a short exponential
+backoff (``BackendContext.retries`` extra attempts); any other ``ddgs`` failure, such as a
+machine without network, is a ``SearchError`` at once.
 
 ``read(url)`` fetches a page's text, but only for urls this backend returned in earlier
 results to the same tenant (a bounded LRU per tenant, ``scoped``), so a model cannot make the
@@ -16,7 +21,7 @@ Spec: ``duckduckgo``; ``BackendContext.options``: ``region`` (default ``wt-wt``,
 and ``safesearch`` (``on``, ``moderate`` (default) or ``off``).
 
 Simplification: ``wait_for`` cannot stop a thread, so a call that timed out keeps its thread
-until ``ddgs``'s own timeout (the same number of seconds, rounded up) ends it.
+(and its slot) until ``ddgs``'s own timeout ends it.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from .base import (
     SearchTimeout,
 )
 from .net import SHARED_SCOPE, TenantSeen, TenantView, retry
+from .threads import PoolBusy, ThreadSlots
 from .webfetch import FetchRefused, FetchTimeout, SafeFetcher
 
 __all__ = ["DuckDuckGoBackend", "load_duckduckgo"]
@@ -47,6 +53,10 @@ __all__ = ["DuckDuckGoBackend", "load_duckduckgo"]
 SAFESEARCH = ("on", "moderate", "off")
 RETRYABLE = (TimeoutError, TimeoutException, RatelimitException)
 """What ``ddgs`` raises when a call may succeed if tried again: a timeout or a rate limit."""
+DEFAULT_THREADS = 4
+"""Threads for ``ddgs`` calls per backend; a hung call holds one until its own timeout."""
+SLOT_WAIT_S = 1.0
+"""How long a search waits for a free thread before it fails as busy."""
 NO_RESULTS = "No results found."
 """The message ``ddgs`` raises ``DDGSException`` with when a search simply matched nothing."""
 
@@ -82,6 +92,8 @@ class DuckDuckGoBackend(SearchBackend):
         backoff_s: float = 0.5,
         max_seen: int = 1024,
         fetcher: SafeFetcher | None = None,
+        threads: int = DEFAULT_THREADS,
+        slot_wait_s: float = SLOT_WAIT_S,
     ) -> None:
         if safesearch not in SAFESEARCH:
             raise ConfigError(
@@ -97,6 +109,8 @@ class DuckDuckGoBackend(SearchBackend):
         self._ddgs = ddgs_class or _real_ddgs()
         self._seen: TenantSeen[SearchResult] = TenantSeen(max_seen)
         self._fetcher = fetcher or SafeFetcher(timeout_s=timeout_s)
+        self._threads = ThreadSlots(threads, f"{name}-ddgs")
+        self.slot_wait_s = slot_wait_s
 
     def scoped(self, tenant: str) -> SearchBackend:
         return TenantView(self, tenant)
@@ -104,13 +118,23 @@ class DuckDuckGoBackend(SearchBackend):
     async def search(self, query: str, k: int) -> list[SearchResult]:
         return await self.search_for(SHARED_SCOPE, query, k)
 
+    async def search_many(self, queries: Sequence[str], k: int) -> list[list[SearchResult]]:
+        return await self.search_many_for(SHARED_SCOPE, queries, k)
+
     async def read(self, doc_id: str) -> Document:
         return await self.read_for(SHARED_SCOPE, doc_id)
 
     async def search_many_for(
         self, tenant: str, queries: Sequence[str], k: int
     ) -> list[list[SearchResult]]:
-        return list(await asyncio.gather(*(self.search_for(tenant, q, k) for q in queries)))
+        """The queries concurrently, but never more at once than the backend has threads."""
+        gate = asyncio.Semaphore(self._threads.size)
+
+        async def one(query: str) -> list[SearchResult]:
+            async with gate:
+                return await self.search_for(tenant, query, k)
+
+        return list(await asyncio.gather(*(one(q) for q in queries)))
 
     async def search_for(self, tenant: str, query: str, k: int) -> list[SearchResult]:
         """``search`` for one tenant: only that tenant may later read what it returns."""
@@ -147,6 +171,7 @@ class DuckDuckGoBackend(SearchBackend):
         return Document(id=doc_id, title=seen.title, text=page.text, url=doc_id)
 
     async def close(self) -> None:
+        self._threads.close()
         await self._fetcher.close()
 
     async def _call(self, what: str, work: Callable[[DDGSClient], Any]) -> Any:
@@ -154,12 +179,17 @@ class DuckDuckGoBackend(SearchBackend):
         client_timeout = max(1, math.ceil(self.timeout_s))
         attempts = self.retries + 1
 
+        def call() -> Any:
+            return work(self._ddgs(timeout=client_timeout))
+
         async def attempt() -> Any:
-            client = self._ddgs(timeout=client_timeout)
-            return await asyncio.wait_for(asyncio.to_thread(work, client), self.timeout_s)
+            running = self._threads.run(call, self.slot_wait_s)
+            return await asyncio.wait_for(running, self.timeout_s)
 
         try:
             return await retry(attempt, attempts, self.backoff_s, retry_on=RETRYABLE)
+        except PoolBusy as e:
+            raise SearchError(self.name, f"busy, try again shortly: {e}") from None
         except RETRYABLE as e:
             last = e
         except DDGSException as e:
