@@ -17,7 +17,7 @@ EXTRA  := $(if $(GPU),gpu,cpu)
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(EXTRA)
 
-.PHONY: install serve test lint format model value-models corpus calibration browser bench clean
+.PHONY: install serve test soak lint format model value-models corpus calibration browser bench clean
 
 install: $(STAMP)
 
@@ -86,6 +86,11 @@ format: install
 
 test: lint model value-models corpus calibration browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The reliability suite at length: 10 minutes of mixed multi-tenant traffic with dropped
+# streams, and 500 fuzzed requests per operation (`make test` runs 20 s and 25).
+soak: install
+	SAFEWORK_SOAK_S=600 SAFEWORK_FUZZ_EXAMPLES=500 $(BIN)/python -m pytest tests/reliability -s
 
 bench: model value-models corpus
 	$(BIN)/python bench/dtype.py

@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from safework.errors import EngineDeadError
+
 FinishReason = Literal["stop", "length", "abort"]
 
 
@@ -116,6 +118,8 @@ class Engine(abc.ABC):
     """The id clients use for this model (``/v1/models``)."""
     max_model_len: int
     """Context length: prompt plus completion tokens."""
+    vocab_size: int | None = None
+    """Token ids the model reads are ``0 .. vocab_size - 1``; ``None``: unknown, unchecked."""
     sampling_defaults: dict[str, Any] = {}  # noqa: RUF012 - replaced per instance, never mutated
     """Sampling settings the model's generation config recommends (e.g. temperature)."""
     control_tokens: tuple[str, ...] = ()
@@ -151,8 +155,16 @@ class Engine(abc.ABC):
         model continues it instead of starting a new turn.
         """
 
-    async def check_health(self) -> None:  # noqa: B027 - optional hook
-        """Raise if the engine can no longer serve requests."""
+    @property
+    def is_dead(self) -> bool:
+        """The engine can no longer serve and will not recover (vLLM: its engine core process
+        exited); the server then answers 503 and shuts down. Cheap: polled every second."""
+        return False
+
+    async def check_health(self) -> None:
+        """Raise if the engine can no longer serve requests (``EngineDeadError`` when dead)."""
+        if self.is_dead:
+            raise EngineDeadError()
 
     async def shutdown(self) -> None:  # noqa: B027 - optional hook
         """Release processes and memory."""

@@ -57,6 +57,13 @@ def _serving_dtype(options: EngineOptions, model_path: str, on_cpu: bool) -> str
     return faithful.faithful_cpu_dtype(model_path)
 
 
+def _vocab_size(model_config: Any, tokenizer: Any) -> int:
+    """Ids either the model's embedding or the tokenizer knows (a Qwen model has more rows
+    than tokens; a VLM's tokenizer has placeholders the language model lacks), the range
+    vLLM's own server accepts. Anything outside it would index past the embedding."""
+    return max(int(model_config.get_vocab_size()), int(tokenizer.max_token_id) + 1)
+
+
 class VLLMEngine(Engine):
     """``Engine`` on ``vllm.v1.engine.async_llm.AsyncLLM``."""
 
@@ -67,6 +74,7 @@ class VLLMEngine(Engine):
         # the dtype vLLM runs in ("float16"...), whoever chose it
         self.dtype = str(llm.model_config.dtype).removeprefix("torch.")
         self._tokenizer = llm.get_tokenizer()
+        self.vocab_size = _vocab_size(llm.model_config, self._tokenizer)
         self.control_tokens = tokenizer_control_tokens(self._tokenizer)
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="safework-tok")
         self._renderer = renderer or TemplateRenderer()

@@ -33,6 +33,26 @@ def check_n(n: int, max_n: int) -> None:
         )
 
 
+def check_token_ids(ids: list[int], vocab_size: int | None) -> None:
+    """A prompt given as token ids must name tokens the model has: an id past the embedding
+    would fail inside the engine, for every request in its batch.
+
+    >>> check_token_ids([0, 5], 6)
+    >>> check_token_ids([6], 6)
+    Traceback (most recent call last):
+    ...
+    safework.errors.RequestError: Token id 6 is out of the model's vocabulary (0..5).
+    """
+    if not ids or vocab_size is None:
+        return
+    bad = next((i for i in ids if not 0 <= i < vocab_size), None)
+    if bad is not None:
+        raise RequestError(
+            f"Token id {bad} is out of the model's vocabulary (0..{vocab_size - 1}).",
+            param="prompt",
+        )
+
+
 def engine_failure(exc: BaseException) -> RequestError | EngineError:
     """Turn an unexpected exception from the engine into an error to report (and log it)."""
     if isinstance(exc, RequestError | EngineError):

@@ -46,6 +46,7 @@ class FakeEngine(Engine):
     ) -> None:
         self.model_id = model_id
         self.max_model_len = max_model_len
+        self.vocab_size = 0x110000  # token ids are code points
         self.reply = reply
         self.step_delay = step_delay
         self.fail_after = fail_after
