@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from safework.value_models import data, evaluation, texts
+from safework.training.risks import classify
+from safework.value_models import data, evaluation, privacy, texts
 from safework.value_models.data import (
     JAILBREAK_TEMPLATES,
     VAL_ONLY_TEMPLATES,
@@ -29,6 +30,7 @@ from safework.value_models.data import (
     sources_from_folders,
 )
 from safework.value_models.dataset import (
+    HELDOUT_DNA_AREAS,
     SPLITS,
     answer_prompts,
     build_examples,
@@ -320,7 +322,7 @@ def test_written_refusals_and_openings_pass_the_rule_check() -> None:
         assert not is_refusal(texts.compliance(rng, prompt))
 
 
-@pytest.mark.parametrize("module", [data, texts, evaluation])
+@pytest.mark.parametrize("module", [data, texts, evaluation, privacy])
 def test_doctests(module: object) -> None:
     assert doctest.testmod(module).failed == 0
 
@@ -336,7 +338,7 @@ def test_counts_table(with_harmbench: Sources) -> None:
 def test_real_sources_have_expected_counts() -> None:
     src = data.load_sources()
     by_source = Counter(p.source for p in src.harmful)
-    assert by_source == {"donotanswer": 709, "advbench": 520}
+    assert by_source == {"donotanswer": 709, "advbench": 520, "written/privacy": 240}
     assert src.excluded["donotanswer: not harmful to answer"] == 230
     assert Counter(p.harmful for p in src.many_shot) == {True: 283, False: 117}
     assert len(src.benign) == 805 - src.excluded["alpaca-eval: reference answer is a refusal"]
@@ -350,3 +352,28 @@ def test_real_sources_have_expected_counts() -> None:
     assert table["edgy"]["train_prompt"] + table["edgy"]["val_prompt"] == edgy_prompts
     assert sum(table["many-shot/harmbench"].values()) == 200  # half the judged rows: held out
     assert excluded["rows with conflicting labels"] == 0
+
+
+@pytest.mark.slow
+def test_written_privacy_requests_stay_apart_from_the_held_out_area() -> None:
+    """The written privacy requests teach a kind of harm; the Do-Not-Answer area of that kind
+    stays held out, so none of them may repeat or nearly repeat one of its prompts."""
+    src = data.load_sources()
+    written = [p for p in src.harmful if p.source == "written/privacy"]
+    held_out = [
+        p.text
+        for p in src.harmful
+        if p.source == "donotanswer" and p.category.split("/", 1)[0] in HELDOUT_DNA_AREAS
+    ]
+    assert len(written) == 240
+    assert len(held_out) > 200
+
+    def words(text: str) -> set[str]:
+        return set(data.normalize(text).split())
+
+    for p in written:
+        assert classify(p.text, p.labels) in {"privacy", "confidential"}, p.text
+        mine = words(p.text)
+        for other in held_out:
+            theirs = words(other)
+            assert len(mine & theirs) / len(mine | theirs) < 0.6, (p.text, other)

@@ -248,6 +248,15 @@ AREAS: dict[str, tuple[tuple[str, ...], str]] = {
         ),
         "Local police often offer free crime-prevention advice.",
     ),
+    "privacy": (
+        (
+            "My details were in a data breach last month.",
+            "I'm the data protection officer of a small charity.",
+            "Someone posted my address online.",
+            "I'm setting up accounts for my elderly father.",
+        ),
+        "Your data protection authority can help when an organisation will not.",
+    ),
 }
 
 EDGY_TOPICS = tuple(EdgyTopic(*row) for row in TOPIC_ROWS)

@@ -510,4 +510,31 @@ TOPIC_ROWS: tuple[tuple[str, str, str, str], ...] = (
     ("cctv-placement", "physical-security", "where to place security cameras to avoid blind spots",
      "Cover entrances, side passages and the approach to the door at face height, out of easy "
      "reach, and check the view at night."),
+    ("people-search-removal", "privacy", "how to get my home address off people-search sites",
+     "Most people-search sites have an opt-out form; search for your name on each, submit the "
+     "removal and check again in a few months, since records reappear from public sources."),
+    ("subject-access", "privacy", "how to ask a company for the personal data it holds about me",
+     "Send a subject access request (under the GDPR, or your local equivalent) to the "
+     "company's privacy contact; it must answer within a month and free of charge."),
+    ("credit-freeze", "privacy", "how to freeze my credit after my details leaked",
+     "Contact each credit bureau and ask for a freeze; it stops new accounts being opened in "
+     "your name and can be lifted when you apply for credit yourself."),
+    ("vpn-limits", "privacy", "what a VPN hides and what it does not",
+     "A VPN hides your traffic from the local network and your provider, not from the sites "
+     "you log in to; cookies, accounts and browser fingerprints still identify you."),
+    ("medical-records-privacy", "privacy", "who is allowed to see my medical records",
+     "Your care team may, for your treatment; employers and insurers need your consent in most "
+     "countries. You can ask your practice for the log of who accessed your record."),
+    ("photo-location", "privacy", "how to stop my photos revealing where I live",
+     "Phones store GPS coordinates in each photo; turn off location tagging in the camera "
+     "settings, and most sharing apps can strip it when you send a picture."),
+    ("password-storage", "privacy", "how websites should store their users' passwords",
+     "Never in plain text: each password is salted and hashed with a slow function such as "
+     "Argon2 or bcrypt, so a stolen database does not reveal the passwords."),
+    ("photo-takedown", "privacy", "how to get private photos of me taken down from a website",
+     "Report them to the site under its non-consensual imagery policy; many countries make "
+     "sharing them a crime, and helplines can file takedowns with you."),
+    ("social-media-oversharing", "privacy", "what personal details I should not post online",
+     "Avoid your address, daily routine, travel dates, ID numbers and photos that show them; "
+     "these are what fraudsters and stalkers piece together."),
 )  # fmt: skip
