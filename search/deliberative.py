@@ -328,9 +328,10 @@ class DeliberativeSearch:
             return None
         sampling = SamplingConfig(max_tokens=budget, temperature=0.0, stop=["\n"], cache_salt=salt)
         text = ""
-        async for step in engine.generate(ids, sampling, f"{rid}-prior"):
-            text += "".join(d.text for d in step.choices if d.index == 0)
-            self.stats.generated_tokens += sum(len(d.token_ids) for d in step.choices)
+        async with contextlib.aclosing(engine.generate(ids, sampling, f"{rid}-prior")) as steps:
+            async for step in steps:
+                text += "".join(d.text for d in step.choices if d.index == 0)
+                self.stats.generated_tokens += sum(len(d.token_ids) for d in step.choices)
         return text.strip() or None
 
     async def __call__(
@@ -346,8 +347,10 @@ class DeliberativeSearch:
         try:
             opening = "" if self.in_reasoning else "<think>\n"
             yield EngineOutput(request_id, n_prompt, [ChoiceDelta(0, opening, [])], False)
-            async for out in self._turns(engine, prompt_ids, sampling, request_id):
-                yield out
+            turns = self._turns(engine, prompt_ids, sampling, request_id)
+            async with contextlib.aclosing(turns) as outputs:  # closed at once when we are
+                async for out in outputs:
+                    yield out
             answer = self._answer
             prior = None
             if prior_task is not None:
@@ -356,9 +359,8 @@ class DeliberativeSearch:
             yield self._final(request_id, n_prompt, answer, prior)
         finally:
             if prior_task is not None and not prior_task.done():
-                prior_task.cancel()
-                with contextlib.suppress(BaseException):
-                    await prior_task
+                prior_task.cancel()  # aborts the closed-book request
+                await asyncio.wait({prior_task})
 
     _answer: Answer  # set by _turns or _fallback before they return
 
@@ -390,8 +392,10 @@ class DeliberativeSearch:
             self.stats.turns += 1
             turn = _Turn()
             s = replace(turn_sampling, max_tokens=budget)
-            async for out in self._generate(engine, ids, s, f"{rid}-t{turn_no}", n_prompt, turn):
-                yield out
+            turn_stream = self._generate(engine, ids, s, f"{rid}-t{turn_no}", n_prompt, turn)
+            async with contextlib.aclosing(turn_stream) as outputs:
+                async for out in outputs:
+                    yield out
             self.segments.append(Segment(turn.text, generated=True))
             used += turn.tokens
             action = tags.next_action(turn.text)
@@ -408,8 +412,9 @@ class DeliberativeSearch:
             else:
                 break  # no action: the model ignored the protocol or ran out of room
         self.stats.fallback = True
-        async for out in self._fallback(engine, sampling, rid, n_prompt, used):
-            yield out
+        async with contextlib.aclosing(self._fallback(engine, sampling, rid, n_prompt, used)) as fb:
+            async for out in fb:
+                yield out
 
     async def _fallback(
         self, engine: Engine, sampling: SamplingConfig, rid: str, n_prompt: int, used: int
@@ -442,8 +447,10 @@ class DeliberativeSearch:
             structured=None,
         )
         turn = _Turn()
-        async for out in self._generate(engine, ids, s, f"{rid}-answer", n_prompt, turn):
-            yield out
+        answer_stream = self._generate(engine, ids, s, f"{rid}-answer", n_prompt, turn)
+        async with contextlib.aclosing(answer_stream) as outputs:
+            async for out in outputs:
+                yield out
         self.segments.append(Segment(turn.text, generated=True))
         yield self._insert("</answer>", n_prompt, rid)
         answer = self._make_answer(first_line(turn.text), turn, None)
@@ -485,10 +492,11 @@ class DeliberativeSearch:
         n = self.config.samples
         sampled = replace(s, n=n, temperature=max(s.temperature, 0.7), logprobs=None, seed=None)
         texts = [""] * n
-        async for step in engine.generate(ids, sampled, f"{rid}-agree"):
-            for d in step.choices:
-                texts[d.index] += d.text
-                self.stats.generated_tokens += len(d.token_ids)
+        async with contextlib.aclosing(engine.generate(ids, sampled, f"{rid}-agree")) as steps:
+            async for step in steps:
+                for d in step.choices:
+                    texts[d.index] += d.text
+                    self.stats.generated_tokens += len(d.token_ids)
         share = sum(answers_agree(answer.text, tags.strip_tags(t)) for t in texts) / n
         calibrated = self.calibration.calibrate("agreement", share) if self.calibration else None
         return replace(

@@ -33,6 +33,7 @@ exhaustive mode. ``max_steps`` bounds the K-candidate rounds.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -92,11 +93,9 @@ class _Cascade:
             if self.budget <= 0 or self.rounds >= self.cfg.max_steps:
                 yield self._release("", [], "length", {"type": "alignment.done"})
                 return
-            if self.need_k or self.failed is not None:
-                async for out in self._k_step():
-                    yield out
-            else:
-                async for out in self._stream():
+            phase = self._k_step() if self.need_k or self.failed is not None else self._stream()
+            async with contextlib.aclosing(phase) as outputs:  # closed at once when we are
+                async for out in outputs:
                     yield out
 
     # ------------------------------------------------------------------ output
@@ -203,8 +202,9 @@ class _Cascade:
                 if not ended and len(block) < self.interval:
                     continue
                 end = (finish or "stop") if ended else None
-                async for released in self._judge(block, end):
-                    yield released
+                async with contextlib.aclosing(self._judge(block, end)) as judged:
+                    async for released in judged:
+                        yield released
                 block = []
                 if self.failed is not None or ended:
                     return

@@ -19,6 +19,7 @@ step as soon as it is chosen. Settings: ``GuidanceConfig``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import zlib
 from collections.abc import AsyncIterator, Sequence
@@ -179,12 +180,13 @@ async def _collect(
     texts = [""] * sampling.n
     ids: list[list[int]] = [[] for _ in range(sampling.n)]
     ends: list[ChoiceDelta | None] = [None] * sampling.n
-    async for out in engine.generate(prompt, sampling, rid):
-        for d in out.choices:
-            texts[d.index] += d.text
-            ids[d.index].extend(d.token_ids)
-            if d.finish_reason is not None:
-                ends[d.index] = d
+    async with contextlib.aclosing(engine.generate(prompt, sampling, rid)) as stream:
+        async for out in stream:
+            for d in out.choices:
+                texts[d.index] += d.text
+                ids[d.index].extend(d.token_ids)
+                if d.finish_reason is not None:
+                    ends[d.index] = d
     return list(zip(texts, ids, ends, strict=True))
 
 

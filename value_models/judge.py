@@ -26,6 +26,7 @@ prompt (cached tokens included) reaches a client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import re
 import uuid
@@ -158,11 +159,13 @@ class JudgeValueModel(ValueModel):
         ids = await self.engine.tokenize(prompt)
         sampling = SamplingConfig(max_tokens=12, temperature=0.0, logprobs=20)
         text, first = "", None
-        async for out in self.engine.generate(ids, sampling, f"judge-{uuid.uuid4().hex}"):
-            for d in out.choices:
-                text += d.text
-                if first is None and d.logprobs:
-                    first = d.logprobs[0]
+        stream = self.engine.generate(ids, sampling, f"judge-{uuid.uuid4().hex}")
+        async with contextlib.aclosing(stream) as outputs:
+            async for out in outputs:
+                for d in out.choices:
+                    text += d.text
+                    if first is None and d.logprobs:
+                        first = d.logprobs[0]
         top = {t.token: t.logprob for t in (first.top if first else ())}
         if first is not None:
             top.setdefault(first.token, first.logprob)

@@ -400,6 +400,7 @@ class ChatServing:
         except (RequestError, EngineError) as e:
             return ErrorResponse.of(e)
         finally:
+            await gen.aclose()
             plan.record(self.metrics)
         choices = []
         extra: dict[str, Any] = {}
@@ -464,11 +465,11 @@ class ChatServing:
             )
             for _ in range(request.n)
         ]
-        for i in range(request.n):
-            role = DeltaMessage(role="assistant", content="")
-            yield chunk([ChatChunkChoice(index=i, delta=role)])
         events: list[dict[str, Any]] = []
         try:
+            for i in range(request.n):
+                role = DeltaMessage(role="assistant", content="")
+                yield chunk([ChatChunkChoice(index=i, delta=role)])
             async for out in gen.outputs():
                 events += out.events
                 # A choice may give several deltas in one step (reasoning, then answer): round k
@@ -502,7 +503,8 @@ class ChatServing:
             yield self._stream_error(plan, e)
         except Exception as e:  # anything else: still an error event and [DONE], not a cut
             yield self._stream_error(plan, engine_failure(e))
-        finally:
+        finally:  # also when the stream is closed at a yield (its client left): abort now
+            await gen.aclose()
             plan.record(self.metrics)
         yield sse_done()
 

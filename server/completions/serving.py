@@ -9,6 +9,7 @@ chat profiles (a text completion naming one is a 404).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -185,11 +186,14 @@ class CompletionServing:
             for _ in range(n)
         ]
         try:
-            async for p, out in merge([g.outputs() for g in gens]):
-                for d in out.choices:
-                    states[p * n + d.index].add(d, as_ids)
+            async with contextlib.aclosing(merge([g.outputs() for g in gens])) as merged:
+                async for p, out in merged:
+                    for d in out.choices:
+                        states[p * n + d.index].add(d, as_ids)
         except (RequestError, EngineError) as e:
             return ErrorResponse.of(e)
+        finally:
+            await _close_all(gens)
         choices = [state.choice(k) for k, state in enumerate(states)]
         return CompletionResponse(
             id=request_id, model=model, choices=choices, usage=self._usage(gens)
@@ -230,23 +234,31 @@ class CompletionServing:
                         for i in range(n)
                     ]
                 )
-            async for p, out in merge([g.outputs() for g in gens]):
-                choices = []
-                for d in out.choices:
-                    k = p * n + d.index
-                    choices.append(
-                        CompletionChoice(
-                            index=k,
-                            text=d.text,
-                            logprobs=legacy_logprobs(d, offsets[k], as_ids),
-                            finish_reason=d.finish_reason,
-                            stop_reason=d.stop_reason,
+            async with contextlib.aclosing(merge([g.outputs() for g in gens])) as merged:
+                async for p, out in merged:
+                    choices = []
+                    for d in out.choices:
+                        k = p * n + d.index
+                        choices.append(
+                            CompletionChoice(
+                                index=k,
+                                text=d.text,
+                                logprobs=legacy_logprobs(d, offsets[k], as_ids),
+                                finish_reason=d.finish_reason,
+                                stop_reason=d.stop_reason,
+                            )
                         )
-                    )
-                    offsets[k] += len(d.text)
-                yield chunk(choices)
+                        offsets[k] += len(d.text)
+                    yield chunk(choices)
             if request.include_usage:
                 yield chunk([], self._usage(gens))
         except (RequestError, EngineError) as e:
             yield ErrorResponse.of(e).model_dump_json()
+        finally:  # also when closed at a yield (its client left): abort what still runs
+            await _close_all(gens)
         yield sse_done()
+
+
+async def _close_all(gens: list[Generation]) -> None:
+    for g in gens:
+        await g.aclose()

@@ -18,6 +18,7 @@ the response (or the stream's last chunk) carries its ``memory_id``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import replace
@@ -55,14 +56,16 @@ class ContinueReasoning:
             sampling, stop=[CLOSE_TAG, *sampling.stop], include_stop_str_in_output=True
         )
         text, used, end = "", 0, None
-        async for out in engine.generate(prompt_ids, thinking, f"{request_id}-reason"):
-            for d in out.choices:
-                text += d.text
-                used += len(d.token_ids)
-                if d.finish_reason is not None:
-                    end = d
-                    d = ChoiceDelta(0, d.text, d.token_ids, d.logprobs)  # not finished yet
-                yield EngineOutput(request_id, n_prompt, [d], False)
+        reasoning = engine.generate(prompt_ids, thinking, f"{request_id}-reason")
+        async with contextlib.aclosing(reasoning) as outputs:  # closed (aborted) if we are
+            async for out in outputs:
+                for d in out.choices:
+                    text += d.text
+                    used += len(d.token_ids)
+                    if d.finish_reason is not None:
+                        end = d
+                        d = ChoiceDelta(0, d.text, d.token_ids, d.logprobs)  # not finished yet
+                    yield EngineOutput(request_id, n_prompt, [d], False)
         closed = end is not None and end.stop_reason == CLOSE_TAG
         if end is None or end.finish_reason == "length" or used >= sampling.max_tokens:
             yield self._finish(request_id, n_prompt, "length")
@@ -79,9 +82,11 @@ class ContinueReasoning:
             yield self._finish(request_id, n_prompt, "length")
             return
         answering = replace(sampling, max_tokens=budget)
-        async for out in engine.generate(context, answering, f"{request_id}-answer"):
-            for d in out.choices:
-                yield EngineOutput(request_id, n_prompt, [d], out.finished)
+        answer = engine.generate(context, answering, f"{request_id}-answer")
+        async with contextlib.aclosing(answer) as outputs:
+            async for out in outputs:
+                for d in out.choices:
+                    yield EngineOutput(request_id, n_prompt, [d], out.finished)
 
     @staticmethod
     def _finish(

@@ -20,9 +20,11 @@ risk is ``1 - score``, flagged below its threshold (configured, else its own, el
 appears as the category ``<name>`` (with ``<name>/<category>`` for per-category scores). An item
 is flagged when any classifier flags it.
 
-Sizes are checked before any model runs: at most ``MAX_INPUTS`` items, ``MAX_INPUT_CHARS`` per
-judged text and ``MAX_TOTAL_CHARS`` in all, each a 400 (``string_above_max_length``) naming the
-item; the body itself is capped by ``--max-body-bytes`` (413).
+Items are classified ``CHUNK`` at a time, so a client that disconnects (the request is then
+cancelled) leaves at most one chunk's scoring running in a worker thread. Sizes are checked
+before any model runs: at most ``MAX_INPUTS`` items, ``MAX_INPUT_CHARS`` per judged text and
+``MAX_TOTAL_CHARS`` in all, each a 400 (``string_above_max_length``) naming the item; the body
+itself is capped by ``--max-body-bytes`` (413).
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ MAX_INPUT_CHARS = 32_768
 """Longest text one item may judge (a prompt, or a response and its user turn, each)."""
 MAX_TOTAL_CHARS = 262_144
 """Most characters one request may judge, all items together."""
+CHUNK = 8
+"""Items classified per step: a request cancelled (its client left) stops after the step in
+progress, the only work left running in a worker thread, instead of classifying them all."""
 
 
 class ModerationServing:
@@ -56,8 +61,10 @@ class ModerationServing:
         max_inputs: int = MAX_INPUTS,
         max_input_chars: int = MAX_INPUT_CHARS,
         max_total_chars: int = MAX_TOTAL_CHARS,
+        chunk: int = CHUNK,
     ) -> None:
         self.alignment = alignment
+        self.chunk = chunk
         self.max_inputs = max_inputs
         self.max_input_chars = max_input_chars
         self.max_total_chars = max_total_chars
@@ -92,10 +99,12 @@ class ModerationServing:
             ModerationResult(flagged=False, categories={}, category_scores={}, safework={})
             for _ in items
         ]
-        if builtin is not None:
-            await asyncio.to_thread(self._builtin_verdicts, builtin, items, results)
-        if custom:
-            await self._custom_verdicts(custom, items, results)
+        for start in range(0, len(items), self.chunk):  # a cancelled request stops here
+            part = slice(start, start + self.chunk)
+            if builtin is not None:
+                await asyncio.to_thread(self._builtin_verdicts, builtin, items[part], results[part])
+            if custom:
+                await self._custom_verdicts(custom, items[part], results[part])
         for r in results:
             r.flagged = any(r.categories.values())
         names = [builtin[0]] if builtin else []
