@@ -2,11 +2,14 @@
 
 Nothing happens at import: the engine (vLLM by default) is created when the app starts, or
 injected by tests through ``engine_factory``. ``app.state`` holds the engine, metrics and
-the serving objects the routes call.
+the serving objects the routes call. Every service gets the engine wrapped in
+``ServedEngine``: its requests are aborted when their client leaves (``disconnect.py``) and
+its death answers 503 and stops the server (``lifecycle.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -22,7 +25,9 @@ from .chat.serving import ChatServing
 from .completions.serving import CompletionServing
 from .config import ServerConfig
 from .cot.serving import CotEditServing
+from .disconnect import CancelOnDisconnect
 from .errors import install_error_handlers
+from .lifecycle import EngineMonitor, Shutdown
 from .limits import ConcurrencyLimiter, ConcurrencyLimitMiddleware, RequestLimits
 from .memory.serving import MemoryService
 from .metrics import ServerMetrics
@@ -35,12 +40,17 @@ from .middleware import (
 from .moderations.serving import ModerationServing
 from .routes import router
 from .search import SearchService
+from .served_engine import ServedEngine
 from .web import PREFIX, mount_web
 
 logger = logging.getLogger("safework.server")
 OPEN_PATHS = frozenset({"/health", "/"})
 """Served without an API key: the health check and the web page (with its assets under
 ``/ui/``)."""
+GENERATION_PATHS = frozenset(
+    {"/v1/chat/completions", "/v1/completions", "/v1/moderations", "/cot/edit"}
+)
+"""Cancelled when their client disconnects (``disconnect.py``)."""
 UNLIMITED_PATHS = OPEN_PATHS | {"/metrics"}
 """Never refused by the per-key concurrency limit (nor are the web page's assets)."""
 
@@ -53,13 +63,21 @@ def _vllm_engine(config: ServerConfig) -> Engine:
     return VLLMEngine.create(config.engine)
 
 
-def create_app(config: ServerConfig, engine_factory: EngineFactory = _vllm_engine) -> FastAPI:
+def create_app(
+    config: ServerConfig,
+    engine_factory: EngineFactory = _vllm_engine,
+    shutdown: Shutdown | None = None,
+) -> FastAPI:
+    """The app; ``shutdown`` is how it stops its server when the engine dies (``safework
+    serve`` attaches uvicorn to it; without one the request is only recorded)."""
     metrics = ServerMetrics()
     limits = RequestLimits.of(config)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = engine_factory(config)
+        inner = engine_factory(config)
+        monitor = EngineMonitor(inner, app.state.shutdown)
+        engine: Engine = ServedEngine(inner, monitor)  # type: ignore[assignment]
         alignment = Alignment.load(
             config.value_models,
             LoadContext(engine=engine),
@@ -69,6 +87,7 @@ def create_app(config: ServerConfig, engine_factory: EngineFactory = _vllm_engin
         search = await SearchService.load(config.search, engine)
         memory = await MemoryService.load(config.memory, metrics) if config.memory else None
         app.state.engine = engine
+        app.state.monitor = monitor
         app.state.alignment = alignment
         app.state.search = search
         app.state.memory = memory
@@ -87,9 +106,11 @@ def create_app(config: ServerConfig, engine_factory: EngineFactory = _vllm_engin
         app.state.completions = CompletionServing(engine, metrics, config.max_n, limits)
         app.state.moderations = ModerationServing(alignment)
         logger.info("serving %s (context %d tokens)", engine.model_id, engine.max_model_len)
+        watchdog = asyncio.create_task(monitor.watch())
         try:
             yield
         finally:
+            watchdog.cancel()
             if memory is not None:
                 await memory.close()
             await search.close()
@@ -104,12 +125,15 @@ def create_app(config: ServerConfig, engine_factory: EngineFactory = _vllm_engin
     )
     app.state.config = config
     app.state.metrics = metrics
+    app.state.shutdown = shutdown or Shutdown()
     install_error_handlers(app)
     app.include_router(router)
     if config.web_ui:
         mount_web(app)
     # Added last = outermost: metrics, the Host check, auth, the per-key concurrency limit
-    # (it needs the tenant), then the body limit.
+    # (it needs the tenant), the body limit, then the cancellation of generation requests
+    # whose client left.
+    app.add_middleware(CancelOnDisconnect, paths=GENERATION_PATHS)
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
     app.state.limiter = ConcurrencyLimiter(config.max_concurrent_per_key)
     app.add_middleware(

@@ -1,21 +1,20 @@
 """Routes: the OpenAI endpoints, health and metrics. Each picks JSON or SSE, nothing more.
 
-Generation routes run under ``cancel_on_disconnect``: a client that goes away while a
-non-streaming completion is generated cancels it, which aborts the engine request. Streams
-get the same from ``EventSourceResponse``, which cancels the generator on disconnect.
+A client that goes away cancels its generation request, stream or not, and every engine
+request it started is aborted: ``disconnect.CancelOnDisconnect`` does it for these routes.
+Once the engine is dead, generation routes and ``/health`` answer 503 (``lifecycle.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Awaitable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette import EventSourceResponse
 
-from safework.errors import NotFoundError
+from safework.errors import EngineDeadError, EngineError, NotFoundError
 
 from .chat.protocol import ChatCompletionRequest
 from .completions.protocol import CompletionRequest
@@ -27,26 +26,14 @@ from .moderations.protocol import ModerationRequest
 from .protocol import ErrorResponse, ModelCard, ModelList
 
 router = APIRouter()
-T = TypeVar("T")
 
 
-async def _wait_for_disconnect(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
+async def engine_alive(request: Request) -> None:
+    """Refuse generation on a dead engine: 503, ``code: engine_dead``."""
+    request.app.state.monitor.ensure_alive()
 
 
-async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T | None:
-    """Run ``work``; if the client disconnects first, cancel it and return ``None``."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
-    try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-        if not task.done():
-            task.cancel()  # unwinds the generation, which aborts it in the engine
-            await asyncio.wait({task})
-    return None if task.cancelled() else task.result()
+ALIVE = [Depends(engine_alive)]
 
 
 def respond(result: Any) -> Response:
@@ -59,8 +46,17 @@ def respond(result: Any) -> Response:
 
 @router.get("/health")
 async def health(request: Request) -> Response:
-    await request.app.state.engine.check_health()
+    """200 while the engine serves; 503 (an OpenAI error body) once it is dead or fails its
+    check, as ``vllm serve``'s ``/health``."""
+    try:
+        await request.app.state.engine.check_health()
+    except EngineError as e:
+        return error_response(ErrorResponse.of(e if e.status_code == 503 else _unhealthy(e)))
     return Response(status_code=200)
+
+
+def _unhealthy(e: EngineError) -> EngineDeadError:
+    return EngineDeadError(f"The engine failed its health check: {e}")
 
 
 @router.get("/metrics")
@@ -89,18 +85,16 @@ def tenant(request: Request) -> str:
     return request.state.tenant
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", dependencies=ALIVE)
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
     work = request.app.state.chat.create(body, tenant(request))
-    result = await cancel_on_disconnect(request, work)
-    return respond(result) if result is not None else Response(status_code=499)
+    return respond(await work)
 
 
-@router.post("/cot/edit")
+@router.post("/cot/edit", dependencies=ALIVE)
 async def cot_edit(body: CotEditRequest, request: Request) -> Response:
     work = request.app.state.cot.create(body, tenant(request))
-    result = await cancel_on_disconnect(request, work)
-    return respond(result) if result is not None else Response(status_code=499)
+    return respond(await work)
 
 
 def _memory(request: Request) -> MemoryService:
@@ -139,13 +133,12 @@ async def delete_memory(memory_id: str, request: Request) -> MemoryDeleted:
     return MemoryDeleted(id=memory_id)
 
 
-@router.post("/v1/moderations")
+@router.post("/v1/moderations", dependencies=ALIVE)
 async def moderations(body: ModerationRequest, request: Request) -> Response:
     return respond(await request.app.state.moderations.create(body))
 
 
-@router.post("/v1/completions")
+@router.post("/v1/completions", dependencies=ALIVE)
 async def completions(body: CompletionRequest, request: Request) -> Response:
     work = request.app.state.completions.create(body, tenant(request))
-    result = await cancel_on_disconnect(request, work)
-    return respond(result) if result is not None else Response(status_code=499)
+    return respond(await work)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 import zlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -23,7 +24,7 @@ from safework.engine.base import (
     TokenLogprob,
     TopLogprob,
 )
-from safework.errors import EngineError
+from safework.errors import EngineDeadError, EngineError
 from safework.search.base import (
     Document,
     DocumentNotFound,
@@ -53,8 +54,24 @@ class FakeEngine(Engine):
         self.sampling_defaults: dict[str, Any] = {}
         self.requests: list[tuple[list[int], SamplingConfig]] = []
         self.aborted: list[str] = []
+        """Request ids passed to ``abort`` (the request stops at its next step)."""
         self.running: set[str] = set()
+        self.started: list[str] = []
+        self.finished: set[str] = set()
+        """Requests that streamed to their last step."""
+        self.closed: list[str] = []
+        """Requests whose stream was closed or cancelled before its last step, without an
+        ``abort``: the ``Engine`` contract makes that an abort too (vLLM aborts it)."""
         self.prompts: list[str] = []
+        self.dead = False
+
+    @property
+    def is_dead(self) -> bool:
+        return self.dead
+
+    def die(self) -> None:
+        """The engine process "exits": running and new requests raise ``EngineDeadError``."""
+        self.dead = True
 
     def reply_for(self, index: int) -> list[str]:
         """Words of choice ``index``: choice 0 is the reply, others are tagged with their index."""
@@ -64,12 +81,25 @@ class FakeEngine(Engine):
     async def generate(
         self, prompt_token_ids: list[int], sampling: SamplingConfig, request_id: str
     ) -> AsyncIterator[EngineOutput]:
+        if self.dead:
+            raise EngineDeadError("the fake engine is dead")
         self.requests.append((prompt_token_ids, sampling))
+        self.started.append(request_id)
         self.running.add(request_id)
+        done = False
         try:
             async for out in self._steps(prompt_token_ids, sampling, request_id):
+                if self.dead:
+                    raise EngineDeadError("the fake engine died")
+                if request_id not in self.running:  # aborted: the request stops
+                    return
+                done = out.finished
                 yield out
         finally:
+            if done:
+                self.finished.add(request_id)
+            elif request_id in self.running:
+                self.closed.append(request_id)
             self.running.discard(request_id)
 
     async def _steps(
@@ -124,6 +154,12 @@ class FakeEngine(Engine):
 
     async def abort(self, request_id: str) -> None:
         self.aborted.append(request_id)
+        self.running.discard(request_id)
+
+    def unended(self) -> list[str]:
+        """Started requests that were neither finished, aborted nor closed."""
+        ended = self.finished | set(self.aborted) | set(self.closed)
+        return [rid for rid in self.started if rid not in ended]
 
     async def tokenize(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
         return [ord(c) for c in text]
@@ -163,6 +199,30 @@ class KeywordValueModel(ValueModel):
 
 def load_fake_value_model(name: str, spec: str, arg: str, ctx: Any) -> KeywordValueModel:
     return KeywordValueModel(name, spec, arg)
+
+
+class SlowValueModel(ValueModel):
+    """Scores 0.9 after ``seconds`` per text of CPU-like work in a worker thread (spec
+    ``slow:SECONDS``), recording when it scored each text: a model that a cancelled request
+    must not wait for."""
+
+    def __init__(self, name: str, spec: str, seconds: float) -> None:
+        self.name, self.spec, self.seconds = name, spec, seconds
+        self.scored_at: list[float] = []
+        """``time.monotonic()`` at the end of every scored text."""
+
+    def _work(self, n: int) -> list[ValueScore]:
+        for _ in range(n):
+            time.sleep(self.seconds)
+            self.scored_at.append(time.monotonic())
+        return [ValueScore(self.name, 0.9) for _ in range(n)]
+
+    async def score(self, prompts: list[str], responses: list[str]) -> list[ValueScore]:
+        return await asyncio.to_thread(self._work, len(responses))
+
+
+def load_slow_value_model(name: str, spec: str, arg: str, ctx: Any) -> SlowValueModel:
+    return SlowValueModel(name, spec, float(arg))
 
 
 class StepEngine(FakeEngine):

@@ -1,0 +1,84 @@
+"""The engine as the server uses it: each request's engine work is tracked, and death noticed.
+
+Every service of the app (chat, completions, the strategies, ``judge:served``, search
+sessions) holds a ``ServedEngine`` around the configured engine, so for every engine request,
+whoever starts it:
+
+- it is recorded in the HTTP request's ``RequestScope`` (``disconnect.py``) from its first step
+  until its stream ends, so a client that disconnects leaves nothing running in the engine;
+  the stream is closed shielded from cancellation, since closing is what aborts it;
+- an ``EngineDeadError`` from the engine tells the ``EngineMonitor`` (``lifecycle.py``),
+  and once the engine is dead a new request is refused at once with that error (503).
+
+Everything else (attributes such as ``model_id``, tokenizing, chat templates) passes through
+unchanged. It is registered as a virtual ``Engine`` rather than a subclass so that no class
+default of ``Engine`` can hide the wrapped engine's own value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+
+from safework.engine.base import Engine, EngineOutput, SamplingConfig
+from safework.errors import EngineDeadError
+
+from .disconnect import current_scope
+from .lifecycle import EngineMonitor
+
+
+@Engine.register
+class ServedEngine:
+    """``engine`` with its requests tracked per HTTP request and its death reported."""
+
+    def __init__(self, engine: Engine, monitor: EngineMonitor) -> None:
+        self.inner = engine
+        self.monitor = monitor
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "inner":  # not set yet (copying): no recursion
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    @property
+    def is_dead(self) -> bool:
+        return self.monitor.dead or self.inner.is_dead
+
+    async def generate(
+        self, prompt_token_ids: list[int], sampling: SamplingConfig, request_id: str
+    ) -> AsyncIterator[EngineOutput]:
+        self.monitor.ensure_alive()
+        scope = current_scope()
+        if scope is not None:
+            scope.opened(self.inner, request_id)
+        stream = self.inner.generate(prompt_token_ids, sampling, request_id)
+        try:
+            async for out in stream:
+                yield out
+        except EngineDeadError:
+            self.monitor.report("a request found the engine dead")
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await _close(stream)
+            if scope is not None:
+                scope.ended(request_id)
+
+    async def abort(self, request_id: str) -> None:
+        try:
+            await self.inner.abort(request_id)
+        finally:
+            scope = current_scope()
+            if scope is not None:
+                scope.ended(request_id)
+
+    async def check_health(self) -> None:
+        await self.monitor.check()
+
+
+async def _close(stream: AsyncIterator[EngineOutput]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
