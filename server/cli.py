@@ -20,6 +20,9 @@ safework serve --model org/Model --tensor-parallel-size 4   # on GPUs
 safework serve --search-backend local:builtin --search-backend web=duckduckgo
 safework serve --reasoning-output think             # reasoning inline in <think> tags
 safework serve --max-concurrent-per-key 4 --max-tokens-cap 2048   # tighter per-key limits
+
+The command serves until stopped and exits 0; if the engine dies it answers 503 meanwhile, stops
+and exits 1, for a supervisor to restart it (``lifecycle.py``).
 """
 
 from __future__ import annotations
@@ -384,9 +387,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
+    """Serve until stopped; exit status 1 if the engine died (for a supervisor to restart)."""
     from .app import create_app
+    from .lifecycle import Shutdown, run_server
 
     try:
         config = config_from_args(args)  # flags and YAML are checked before any model loads
@@ -402,11 +405,12 @@ def run(args: argparse.Namespace) -> int:
         )
     if not config.api_keys and config.memory is None and not args.no_memory:
         log.info("no API keys: the correction memory is off (--shared-memory turns it on)")
-    uvicorn.run(
-        create_app(config),
+    shutdown = Shutdown()
+    return run_server(
+        create_app(config, shutdown=shutdown),
+        shutdown,
         host=config.host,
         port=config.port,
         log_level=config.log_level,
         timeout_graceful_shutdown=5,
     )
-    return 0

@@ -62,7 +62,7 @@ class Shutdown:
         if self._stop is None:
             logger.error("shutdown requested (%s), but no server is attached to stop", reason)
             return
-        logger.critical("shutting down: %s", reason)
+        logger.info("stopping the server (exit status %d): %s", exit_code, reason)
         self._stop()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -152,3 +153,22 @@ async def test_uvicorn_stops_and_the_exit_status_is_1(monkeypatch: pytest.Monkey
     engine.die()
     await asyncio.wait_for(serving, 5)
     assert exit_status(server, shutdown) == EXIT_ENGINE_DEAD
+
+
+def test_safework_serve_exits_with_the_servers_status(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``safework serve`` returns what ``run_server`` reports (1 after engine death), and the
+    app it serves stops through the same ``Shutdown``."""
+    from safework.cli import main
+
+    served: dict[str, Any] = {}
+
+    def fake_run_server(app: Any, shutdown: Shutdown, **options: Any) -> int:
+        served.update(app=app, shutdown=shutdown, **options)
+        shutdown.request(EXIT_ENGINE_DEAD, "the engine died")
+        return exit_status(SimpleNamespace(started=True), shutdown)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(lifecycle, "run_server", fake_run_server)
+    argv = ["serve", "--no-alignment", "--no-search", "--no-calibration", "--no-web-ui"]
+    assert main(argv) == EXIT_ENGINE_DEAD
+    assert served["app"].state.shutdown is served["shutdown"]
+    assert (served["host"], served["port"]) == ("127.0.0.1", 8000)
