@@ -63,6 +63,11 @@ def _vllm_engine(config: ServerConfig) -> Engine:
     return VLLMEngine.create(config.engine)
 
 
+def _owns_engine(model: object) -> bool:
+    """A value model that runs an engine of its own (``judge:MODEL``)."""
+    return bool(getattr(model, "owns_engine", False))
+
+
 def create_app(
     config: ServerConfig,
     engine_factory: EngineFactory = _vllm_engine,
@@ -84,6 +89,7 @@ def create_app(
             config.max_candidates,
             config.max_beam_width,
         )
+        monitor.others = [m.engine for m in alignment.models.values() if _owns_engine(m)]
         search = await SearchService.load(config.search, engine)
         memory = await MemoryService.load(config.memory, metrics) if config.memory else None
         app.state.engine = engine

@@ -4,7 +4,8 @@ When vLLM's engine core process exits, the API process cannot recover it: ``vllm
 down, and so does ``safework serve``. ``EngineMonitor`` learns of the death three ways: an
 ``EngineDeadError`` from any engine call (``ServedEngine`` reports it), ``/health`` asking the
 engine, and a watchdog that polls ``Engine.is_dead`` every ``interval_s`` (vLLM's API server
-polls every 5 s), for a death while no request runs. Then it
+polls every 5 s), for a death while no request runs; the watchdog also watches the engines
+of value models that run their own (``judge:MODEL``). Then it
 
 - answers every later generation request with a 503 OpenAI error (``code: engine_dead``),
   ``/health`` with 503, and ends running streams with that error event and ``[DONE]``;
@@ -71,6 +72,9 @@ class EngineMonitor:
 
     def __init__(self, engine: Engine, shutdown: Shutdown, interval_s: float | None = None) -> None:
         self.engine = engine
+        self.others: list[Engine] = []
+        """Engines the server owns besides the served one (a ``judge:MODEL`` value model's):
+        the watchdog stops the server when one of them dies too."""
         self.shutdown = shutdown
         self.interval_s = WATCHDOG_INTERVAL_S if interval_s is None else interval_s
         self.dead = False
@@ -87,6 +91,8 @@ class EngineMonitor:
         """Ask the engine (cheaply) whether it died; ``True`` if it is dead."""
         if not self.dead and self.engine.is_dead:
             self.report("the engine process exited")
+        elif not self.dead and any(e.is_dead for e in self.others):
+            self.report("a value model's engine process exited")
         return self.dead
 
     def ensure_alive(self) -> None:

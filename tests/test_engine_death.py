@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -18,9 +19,11 @@ import pytest
 from safework.engine.base import SamplingConfig
 from safework.server import ServerConfig, create_app, lifecycle
 from safework.server.lifecycle import EXIT_ENGINE_DEAD, Shutdown, build_server, exit_status
+from safework.value_models import registry
+from safework.value_models.registry import ValueModelEntry, ValueModelsConfig
 
 from .conftest import serve
-from .fakes import FakeEngine
+from .fakes import FakeEngine, KeywordValueModel
 from .sse import sse_payloads
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -172,3 +175,36 @@ def test_safework_serve_exits_with_the_servers_status(monkeypatch: pytest.Monkey
     assert main(argv) == EXIT_ENGINE_DEAD
     assert served["app"].state.shutdown is served["shutdown"]
     assert (served["host"], served["port"]) == ("127.0.0.1", 8000)
+
+
+class OwnEngineJudge(KeywordValueModel):
+    """A value model running an engine of its own, as ``judge:MODEL`` does."""
+
+    owns_engine = True
+
+    def __init__(self, name: str, spec: str, keyword: str) -> None:
+        super().__init__(name, spec, keyword)
+        self.engine = FakeEngine()
+
+
+def load_own_engine_judge(name: str, spec: str, arg: str, ctx: Any) -> OwnEngineJudge:
+    return OwnEngineJudge(name, spec, arg)
+
+
+def test_a_value_models_own_engine_dying_stops_the_server(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(lifecycle, "WATCHDOG_INTERVAL_S", 0.02)
+    monkeypatch.setitem(registry.LOADERS, "own", f"{__name__}:load_own_engine_judge")
+    models = ValueModelsConfig({"judge": ValueModelEntry("own:unsafe")})
+    with serve(FakeEngine(), value_models=models) as client:
+        assert client.get("/health").status_code == 200
+        client.app.state.alignment.models["judge"].engine.die()  # type: ignore[attr-defined]
+        shutdown = client.app.state.shutdown  # type: ignore[attr-defined]
+        for _ in range(100):
+            if shutdown.exit_code is not None:
+                break
+            time.sleep(0.01)
+        assert shutdown.exit_code == EXIT_ENGINE_DEAD
+        assert "value model" in shutdown.reason
+        assert_engine_dead(client.post("/v1/chat/completions", json={"messages": MESSAGES}))
