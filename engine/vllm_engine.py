@@ -64,7 +64,8 @@ def _vocab_size(model_config: Any, tokenizer: Any) -> int:
     """Ids either the model's embedding or the tokenizer knows (a Qwen model has more rows
     than tokens; a VLM's tokenizer has placeholders the language model lacks), the range
     vLLM's own server accepts. Anything outside it would index past the embedding."""
-    return max(int(model_config.get_vocab_size()), int(tokenizer.max_token_id) + 1)
+    top = getattr(tokenizer, "max_token_id", None)  # vLLM's tokenizers carry it
+    return max(int(model_config.get_vocab_size()), -1 if top is None else int(top) + 1)
 
 
 class VLLMEngine(Engine):

@@ -87,7 +87,10 @@ def test_vllm_receives_the_salt_in_the_prompt() -> None:
         )
 
     config = SimpleNamespace(
-        max_model_len=64, dtype="torch.float32", get_diff_sampling_param=lambda: {}
+        max_model_len=64,
+        dtype="torch.float32",
+        get_diff_sampling_param=lambda: {},
+        get_vocab_size=lambda: 1000,
     )
     llm = SimpleNamespace(model_config=config, get_tokenizer=lambda: None, generate=generate)
     engine = VLLMEngine(llm, "tiny")

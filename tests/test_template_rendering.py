@@ -46,7 +46,10 @@ def _tokenizer(template: str) -> Any:
 def _engine(template: str, renderer: TemplateRenderer) -> VLLMEngine:
     tokenizer = _tokenizer(template)
     config = SimpleNamespace(
-        max_model_len=512, dtype="torch.float32", get_diff_sampling_param=lambda: {}
+        max_model_len=512,
+        dtype="torch.float32",
+        get_diff_sampling_param=lambda: {},
+        get_vocab_size=lambda: 1000,
     )
     llm = SimpleNamespace(model_config=config, get_tokenizer=lambda: tokenizer)
     return VLLMEngine(llm, "tiny", renderer)
