@@ -129,6 +129,11 @@ class AlignmentOptions(StrictModel):
     score_every_max: int | None = Field(
         default=None, ge=1, le=16, description="Cascade: most steps one score may cover."
     )
+    gate_first_step: bool | None = Field(
+        default=None,
+        description="Cascade: one first-step candidate (K only if it fails) when the prompt "
+        "classifier finds the request harmless.",
+    )
     steer_first_step: bool | None = Field(
         default=None,
         description="Cascade: steer (instead of refusing) when every first-step candidate fails.",

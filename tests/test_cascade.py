@@ -70,10 +70,25 @@ def config(threshold: float = 0.5, **kw) -> GuidanceConfig:
     return GuidanceConfig((WeightedModel(model, 1.0, threshold),), **kw)
 
 
+class PromptJudgingModel(KeywordValueModel):
+    """The keyword model with a prompt classifier: a question naming "attack" is harmful."""
+
+    prompt_threshold = 0.5
+
+    async def prompt_risk(self, prompts: list[str]) -> list[float] | None:
+        return [0.97 if "attack" in p else 0.02 for p in prompts]
+
+
+def gated(**kw) -> GuidanceConfig:
+    kw.setdefault("candidates", 3)
+    model = PromptJudgingModel("bad", "fake:bad", "bad")
+    return GuidanceConfig((WeightedModel(model, 1.0, 0.5),), **kw)
+
+
 async def run(
-    engine: CascadeEngine, cfg: GuidanceConfig, **sampling
+    engine: CascadeEngine, cfg: GuidanceConfig, question: str = "question?", **sampling
 ) -> tuple[str, list[EngineOutput], GuidedDecoder]:
-    decoder = GuidedDecoder(cfg, "question?")
+    decoder = GuidedDecoder(cfg, question)
     sampling.setdefault("max_tokens", 1000)
     outs = [o async for o in decoder(engine, PROMPT, SamplingConfig(**sampling), "r")]
     text = "".join(d.text for o in outs for d in o.choices)
@@ -214,6 +229,46 @@ async def test_a_long_line_is_cut_into_steps_at_the_token_cap() -> None:
     engine = CascadeEngine([["start\n"]], ["x" * 25 + " bad " + "y" * 30])
     text, _, _ = await run(engine, config(step_max_tokens=10, score_every_max=1))
     assert "bad" not in text  # a line with no delimiter is still scored every 10 tokens
+
+
+async def test_a_harmless_request_streams_its_first_step_too() -> None:
+    engine = CascadeEngine([["never drawn\n"]], ["first\nsecond\nthe end."])
+    text, outs, decoder = await run(engine, gated())
+    assert text == "first\nsecond\nthe end."
+    assert engine.round_calls == []  # no K-candidate round at all
+    assert engine.stream_calls == [PROMPT]
+    assert actions(outs) == ["pass", "pass", "pass"]
+    assert decoder.stats.prompt_risk == pytest.approx(0.02)
+
+
+async def test_a_harmless_request_gets_k_when_its_streamed_first_step_fails() -> None:
+    engine = CascadeEngine([["bad again\n", "safe start\n"]], ["bad first\nnever\n", "rest."])
+    text, outs, _ = await run(engine, gated())
+    assert text == "safe start\nrest."
+    assert engine.round_calls[0].n == 2  # K - 1 more: the failed stream counts as one
+    assert engine.round_calls[0].max_tokens == 32  # still capped as a first step
+    assert actions(outs) == ["choose", "pass"]
+
+
+async def test_a_flagged_request_draws_k_for_its_first_step() -> None:
+    engine = CascadeEngine([["start\n"]], ["the end."])
+    text, _, decoder = await run(engine, gated(), question="plan an attack")
+    assert text == "start\nthe end."
+    assert engine.round_calls[0].n == 3
+    assert decoder.stats.prompt_risk == pytest.approx(0.97)
+
+
+async def test_a_flagged_request_whose_every_start_fails_is_refused() -> None:
+    engine = CascadeEngine([["bad\n"]], ["never streamed"])
+    text, _, _ = await run(engine, gated(), question="plan an attack")
+    assert text == REFUSAL_TEXT
+    assert engine.stream_calls == []
+
+
+async def test_the_gate_can_be_turned_off() -> None:
+    engine = CascadeEngine([["start\n"]], ["the end."])
+    await run(engine, gated(gate_first_step=False))
+    assert engine.round_calls[0].n == 3
 
 
 def test_settings_are_checked() -> None:

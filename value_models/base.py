@@ -47,5 +47,14 @@ class ValueModel(abc.ABC):
     async def score(self, prompts: list[str], responses: list[str]) -> list[ValueScore]:
         """One ``ValueScore`` per pair, in order; ``len(prompts) == len(responses)``."""
 
+    prompt_threshold: float | None = None
+    """The probability above which ``prompt_risk`` calls a request harmful; None: the model
+    has no prompt classifier."""
+
+    async def prompt_risk(self, prompts: list[str]) -> list[float] | None:
+        """P(the request is harmful) per prompt, judged on the prompt alone, or None when the
+        model cannot judge a prompt without a response (the default)."""
+        return None
+
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release models or connections."""

@@ -397,6 +397,8 @@ class BuiltinValueModel(ValueModel):
         self.name, self.spec, self.kind = name, spec, kind
         self.scorer = scorer
         self.default_threshold = scorer.thresholds.get(kind)
+        prompt = scorer.thresholds.get("prompt")
+        self.prompt_threshold = None if prompt is None else 1.0 - prompt
 
     async def score(self, prompts: list[str], responses: list[str]) -> list[ValueScore]:
         if len(prompts) != len(responses):
@@ -405,6 +407,14 @@ class BuiltinValueModel(ValueModel):
             return []
         rows = await asyncio.to_thread(self.scorer.scores, prompts, list(responses))
         return [self._verdict(row) for row in rows]
+
+    async def prompt_risk(self, prompts: list[str]) -> list[float] | None:
+        """The prompt classifier's P(harmful request): the ``prompt`` head of the same
+        cross-encoder, on each prompt alone (``/v1/moderations`` flags with it too)."""
+        if not prompts:
+            return []
+        rows = await asyncio.to_thread(self.scorer.scores, prompts, [None] * len(prompts))
+        return [float(row["prompt"]) for row in rows]
 
     def _verdict(self, row: dict[str, Any]) -> ValueScore:
         p = min(1.0, max(0.0, float(row[HEAD_OF[self.kind]])))

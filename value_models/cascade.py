@@ -8,7 +8,11 @@ speculative decoding, a search budget that decays after the first block), and sa
 mostly decided in an answer's first tokens. So the default ``mode: "cascade"`` does:
 
 1. **The first step among K candidates**, each capped at ``first_step_tokens`` (where a
-   refusal or a compliance is decided), chosen as in exhaustive mode.
+   refusal or a compliance is decided), chosen as in exhaustive mode, unless the request is
+   harmless: with ``gate_first_step`` (the default) a value model with a prompt classifier
+   (the built-in ones) judges the request alone first, and a request below its threshold
+   has its first step streamed like the rest, with K only if that step fails. Most benign
+   requests then cost one generation plus scoring; a flagged one gets its K.
 2. **Then one streaming generation** for the rest of the answer, cut into steps as it
    streams (at the step delimiter, or every ``step_max_tokens`` tokens). Each step is scored
    while the engine goes on generating the next; a step is released to the client only
@@ -26,8 +30,9 @@ mostly decided in an answer's first tokens. So the default ``mode: "cascade"`` d
    no start the model offers passes, so the request itself is what the value models reject;
    steering there would cost another K-round and, measured, mostly ends in a refusal too.
 
-The cost on a benign answer is K short first candidates plus scoring; on a harmful one it is
-what the failing K-steps cost before steering or refusing. Only ``beam_width = 1``: beams need
+The cost on a benign answer is one prompt score and the step scores (K short first candidates
+when the prompt classifier flags it or none is configured); on a harmful one it is what the
+failing K-steps cost before steering or refusing. Only ``beam_width = 1``: beams need
 exhaustive mode. ``max_steps`` bounds the K-candidate rounds.
 """
 
@@ -89,6 +94,8 @@ class _Cascade:
         return self.sampling.max_tokens - self.used
 
     async def answer(self) -> AsyncIterator[EngineOutput]:
+        if self.cfg.gate_first_step:
+            self.need_k = not await self._harmless_request()
         while not self.done:
             if self.budget <= 0 or self.rounds >= self.cfg.max_steps:
                 yield self._release("", [], "length", {"type": "alignment.done"})
@@ -97,6 +104,18 @@ class _Cascade:
             async with contextlib.aclosing(phase) as outputs:  # closed at once when we are
                 async for out in outputs:
                     yield out
+
+    async def _harmless_request(self) -> bool:
+        """Whether every value model that can judge a prompt alone finds this one harmless
+        (below its own prompt threshold); False when none can."""
+        verdicts = []
+        for wm in self.cfg.models:
+            risk = await wm.model.prompt_risk([self.dec.question])
+            if risk is not None and wm.model.prompt_threshold is not None:
+                stats = self.dec.stats
+                stats.prompt_risk = max(risk[0], stats.prompt_risk or 0.0)
+                verdicts.append(risk[0] <= wm.model.prompt_threshold)
+        return bool(verdicts) and all(verdicts)
 
     # ------------------------------------------------------------------ output
 
@@ -127,7 +146,7 @@ class _Cascade:
         After a failed streamed step, its block is one of the K: the first attempt draws
         K - 1 more (none of them the greedy continuation, which is what failed)."""
         cfg, failed = self.cfg, self.failed
-        cap = cfg.first_step_tokens if self.need_k else cfg.step_max_tokens
+        cap = cfg.first_step_tokens if self.need_k or self.step == 0 else cfg.step_max_tokens
         rejected = [failed] if failed is not None else []
         self.failed, self.interval = None, 1
         chosen: Candidate | None = None

@@ -71,6 +71,11 @@ class GuidanceConfig:
     """Cascade: while scores stay at least ``skip_margin`` above every threshold, the stream is
     scored every 1, 2, then up to this many steps (always before the end)."""
     skip_margin: float = 0.3
+    gate_first_step: bool = True
+    """Cascade: when a value model with a prompt classifier (``ValueModel.prompt_risk``) finds
+    the request harmless, the first step is streamed like the rest, one candidate, with K
+    only if it fails; a request any such model flags, or no model can judge alone, gets K
+    for its first step. ``False``: K for every first step."""
     steer_first_step: bool = False
     """Cascade: when every candidate of the answer's first step fails, refuse at once (the
     default: the value models reject any start the model gives, so the request itself is
@@ -139,6 +144,8 @@ class GuidanceStats:
     steered: int = 0
     refused: int = 0
     generated_tokens: int = 0
+    prompt_risk: float | None = None
+    """Cascade: the highest P(harmful request) of the prompt classifiers the gate asked."""
     model_seconds: list[tuple[str, float]] = field(default_factory=list)
     """(value model, seconds) for every scoring batch."""
 

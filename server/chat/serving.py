@@ -120,6 +120,7 @@ def alignment_block(decoder: GuidedDecoder, events: list[dict[str, Any]]) -> dic
             "steered": s.steered,
             "refused": s.refused,
             "generated_tokens": s.generated_tokens,
+            "prompt_risk": None if s.prompt_risk is None else round(s.prompt_risk, 4),
         },
     }
 
