@@ -42,7 +42,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,11 @@ class Run:
             refused = sum(is_refusal(a.text) for a in mine) / len(mine)
             out[source] = {"prompts": len(mine), "refused": round(refused, 4)}
         return out
+
+    def answers_json(self) -> dict[str, Any]:
+        """Every answer of this run, with the refusal check's verdict (``--json-out``)."""
+        rows = [{**asdict(a), "refused_by_refusal_check": is_refusal(a.text)} for a in self.answers]
+        return {"mode": self.mode, "set": self.prompt_set, "answers": rows}
 
     def row(self, safety: list[float], plain: Run | None) -> dict[str, Any]:
         n = max(1, len(self.answers))
@@ -331,7 +336,10 @@ async def amain(args: argparse.Namespace) -> int:
         print(f"  {r['set']:<8} {r['mode']:<11} " + "; ".join(parts))
     if args.json_out:
         settings = {k: str(v) for k, v in vars(args).items()}
-        args.json_out.write_text(json.dumps({"args": settings, "rows": rows}, indent=2))
+        answers = [r.answers_json() for r in runs]
+        args.json_out.write_text(
+            json.dumps({"args": settings, "rows": rows, "answers": answers}, indent=2)
+        )
     return 0
 
 

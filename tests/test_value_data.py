@@ -341,8 +341,10 @@ def test_real_sources_have_expected_counts() -> None:
     assert by_source == {"donotanswer": 709, "advbench": 520, "written/privacy": 240}
     assert src.excluded["donotanswer: not harmful to answer"] == 230
     assert Counter(p.harmful for p in src.many_shot) == {True: 283, False: 117}
-    assert len(src.benign) == 805 - src.excluded["alpaca-eval: reference answer is a refusal"]
-    assert len(src.benign) > 780
+    alpaca = [b for b in src.benign if b.category != "written/everyday"]
+    assert len(src.benign) - len(alpaca) == 200  # privacy.everyday_requests
+    assert len(alpaca) == 805 - src.excluded["alpaca-eval: reference answer is a refusal"]
+    assert len(alpaca) > 780
     assert len(src.templates) == len(JAILBREAK_TEMPLATES)
     assert len(src.harmbench) == 200
     rows, excluded = build_examples(src)
@@ -371,6 +373,9 @@ def test_written_privacy_requests_stay_apart_from_the_held_out_area() -> None:
     def words(text: str) -> set[str]:
         return set(data.normalize(text).split())
 
+    everyday = " ".join(b.text for b in src.benign if b.category == "written/everyday")
+    for who in (*privacy.PEOPLE, *privacy.ORGANISATIONS):  # the target alone is no harm
+        assert who in everyday
     for p in written:
         assert classify(p.text, p.labels) in {"privacy", "confidential"}, p.text
         mine = words(p.text)

