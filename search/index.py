@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -46,9 +46,7 @@ from safework.errors import ConfigError
 
 from .base import Document
 from .documents import corpus_files, load_corpus
-
-if TYPE_CHECKING:
-    from .local import LocalSettings
+from .local_settings import LocalSettings
 
 __all__ = [
     "INDEX_DIRNAME",
@@ -57,6 +55,7 @@ __all__ = [
     "Embedder",
     "LocalIndex",
     "index_dir_for",
+    "passage_key",
     "split_passages",
     "tokenize",
 ]
@@ -157,6 +156,15 @@ def _fingerprint(folder: Path, files: Sequence[Path]) -> str:
     return hashlib.sha256(json.dumps(entries).encode()).hexdigest()
 
 
+def passage_key(settings: LocalSettings) -> dict[str, Any]:
+    """The settings that change passages (a change rebuilds the whole index)."""
+    return {
+        "index_version": INDEX_VERSION,
+        "passage_words": settings.passage_words,
+        "overlap_words": settings.overlap_words,
+    }
+
+
 def index_dir_for(corpus: Path, cache: Path | None = None) -> Path:
     """``corpus/.safework-index``, or a folder in the cache when ``corpus`` is not writable."""
     corpus = Path(corpus)
@@ -249,7 +257,7 @@ class LocalIndex:
             return "no index yet"
         if manifest.get("fingerprint") != fingerprint:
             return "the corpus files changed"
-        if manifest.get("passages_key") != settings.passage_key():
+        if manifest.get("passages_key") != passage_key(settings):
             return "the passage settings changed"
         if manifest.get("doc_ids_sha256") != self._doc_ids_digest():
             return "the documents changed"
@@ -295,7 +303,7 @@ class LocalIndex:
             timings["passages"] = time.monotonic() - t0
             manifest: dict[str, Any] = {
                 "fingerprint": fingerprint,
-                "passages_key": settings.passage_key(),
+                "passages_key": passage_key(settings),
                 "doc_ids_sha256": self._doc_ids_digest(),
                 "corpus": str(self.corpus),
                 "files": len(corpus_files(self.corpus)),

@@ -3,7 +3,8 @@
 The folder holds ``.txt``, ``.md`` and ``.jsonl`` files, found recursively (``documents.py``
 reads them); ``local:builtin`` is the built-in corpus (``corpus.py``). Documents are split into
 passages of ~120 words, indexed for BM25 and in FAISS (``index.py``: built on first use and
-stored beside the corpus in ``PATH/.safework-index/``). Three retrieval modes rank passages:
+stored beside the corpus in ``PATH/.safework-index/``). Three retrieval modes rank passages
+(``local_settings.py`` holds the settings):
 
 - ``bm25``: BM25 over lower-cased, stopword-free, plural-stemmed words.
 - ``dense``: all-MiniLM-L6-v2 vectors (``engine/embedder.py``) searched in FAISS, exact up to
@@ -20,84 +21,18 @@ Options (``BackendContext.options``): ``mode`` (bm25|dense|hybrid), ``passage_wo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from safework.errors import ConfigError
 
 from .base import BackendContext, Document, DocumentNotFound, SearchBackend, SearchResult
-from .index import INDEX_VERSION, Embedder, LocalIndex
+from .index import Embedder, LocalIndex
+from .local_settings import MODES, LocalSettings
 
 __all__ = ["MODES", "LocalBackend", "LocalSettings", "load_local"]
 
-MODES = ("bm25", "dense", "hybrid")
 RRF_K = 60
-
-
-# --------------------------------------------------------------------------- settings
-
-
-@dataclass(frozen=True)
-class LocalSettings:
-    """How a local corpus is indexed and searched."""
-
-    mode: str = "hybrid"
-    passage_words: int = 120
-    """Target passage length in words; passages run up to 1.25x this to end at a paragraph."""
-    overlap_words: int = 20
-    """Words repeated from the end of one passage at the start of the next."""
-    hnsw_threshold: int = 200_000
-    """Passage count from which the dense index is HNSW (approximate) instead of exact."""
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ConfigError(f"local search mode {self.mode!r}: use one of {', '.join(MODES)}")
-        if self.passage_words < 10:
-            raise ConfigError(f"passage_words must be >= 10 (got {self.passage_words})")
-        if not 0 <= self.overlap_words < self.passage_words // 2:
-            raise ConfigError(
-                f"overlap_words must be >= 0 and under half of passage_words "
-                f"({self.passage_words}); got {self.overlap_words}"
-            )
-        if self.hnsw_threshold < 1:
-            raise ConfigError(f"hnsw_threshold must be >= 1 (got {self.hnsw_threshold})")
-
-    @classmethod
-    def from_options(cls, options: Mapping[str, str]) -> LocalSettings:
-        """Settings from ``key=value`` options; ConfigError names a bad value.
-
-        Keys this backend does not know are ignored: one option set serves every configured
-        backend (``--search-option region=de-de`` is for DuckDuckGo).
-        """
-        values: dict[str, Any] = {}
-        for f in fields(cls):
-            if f.name not in options:
-                continue
-            value = options[f.name]
-            if f.name == "mode":
-                values["mode"] = str(value)
-                continue
-            try:
-                values[f.name] = int(value)
-            except (TypeError, ValueError):
-                raise ConfigError(
-                    f"local search option {f.name}={value!r}: expected an integer"
-                ) from None
-        return cls(**values)
-
-    @property
-    def needs_dense(self) -> bool:
-        return self.mode in ("dense", "hybrid")
-
-    def passage_key(self) -> dict[str, Any]:
-        """The settings that change passages (a change rebuilds the whole index)."""
-        return {
-            "index_version": INDEX_VERSION,
-            "passage_words": self.passage_words,
-            "overlap_words": self.overlap_words,
-        }
 
 
 # --------------------------------------------------------------------------- the backend

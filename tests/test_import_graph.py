@@ -42,7 +42,6 @@ FORBIDDEN: dict[str, frozenset[str]] = {
 
 KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset(
     {
-        frozenset({"safework.search.index", "safework.search.local"}),
         frozenset({"safework.training.data", "safework.training.mix"}),
         frozenset({"safework.training.rl", "safework.training.rl_trainer"}),
         frozenset({"safework.training.sft", "safework.training.trainer"}),
