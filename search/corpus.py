@@ -35,11 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from safework.engine.debian import deb_asset_dir, fetch_deb_files
-from safework.engine.fetch import (
-    asset_dir,
+from safework.engine.fetch import asset_dir, fetch_wheel_files
+from safework.files import (
     cache_dir,
     clean_leftovers,
-    fetch_wheel_files,
     file_lock,
     lock_path_for,
     make_staging_dir,

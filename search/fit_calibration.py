@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from safework.engine.base import Engine
-from safework.engine.fetch import file_lock, lock_path_for
 from safework.errors import ConfigError
+from safework.files import file_lock, lock_path_for
 
 from .base import SearchBackend
 from .calibration import Method, calibration_path

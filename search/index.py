@@ -31,7 +31,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from safework.engine.fetch import (
+from safework.errors import ConfigError
+from safework.files import (
     cache_dir,
     clean_leftovers,
     file_lock,
@@ -42,7 +43,6 @@ from safework.engine.fetch import (
     replace_dir,
     write_json_atomic,
 )
-from safework.errors import ConfigError
 
 from .base import Document
 from .documents import corpus_files, load_corpus

@@ -25,6 +25,7 @@ import pytest
 
 from safework.engine import fetch
 from safework.engine.fetch import FetchError, WheelAsset, fetch_wheel_files, verify_files
+from safework.files import cache_dir
 
 PACKAGE = "demo-pkg"
 VERSION = "1.0"
@@ -102,10 +103,10 @@ def count_hashes(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
 
 def test_cache_dir_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("SAFEWORK_CACHE", str(tmp_path / "c"))
-    assert fetch.cache_dir() == tmp_path / "c"
+    assert cache_dir() == tmp_path / "c"
     monkeypatch.delenv("SAFEWORK_CACHE")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert fetch.cache_dir() == tmp_path / "home" / ".cache" / "safework"
+    assert cache_dir() == tmp_path / "home" / ".cache" / "safework"
 
 
 def test_fresh_fetch_extracts_members_and_writes_provenance(

@@ -26,8 +26,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from safework.engine.fetch import write_json_atomic
 from safework.errors import ConfigError
+from safework.files import write_json_atomic
 
 __all__ = [
     "RUN_FILE",

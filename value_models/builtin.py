@@ -42,7 +42,8 @@ from typing import Any
 
 import numpy as np
 
-from safework.engine.fetch import (
+from safework.errors import ConfigError
+from safework.files import (
     cache_dir,
     clean_leftovers,
     file_lock,
@@ -50,7 +51,6 @@ from safework.engine.fetch import (
     make_staging_dir,
     replace_dir,
 )
-from safework.errors import ConfigError
 
 from .base import ValueModel, ValueScore
 from .card import model_card

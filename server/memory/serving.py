@@ -110,7 +110,7 @@ class MemoryService:
     @classmethod
     async def load(cls, settings: MemorySettings, metrics: ServerMetrics) -> MemoryService:
         def open_store() -> MemoryStore:
-            from safework.engine.fetch import cache_dir
+            from safework.files import cache_dir
 
             folder = settings.folder or cache_dir() / "memory"
             encoder = default_encoder()
