@@ -19,7 +19,7 @@ import json
 import re
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,9 @@ from safework.training.data import (
     load_conversations,
     run_data,
 )
+from safework.training.data_config import RECIPE_NAMES
+from safework.training.math_cot import DEFAULT_MATH_MIX
+from safework.training.mix import RECIPES
 from safework.training.risks import RISKS
 from safework.value_models.data import normalize
 
@@ -268,7 +271,11 @@ def test_default_config_and_output_folder(tmp_path: Path) -> None:
     config = load_config(DataConfig, overrides=[f"cache={tmp_path}", "seed=3"])
     assert config.folder() == tmp_path / "datasets" / "cot-sft-seed3"
     assert (config.math_train, config.safety_train, config.benign_train) == (600, 400, 400)
-    assert all(f.metadata.get("help") for f in data_mod.dataclasses.fields(DataConfig))
+    assert all(f.metadata.get("help") for f in fields(DataConfig))
+
+
+def test_the_config_knows_every_recipe() -> None:
+    assert set(RECIPE_NAMES) == set(RECIPES)
 
 
 # --------------------------------------------------------------------------- the built dataset
@@ -341,7 +348,7 @@ def test_math_rows_score_with_reasoning_gym(built: Built) -> None:
     import reasoning_gym
 
     rows = [r for r in built.train + built.dev if r["task"] == "math"]
-    assert {r["meta"]["dataset"] for r in rows} == set(data_mod.DEFAULT_MATH_MIX)
+    assert {r["meta"]["dataset"] for r in rows} == set(DEFAULT_MATH_MIX)
     for row in rows:
         meta = row["meta"]
         _, answer = split_think(row["messages"][1]["content"])
@@ -424,7 +431,7 @@ def test_same_seed_same_bytes_other_seed_other_rows(env: Env, built: Built) -> N
     run_data(again)
     for name in ("train.jsonl", "dev.jsonl"):
         assert (again.folder() / name).read_bytes() == (built.folder / name).read_bytes()
-    reordered = dict(reversed(list(data_mod.DEFAULT_MATH_MIX.items())))
+    reordered = dict(reversed(list(DEFAULT_MATH_MIX.items())))
     run_data(env.config(output=env.cache.parent / "reordered", math_mix=reordered))
     assert (env.cache.parent / "reordered/train.jsonl").read_bytes() == (
         built.folder / "train.jsonl"

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from safework.errors import ConfigError
-from safework.training import data as data_mod
 from safework.training.data import load_conversations
+from safework.training.math_cot import DEFAULT_MATH_MIX
 from safework.training.mix import assign_groups, quotas
 
 # --------------------------------------------------------------------------- load_conversations
@@ -68,7 +68,7 @@ def test_load_conversations_reads_everything(tmp_path: Path) -> None:
 
 def test_quotas_and_group_assignment() -> None:
     assert quotas(7, {"a": 1, "b": 1, "c": 1}) == {"a": 3, "b": 2, "c": 2}
-    assert sum(quotas(600, data_mod.DEFAULT_MATH_MIX).values()) == 600
+    assert sum(quotas(600, DEFAULT_MATH_MIX).values()) == 600
     groups = [[f"g{g}r{r}" for r in range(3)] for g in range(4)]
     dev, train = assign_groups(groups, 4, 5)  # type: ignore[arg-type]
     assert dev == ["g0r0", "g0r1", "g0r2", "g1r0"]  # g1's other rows are left out

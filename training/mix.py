@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
@@ -43,12 +43,10 @@ from safework.value_models.data import normalize, parse_alpaca, parse_donotanswe
 from safework.value_models.texts import EDGY_TOPICS, edgy_prompts
 
 from .cot_texts import assistant_content, benign_turn, edgy_turn, math_turn, safety_turn
+from .data_config import DataConfig
 from .math_cot import GENERATOR_SETTINGS, SOLVERS, json_safe, score
 from .risks import ADVBENCH_MAIN_CATEGORIES, RISKS, classify
 from .sources import ALPACA_ASSET, DATA_ASSETS, PYRIT_ASSET
-
-if TYPE_CHECKING:
-    from .data import DataConfig
 
 __all__ = [
     "RECIPES",
@@ -434,7 +432,6 @@ RECIPES: dict[str, Callable[[DataConfig, Mapping[str, Path]], Mix]] = {"cot-sft"
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Build the default mix in memory; print one row per source and the counts."""
-    from .data import DataConfig
     from .sources import fetch_sources
 
     parser = argparse.ArgumentParser(description="Build the cot-sft mix; print samples.")

@@ -1,0 +1,124 @@
+"""``DataConfig``: the settings of ``safework-train data`` (``data.py`` builds, ``mix.py`` mixes).
+
+The config on its own, so the recipes (``mix.py``) and the builder (``data.py``) both read it
+and neither imports the other for it. ``RECIPE_NAMES`` are the keys of ``mix.RECIPES`` (a test
+keeps the two equal): the config checks a recipe name without importing the recipes.
+Importing this module is cheap (no torch, no reasoning-gym): ``--help`` reads it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from safework.errors import ConfigError
+from safework.files import cache_dir
+
+from .config import help_text
+from .math_cot import DEFAULT_MATH_MIX, SOLVERS
+
+__all__ = ["DATA_KEYS", "RECIPE_NAMES", "DataConfig", "default_output"]
+
+RECIPE_NAMES = ("cot-sft",)
+"""The built-in recipes (``mix.RECIPES``)."""
+DATA_KEYS = (
+    "recipe",
+    "seed",
+    "math_train",
+    "math_dev",
+    "safety_train",
+    "safety_dev",
+    "benign_train",
+    "benign_dev",
+    "edgy_fraction",
+    "math_mix",
+)
+"""The config keys that decide a dataset's rows (the others say where and how to write it)."""
+_SIZE_KEYS = DATA_KEYS[2:8]
+
+
+@dataclass
+class DataConfig:
+    """Settings of ``safework-train data`` (YAML file and/or KEY=VALUE overrides)."""
+
+    recipe: str = field(default="cot-sft", metadata=help_text("built-in recipe to build"))
+    output: Path | None = field(
+        default=None,
+        metadata=help_text("dataset folder (default: <cache>/datasets/<recipe>-seed<seed>)"),
+    )
+    cache: Path | None = field(
+        default=None,
+        metadata=help_text("cache root (default: $SAFEWORK_CACHE or ~/.cache/safework)"),
+    )
+    seed: int = field(default=0, metadata=help_text("seed of every choice (same seed, same data)"))
+    math_train: int = field(default=600, metadata=help_text("maths rows in train"))
+    math_dev: int = field(default=60, metadata=help_text("maths rows in dev"))
+    safety_train: int = field(default=400, metadata=help_text("harmful-prompt rows in train"))
+    safety_dev: int = field(default=60, metadata=help_text("harmful-prompt rows in dev"))
+    benign_train: int = field(default=400, metadata=help_text("benign rows in train"))
+    benign_dev: int = field(default=60, metadata=help_text("benign rows in dev"))
+    edgy_fraction: float = field(
+        default=0.25,
+        metadata=help_text("share of the benign rows that are edgy-benign (risky-sounding topics)"),
+    )
+    math_mix: dict[str, float] = field(
+        default_factory=lambda: dict(DEFAULT_MATH_MIX),
+        metadata=help_text("reasoning-gym dataset -> share of the maths rows"),
+    )
+    fetch_only: bool = field(
+        default=False, metadata=help_text("only fetch and verify the sources; build nothing")
+    )
+    overwrite: bool = field(
+        default=False, metadata=help_text("replace an existing, different dataset at output")
+    )
+
+    def check(self) -> None:
+        """Raise ``ConfigError`` naming the key to change."""
+        if self.recipe not in RECIPE_NAMES:
+            raise ConfigError(
+                f"recipe: unknown {self.recipe!r}; choose one of {sorted(RECIPE_NAMES)}"
+            )
+        for key in _SIZE_KEYS:
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ConfigError(f"{key}: must be a whole number >= 0, got {value!r}")
+        if not any(getattr(self, k) for k in _SIZE_KEYS if k.endswith("_train")):
+            raise ConfigError("math_train, safety_train, benign_train: all are 0; set one above 0")
+        if not 0.0 <= self.edgy_fraction <= 1.0:
+            raise ConfigError(f"edgy_fraction: must be between 0 and 1, got {self.edgy_fraction}")
+        self._check_mix()
+
+    def _check_mix(self) -> None:
+        if not isinstance(self.math_mix, dict) or not self.math_mix:
+            if self.math_train or self.math_dev:
+                raise ConfigError("math_mix: give at least one reasoning-gym dataset and weight")
+            return
+        for name, weight in self.math_mix.items():
+            if name not in SOLVERS:
+                raise ConfigError(
+                    f"math_mix: no step writer for {name!r}; choose among {sorted(SOLVERS)}"
+                )
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
+                raise ConfigError(f"math_mix.{name}: weight must be a number > 0, got {weight!r}")
+
+    def folder(self) -> Path:
+        """Where the dataset goes: ``output`` or the default folder in the cache."""
+        return (
+            self.output
+            if self.output is not None
+            else default_output(self.recipe, self.seed, self.cache)
+        )
+
+    def data_key(self) -> dict[str, Any]:
+        """The settings that decide the rows (``DATA_KEYS``), as JSON data."""
+        out = {key: getattr(self, key) for key in DATA_KEYS}
+        out["math_mix"] = {k: float(v) for k, v in self.math_mix.items()}
+        out["edgy_fraction"] = float(self.edgy_fraction)
+        return out
+
+
+def default_output(recipe: str, seed: int, cache: Path | None = None) -> Path:
+    """``<cache>/datasets/<recipe>-seed<seed>``."""
+    root = Path(cache) if cache is not None else cache_dir()
+    return root / "datasets" / f"{recipe}-seed{seed}"
