@@ -268,7 +268,8 @@ def run_trl(args: argparse.Namespace, ordered: Sequence[Any], out: Path) -> list
     from trl import GRPOConfig, GRPOTrainer
 
     from safework.engine.reasoning import starts_in_reasoning
-    from safework.training.sft import LLAMA_LINEAR, resolve_model
+    from safework.training.sft import resolve_model
+    from safework.training.sft_config import LLAMA_LINEAR
 
     model_dir = resolve_model(args.model)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

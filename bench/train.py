@@ -107,7 +107,8 @@ def run_trl(
     from trl import SFTConfig as TRLConfig
     from trl import SFTTrainer
 
-    from safework.training.sft import LLAMA_LINEAR, resolve_model
+    from safework.training.sft import resolve_model
+    from safework.training.sft_config import LLAMA_LINEAR
 
     model_dir = resolve_model(args.model)
     points: list[tuple[float, int]] = []
@@ -169,7 +170,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from safework.training.data import ensure_dataset, load_conversations
-    from safework.training.sft import bf16_supported
+    from safework.training.trainer import bf16_supported
 
     bf16 = bf16_supported() if args.precision is None else args.precision == "bf16"
     rows = load_conversations(ensure_dataset("cot-sft") / "train.jsonl")[: args.rows]

@@ -43,7 +43,7 @@ from typing import Any, Literal
 from safework.errors import ConfigError
 
 from .config import config_to_dict
-from .sft import RUN_SWITCHES, LoraSettings
+from .sft_config import RUN_SWITCHES, LoraSettings
 
 __all__ = ["STAGES", "CPGDSection", "LambdaSection", "RLConfig", "SearchSection", "train_rl"]
 
