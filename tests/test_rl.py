@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 import pytest
 
 from safework.engine.base import SamplingConfig
 from safework.errors import ConfigError
+from safework.search.deliberative import SearchConfig
 from safework.training.cli import main
 from safework.training.config import load_config
 from safework.training.rl import RLConfig, train_rl
+from safework.training.rl_config import SearchSection
 
 torch = pytest.importorskip("torch")
 
@@ -55,6 +58,16 @@ def _prompts(path: Path, labels: dict[str, int]) -> Path:
 def test_bad_settings_are_refused_before_any_compute(values: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_config(RLConfig, None, values)
+
+
+def test_search_section_fills_the_loops_config() -> None:
+    section = SearchSection(max_turns=2, read=False)
+    config = section.search_config()
+    assert (config.max_turns, config.read, config.top_k, config.prior_check) == (2, False, 3, False)
+    ours, loops = get_type_hints(SearchSection), get_type_hints(SearchConfig)
+    for f in fields(SearchSection):
+        if f.name != "backend":
+            assert ours[f.name] == loops[f.name], f.name
 
 
 def test_cli_reports_bad_input_without_a_traceback(capsys: pytest.CaptureFixture[str]) -> None:

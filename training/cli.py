@@ -172,7 +172,7 @@ class RLCommand(ConfigCommand):
     """``safework-train rl --stage NAME``: the stage flag is the config's ``stage`` key."""
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        from safework.training.rl import STAGES
+        from safework.training.rl_config import STAGES
 
         super().add_arguments(parser)
         parser.add_argument(

@@ -199,11 +199,16 @@ def _build(cls: type[T], values: Mapping[str, Any], prefix: str = "") -> T:
     return cls(**kwargs)
 
 
-def _check(config: Any) -> None:
+def _check(config: Any, prefix: str = "") -> None:
+    """Sections first, then ``config.check()``. A section whose check speaks ``ValueError`` (the
+    CPGD loss's settings, which the loss checks too) is reported as ``ConfigError("key: ...")``."""
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if dataclasses.is_dataclass(value) and not isinstance(value, type):
-            _check(value)
+            try:
+                _check(value, f"{prefix}{f.name}.")
+            except ValueError as exc:
+                raise ConfigError(f"{prefix}{f.name}: {exc}") from None
     check = getattr(config, "check", None)
     if callable(check):
         check()

@@ -42,9 +42,10 @@ gradients of micro-batches equal those of one large batch exactly.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
+
+from .rl_config import CPGDSettings
 
 __all__ = [
     "ADVANTAGE_KINDS",
@@ -57,7 +58,6 @@ __all__ = [
 ]
 
 ADVANTAGE_KINDS: tuple[str, ...] = ("group", "mean", "rloo", "batch")
-LOSS_NORMS: tuple[str, ...] = ("token", "sequence")
 
 
 def _grouped(values: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -126,30 +126,6 @@ def length_bonus(lengths: torch.Tensor, good: torch.Tensor, group_size: int) -> 
     safe_longest = torch.where(usable, longest, torch.zeros_like(longest))
     bonus = (safe_longest - length) / safe_span
     return torch.where(is_good & usable, bonus, torch.zeros_like(bonus)).reshape(-1)
-
-
-@dataclass
-class CPGDSettings:
-    """Hyper-parameters of ``cpgd_loss``."""
-
-    clip_eps: float = 0.2  # eps of the clipped log-ratio
-    alpha: float = 0.01  # weight of the policy-drift regulariser
-    drift_clip: float = 3.0  # c: the drift weight is clamp(r - 1, max=c)
-    kl_coef: float = 0.0  # optional k3 KL to a reference policy; 0 = off
-    loss_norm: str = "token"  # "token" or "sequence" (module docstring)
-
-    def check(self) -> None:
-        """Raise ValueError naming the first field out of range."""
-        if not 0.0 < self.clip_eps < 1.0:
-            raise ValueError(f"clip_eps must be in (0, 1), got {self.clip_eps}")
-        if self.alpha < 0.0:
-            raise ValueError(f"alpha must be >= 0, got {self.alpha}")
-        if self.drift_clip <= 0.0:
-            raise ValueError(f"drift_clip must be > 0, got {self.drift_clip}")
-        if self.kl_coef < 0.0:
-            raise ValueError(f"kl_coef must be >= 0, got {self.kl_coef}")
-        if self.loss_norm not in LOSS_NORMS:
-            raise ValueError(f"loss_norm must be one of {LOSS_NORMS}, got {self.loss_norm!r}")
 
 
 def _reduce(

@@ -1,4 +1,4 @@
-"""The RL loop behind ``safework-train rl`` (``rl.py`` holds its config and stages).
+"""The RL loop behind ``safework-train rl`` (``rl.py`` starts it; ``rl_config.py``: settings).
 
 One step: draw this step's prompts (a function of the step number, so a resumed run draws what
 the uninterrupted one would), roll out ``G`` completions each, score them, compute advantages,
@@ -30,7 +30,7 @@ from safework.errors import ConfigError
 
 from .checkpoint import read_state, trim_log
 from .distributed import dist_info
-from .rl import RLConfig
+from .rl_config import RLConfig
 from .rl_data import RLPrompt
 from .rl_scoring import Scoring
 from .rollout import PolicyEngine, Trajectory, sample_group, search_group
@@ -158,7 +158,7 @@ class RLRun(Scoring, SFTRun):
         return PolicyEngine(model, self.tokenizer, max_model_len=length)
 
     def _search_strategies(self, prompt: RLPrompt, n: int) -> list[Any]:
-        from safework.search.deliberative import DeliberativeSearch, SearchConfig
+        from safework.search.deliberative import DeliberativeSearch
 
         if self._search is None:
             from safework.search.base import BackendContext, load_backend
@@ -166,17 +166,7 @@ class RLRun(Scoring, SFTRun):
 
             s = self.rl.search
             backend = load_backend(s.backend, ctx=BackendContext(cache=self.rl.cache))
-            search_config = SearchConfig(
-                max_turns=s.max_turns,
-                top_k=s.top_k,
-                turn_max_tokens=s.turn_max_tokens,
-                answer_max_tokens=s.answer_max_tokens,
-                read=s.read,
-                info_max_chars=s.info_max_chars,
-                read_max_chars=s.read_max_chars,
-                prior_check=False,
-            )
-            self._search = (search_config, backend, default_encoder(self.rl.cache))
+            self._search = (s.search_config(), backend, default_encoder(self.rl.cache))
         search_config, backend, encoder = self._search
         return [
             DeliberativeSearch(search_config, backend, prompt.messages, prompt.question, encoder)
@@ -287,7 +277,7 @@ class RLRun(Scoring, SFTRun):
         from .cpgd import cpgd_loss
 
         rl = self.rl
-        settings = rl.cpgd.settings()
+        settings = rl.cpgd
         micro = rl.micro_batch_size
         # same-length neighbours share micro-batches; the mini-batch split is seeded per step
         samples = sorted(samples, key=lambda s: len(s[0].prompt_ids) + len(s[0].completion_ids))
