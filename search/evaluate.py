@@ -18,12 +18,12 @@ from typing import Any, Protocol
 from tqdm.auto import tqdm
 
 from safework.engine.base import Engine, SamplingConfig
+from safework.engine.embedder import Encoder
 
 from .base import SearchBackend
 from .calibration import Calibration, CalibrationMap, Method, answer_probability
 from .calibration import expected_calibration_error as ece
 from .deliberative import DeliberativeSearch, SearchConfig
-from .filtering import TextEncoder
 from .prompts import first_line, protocol_messages
 
 
@@ -68,7 +68,7 @@ async def _bounded(coros: Sequence[Any], concurrency: int, desc: str | None = No
 async def answer_with_search(
     engine: Engine,
     backend: SearchBackend,
-    encoder: TextEncoder,
+    encoder: Encoder,
     items: Sequence[Question],
     config: SearchConfig,
     *,
@@ -185,7 +185,7 @@ def apply_calibration(calibration: Calibration, results: Sequence[QAResult]) -> 
 async def calibrate(
     engine: Engine,
     backend: SearchBackend,
-    encoder: TextEncoder,
+    encoder: Encoder,
     dev: Sequence[Question],
     test: Sequence[Question],
     config: SearchConfig,

@@ -20,9 +20,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 import numpy as np
+
+from safework.engine.embedder import Encoder
 
 from .answers import answers_agree, supported_by
 from .base import SearchResult
@@ -34,17 +35,10 @@ __all__ = [
     "INJECTION_MARK",
     "RelevanceFilter",
     "ScoredResult",
-    "TextEncoder",
     "contradiction_note",
     "focus",
     "neutralise",
 ]
-
-
-class TextEncoder(Protocol):
-    """What relevance needs from an embedder: unit-norm vectors, one row per text."""
-
-    def encode(self, texts: Sequence[str]) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -56,7 +50,7 @@ class ScoredResult:
 class RelevanceFilter:
     """Keeps results whose title + snippet embed close enough to the query."""
 
-    def __init__(self, encoder: TextEncoder, min_similarity: float = 0.25) -> None:
+    def __init__(self, encoder: Encoder, min_similarity: float = 0.25) -> None:
         self.encoder = encoder
         self.min_similarity = min_similarity
 
@@ -123,7 +117,7 @@ def focus(
     text: str,
     query: str,
     max_chars: int,
-    encoder: TextEncoder,
+    encoder: Encoder,
     chunk_chars: int = 500,
     *,
     max_chunks: int = FOCUS_MAX_CHUNKS,

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from safework.engine.base import Engine
+from safework.engine.embedder import Encoder
 from safework.errors import ConfigError
 from safework.files import file_lock, lock_path_for
 
@@ -44,7 +45,6 @@ from .calibration import Method, calibration_path
 from .corpus import QAItem, element_qa, split_qa
 from .deliberative import SearchConfig
 from .evaluate import calibrate
-from .filtering import TextEncoder
 
 __all__ = [
     "DEFAULT_QUESTIONS",
@@ -102,7 +102,7 @@ def calibration_questions(
 async def fit_and_save(
     engine: Engine,
     backend: SearchBackend,
-    encoder: TextEncoder,
+    encoder: Encoder,
     path: Path,
     recipe: FitRecipe = FitRecipe(),
     *,
@@ -149,7 +149,7 @@ async def _locked(path: Path) -> AsyncIterator[None]:
 async def ensure_calibration(
     engine: Engine,
     backend: SearchBackend,
-    encoder: TextEncoder,
+    encoder: Encoder,
     path: Path | None = None,
     recipe: FitRecipe = FitRecipe(),
     *,

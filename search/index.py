@@ -27,10 +27,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from safework.engine.embedder import MINILM_ASSET, Encoder
 from safework.errors import ConfigError
 from safework.files import (
     cache_dir,
@@ -52,7 +53,6 @@ __all__ = [
     "INDEX_DIRNAME",
     "INDEX_VERSION",
     "TOKENIZER",
-    "Embedder",
     "LocalIndex",
     "index_dir_for",
     "passage_key",
@@ -68,12 +68,6 @@ INDEX_VERSION = 1
 EMBED_CHUNK = 1024
 BLAS_THRESHOLD = 20
 """FAISS skips BLAS below 128000 queries by default; batched flat search is ~7x faster with it."""
-
-
-class Embedder(Protocol):
-    dim: int
-
-    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray: ...
 
 
 # --------------------------------------------------------------------------- passages and tokens
@@ -175,12 +169,10 @@ def index_dir_for(corpus: Path, cache: Path | None = None) -> Path:
     return root / "indexes" / f"{corpus.name}-{digest}"
 
 
-def _embedder_name(embedder: Embedder) -> str:
+def _embedder_name(embedder: Encoder) -> str:
     name = getattr(embedder, "name", None)
     if isinstance(name, str):
         return name
-    from safework.engine.embedder import MINILM_ASSET
-
     max_tokens = getattr(embedder, "max_tokens", "?")
     return f"all-MiniLM-L6-v2 ({MINILM_ASSET.requirement}, max_tokens={max_tokens})"
 
@@ -214,7 +206,7 @@ class LocalIndex:
         settings: LocalSettings,
         *,
         index_dir: Path | None = None,
-        embedder: Callable[[], Embedder] | None = None,
+        embedder: Callable[[], Encoder] | None = None,
         cache: Path | None = None,
         rebuild: bool = False,
     ) -> LocalIndex:
@@ -266,9 +258,7 @@ class LocalIndex:
     def _doc_ids_digest(self) -> str:
         return hashlib.sha256("\n".join(d.id for d in self.docs).encode()).hexdigest()
 
-    def _dense_stale(
-        self, settings: LocalSettings, embedder: Callable[[], Embedder] | None
-    ) -> bool:
+    def _dense_stale(self, settings: LocalSettings, embedder: Callable[[], Encoder] | None) -> bool:
         info = self.manifest.get("dense")
         if not info or not (self.index_dir / "dense.faiss").is_file():
             return True
@@ -283,7 +273,7 @@ class LocalIndex:
         self,
         fingerprint: str,
         settings: LocalSettings,
-        embedder: Callable[[], Embedder] | None,
+        embedder: Callable[[], Encoder] | None,
     ) -> None:
         """Build passages and BM25 (and dense, if the mode needs it) into a fresh folder."""
         staging = make_staging_dir(self.index_dir)
@@ -350,7 +340,7 @@ class LocalIndex:
         self.built.append("bm25")
 
     def _write_dense(
-        self, folder: Path, settings: LocalSettings, embedder: Embedder, manifest: dict[str, Any]
+        self, folder: Path, settings: LocalSettings, embedder: Encoder, manifest: dict[str, Any]
     ) -> dict[str, Any]:
         """Embed every passage and write ``dense.faiss`` into ``folder``; return its record."""
         import faiss
@@ -379,7 +369,7 @@ class LocalIndex:
         log.info("dense index (%s, %d x %d) built in %.1f s", kind, n, embedder.dim, seconds)
         return {"kind": kind, "embedder": _embedder_name(embedder), "dim": embedder.dim}
 
-    def _add_dense(self, settings: LocalSettings, embedder: Callable[[], Embedder] | None) -> None:
+    def _add_dense(self, settings: LocalSettings, embedder: Callable[[], Encoder] | None) -> None:
         if embedder is None:
             raise ConfigError("a dense search mode needs an embedder")
         self.manifest["dense"] = self._write_dense(

@@ -24,10 +24,11 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
+from safework.engine.embedder import Encoder
 from safework.errors import ConfigError
 
 from .base import BackendContext, Document, DocumentNotFound, SearchBackend, SearchResult
-from .index import Embedder, LocalIndex
+from .index import LocalIndex
 from .local_settings import MODES, LocalSettings
 
 __all__ = ["MODES", "LocalBackend", "LocalSettings", "load_local"]
@@ -59,7 +60,7 @@ class LocalBackend(SearchBackend):
         name: str = "local",
         settings: LocalSettings | None = None,
         cache: Path | None = None,
-        embedder: Embedder | None = None,
+        embedder: Encoder | None = None,
         index_dir: Path | None = None,
         rebuild: bool = False,
     ) -> None:
@@ -77,7 +78,7 @@ class LocalBackend(SearchBackend):
             rebuild=rebuild,
         )
 
-    def _get_embedder(self) -> Embedder:
+    def _get_embedder(self) -> Encoder:
         if self._embedder is None:
             from safework.engine.embedder import get_embedder
 

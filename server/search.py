@@ -21,15 +21,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from safework.engine.base import Engine
+from safework.engine.embedder import Encoder
 from safework.errors import ConfigError, RequestError
 from safework.search.base import BackendContext, SearchBackend, load_backend
 from safework.search.calibration import CalibrationFile, calibration_path
 from safework.search.deliberative import DeliberativeSearch, SearchConfig, SearchStats
-from safework.search.filtering import TextEncoder
 from safework.search.fit_calibration import FIT_BACKEND, FitRecipe, ensure_calibration
 
 from .metrics import ServerMetrics
 from .protocol import SearchOptions
+from .serving_common import default_encoder
 
 logger = logging.getLogger("safework.server")
 SETTING_KEYS = {f.name for f in fields(SearchConfig)}
@@ -68,19 +69,12 @@ class SearchSettings:
             raise ConfigError(f"unknown calibration mode {self.calibration_mode!r}")
 
 
-def default_encoder(cache: Path | None) -> TextEncoder:
-    """all-MiniLM-L6-v2 from its package (shared with local indexes and memory)."""
-    from safework.engine.embedder import get_embedder
-
-    return get_embedder(cache)
-
-
 class SearchService:
     def __init__(
         self,
         backends: dict[str, SearchBackend],
         settings: SearchSettings,
-        encoder: TextEncoder | None = None,
+        encoder: Encoder | None = None,
         calibration: CalibrationFile | None = None,
     ) -> None:
         self.backends = backends

@@ -1,17 +1,29 @@
-"""Small pieces every serving module uses: model lookup, engine failures, SSE payloads, and
-the per-tenant prefix-cache salt."""
+"""Small pieces every serving module uses: model lookup, engine failures, SSE payloads, the
+per-tenant prefix-cache salt, and the sentence encoder search and the memory share."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+from pathlib import Path
 
 from pydantic import BaseModel
 
 from safework.engine.base import Engine
+from safework.engine.embedder import Encoder
 from safework.errors import EngineError, NotFoundError, RequestError
 
 logger = logging.getLogger("safework.server")
+
+
+def default_encoder(cache: Path | None = None) -> Encoder:
+    """The sentence encoder search and the memory share: all-MiniLM-L6-v2 from its package
+    (``engine/embedder.py``), one per cache folder and process. Each service calls it through
+    its own module (``search.default_encoder``, ``memory.serving.default_encoder``), where tests
+    put a small fake in its place."""
+    from safework.engine.embedder import get_embedder
+
+    return get_embedder(cache)
 
 
 def check_model(requested: str | None, engine: Engine) -> str:

@@ -205,7 +205,9 @@ def _rise(output: Path, k: int = 6) -> tuple[float, float]:
     return sum(rewards_[:k]) / k, sum(rewards_[-k:]) / k
 
 
-def _smoke(model: Path, tmp_path: Path, stage: str, labels: dict, **extra: Any) -> Path:
+def _smoke(
+    model: Path, tmp_path: Path, stage: str, labels: dict, encoder: Any = None, **extra: Any
+) -> Path:
     data = _prompts(tmp_path / "prompts.jsonl", labels)
     values = {
         "stage": stage,
@@ -222,7 +224,7 @@ def _smoke(model: Path, tmp_path: Path, stage: str, labels: dict, **extra: Any) 
         "save_every": 0,
         **extra,
     }
-    summary = train_rl(load_config(RLConfig, None, values))
+    summary = train_rl(load_config(RLConfig, None, values), encoder)
     assert summary["steps"] == values["max_steps"]
     assert (tmp_path / stage / "config.json").is_file()  # servable folder
     return tmp_path / stage
@@ -258,16 +260,15 @@ def test_efficient_smoke(peaked_model: Path, tmp_path: Path) -> None:
 
 def test_search_smoke(peaked_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from safework.search import base as search_base
-    from safework.server import search as server_search
     from tests.fakes import BagOfWordsEncoder
 
     monkeypatch.setitem(search_base.LOADERS, "fake", "tests.fakes:load_fake_search")
-    monkeypatch.setattr(server_search, "default_encoder", lambda cache: BagOfWordsEncoder())
     out = _smoke(
         peaked_model,
         tmp_path,
         "search",
         {"search": 8},
+        encoder=BagOfWordsEncoder(),
         rewards={"search": {SPACES: 1.0}},
         max_new_tokens=16,
         max_steps=40,

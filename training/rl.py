@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from safework.engine.embedder import Encoder
 from safework.errors import ConfigError
 
 from .rl_config import RLConfig
@@ -46,8 +47,10 @@ from .rl_config import RLConfig
 __all__ = ["RLConfig", "train_rl"]
 
 
-def train_rl(config: RLConfig) -> dict[str, Any]:
-    """Run (or resume) one RL stage; returns the summary also written to metrics.json."""
+def train_rl(config: RLConfig, encoder: Encoder | None = None) -> dict[str, Any]:
+    """Run (or resume) one RL stage; returns the summary also written to metrics.json.
+
+    ``encoder`` embeds for the search stage's relevance filter (default: MiniLM)."""
     from .rl_data import load_rl_prompts
     from .rl_trainer import RLRun
     from .sft import resolve_model
@@ -63,4 +66,4 @@ def train_rl(config: RLConfig) -> dict[str, Any]:
             f"data {config.data_source()!r} has no prompts labelled {sorted(labels - have)}; "
             f"it has {sorted({p.label for p in train}) or 'none'}"
         )
-    return RLRun(config, model_dir, train, held_out).fit()
+    return RLRun(config, model_dir, train, held_out, encoder).fit()

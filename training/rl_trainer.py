@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from safework.engine.base import Engine, SamplingConfig
+from safework.engine.embedder import Encoder
 from safework.errors import ConfigError
 
 from .checkpoint import read_state, trim_log
@@ -50,7 +51,10 @@ class RLRun(Scoring, SFTRun):
         model_dir: Path,
         train: Sequence[RLPrompt],
         held_out: Sequence[RLPrompt],
+        encoder: Encoder | None = None,
     ) -> None:
+        """``encoder`` embeds for the search stage's relevance filter (default: MiniLM, loaded
+        when the first search rollout needs it)."""
         from transformers import AutoTokenizer
 
         from .rewards import AdaptiveLambda, MultiObjectiveReward, RewardContext
@@ -85,6 +89,7 @@ class RLRun(Scoring, SFTRun):
             )
         self._claim()
         self.loop = asyncio.new_event_loop()
+        self.encoder = encoder
         self._search: Any = None
 
     # ------------------------------------------------------------------ prompts
@@ -161,12 +166,13 @@ class RLRun(Scoring, SFTRun):
         from safework.search.deliberative import DeliberativeSearch
 
         if self._search is None:
+            from safework.engine.embedder import get_embedder
             from safework.search.base import BackendContext, load_backend
-            from safework.server.search import default_encoder
 
             s = self.rl.search
             backend = load_backend(s.backend, ctx=BackendContext(cache=self.rl.cache))
-            self._search = (s.search_config(), backend, default_encoder(self.rl.cache))
+            encoder = self.encoder if self.encoder is not None else get_embedder(self.rl.cache)
+            self._search = (s.search_config(), backend, encoder)
         search_config, backend, encoder = self._search
         return [
             DeliberativeSearch(search_config, backend, prompt.messages, prompt.question, encoder)

@@ -30,6 +30,7 @@ from safework.memory.store import CorrectionRecord, MemoryHit, MemoryStore
 
 from ..metrics import ServerMetrics
 from ..protocol import MemoryOptions
+from ..serving_common import default_encoder
 from .quota import MemoryQuota, MiB, Reservation, record_bytes
 
 logger = logging.getLogger("safework.server")
@@ -64,13 +65,6 @@ class MemorySettings:
             raise ConfigError("--memory-max-records and --memory-max-bytes must be >= 0 (0: none)")
         if not -1.0 <= self.min_similarity <= 1.0:
             raise ConfigError("--memory-min-similarity must lie in [-1, 1]")
-
-
-def default_encoder() -> Any:
-    """all-MiniLM-L6-v2 from its package (shared with search and value models)."""
-    from safework.engine.embedder import get_embedder
-
-    return get_embedder()
 
 
 def _excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
