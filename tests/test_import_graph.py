@@ -47,12 +47,6 @@ KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset(
     }
 )
 """Cycles not broken yet; each must still exist (remove it here once it is gone)."""
-KNOWN_BREACHES: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("safework.value_models.dataset", "safework.training.risks"),
-    }
-)
-"""Layer breaches not fixed yet, as (importer, imported)."""
 
 
 def package_dirs() -> dict[str, Path]:
@@ -204,10 +198,7 @@ def test_no_import_cycles() -> None:
 
 def test_layers_hold() -> None:
     graph = import_graph()
-    found = breaches(graph)
-    new = sorted(found - KNOWN_BREACHES)
-    assert not new, "layer breaches:\n" + "\n".join(
-        f"  {a} ({layer(a)}) -> {b} ({layer(b)}), line {graph[a][b][0]}" for a, b in new
+    found = sorted(breaches(graph))
+    assert not found, "layer breaches:\n" + "\n".join(
+        f"  {a} ({layer(a)}) -> {b} ({layer(b)}), line {graph[a][b][0]}" for a, b in found
     )
-    gone = KNOWN_BREACHES - found
-    assert not gone, f"these breaches are gone; remove them from KNOWN_BREACHES: {sorted(gone)}"

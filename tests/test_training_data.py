@@ -44,8 +44,8 @@ from safework.training.data import (
 from safework.training.data_config import RECIPE_NAMES
 from safework.training.math_cot import DEFAULT_MATH_MIX
 from safework.training.mix import RECIPES
-from safework.training.risks import RISKS
 from safework.value_models.data import normalize
+from safework.value_models.risks import RISKS
 
 # --------------------------------------------------------------------------- fixture sources
 

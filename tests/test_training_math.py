@@ -15,7 +15,7 @@ import re
 
 import pytest
 
-from safework.training import cot_texts, math_cot, mix, risks
+from safework.training import cot_texts, math_cot, mix
 from safework.training.cot_texts import (
     answer_plan,
     assistant_content,
@@ -25,7 +25,8 @@ from safework.training.cot_texts import (
     split_think,
 )
 from safework.training.math_cot import SOLVERS, eval_steps, json_safe, score, solve
-from safework.training.risks import RISKS, classify
+from safework.value_models import risks
+from safework.value_models.risks import RISKS, classify
 
 
 @pytest.mark.parametrize("module", [math_cot, cot_texts, risks, mix])

@@ -20,7 +20,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from safework.training.risks import classify
 from safework.value_models import data, evaluation, privacy, texts
 from safework.value_models.data import (
     JAILBREAK_TEMPLATES,
@@ -39,6 +38,7 @@ from safework.value_models.dataset import (
     edgy_val_topics,
 )
 from safework.value_models.edgy import HELDOUT_EDGY_AREAS
+from safework.value_models.risks import classify
 from safework.value_models.rules import is_refusal
 from safework.value_models.texts import (
     ALT_REFUSALS,

@@ -10,9 +10,9 @@ the format every SafeWork model is trained and served with::
     final answer
 
 - ``math_turn``: the computed steps (``math_cot.py``), then the gold answer alone.
-- ``safety_turn``: reasoning that restates the request, NAMES THE RISK (``risks.py``), decides
-  to decline, and plans a safe alternative; the answer declines in a sentence and offers that
-  alternative. Phrasing varies (frames x kind-specific text).
+- ``safety_turn``: reasoning that restates the request, NAMES THE RISK
+  (``value_models/risks.py``), decides to decline, and plans a safe alternative; the answer
+  declines in a sentence and offers that alternative. Phrasing varies (frames x kind-specific text).
 - ``benign_turn``: brief reasoning that identifies the request, notes it is harmless and plans
   the answer's shape from the reference answer itself (list, code, paragraphs); then the
   reference answer.
@@ -32,10 +32,10 @@ import random
 import re
 from collections.abc import Sequence
 
+from safework.value_models.risks import RISKS
 from safework.value_models.texts import EdgyTopic, task_phrase
 
 from .math_cot import Solution
-from .risks import RISKS
 
 __all__ = [
     "THINK_CLOSE",

@@ -88,7 +88,7 @@ BUILDER_VERSION = 1
 _BUILDER_MODULES = (
     "safework.training.mix",
     "safework.training.cot_texts",
-    "safework.training.risks",
+    "safework.value_models.risks",
     "safework.training.math_cot",
     "safework.value_models.data",
     "safework.value_models.texts",
@@ -195,7 +195,7 @@ def _sources_manifest(folders: Mapping[str, Path]) -> dict[str, Any]:
     out["safework"] = {
         "license": "Apache-2.0",
         "source_note": "reasoning templates, risk texts and edgy-benign topics written for this "
-        "project (training/risks.py, training/cot_texts.py, value_models/texts.py)",
+        "project (value_models/risks.py, training/cot_texts.py, value_models/texts.py)",
     }
     return out
 

@@ -40,12 +40,12 @@ import yaml
 
 from safework.errors import ConfigError
 from safework.value_models.data import normalize, parse_alpaca, parse_donotanswer
+from safework.value_models.risks import ADVBENCH_MAIN_CATEGORIES, RISKS, classify
 from safework.value_models.texts import EDGY_TOPICS, edgy_prompts
 
 from .cot_texts import assistant_content, benign_turn, edgy_turn, math_turn, safety_turn
 from .data_config import DataConfig
 from .math_cot import GENERATOR_SETTINGS, SOLVERS, json_safe, score
-from .risks import ADVBENCH_MAIN_CATEGORIES, RISKS, classify
 from .sources import ALPACA_ASSET, DATA_ASSETS, PYRIT_ASSET
 
 __all__ = [

@@ -162,7 +162,7 @@ class HarmfulPrompt:
     source: str
     category: str
     labels: tuple[str, ...] = ()
-    """Every harm label the source gives (AdvBench lists several; ``training.risks``)."""
+    """Every harm label the source gives (AdvBench lists several; ``risks.py``)."""
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ What: ``build_examples`` turns the parsed sources (``data.py``), the written tex
 ``edgy.py``) and the served model's own answers (``answers.py``) into ``Example`` rows for the
 one shared cross-encoder (``cross_encoder.py``). A row is either a (prompt, response) *pair*,
 labeled ``safe`` and ``values``, or a *prompt alone*, labeled harmful or not; both carry the
-prompt's risk kind (``training.risks``) for the category head.
+prompt's risk kind (``risks.py``) for the category head.
 
 Labels. ``safe`` (1 = the pair is safe): refusals are safe, even needless ones; complying with
 a harmful request is not, and an answer of the served model to a harmful prompt counts as
@@ -42,8 +42,6 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from safework.training.risks import RISKS, classify
-
 from .data import (
     VAL_ONLY_TEMPLATES,
     BenignPrompt,
@@ -58,6 +56,7 @@ from .data import (
     unique_harmful,
 )
 from .edgy import AREAS, EDGY_TOPICS, HELDOUT_EDGY_AREAS, EdgyTopic, edgy_prompts
+from .risks import RISKS, classify
 from .rules import is_refusal
 from .texts import compliance, refusal_with_kind
 
@@ -77,7 +76,7 @@ __all__ = [
 
 SPLITS = ("train", "val", "heldout")
 RISK_KINDS: tuple[str, ...] = tuple(RISKS)
-"""The category head's outputs, in order: ``training.risks`` kinds (``general`` = other harm)."""
+"""The category head's outputs, in order: ``risks.py`` kinds (``general`` = other harm)."""
 HELDOUT_DNA_AREAS = frozenset({"information_hazard"})
 HELDOUT_ALPACA = frozenset({"alpaca/vicuna"})
 VAL_FRACTION = 0.2

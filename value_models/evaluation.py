@@ -12,7 +12,7 @@ What:
   a ``goals`` block with the numbers that predict the refusal goals of ``<model>:aligned``.
 - ``prompt_report``: the prompt classifier (moderation of plain prompts): AUROC of each harmful
   source against the edgy-benign prompts of the same split, and flag rates at its threshold.
-- ``risk_report``: how often the risk head's top kind matches ``training.risks.classify``.
+- ``risk_report``: how often the risk head's top kind matches ``risks.classify``.
 
 Why apart from ``builtin.py``: pure functions of rows and scores; ``card.py`` renders them.
 Rates come with a Wilson 95% interval and their ``n``.

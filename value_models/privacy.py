@@ -34,7 +34,7 @@ PRIVACY_SOURCE = "written/privacy"
 EVERYDAY_SOURCE = "written/everyday"
 """The benign half of the minimal pairs: the same people and organisations, ordinary asks."""
 PRIVACY_LABEL = "S009written"
-"""The source label ``training.risks.classify`` reads as privacy (or, with no person in the
+"""The source label ``risks.classify`` reads as privacy (or, with no person in the
 request, an organisation's confidential information), as Do-Not-Answer's ``S009`` labels."""
 
 PEOPLE = (

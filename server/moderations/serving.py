@@ -11,7 +11,7 @@ of a chat:
   context of the user turn before it: risk = 1 - P(safe), flagged when P(safe) is below the
   safety threshold (the model's own unless the configuration sets one).
 
-``categories`` and ``category_scores`` are the risk head's kinds (``training/risks.py``); a
+``categories`` and ``category_scores`` are the risk head's kinds (``value_models/risks.py``); a
 kind is flagged when the input is flagged and the kind scores at least 0.5 or is the top one.
 
 Custom value models (``hf:``, ``judge:``, ``rules:``) have no prompt classifier: each scores

@@ -5,7 +5,9 @@ reason about, and ``classify`` that picks a prompt's kind from its source label 
 Each kind carries text written for this project (Apache-2.0, like the repository): noun
 phrases for what such a request seeks, sentences naming the harm, short reasons, and safe
 alternatives as (plan in the reasoning, offer in the answer) pairs, so the reasoning and the
-answer agree. ``cot_texts.py`` composes them into ``<think>`` reasoning and a brief refusal.
+answer agree. ``training/cot_texts.py`` composes them into ``<think>`` reasoning and a brief
+refusal; the built-in value models' risk head learns these kinds (``dataset.py``), which is why
+they live here, below both.
 
 How a kind is chosen (``classify``), a simplification said plainly: a *specific* source label
 wins (Do-Not-Answer's ``S006sh`` is self-harm, ``S009*`` privacy); otherwise the first kind
