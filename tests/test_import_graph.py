@@ -42,7 +42,6 @@ FORBIDDEN: dict[str, frozenset[str]] = {
 
 KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset(
     {
-        frozenset({"safework.value_models.answers", "safework.value_models.dataset"}),
         frozenset({"safework.value_models.cascade", "safework.value_models.guided"}),
     }
 )

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from safework.value_models import data, evaluation, privacy, texts
+from safework.value_models.answers import answer_prompts
 from safework.value_models.data import (
     JAILBREAK_TEMPLATES,
     VAL_ONLY_TEMPLATES,
@@ -31,13 +32,11 @@ from safework.value_models.data import (
 from safework.value_models.dataset import (
     HELDOUT_DNA_AREAS,
     SPLITS,
-    answer_prompts,
     build_examples,
     counts,
-    edgy_questions,
     edgy_val_topics,
 )
-from safework.value_models.edgy import HELDOUT_EDGY_AREAS
+from safework.value_models.edgy import HELDOUT_EDGY_AREAS, edgy_questions
 from safework.value_models.risks import classify
 from safework.value_models.rules import is_refusal
 from safework.value_models.texts import (

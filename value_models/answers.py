@@ -7,6 +7,9 @@ decoding scores the served model's *own* partial answers, so the built-in value 
 from them: a harmful prompt answered without a refusal (``rules.is_refusal``) is labeled unsafe,
 a benign prompt's answer safe (``dataset.py``).
 
+Which prompts: ``answer_prompts(sources)``, every harmful prompt but a seeded share of AdvBench,
+all HarmBench, a seeded share of AlpacaEval and a few questions per edgy-benign topic.
+
 How: ``served_answers(prompts)`` returns ``{prompt: answer}``. Answers live in one JSON file per
 (model, dtype, sampling) under ``cache_dir()/value_models/answers/<key>.json``, with their
 provenance (model folder and fingerprint, source package and sha256, dtype, vLLM version,
@@ -42,10 +45,14 @@ from typing import Any
 from safework.errors import EngineError
 from safework.files import cache_dir, file_lock, read_json, write_json_atomic
 
+from .data import HELDOUT_ALPACA, Sources, seeded_rng, unique_harmful
+from .edgy import EDGY_TOPICS, edgy_questions
+
 __all__ = [
     "ANSWERS_VERSION",
     "MAX_TOKENS",
     "TEMPERATURE",
+    "answer_prompts",
     "answers_path",
     "generate_answers",
     "main",
@@ -58,6 +65,34 @@ ANSWERS_VERSION = 1
 """Bump when the generation changes (prompt format, sampling): cached answers are then redone."""
 MAX_TOKENS = 40
 TEMPERATURE = 0.7
+ADVBENCH_ANSWERED = 0.5
+"""Share of AdvBench prompts the served model answers (its behaviours repeat a lot)."""
+ALPACA_ANSWERED = 0.15
+"""Share of AlpacaEval prompts (besides the held-out subset, all answered) it answers."""
+EDGY_ANSWERED = 2
+"""Questions per edgy-benign topic it answers."""
+
+
+def answer_prompts(sources: Sources, seed: int = 0) -> list[str]:
+    """The prompts the served model answers for the data (``dataset.py``), in a fixed order:
+    every Do-Not-Answer and HarmBench prompt, a seeded share of AdvBench and AlpacaEval (all
+    of its held-out subset) and ``EDGY_ANSWERED`` questions per edgy-benign topic."""
+    out: list[str] = []
+    for p in unique_harmful(sources.harmful):
+        if (
+            p.source != "advbench"
+            or seeded_rng(seed, "answer", p.text).random() < ADVBENCH_ANSWERED
+        ):
+            out.append(p.text)
+    out += [p.text for p in unique_harmful(sources.harmbench)]
+    for b in sources.benign:
+        if b.category in HELDOUT_ALPACA or seeded_rng(seed, "answer", b.text).random() < (
+            ALPACA_ANSWERED
+        ):
+            out.append(b.text)
+    for topic in EDGY_TOPICS:
+        out += [q for q, _ in edgy_questions(topic, seed)[:EDGY_ANSWERED]]
+    return list(dict.fromkeys(out))
 
 
 def _provenance(folder: Path, dtype: str) -> dict[str, Any]:
@@ -216,7 +251,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from .data import load_sources
-    from .dataset import answer_prompts
 
     prompts = answer_prompts(load_sources(args.cache))[: args.limit]
     _, provenance = served_answers(prompts, args.cache)

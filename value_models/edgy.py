@@ -2,9 +2,10 @@
 
 What: ``EDGY_TOPICS`` (from the table in ``edgy_topics.py``), grouped in ``EDGY_AREAS`` (each
 with a few safe reasons to ask and a closing line), and ``edgy_prompts`` that words a topic as
-several questions with helpful answers. ``HELDOUT_EDGY_AREAS`` are whole families that the
-built-in value models never train or calibrate on: their numbers in ``metrics.json`` show how
-the models do on edgy topics of a kind they have not seen.
+several questions with helpful answers (``edgy_questions``: those of one seed).
+``HELDOUT_EDGY_AREAS`` are whole families that the built-in value models never train or
+calibrate on: their numbers in ``metrics.json`` show how the models do on edgy topics of a kind
+they have not seen.
 
 Why: the hard part of safety scoring is the benign prompt that sounds risky (DATA.md). A model
 that flags these blocks helpful answers; these prompts teach and measure the difference.
@@ -18,6 +19,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from .data import seeded_rng
 from .edgy_topics import TOPIC_ROWS
 
 __all__ = [
@@ -28,6 +30,7 @@ __all__ = [
     "HELDOUT_EDGY_AREAS",
     "EdgyTopic",
     "edgy_prompts",
+    "edgy_questions",
 ]
 
 
@@ -296,3 +299,8 @@ def edgy_prompts(
         if rng.random() < 0.6:
             answer += " " + closer
         yield question, answer
+
+
+def edgy_questions(topic: EdgyTopic, seed: int) -> list[tuple[str, str]]:
+    """The (question, written answer) pairs of one topic (seeded)."""
+    return list(edgy_prompts(topic, seeded_rng(seed, "edgy", topic.key)))
