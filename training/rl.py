@@ -43,6 +43,9 @@ from safework.engine.embedder import Encoder
 from safework.errors import ConfigError
 
 from .rl_config import RLConfig
+from .rl_data import load_rl_prompts
+from .rl_trainer import RLRun
+from .sft import resolve_model
 
 __all__ = ["RLConfig", "train_rl"]
 
@@ -51,10 +54,6 @@ def train_rl(config: RLConfig, encoder: Encoder | None = None) -> dict[str, Any]
     """Run (or resume) one RL stage; returns the summary also written to metrics.json.
 
     ``encoder`` embeds for the search stage's relevance filter (default: MiniLM)."""
-    from .rl_data import load_rl_prompts
-    from .rl_trainer import RLRun
-    from .sft import resolve_model
-
     model_dir = resolve_model(config.model, config.cache)
     train, held_out = load_rl_prompts(config.data_source(), config.cache, config.seed)
     labels = set(config.stage_labels())

@@ -26,6 +26,7 @@ from typing import Any
 from safework.errors import ConfigError
 
 from .sft_config import SFTConfig
+from .trainer import SFTRun
 
 __all__ = ["SFTConfig", "load_data", "resolve_model", "train"]
 
@@ -73,8 +74,6 @@ def load_data(data: str, cache: Path | None) -> tuple[list[dict], list[dict]]:
 
 def train(config: SFTConfig) -> dict[str, Any]:
     """Run (or resume) SFT as configured; returns the summary also written to metrics.json."""
-    from .trainer import SFTRun
-
     model_dir = resolve_model(config.model, config.cache)
     train_rows, dev_rows = load_data(config.data, config.cache)
     if not train_rows:
