@@ -7,8 +7,8 @@ large), rebuilt from the database whenever the saved index is missing or stale.
 
 - ``records.py``   the record, its checks and limits
 - ``store.py``     ``MemoryStore``: add / get / delete / list / search / counts, threads, durability
-- ``transfer.py``  export and import of records as JSON-ready rows
-- ``upkeep.py``    index life cycle: load, reconcile with the database, rebuild in the background
+- ``transfer.py``  ``RecordTransfer`` (``store.transfer``): export and import as JSON-ready rows
+- ``upkeep.py``    ``IndexUpkeep`` (``store.upkeep``): load, reconcile, rebuild, save indexes
 - ``index.py``     per-tenant FAISS indexes (flat -> HNSW, tombstones) and their files
 - ``cli.py``       ``safework memory export|import|stats``
 

@@ -52,7 +52,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ import numpy as np
 from safework.engine.embedder import Encoder
 from safework.errors import ConfigError
 
-from .index import IndexParams, TenantIndex, index_paths, save_index
+from .index import IndexParams, TenantIndex
 from .records import (
     FIELDS,
     TEXT_LIMITS,
@@ -75,8 +75,8 @@ from .records import (
     new_id,
     unit_rows,
 )
-from .transfer import IMPORT_BATCH, RecordTransfer
-from .upkeep import INDEX_CHUNK, IndexUpkeep
+from .transfer import IMPORT_BATCH, RecordTransfer, Resolve
+from .upkeep import IndexUpkeep
 
 __all__ = [
     "IMPORT_BATCH",
@@ -133,8 +133,13 @@ def _record(row: tuple[Any, ...]) -> CorrectionRecord:
     return CorrectionRecord(*row)
 
 
-class MemoryStore(IndexUpkeep, RecordTransfer):
-    """Per-tenant correction records with similarity search; every method is thread-safe."""
+class MemoryStore:
+    """Per-tenant correction records with similarity search; every method is thread-safe.
+
+    The records and their connections are the store's own; two collaborators do the rest:
+    ``upkeep`` (``upkeep.py``) keeps the tenants' indexes and ``transfer`` (``transfer.py``)
+    exports and imports rows.
+    """
 
     def __init__(
         self,
@@ -161,33 +166,44 @@ class MemoryStore(IndexUpkeep, RecordTransfer):
         self.folder = Path(folder).expanduser()
         self.folder.mkdir(parents=True, exist_ok=True)
         self.db_path = self.folder / "memory.sqlite3"
-        self.index_dir = self.folder / "index"
         self.encoder = encoder
-        self.params = IndexParams(
-            hnsw_threshold, hnsw_m, ef_construction, ef_search, tombstone_ratio
-        )
+        params = IndexParams(hnsw_threshold, hnsw_m, ef_construction, ef_search, tombstone_ratio)
         if persist_every < 1:
             raise ValueError(f"persist_every must be >= 1 (got {persist_every})")
-        self.persist_every = persist_every
-        self.use_indexes = indexes
-        self.background = background
         self._write_lock = threading.Lock()
         self._state_lock = threading.Lock()
-        self._persist_lock = threading.Lock()
         self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._connections: list[sqlite3.Connection] = []
-        self._indexes: dict[str, TenantIndex] = {}
-        self._rebuilding: dict[str, threading.Thread] = {}
-        self._closing = self._closed = False
+        self._closed = False
         self._writer = self._connect()
         try:
             mode = self._writer.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode != "wal":
                 raise ConfigError(f"{self.db_path}: SQLite refused WAL mode (got {mode!r})")
             self._init_meta()
+            self.upkeep = IndexUpkeep(
+                self._writer,
+                self._reader,
+                self._write_lock,
+                self.folder / "index",
+                params,
+                store_id=self.store_id,
+                dim=self.dim,
+                persist_every=persist_every,
+                enabled=indexes,
+                background=background,
+            )
+            self.transfer = RecordTransfer(
+                self._reader,
+                self._commit,
+                self._embed,
+                self.upkeep.save_if_due,
+                encoder_name=self.encoder_name,
+                dim=self.dim,
+            )
             if indexes:
                 with self._write_lock:
-                    self._load_indexes()
+                    self.upkeep.load()
         except BaseException:
             self._close_connections()
             raise
@@ -213,6 +229,19 @@ class MemoryStore(IndexUpkeep, RecordTransfer):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    @property
+    def persist_every(self) -> int:
+        """Changes after which a tenant's index is saved (and at least a tenth of it)."""
+        return self.upkeep.persist_every
+
+    @persist_every.setter
+    def persist_every(self, value: int) -> None:
+        self.upkeep.persist_every = value
+
+    @property
+    def _indexes(self) -> dict[str, TenantIndex]:  # bench/memory.py reads an index directly
+        return self.upkeep.indexes
 
     # ---- connections
 
@@ -326,12 +355,7 @@ class MemoryStore(IndexUpkeep, RecordTransfer):
             id=new_id(), tenant=check_tenant(tenant), created_at=time.time(), **fields
         )
         vector = self._embed([question])[0]  # (dim,)
-        with self._write_lock:
-            with self._transaction() as conn:
-                self._ensure_tenant(conn, tenant)
-                seq = self._insert(conn, record, vector)
-                generation = self._bump(conn, tenant, 1)
-            self._index_added(tenant, np.array([seq]), vector[None], generation)
+        self._commit([(record, vector)])
         return record
 
     def get(self, tenant: str, record_id: str) -> CorrectionRecord | None:
@@ -361,7 +385,7 @@ class MemoryStore(IndexUpkeep, RecordTransfer):
                     return False
                 conn.execute("DELETE FROM corrections WHERE seq = ?", row)
                 generation = self._bump(conn, tenant, -1)
-            self._index_removed(tenant, [row[0]], generation)
+            self.upkeep.removed(tenant, [row[0]], generation)
         return True
 
     def list(
@@ -415,10 +439,10 @@ class MemoryStore(IndexUpkeep, RecordTransfer):
             raise ValueError(f"k must be an integer from 1 to {MAX_K}")
         if not -1.0 <= min_similarity <= 1.0:
             raise ValueError("min_similarity must be in [-1, 1]")
-        if not self.use_indexes:
+        if not self.upkeep.enabled:
             raise RuntimeError("this memory store was opened without indexes")
         self._check_open()
-        index = self._indexes.get(tenant)
+        index = self.upkeep.indexes.get(tenant)
         if index is None or index.live == 0:
             return []
         query = self._embed([text[: TEXT_LIMITS["question"]]])  # (1, dim)
@@ -463,7 +487,35 @@ class MemoryStore(IndexUpkeep, RecordTransfer):
             ).fetchall()
         return {row[0]: _record(row[1:]) for row in rows}
 
-    # ---- writing helpers (the caller holds the write lock and a transaction)
+    # ---- writing
+
+    def _commit(
+        self,
+        items: Sequence[tuple[CorrectionRecord, np.ndarray]],
+        *,
+        resolve: Resolve | None = None,
+        save: bool = True,
+    ) -> int:
+        """Insert ``(record, vector)`` pairs in one transaction (each through ``resolve``
+        first: the record to insert, or None to skip it), then add them to their tenants'
+        indexes; returns how many were inserted. Committed (durable) when this returns."""
+        added: dict[str, list[tuple[int, np.ndarray]]] = {}
+        with self._write_lock:
+            with self._transaction() as conn:
+                for record, vector in items:
+                    if resolve is not None and (record := resolve(conn, record)) is None:
+                        continue
+                    self._ensure_tenant(conn, record.tenant)
+                    seq = self._insert(conn, record, vector)
+                    added.setdefault(record.tenant, []).append((seq, vector))
+                generations = {t: self._bump(conn, t, len(v)) for t, v in added.items()}
+            for tenant, rows in added.items():
+                ids = np.array([seq for seq, _ in rows], dtype=np.int64)
+                vectors = np.stack([v for _, v in rows])  # (N, dim)
+                self.upkeep.added(tenant, ids, vectors, generations[tenant], save=save)
+        return sum(len(rows) for rows in added.values())
+
+    # (the caller holds the write lock and a transaction)
 
     @staticmethod
     def _ensure_tenant(conn: sqlite3.Connection, tenant: str) -> None:
@@ -507,73 +559,33 @@ class MemoryStore(IndexUpkeep, RecordTransfer):
             raise RuntimeError(f"the encoder returned {vectors.shape}, expected (N, {self.dim})")
         return unit_rows(vectors)
 
-    # ---- indexes (the caller holds the write lock unless said otherwise)
+    # ---- transfer and upkeep (``transfer.py``, ``upkeep.py``)
 
-    def _index_added(
-        self, tenant: str, ids: np.ndarray, vectors: np.ndarray, gen: int, save: bool = True
-    ) -> None:
-        """Add committed rows to the tenant's index; ``save=False`` defers saving (imports save
-        once at the end rather than rewriting a growing index every tenth of its size)."""
-        if not self.use_indexes:
-            return
-        index = self._indexes.get(tenant)
-        if index is None:
-            index = self._indexes[tenant] = TenantIndex.empty(vectors.shape[1], self.params)
-        for start in range(0, len(ids), INDEX_CHUNK):
-            index.add(ids[start : start + INDEX_CHUNK], vectors[start : start + INDEX_CHUNK])
-        index.note_changes(len(ids), gen)
-        self._after_change(tenant, index, save)
+    def export(self, tenant: str | None = None) -> Iterator[dict[str, Any]]:
+        """Every record (of ``tenant``, or all) as a JSON-ready dict (``RecordTransfer``)."""
+        return self.transfer.export(tenant)
 
-    def _index_removed(self, tenant: str, ids: list[int], generation: int) -> None:
-        index = self._indexes.get(tenant) if self.use_indexes else None
-        if index is None:
-            return
-        index.remove(ids)
-        index.note_changes(len(ids), generation)
-        self._after_change(tenant, index)
+    def import_records(self, rows: Iterable[dict[str, Any]], tenant: str | None = None) -> int:
+        """Add exported rows; returns how many (``RecordTransfer.import_records``)."""
+        return self.transfer.import_records(rows, tenant)
 
-    def _after_change(self, tenant: str, index: TenantIndex, save: bool = True) -> None:
-        if index.needs_rebuild():
-            self._schedule_rebuild(tenant)
-        if save:
-            self._save_if_due(tenant)
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Per tenant: records, generation and index state (``IndexUpkeep.stats``)."""
+        return self.upkeep.stats()
 
-    def _save_if_due(self, tenant: str) -> None:
-        """Save the tenant's index after ``persist_every`` changes, and at least a tenth of its
-        size (so a large index is not rewritten constantly)."""
-        index = self._indexes.get(tenant)
-        if index is not None and index.unsaved >= max(self.persist_every, index.ntotal // 10):
-            try:
-                self._persist(tenant, index)
-            except OSError:  # after the commit: the record is stored, only the cache is stale
-                log.warning(
-                    "could not save the memory index of tenant %r; it stays in memory and is "
-                    "saved again later (or rebuilt from the database)",
-                    tenant,
-                    exc_info=True,
-                )
-
-    def _persist(self, tenant: str, index: TenantIndex) -> None:
-        """Write the index to disk (any thread; file writes are serialised by their own lock)."""
-        with self._persist_lock:
-            snap = save_index(self.index_dir, tenant, index, {"store_id": self.store_id})
-            index.note_saved(snap)
-        log.debug("saved the memory index of tenant %r (%d vectors)", tenant, snap.vectors)
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait for background index rebuilds; False if some still run at ``timeout``."""
+        return self.upkeep.wait_idle(timeout)
 
     # ---- closing
 
     def close(self) -> None:
         """Wait for background rebuilds, save every changed index, close the database."""
-        with self._state_lock:
-            if self._closing:
-                return
-            self._closing = True
-        self.wait_idle()
+        if not self.upkeep.stop():
+            return
         with self._write_lock:
             try:
-                for tenant, index in self._indexes.items():
-                    if index.unsaved or not index_paths(self.index_dir, tenant)[0].is_file():
-                        self._persist(tenant, index)
+                self.upkeep.save_all()
             finally:
                 self._closed = True
                 self._close_connections()

@@ -1,21 +1,23 @@
-"""Export and import of correction records (JSON-ready rows), a part of ``MemoryStore``.
+"""Export and import of correction records (JSON-ready rows): ``RecordTransfer``.
 
-A mixin, kept apart so ``store.py`` holds the record API. Rows are what ``safework memory
-export`` writes as JSONL: every field of the record, its ``tenant``, and the stored question
-embedding (base64 float32) with the name of the model that made it, so an import into a store of
-the same encoder reuses the vectors instead of running the embedder again.
+A collaborator of ``MemoryStore`` (``store.transfer``; the store's ``export`` and
+``import_records`` call it): it turns rows into records and back, and writes through the
+callables the store hands it (read connections, one committing write, the embedder), so
+``store.py`` keeps the record API. Rows are what ``safework memory export`` writes as JSONL:
+every field of the record, its ``tenant``, and the stored question embedding (base64 float32)
+with the name of the model that made it, so an import into a store of the same encoder reuses
+the vectors instead of running the embedder again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
-import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import islice
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -32,7 +34,7 @@ from .records import (
     new_id,
 )
 
-__all__ = ["EXPORT_CHUNK", "IMPORT_BATCH", "RecordTransfer"]
+__all__ = ["EXPORT_CHUNK", "IMPORT_BATCH", "Commit", "RecordTransfer", "Resolve"]
 
 IMPORT_BATCH = 500
 """Rows per import transaction: other writers and index updates interleave between batches."""
@@ -46,39 +48,47 @@ class _Incoming:
     keep_id: bool
 
 
+Reader = Callable[[], contextlib.AbstractContextManager[sqlite3.Connection]]
+Resolve = Callable[[sqlite3.Connection, CorrectionRecord], "CorrectionRecord | None"]
+"""Inside the write transaction, before a record is inserted: the record to insert, or None
+to skip it."""
+
+
+class Commit(Protocol):
+    """The store's one write (``MemoryStore._commit``): insert ``(record, vector)`` pairs in one
+    transaction (each through ``resolve`` first), index them, return how many were inserted."""
+
+    def __call__(
+        self,
+        items: Sequence[tuple[CorrectionRecord, np.ndarray]],
+        *,
+        resolve: Resolve | None = None,
+        save: bool = True,
+    ) -> int: ...
+
+
 class RecordTransfer:
-    """``export`` and ``import_records`` of ``MemoryStore``."""
+    """``export`` and ``import_records`` of one ``MemoryStore``."""
 
-    # provided by MemoryStore
-    encoder_name: str | None
-    dim: int | None
-    _write_lock: threading.Lock
-
-    def _reader(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError
-
-    def _transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError
-
-    def _embed(self, texts: list[str]) -> np.ndarray:
-        raise NotImplementedError
-
-    def _insert(self, conn: sqlite3.Connection, r: CorrectionRecord, vector: np.ndarray) -> int:
-        raise NotImplementedError
-
-    def _ensure_tenant(self, conn: sqlite3.Connection, tenant: str) -> None:
-        raise NotImplementedError
-
-    def _bump(self, conn: sqlite3.Connection, tenant: str, delta: int) -> int:
-        raise NotImplementedError
-
-    def _index_added(
-        self, tenant: str, ids: np.ndarray, vectors: np.ndarray, gen: int, save: bool = True
+    def __init__(
+        self,
+        reader: Reader,
+        commit: Commit,
+        embed: Callable[[list[str]], np.ndarray],
+        save_if_due: Callable[[str], None],
+        *,
+        encoder_name: str | None,
+        dim: int | None,
     ) -> None:
-        raise NotImplementedError
-
-    def _save_if_due(self, tenant: str) -> None:
-        raise NotImplementedError
+        """``reader()``: a pooled read connection; ``commit``: the store's write (see
+        ``Commit``); ``embed``: (N, dim) unit rows; ``save_if_due(tenant)``: saves the tenant's
+        index once enough changed; ``encoder_name`` and ``dim``: the store's vectors'."""
+        self._reader = reader
+        self._commit = commit
+        self._embed = embed
+        self._save_if_due = save_if_due
+        self.encoder_name = encoder_name
+        self.dim = dim
 
     def export(self, tenant: str | None = None) -> Iterator[dict[str, Any]]:
         """Every record (of ``tenant``, or all) as a JSON-ready dict, oldest first.
@@ -166,27 +176,21 @@ class RecordTransfer:
         )
         return _Incoming(record, vector, keep)
 
-    def _write_batch(self, incoming: list[_Incoming]) -> int:
-        added: dict[str, list[tuple[int, np.ndarray]]] = {}
-        with self._write_lock:
-            with self._transaction() as conn:
-                for item in incoming:
-                    record = item.record
-                    if item.keep_id:
-                        held = conn.execute(
-                            f"SELECT {FIELDS} FROM corrections WHERE id = ?", (record.id,)
-                        ).fetchone()
-                        if held is not None and CorrectionRecord(*held) == record:
-                            continue  # already imported
-                        if held is not None:
-                            record = replace(record, id=new_id())
-                    assert item.vector is not None
-                    self._ensure_tenant(conn, record.tenant)
-                    seq = self._insert(conn, record, item.vector)
-                    added.setdefault(record.tenant, []).append((seq, item.vector))
-                generations = {t: self._bump(conn, t, len(v)) for t, v in added.items()}
-            for owner, items in added.items():
-                ids = np.array([seq for seq, _ in items], dtype=np.int64)
-                vectors = np.stack([v for _, v in items])
-                self._index_added(owner, ids, vectors, generations[owner], save=False)
-        return sum(len(items) for items in added.values())
+    def _write_batch(self, incoming: Sequence[_Incoming]) -> int:
+        kept = {item.record.id for item in incoming if item.keep_id}
+
+        def resolve(conn: sqlite3.Connection, record: CorrectionRecord) -> CorrectionRecord | None:
+            if record.id not in kept:
+                return record
+            held = conn.execute(
+                f"SELECT {FIELDS} FROM corrections WHERE id = ?", (record.id,)
+            ).fetchone()
+            if held is not None and CorrectionRecord(*held) == record:
+                return None  # already imported
+            return record if held is None else replace(record, id=new_id())
+
+        items = []
+        for item in incoming:
+            assert item.vector is not None
+            items.append((item.record, item.vector))
+        return self._commit(items, resolve=resolve, save=False)

@@ -1,8 +1,10 @@
-"""Keeping each tenant's FAISS index in step with the database: load, reconcile, rebuild.
+"""Keeping each tenant's FAISS index in step with the database: load, reconcile, rebuild, save.
 
-A part of ``MemoryStore`` (a mixin, kept apart so ``store.py`` holds the records and this file
-the index life cycle). The database is the truth; an index is correct when it holds the vector
-of every row of its tenant and nothing else (deleted rows may linger in HNSW as tombstones).
+``IndexUpkeep`` is a collaborator of ``MemoryStore`` (``store.upkeep``): it owns the tenants'
+indexes, their background rebuilds and their files, and reads the database through the
+connections the store hands it. The database is the truth; an index is correct when it holds the
+vector of every row of its tenant and nothing else (deleted rows may linger in HNSW as
+tombstones).
 
 - **Open**: a saved index (``index.load_index``) is reconciled with the database id by id:
   vectors of rows it lacks are read from their BLOBs and added (a crash after a commit leaves
@@ -13,6 +15,7 @@ of every row of its tenant and nothing else (deleted rows may linger in HNSW as 
   thread reads a snapshot of the tenant's vectors and builds the new index without any lock while
   the old one keeps serving; then, under the write lock (so no write slips between), the new
   index is reconciled with the database and takes the old one's place.
+- **Saving**: after ``persist_every`` changes (and at least a tenth of the index), and at close.
 """
 
 from __future__ import annotations
@@ -22,14 +25,21 @@ import logging
 import sqlite3
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from .index import IndexParams, TenantIndex, load_index, read_manifests, remove_index
-
-if TYPE_CHECKING:
-    from pathlib import Path
+from .index import (
+    IndexParams,
+    TenantIndex,
+    index_paths,
+    load_index,
+    read_manifests,
+    remove_index,
+    save_index,
+)
 
 __all__ = ["INDEX_CHUNK", "IndexUpkeep"]
 
@@ -39,33 +49,49 @@ SQL_VARS = 500
 INDEX_CHUNK = 128
 """Vectors added to an index per hold of its lock, so searches wait at most a few ms."""
 
+Reader = Callable[[], contextlib.AbstractContextManager[sqlite3.Connection]]
+
 
 class IndexUpkeep:
-    """Index life cycle of ``MemoryStore``; methods marked "write lock" expect it held."""
+    """The tenants' indexes of one store; methods marked "write lock" expect it held."""
 
-    # provided by MemoryStore
-    index_dir: Path
-    params: IndexParams
-    store_id: str
-    dim: int | None
-    background: bool
-    use_indexes: bool
-    _writer: sqlite3.Connection
-    _write_lock: threading.Lock
-    _state_lock: threading.Lock
-    _indexes: dict[str, TenantIndex]
-    _rebuilding: dict[str, threading.Thread]
-    _closing: bool
-
-    def _reader(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError
-
-    def _persist(self, tenant: str, index: TenantIndex) -> None:
-        raise NotImplementedError
+    def __init__(
+        self,
+        writer: sqlite3.Connection,
+        reader: Reader,
+        write_lock: threading.Lock,
+        index_dir: Path,
+        params: IndexParams,
+        *,
+        store_id: str,
+        dim: int | None,
+        persist_every: int,
+        enabled: bool = True,
+        background: bool = True,
+    ) -> None:
+        """``writer`` and ``write_lock``: the store's write connection and the lock over it;
+        ``reader()``: a pooled read connection. ``enabled=False``: no index is loaded, built or
+        written (the store searches nothing). ``background=False`` rebuilds inside the call
+        that triggers it (tests)."""
+        self._writer = writer
+        self._reader = reader
+        self._write_lock = write_lock
+        self.index_dir = index_dir
+        self.params = params
+        self.store_id = store_id
+        self.dim = dim
+        self.persist_every = persist_every
+        self.enabled = enabled
+        self.background = background
+        self.indexes: dict[str, TenantIndex] = {}
+        self._rebuilding: dict[str, threading.Thread] = {}
+        self._state_lock = threading.Lock()
+        self._persist_lock = threading.Lock()
+        self._closing = False
 
     # ---- open
 
-    def _load_indexes(self) -> None:
+    def load(self) -> None:
         """Bring every tenant's index up to date with the database (write lock)."""
         tenants = self._writer.execute("SELECT name, records, generation FROM tenants").fetchall()
         live = {name for name, records, _ in tenants if records > 0}
@@ -74,7 +100,7 @@ class IndexUpkeep:
                 remove_index(self.index_dir, tenant)
         for name, records, generation in tenants:
             if records > 0:
-                self._indexes[name] = self._open_index(name, generation)
+                self.indexes[name] = self._open_index(name, generation)
 
     def _open_index(self, tenant: str, generation: int) -> TenantIndex:
         started = time.monotonic()
@@ -113,7 +139,7 @@ class IndexUpkeep:
             )
         index.note_changes(0, generation)
         if index.needs_rebuild():
-            self._indexes[tenant] = index
+            self.indexes[tenant] = index
             index = self._rebuild_now(tenant)
         return index
 
@@ -159,6 +185,68 @@ class IndexUpkeep:
             conn.execute("COMMIT")
         return out_ids, vectors
 
+    # ---- changes (the caller holds the write lock)
+
+    def added(
+        self, tenant: str, ids: np.ndarray, vectors: np.ndarray, gen: int, save: bool = True
+    ) -> None:
+        """Add committed rows to the tenant's index; ``save=False`` defers saving (imports save
+        once at the end rather than rewriting a growing index every tenth of its size)."""
+        if not self.enabled:
+            return
+        index = self.indexes.get(tenant)
+        if index is None:
+            index = self.indexes[tenant] = TenantIndex.empty(vectors.shape[1], self.params)
+        for start in range(0, len(ids), INDEX_CHUNK):
+            index.add(ids[start : start + INDEX_CHUNK], vectors[start : start + INDEX_CHUNK])
+        index.note_changes(len(ids), gen)
+        self._after_change(tenant, index, save)
+
+    def removed(self, tenant: str, ids: list[int], generation: int) -> None:
+        """Drop deleted rows from the tenant's index."""
+        index = self.indexes.get(tenant) if self.enabled else None
+        if index is None:
+            return
+        index.remove(ids)
+        index.note_changes(len(ids), generation)
+        self._after_change(tenant, index)
+
+    def _after_change(self, tenant: str, index: TenantIndex, save: bool = True) -> None:
+        if index.needs_rebuild():
+            self._schedule_rebuild(tenant)
+        if save:
+            self.save_if_due(tenant)
+
+    # ---- saving
+
+    def save_if_due(self, tenant: str) -> None:
+        """Save the tenant's index after ``persist_every`` changes, and at least a tenth of its
+        size (so a large index is not rewritten constantly)."""
+        index = self.indexes.get(tenant)
+        if index is not None and index.unsaved >= max(self.persist_every, index.ntotal // 10):
+            try:
+                self._persist(tenant, index)
+            except OSError:  # after the commit: the record is stored, only the cache is stale
+                log.warning(
+                    "could not save the memory index of tenant %r; it stays in memory and is "
+                    "saved again later (or rebuilt from the database)",
+                    tenant,
+                    exc_info=True,
+                )
+
+    def _persist(self, tenant: str, index: TenantIndex) -> None:
+        """Write the index to disk (any thread; file writes are serialised by their own lock)."""
+        with self._persist_lock:
+            snap = save_index(self.index_dir, tenant, index, {"store_id": self.store_id})
+            index.note_saved(snap)
+        log.debug("saved the memory index of tenant %r (%d vectors)", tenant, snap.vectors)
+
+    def save_all(self) -> None:
+        """Save every index changed since its last save, or never saved (write lock)."""
+        for tenant, index in self.indexes.items():
+            if index.unsaved or not index_paths(self.index_dir, tenant)[0].is_file():
+                self._persist(tenant, index)
+
     # ---- reconcile and rebuild
 
     def _reconcile(
@@ -202,11 +290,11 @@ class IndexUpkeep:
     def _rebuild_now(self, tenant: str) -> TenantIndex:
         """Replace the tenant's index by one built from the database (write lock)."""
         started = time.monotonic()
-        old = self._indexes.get(tenant)
+        old = self.indexes.get(tenant)
         ids, vectors = self._db_vectors(self._writer, tenant)
         index = TenantIndex.build(ids, vectors, self.params)
         index.note_changes(index.ntotal, old.generation if old else 0)
-        self._indexes[tenant] = index
+        self.indexes[tenant] = index
         self._log_rebuild(tenant, old, index, started)
         return index
 
@@ -220,11 +308,11 @@ class IndexUpkeep:
             index = TenantIndex.build(ids, vectors, self.params)  # no lock: the old one serves
             del ids, vectors
             with self._write_lock:  # close() waits for this thread before it takes the lock
-                old = self._indexes.get(tenant)
+                old = self.indexes.get(tenant)
                 if self._reconcile(self._writer, tenant, index) is None:  # cannot happen
                     raise RuntimeError("the rebuilt index holds ids the database never issued")
                 index.note_changes(index.ntotal, old.generation if old else 0)
-                self._indexes[tenant] = index
+                self.indexes[tenant] = index
             self._log_rebuild(tenant, old, index, started)
             self._persist(tenant, index)
         except Exception:
@@ -262,6 +350,15 @@ class IndexUpkeep:
                 with self._state_lock:
                     return not self._rebuilding
 
+    def stop(self) -> bool:
+        """Start no more rebuilds and wait for those running; False if already stopped."""
+        with self._state_lock:
+            if self._closing:
+                return False
+            self._closing = True
+        self.wait_idle()
+        return True
+
     # ---- reporting
 
     def stats(self) -> dict[str, dict[str, Any]]:
@@ -274,7 +371,7 @@ class IndexUpkeep:
         manifests = read_manifests(self.index_dir)
         out: dict[str, dict[str, Any]] = {}
         for name, records, generation in tenants:
-            index, saved = self._indexes.get(name), manifests.get(name)
+            index, saved = self.indexes.get(name), manifests.get(name)
             if index is not None:
                 state = "rebuilding" if name in self._rebuilding else "loaded"
                 info = {"kind": index.kind, "vectors": index.ntotal}

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from safework.memory import store as store_module
+from safework.memory import upkeep as upkeep_module
 from safework.server.memory import serving as memory_serving
 from safework.server.memory.serving import MemorySettings
 
@@ -110,7 +110,7 @@ def test_an_index_save_failing_after_the_commit_keeps_the_answer_and_the_record(
     def no_space(*_: Any, **__: Any) -> Any:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(store_module, "save_index", no_space)
+    monkeypatch.setattr(upkeep_module, "save_index", no_space)
     engine = ScriptEngine([" So the answer is 74.</think>", "74"])
     with serve(engine, memory=MemorySettings(folder=tmp_path)) as client:
         client.app.state.memory.store.persist_every = 1  # type: ignore[attr-defined]
