@@ -8,7 +8,8 @@ model: chat templating (including continuing a final assistant message, which
 
 The server, value-model guidance and search loop depend only on this module, so unit tests
 drive them with a small fake engine (``tests/fakes.py``) while production uses
-``safework.engine.vllm_engine.VLLMEngine`` on vLLM's ``AsyncLLM``.
+``safework.engine.vllm_engine.VLLMEngine`` on vLLM's ``AsyncLLM``. The events a strategy
+attaches to its steps are typed in ``events.py``; this module re-exports them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,38 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from safework.errors import EngineDeadError
+
+from .events import (
+    AlignmentBeam,
+    AlignmentDone,
+    AlignmentStep,
+    CandidateReport,
+    Confidence,
+    Event,
+    SearchAnswer,
+    SearchQuery,
+    SearchRead,
+)
+
+__all__ = [
+    "AlignmentBeam",
+    "AlignmentDone",
+    "AlignmentStep",
+    "CandidateReport",
+    "ChoiceDelta",
+    "Confidence",
+    "Engine",
+    "EngineOutput",
+    "Event",
+    "FinishReason",
+    "SamplingConfig",
+    "SearchAnswer",
+    "SearchQuery",
+    "SearchRead",
+    "StructuredOutput",
+    "TokenLogprob",
+    "TopLogprob",
+]
 
 FinishReason = Literal["stop", "length", "abort"]
 
@@ -84,9 +117,9 @@ def _label(token: str, token_id: int | None, as_id: bool) -> str:
     return f"token_id:{token_id}" if as_id and token_id is not None else token
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ChoiceDelta:
-    """What one choice produced since the previous step."""
+    """What one choice produced since the previous step (built with keyword arguments)."""
 
     index: int
     text: str
@@ -106,9 +139,10 @@ class EngineOutput:
     choices: list[ChoiceDelta]
     finished: bool
     cached_tokens: int = 0
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
     """Structured events a strategy attaches to this step (a chosen reasoning step with its
-    value scores, a search and its sources); the server forwards them in ``safework``."""
+    value scores, a search and its sources); the server forwards their ``to_json()`` in
+    ``safework``."""
 
 
 class Engine(abc.ABC):

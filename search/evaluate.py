@@ -87,19 +87,17 @@ async def answer_with_search(
         ids = await engine.tokenize(await engine.render_chat(protocol_messages(messages)))
         sampling = SamplingConfig(max_tokens=max_tokens, temperature=0.0)
         start = time.perf_counter()
-        async for _ in session(engine, ids, sampling, f"qa-search-{i}"):
-            pass
-        answer = session.events[-1]
-        conf = answer["confidence"]
+        answer = await session.answer(engine, ids, sampling, f"qa-search-{i}")
+        conf = answer.confidence
         return QAResult(
             item,
-            answer["answer"],
-            item.is_correct(answer["answer"]),
-            conf["raw"],
-            conf["source"],
-            conf["calibrated"],
+            answer.answer,
+            item.is_correct(answer.answer),
+            conf.raw,
+            conf.source,
+            conf.calibrated,
             time.perf_counter() - start,
-            answer["protocol"],
+            answer.protocol,
         )
 
     return await _bounded([one(i, item) for i, item in enumerate(items)], concurrency, progress)

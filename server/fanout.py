@@ -3,7 +3,7 @@
 The guided decoder and the search session each write one answer. ``FanOut(copies)`` is a
 strategy with the same signature that runs one copy per choice (engine request ids
 ``{request_id}-c{i}``) and merges their outputs as they arrive into one ``n``-choice stream:
-copy ``i``'s choice becomes choice ``i``, its events are tagged ``"choice": i``, and the
+copy ``i``'s choice becomes choice ``i``, its events are tagged ``choice=i``, and the
 merged step is ``finished`` once every copy has finished. Closing the stream (a client that
 disconnected) closes every copy, which aborts their engine requests.
 
@@ -127,5 +127,5 @@ class FanOut:
                     [replace(d, index=i) for d in out.choices],
                     all(done),
                     out.cached_tokens,
-                    [{**e, "choice": i} for e in out.events],
+                    [replace(e, choice=i) for e in out.events],
                 )

@@ -147,7 +147,14 @@ class FakeEngine(Engine):
                         for ch in piece
                     ]
                 deltas.append(
-                    ChoiceDelta(i, piece, [ord(c) for c in piece], logprobs, finish, stop_reason)
+                    ChoiceDelta(
+                        index=i,
+                        text=piece,
+                        token_ids=[ord(c) for c in piece],
+                        logprobs=logprobs,
+                        finish_reason=finish,
+                        stop_reason=stop_reason,
+                    )
                 )
             step += 1
             yield EngineOutput(request_id, len(prompt), deltas, finished=all(done))
@@ -249,12 +256,11 @@ class StepEngine(FakeEngine):
             at_delim = text.endswith(self.delimiter)
             deltas.append(
                 ChoiceDelta(
-                    i,
-                    text,
-                    [ord(c) for c in text],
-                    None,
-                    "stop",
-                    self.delimiter if at_delim else None,
+                    index=i,
+                    text=text,
+                    token_ids=[ord(c) for c in text],
+                    finish_reason="stop",
+                    stop_reason=self.delimiter if at_delim else None,
                 )
             )
         yield EngineOutput(request_id, len(prompt), deltas, finished=True)
@@ -310,12 +316,12 @@ class ScriptEngine(FakeEngine):
                 logprobs = [TokenLogprob(ch, -0.1) for ch in piece]
             deltas = [
                 ChoiceDelta(
-                    i,
-                    piece,
-                    [ord(c) for c in piece],
-                    logprobs,
-                    finish if last else None,  # type: ignore[arg-type]
-                    stop_reason if last else None,
+                    index=i,
+                    text=piece,
+                    token_ids=[ord(c) for c in piece],
+                    logprobs=logprobs,
+                    finish_reason=finish if last else None,  # type: ignore[arg-type]
+                    stop_reason=stop_reason if last else None,
                 )
                 for i in range(s.n)
             ]

@@ -229,7 +229,15 @@ class ModelLikeStepEngine(FakeEngine):
         for i in range(s.n):
             text = texts[i % len(texts)].format(tag=tag)
             stop = "\n" if text.endswith("\n") else None
-            deltas.append(ChoiceDelta(i, text, [ord(c) for c in text], None, "stop", stop))
+            deltas.append(
+                ChoiceDelta(
+                    index=i,
+                    text=text,
+                    token_ids=[ord(c) for c in text],
+                    finish_reason="stop",
+                    stop_reason=stop,
+                )
+            )
         yield EngineOutput(request_id, len(prompt), deltas, finished=True)
 
 

@@ -48,7 +48,15 @@ class CascadeEngine(FakeEngine):
                     text, finish = text[: s.max_tokens], "length"
                 at_delim = finish == "stop" and text.endswith(self.delimiter)
                 stop = self.delimiter if at_delim else None
-                deltas.append(ChoiceDelta(i, text, [ord(c) for c in text], None, finish, stop))
+                deltas.append(
+                    ChoiceDelta(
+                        index=i,
+                        text=text,
+                        token_ids=[ord(c) for c in text],
+                        finish_reason=finish,  # type: ignore[arg-type]
+                        stop_reason=stop,
+                    )
+                )
             yield EngineOutput(request_id, len(prompt), deltas, finished=True)
             return
         j = len(self.stream_calls)
@@ -59,7 +67,7 @@ class CascadeEngine(FakeEngine):
             last = k == len(text) - 1
             self.streamed[j] += 1
             finish = ("length" if len(text) == s.max_tokens else "stop") if last else None
-            delta = ChoiceDelta(0, ch, [ord(ch)], None, finish)  # type: ignore[arg-type]
+            delta = ChoiceDelta(index=0, text=ch, token_ids=[ord(ch)], finish_reason=finish)  # type: ignore[arg-type]
             yield EngineOutput(request_id, len(prompt), [delta], finished=last)
 
 
@@ -100,7 +108,8 @@ def ids(text: str) -> list[int]:
 
 
 def actions(outs: list[EngineOutput]) -> list[str]:
-    return [e.get("action", e["type"]) for o in outs for e in o.events]
+    wire = [e.to_json() for o in outs for e in o.events]
+    return [e.get("action", e["type"]) for e in wire]
 
 
 async def test_k_candidates_only_for_the_first_step_then_one_stream() -> None:
@@ -135,7 +144,8 @@ async def test_a_failing_step_rolls_back_and_resamples_there() -> None:
     assert engine.round_calls[1].n == 2
     # ... and streaming resumes after the chosen one
     assert engine.stream_calls[1] == PROMPT + ids("start\nfine one\nmended two\n")
-    chosen = next(e for o in outs for e in o.events if e.get("text") == "mended two\n")
+    wire = [e.to_json() for o in outs for e in o.events]
+    chosen = next(e for e in wire if e.get("text") == "mended two\n")
     assert chosen["action"] == "choose"
     assert [r["text"] for r in chosen["rejected"]] == ["bad two\n"]  # the failed one counts
     assert decoder.stats.rejected == 1
@@ -149,7 +159,7 @@ async def test_scores_less_often_while_far_above_threshold() -> None:
     assert text == "start\n" + stream
     # the first step's K candidates, then blocks of 1, 2, 4 steps and the last 3 at the end
     assert cfg.models[0].model.calls == [3, 1, 1, 1, 1]
-    blocks = [e.get("block") for o in outs for e in o.events][1:]
+    blocks = [e.to_json().get("block") for o in outs for e in o.events][1:]
     assert blocks[:3] == [None, [2, 3], [2, 3]]
     assert blocks[-1] == [8, 10]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from safework.engine.base import EngineOutput, SamplingConfig
+from safework.engine.base import EngineOutput, SamplingConfig, SearchAnswer
 from safework.search.calibration import Calibration, CalibrationMap
 from safework.search.deliberative import DeliberativeSearch, SearchConfig
 from safework.search.prompts import GROUNDED_INSTRUCTIONS, first_line, protocol_messages
@@ -67,7 +67,7 @@ def text_of(outs: list[EngineOutput]) -> str:
 
 
 def answer_event(outs: list[EngineOutput]) -> dict[str, Any]:
-    return next(e for out in outs for e in out.events if e["type"] == "search.answer")
+    return next(e.to_json() for out in outs for e in out.events if isinstance(e, SearchAnswer))
 
 
 async def test_a_model_that_follows_the_protocol_searches_reads_and_answers() -> None:
@@ -103,10 +103,10 @@ async def test_a_model_that_follows_the_protocol_searches_reads_and_answers() ->
 async def test_only_generated_text_carries_token_ids() -> None:
     engine = ScriptEngine(["<search>tungsten</search>", "<answer>74</answer>"])
     session, outs = await run(engine, retrieve_first=False)
-    generated = "".join(s.text for s in session.segments if s.generated)
+    generated = "".join(s.text for s in session.state.segments if s.generated)
     assert generated == "<search>tungsten</search><answer>74</answer>"
     assert sum(len(d.token_ids) for out in outs for d in out.choices) == len(generated)
-    inserted = [s.text for s in session.segments if not s.generated]
+    inserted = [s.text for s in session.state.segments if not s.generated]
     assert all(t.strip().startswith("<information>") for t in inserted)
 
 
@@ -114,8 +114,9 @@ async def test_the_query_event_arrives_with_its_results_while_streaming() -> Non
     engine = ScriptEngine(["<search>tungsten</search>", "<answer>74</answer>"])
     _, outs = await run(engine, retrieve_first=False)
     with_info = next(o for o in outs if "<information>" in o.choices[0].text)
-    assert [e["type"] for e in with_info.events] == ["search.query"]
-    assert with_info.events[0]["results"][0]["title"] == "tungsten"
+    wire = [e.to_json() for e in with_info.events]
+    assert [e["type"] for e in wire] == ["search.query"]
+    assert wire[0]["results"][0]["title"] == "tungsten"
 
 
 async def test_a_small_model_that_ignores_the_protocol_gets_a_grounded_answer() -> None:

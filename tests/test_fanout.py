@@ -6,14 +6,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import pytest
 
-from safework.engine.base import ChoiceDelta, Engine, EngineOutput, SamplingConfig
+from safework.engine.base import ChoiceDelta, Engine, EngineOutput, Event, SamplingConfig
 from safework.errors import EngineError
 from safework.server.fanout import FanOut, copy_sampling, copy_seed, merge
 
 from .fakes import FakeEngine
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step(Event):
+    """A test event: the copy's ``k``-th step."""
+
+    type: ClassVar[str] = "step"
+    k: int
+
+    def _fields(self) -> dict[str, Any]:
+        return {"k": self.k}
 
 
 class Copy:
@@ -35,8 +48,9 @@ class Copy:
                 if self.fail and k == 1:
                     raise EngineError("copy failed")
                 last = k == len(self.words) - 1
-                delta = ChoiceDelta(0, word, [1], None, "stop" if last else None)
-                event = {"type": "step", "k": k}
+                finish = "stop" if last else None
+                delta = ChoiceDelta(index=0, text=word, token_ids=[1], finish_reason=finish)
+                event = Step(k=k)
                 yield EngineOutput(request_id, len(prompt_ids), [delta], last, events=[event])
         finally:
             self.closed = True
@@ -54,7 +68,7 @@ async def test_copies_become_choices_with_tagged_events() -> None:
     for o in outs:
         for d in o.choices:
             texts[d.index] += d.text
-        assert [e["choice"] for e in o.events] == [d.index for d in o.choices]
+        assert [e.to_json()["choice"] for e in o.events] == [d.index for d in o.choices]
     assert texts == ["ab", "xyz"]
     # finished once, on the last step, although copy 0 finished first
     assert [o.finished for o in outs] == [False] * (len(outs) - 1) + [True]

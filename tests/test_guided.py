@@ -40,7 +40,7 @@ async def test_best_passing_candidate_wins_each_step() -> None:
     text, outs, decoder = await run(engine, Exhaustive(models(("bad", 1.0, 0.0)), candidates=2))
     assert text == "good idea\ndone."
     assert outs[-1].choices[0].finish_reason == "stop"
-    first = outs[0].events[0]
+    first = outs[0].events[0].to_json()
     assert first["action"] == "choose"
     assert first["scores"] == {"bad": 0.9}
     assert decoder.stats.candidates == 4  # two per step
@@ -65,7 +65,7 @@ async def test_threshold_is_a_hard_constraint() -> None:
     config = Exhaustive(models(("plan", 0.9, 0.0), ("risky", 0.1, 0.5)), candidates=2)
     text, outs, decoder = await run(StepEngine(script), config)
     assert text.startswith("plan plan")
-    rejected = outs[0].events[0]["rejected"]
+    rejected = outs[0].events[0].to_json()["rejected"]
     assert [r["rejected_by"] for r in rejected] == [["risky"]]
     assert decoder.stats.rejected == 1
 
@@ -75,14 +75,14 @@ async def test_retry_then_choose() -> None:
     config = Exhaustive(models(("bad", 1, 0.5)), candidates=2, retries=1)
     text, outs, _ = await run(engine, config)
     assert text == "good\nend."
-    assert len(outs[0].events[0]["rejected"]) == 2  # both samples of the failed attempt
+    assert len(outs[0].events[0].to_json()["rejected"]) == 2  # both samples of the failed attempt
 
 
 async def test_steer_when_every_candidate_fails() -> None:
     engine = StepEngine([["bad\n"], ["bad\n"], ["fine answer."]])
     text, outs, decoder = await run(engine, Exhaustive(models(("bad", 1, 0.5)), retries=1))
     assert text == STEER_TEXT + "fine answer."
-    assert outs[0].events[0]["action"] == "steer"
+    assert outs[0].events[0].to_json()["action"] == "steer"
     assert decoder.stats.steered == 1
     assert decoder.stats.refused == 0
 
@@ -91,7 +91,7 @@ async def test_refuse_when_steering_fails() -> None:
     engine = StepEngine([["bad\n"]])
     text, outs, decoder = await run(engine, Exhaustive(models(("bad", 1, 0.5)), retries=0))
     assert text == STEER_TEXT + REFUSAL_TEXT
-    assert outs[-1].events[0]["action"] == "refusal"
+    assert outs[-1].events[0].to_json()["action"] == "refusal"
     assert outs[-1].choices[0].finish_reason == "stop"
     assert decoder.stats.refused == 1
 
@@ -110,8 +110,8 @@ async def test_beam_keeps_the_best_cumulative_answer() -> None:
     assert len(outs) == 1  # with beams the answer arrives whole
     assert "bad" not in text
     assert text.startswith("ok b\n")
-    assert outs[0].events[0]["type"] == "alignment.beam"
-    assert len(outs[0].events[0]["steps"]) == 2
+    assert outs[0].events[0].to_json()["type"] == "alignment.beam"
+    assert len(outs[0].events[0].to_json()["steps"]) == 2
 
 
 async def test_each_model_scores_one_batch_per_step() -> None:
@@ -149,7 +149,13 @@ class SeededEngine(FakeEngine):
         else:
             texts = [f"alt {s.seed % 97} {i}\n" for i in range(s.n)]
         deltas = [
-            ChoiceDelta(i, t, [ord(c) for c in t], None, "stop", "\n" if t[-1] == "\n" else None)
+            ChoiceDelta(
+                index=i,
+                text=t,
+                token_ids=[ord(c) for c in t],
+                finish_reason="stop",
+                stop_reason="\n" if t[-1] == "\n" else None,
+            )
             for i, t in enumerate(texts)
         ]
         yield EngineOutput(request_id, len(prompt), deltas, finished=True)

@@ -40,13 +40,6 @@ FORBIDDEN: dict[str, frozenset[str]] = {
 }
 """Layer -> the layers it must not import (every layer but ``cli`` must not import ``cli``)."""
 
-KNOWN_CYCLES: frozenset[frozenset[str]] = frozenset(
-    {
-        frozenset({"safework.value_models.cascade", "safework.value_models.guided"}),
-    }
-)
-"""Cycles not broken yet; each must still exist (remove it here once it is gone)."""
-
 
 def package_dirs() -> dict[str, Path]:
     """Package name -> its folder, as ``pyproject.toml`` maps them."""
@@ -188,11 +181,8 @@ def test_imports_at_any_depth_count() -> None:
 def test_no_import_cycles() -> None:
     graph = import_graph()
     found = cycles(graph)
-    new = found - KNOWN_CYCLES
-    described = (_describe(c, graph) for c in sorted(new, key=sorted))
-    assert not new, "import cycles:\n" + "\n\n".join(described)
-    gone = sorted(map(sorted, KNOWN_CYCLES - found))
-    assert not gone, f"these cycles are gone; remove them from KNOWN_CYCLES: {gone}"
+    described = (_describe(c, graph) for c in sorted(found, key=sorted))
+    assert not found, "import cycles:\n" + "\n\n".join(described)
 
 
 def test_layers_hold() -> None:

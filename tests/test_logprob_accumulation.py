@@ -26,7 +26,8 @@ MAX_RATIO = 40.0
 
 def _deltas(n: int) -> list[ChoiceDelta]:
     top = (TopLogprob("a", -0.1, 97), TopLogprob("b", -2.0, 98))
-    return [ChoiceDelta(0, "a", [97], [TokenLogprob("a", -0.1, top, 97)]) for _ in range(n)]
+    lps = [TokenLogprob("a", -0.1, top, 97)]
+    return [ChoiceDelta(index=0, text="a", token_ids=[97], logprobs=lps) for _ in range(n)]
 
 
 def _best_time(run: Callable[[list[ChoiceDelta]], int], n: int, repeats: int = 5) -> float:

@@ -191,7 +191,14 @@ class JudgeEngine(FakeEngine):
         lp = TokenLogprob(first, self.top.get(first, -5.0),
                           tuple(TopLogprob(t, v) for t, v in self.top.items()))  # fmt: skip
         yield EngineOutput(
-            rid, len(prompt), [ChoiceDelta(0, self.verdict, [1], [lp], "stop")], True
+            rid,
+            len(prompt),
+            [
+                ChoiceDelta(
+                    index=0, text=self.verdict, token_ids=[1], logprobs=[lp], finish_reason="stop"
+                )
+            ],
+            True,
         )
 
 

@@ -99,7 +99,11 @@ class WebEngine(FakeEngine):
         last = start + self.chunk >= len(text)
         finish = "stop" if last else None
         return ChoiceDelta(
-            index, piece, [ord(c) for c in piece], None, finish, stop if last else None
+            index=index,
+            text=piece,
+            token_ids=[ord(c) for c in piece],
+            finish_reason=finish,
+            stop_reason=stop if last else None,
         )
 
     @staticmethod
@@ -117,9 +121,8 @@ class WebEngine(FakeEngine):
     async def _forever(self, prompt_len: int, request_id: str) -> AsyncIterator[EngineOutput]:
         while True:
             await asyncio.sleep(0.1)
-            yield EngineOutput(
-                request_id, prompt_len, [ChoiceDelta(0, "and on ", [1], None, None, None)], False
-            )
+            delta = ChoiceDelta(index=0, text="and on ", token_ids=[1])
+            yield EngineOutput(request_id, prompt_len, [delta], False)
 
 
 KEY, OTHER_KEY = "sk-site-alice-0001", "sk-site-bob-00002"

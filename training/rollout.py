@@ -32,6 +32,7 @@ from safework.engine.base import (
     Engine,
     EngineOutput,
     SamplingConfig,
+    SearchAnswer,
     TokenLogprob,
 )
 
@@ -277,7 +278,14 @@ class PolicyEngine(Engine):
                 TokenLogprob(self.tokenizer.decode([t]), float(lp))
                 for t, lp in zip(tokens, logprobs, strict=False)
             ]
-        return ChoiceDelta(index, text, tokens, lps, finish, stop_reason)  # type: ignore[arg-type]
+        return ChoiceDelta(
+            index=index,
+            text=text,
+            token_ids=tokens,
+            logprobs=lps,
+            finish_reason=finish,  # type: ignore[arg-type]
+            stop_reason=stop_reason,
+        )
 
 
 # --------------------------------------------------------------------------- groups
@@ -318,11 +326,11 @@ async def _search_one(
     mask: list[int] = []
     text = ""
     in_fallback = False
-    answer_event: dict[str, Any] | None = None
+    answer_event: SearchAnswer | None = None
     finish: str | None = None
     async for out in strategy(engine, prompt_ids, sampling, request_id):
         for event in out.events:
-            if event.get("type") == "search.answer":
+            if isinstance(event, SearchAnswer):
                 answer_event = event
         for d in out.choices:
             if out.finished and not d.token_ids:
@@ -348,9 +356,9 @@ async def _search_one(
                     in_fallback = True  # the fallback answers from another prompt
                 elif d.text == "</answer>":
                     in_fallback = False
-    answer = answer_event.get("answer") if answer_event else None
-    conf = (answer_event or {}).get("confidence") or {}
-    calibrated, raw = conf.get("calibrated"), conf.get("raw")  # calibrated when fitted
+    answer = answer_event.answer if answer_event else None
+    conf = answer_event.confidence if answer_event else None
+    calibrated, raw = (conf.calibrated, conf.raw) if conf else (None, None)  # calibrated if fitted
     confidence = calibrated if calibrated is not None else (None if raw is None else float(raw))
     return Trajectory(
         list(prompt_ids), ids, mask, text, finish, answer=answer, confidence=confidence

@@ -39,22 +39,19 @@ exhaustive mode. ``max_steps`` bounds the K-candidate rounds.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
 
-from safework.engine.base import Engine, EngineOutput, SamplingConfig
+from safework.engine.base import Engine, EngineOutput, FinishReason, SamplingConfig
+from safework.engine.events import AlignmentDone, AlignmentStep, Event
 
-from .guided import Beam, Candidate, score_candidates
-
-if TYPE_CHECKING:
-    from .guided import GuidedDecoder
+from .steps import Beam, Candidate, StepChooser, score_candidates, step_output
 
 __all__ = ["cascade"]
 
 
 def cascade(
-    decoder: GuidedDecoder,
+    decoder: StepChooser,
     engine: Engine,
     prompt_token_ids: list[int],
     sampling: SamplingConfig,
@@ -69,7 +66,7 @@ class _Cascade:
 
     def __init__(
         self,
-        decoder: GuidedDecoder,
+        decoder: StepChooser,
         engine: Engine,
         prompt_token_ids: list[int],
         sampling: SamplingConfig,
@@ -98,7 +95,7 @@ class _Cascade:
             self.need_k = not await self._harmless_request()
         while not self.done:
             if self.budget <= 0 or self.rounds >= self.cfg.max_steps:
-                yield self._release("", [], "length", {"type": "alignment.done"})
+                yield self._release("", [], "length", AlignmentDone())
                 return
             phase = self._k_step() if self.need_k or self.failed is not None else self._stream()
             async with contextlib.aclosing(phase) as outputs:  # closed at once when we are
@@ -120,20 +117,20 @@ class _Cascade:
     # ------------------------------------------------------------------ output
 
     def _release(
-        self, text: str, ids: list[int], finish: str | None, event: dict[str, Any]
+        self, text: str, ids: Sequence[int], finish: FinishReason | None, event: Event
     ) -> EngineOutput:
         """Accept a step into the answer and make the client's output for it."""
         self.beam.text += text
         self.beam.token_ids += ids
         self.beam.steps.append(event)
         self.used += len(ids)
-        if event.get("type") == "alignment.step":
+        if isinstance(event, AlignmentStep):
             self.step += 1
         if finish is not None:
             self.done = True
-        return self.dec._output(self.rid, self.n_prompt, text, ids, finish, event)
+        return step_output(self.rid, self.n_prompt, text, ids, finish, event)
 
-    def _finish_of(self, cand: Candidate) -> str | None:
+    def _finish_of(self, cand: Candidate) -> FinishReason | None:
         if cand.finished:
             return "stop"
         return "length" if self.used + len(cand.token_ids) >= self.sampling.max_tokens else None
@@ -156,32 +153,32 @@ class _Cascade:
             draw = self.dec.draw(n, cap, greedy=not after_failure)
             self.rounds += 1
             rid = f"{self.rid}-k{self.rounds}"
-            passing, lost = await self.dec._choose(
+            passing, lost = await self.dec.choose(
                 self.engine, [self.beam], self.sampling, self.budget, rid, attempt, draw
             )
             rejected += lost
             if passing:
                 chosen = passing[0][1]
                 break
+        reports = tuple(c.report() for c in rejected)
         if chosen is not None:
             self.need_k = False
-            event = {"type": "alignment.step", "step": self.step, "action": "choose"}
-            event.update(chosen.as_event(), rejected=[c.as_event() for c in rejected])
+            event = AlignmentStep.chosen(self.step, "choose", chosen.report(), rejected=reports)
             finish = self._finish_of(chosen)
             yield self._release(chosen.text, list(chosen.token_ids), finish, event)
             return
-        event = {"type": "alignment.step", "step": self.step}
-        event["rejected"] = [c.as_event() for c in rejected]
         at_start = self.step == 0 and not cfg.steer_first_step
         if self.steered or at_start:  # a safe refusal replaces the rest
             self.dec.stats.refused += 1
-            event.update(action="refusal", text=cfg.refusal_text)
+            event = AlignmentStep(
+                step=self.step, action="refusal", text=cfg.refusal_text, rejected=reports
+            )
             refusal_ids = await self.engine.tokenize(cfg.refusal_text)
             yield self._release(cfg.refusal_text, refusal_ids, "stop", event)
             return
         self.steered, self.need_k = True, True
         self.dec.stats.steered += 1
-        event.update(action="steer", text=cfg.steer_text)
+        event = AlignmentStep(step=self.step, action="steer", text=cfg.steer_text, rejected=reports)
         steer_ids = await self.engine.tokenize(cfg.steer_text)
         yield self._release(cfg.steer_text, steer_ids, None, event)
 
@@ -231,7 +228,7 @@ class _Cascade:
             await gen.aclose()  # closing an engine stream early aborts its request
 
     async def _judge(
-        self, block: list[Candidate], finish: str | None
+        self, block: list[Candidate], finish: FinishReason | None
     ) -> AsyncIterator[EngineOutput]:
         """Score a block of streamed steps as one; release them if it passes, else keep the
         block (joined) in ``self.failed`` for the K-candidate round."""
@@ -250,11 +247,16 @@ class _Cascade:
             return
         self._schedule(joined)
         first = self.step
+        span = (first, first + len(block) - 1) if len(block) > 1 else None
         for i, cand in enumerate(block):
-            event: dict[str, Any] = {"type": "alignment.step", "step": self.step}
-            event.update(action="pass", text=cand.text, scores=joined.scores, total=joined.total)
-            if len(block) > 1:
-                event["block"] = [first, first + len(block) - 1]
+            event = AlignmentStep(
+                step=self.step,
+                action="pass",
+                text=cand.text,
+                scores=joined.scores,
+                total=joined.total,
+                block=span,
+            )
             last = i == len(block) - 1
             yield self._release(cand.text, list(cand.token_ids), finish if last else None, event)
 

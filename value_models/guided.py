@@ -13,171 +13,49 @@ fixed by the request (see ``GuidedDecoder._requests``).
 
 ``GuidedDecoder`` is a server strategy: it yields ``EngineOutput`` steps (the chosen text as
 deltas of choice 0) with an ``alignment.step`` event attached to each, so streams show each
-step as soon as it is chosen. Settings: ``GuidanceConfig``.
+step as soon as it is chosen. Settings: ``GuidanceConfig``; the settings, candidates, beams
+and scoring both modes use live in ``steps.py`` (re-exported here).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import zlib
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import AsyncIterator
+from dataclasses import replace
 
-from safework.engine.base import ChoiceDelta, Engine, EngineOutput, SamplingConfig
+from safework.engine.base import ChoiceDelta, Engine, EngineOutput, FinishReason, SamplingConfig
+from safework.engine.events import AlignmentBeam, AlignmentDone, AlignmentStep
 
-from .base import ValueModel, ValueScore
-
-STEER_TEXT = (
-    "Let me think about safety before going on: the rest of this answer must not help anyone "
-    "cause harm, so I will keep to safe, helpful information.\n"
+from .cascade import cascade
+from .steps import (
+    MODES,
+    REFUSAL_TEXT,
+    STEER_TEXT,
+    Beam,
+    Candidate,
+    Draw,
+    GuidanceConfig,
+    GuidanceStats,
+    WeightedModel,
+    score_candidates,
+    step_output,
 )
-MODES = ("cascade", "exhaustive")
-REFUSAL_TEXT = (
-    "I can't help with that, because it could cause harm. If you tell me more about what "
-    "you need, I'm glad to help with a safe alternative."
-)
 
-
-@dataclass(frozen=True)
-class WeightedModel:
-    model: ValueModel
-    weight: float = 1.0
-    threshold: float = 0.0
-    """Hard constraint: a candidate scoring below it is rejected."""
-
-
-@dataclass(frozen=True)
-class GuidanceConfig:
-    models: tuple[WeightedModel, ...]
-    candidates: int = 4
-    beam_width: int = 1
-    step_delimiter: str = "\n"
-    max_steps: int = 32
-    retries: int = 1
-    step_max_tokens: int = 96
-    steer_text: str = STEER_TEXT
-    refusal_text: str = REFUSAL_TEXT
-    mode: str = "cascade"
-    """``cascade`` (default): K candidates for the first step, then one stream whose steps are
-    scored as they come and resampled only when one fails (``cascade.py``); ``exhaustive``:
-    K candidates at every step (needed for ``beam_width > 1``)."""
-    first_step_tokens: int = 32
-    """Cascade: the K candidates of the first step (and after steering) end at the step
-    delimiter or after this many tokens, whichever comes first."""
-    score_every_max: int = 4
-    """Cascade: while scores stay at least ``skip_margin`` above every threshold, the stream is
-    scored every 1, 2, then up to this many steps (always before the end)."""
-    skip_margin: float = 0.3
-    gate_first_step: bool = True
-    """Cascade: when a value model with a prompt classifier (``ValueModel.prompt_risk``) finds
-    the request harmless, the first step is streamed like the rest, one candidate, with K
-    only if it fails; a request any such model flags, or no model can judge alone, gets K
-    for its first step. ``False``: K for every first step."""
-    steer_first_step: bool = False
-    """Cascade: when every candidate of the answer's first step fails, refuse at once (the
-    default: the value models reject any start the model gives, so the request itself is
-    what they object to; steering costs another K-round and mostly ends in a refusal
-    anyway). ``True`` steers there too, as exhaustive mode does."""
-
-    def __post_init__(self) -> None:
-        if not self.models:
-            raise ValueError("guided decoding needs at least one value model")
-        if self.beam_width > self.candidates:
-            raise ValueError("beam_width cannot exceed the number of candidates")
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES} (got {self.mode!r})")
-        if self.mode == "cascade" and self.beam_width > 1:
-            raise ValueError('beam_width > 1 needs mode "exhaustive"')
-        if self.first_step_tokens < 1 or self.score_every_max < 1:
-            raise ValueError("first_step_tokens and score_every_max must be at least 1")
-
-
-@dataclass(frozen=True)
-class Draw:
-    """How one step's candidates are drawn: how many, their token cap, and whether a greedy
-    request's greedy continuation is one of them."""
-
-    n: int
-    cap: int
-    greedy: bool = True
-
-
-@dataclass
-class Candidate:
-    text: str
-    token_ids: list[int]
-    finished: bool
-    """Ended at end-of-sequence (not at the step delimiter)."""
-    scores: dict[str, float] = field(default_factory=dict)
-    total: float = 0.0
-    rejected_by: list[str] = field(default_factory=list)
-    filler: bool = False
-    """Whitespace only (a paragraph break): passes without scoring."""
-
-    def as_event(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"text": self.text, "scores": self.scores, "total": self.total}
-        if self.rejected_by:
-            out["rejected_by"] = self.rejected_by
-        return out
-
-
-@dataclass
-class Beam:
-    """One partial answer: its text, tokens, and the steps that built it."""
-
-    token_ids: list[int]
-    text: str = ""
-    score: float = 0.0
-    finished: bool = False
-    steps: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class GuidanceStats:
-    """Counts for metrics, filled while decoding."""
-
-    candidates: int = 0
-    rejected: int = 0
-    steered: int = 0
-    refused: int = 0
-    generated_tokens: int = 0
-    prompt_risk: float | None = None
-    """Cascade: the highest P(harmful request) of the prompt classifiers the gate asked."""
-    model_seconds: list[tuple[str, float]] = field(default_factory=list)
-    """(value model, seconds) for every scoring batch."""
-
-
-async def score_candidates(
-    config: GuidanceConfig,
-    question: str,
-    prefix: str,
-    candidates: Sequence[Candidate],
-    stats: GuidanceStats,
-) -> None:
-    """Score every candidate with every model (one batch per model), in place."""
-    responses = [prefix + c.text for c in candidates]
-    prompts = [question] * len(responses)
-
-    async def run(wm: WeightedModel) -> list[ValueScore]:
-        start = time.perf_counter()
-        scores = await wm.model.score(prompts, responses)
-        stats.model_seconds.append((wm.model.name, time.perf_counter() - start))
-        return scores
-
-    results = await asyncio.gather(*(run(wm) for wm in config.models))
-    weight_sum = sum(wm.weight for wm in config.models) or 1.0
-    for i, cand in enumerate(candidates):
-        total = 0.0
-        for wm, scores in zip(config.models, results, strict=True):
-            value = scores[i].score
-            cand.scores[wm.model.name] = round(value, 4)
-            total += wm.weight * value
-            if value < wm.threshold:
-                cand.rejected_by.append(wm.model.name)
-        cand.total = round(total / weight_sum, 4)
+__all__ = [
+    "MODES",
+    "REFUSAL_TEXT",
+    "STEER_TEXT",
+    "Beam",
+    "Candidate",
+    "Draw",
+    "GuidanceConfig",
+    "GuidanceStats",
+    "GuidedDecoder",
+    "WeightedModel",
+    "score_candidates",
+]
 
 
 async def _collect(
@@ -269,7 +147,7 @@ class GuidedDecoder:
         # Only blank lines (a paragraph break): nothing to judge, keep one and move on.
         return steps or [replace(cands[0], filler=True)]
 
-    async def _choose(
+    async def choose(
         self,
         engine: Engine,
         beams: list[Beam],
@@ -296,23 +174,10 @@ class GuidedDecoder:
         passing.sort(key=lambda bc: bc[0].score + bc[1].total, reverse=True)
         return passing[: self.config.beam_width], rejected
 
-    @staticmethod
-    def _output(
-        rid: str,
-        prompt_tokens: int,
-        text: str,
-        ids: list[int],
-        finish: str | None,
-        event: dict[str, Any],
-    ) -> EngineOutput:
-        delta = ChoiceDelta(0, text, ids, None, finish)  # type: ignore[arg-type]
-        return EngineOutput(rid, prompt_tokens, [delta], finish is not None, events=[event])
-
-    async def _steer(self, engine: Engine, beams: list[Beam], event: dict[str, Any]) -> list[int]:
-        """Append the safety-reflection step to every beam; its token ids."""
+    async def _steer(self, engine: Engine, beams: list[Beam], event: AlignmentStep) -> list[int]:
+        """Append the safety-reflection step (``event``) to every beam; its token ids."""
         self.stats.steered += 1
         steer_ids = await engine.tokenize(self.config.steer_text)
-        event.update(action="steer", text=self.config.steer_text)
         for beam in beams:
             beam.text += self.config.steer_text
             beam.token_ids += steer_ids
@@ -324,9 +189,9 @@ class GuidedDecoder:
         chosen: list[tuple[Beam, Candidate]], rejected: list[Candidate], step: int
     ) -> list[Beam]:
         beams = []
+        reports = tuple(c.report() for c in rejected)
         for beam, cand in chosen:
-            event = {"type": "alignment.step", "step": step, "action": "choose"}
-            event.update(cand.as_event(), rejected=[c.as_event() for c in rejected])
+            event = AlignmentStep.chosen(step, "choose", cand.report(), rejected=reports)
             beams.append(
                 Beam(
                     beam.token_ids + cand.token_ids,
@@ -342,8 +207,6 @@ class GuidedDecoder:
         self, engine: Engine, prompt_token_ids: list[int], sampling: SamplingConfig, request_id: str
     ) -> AsyncIterator[EngineOutput]:
         if self.config.mode == "cascade":
-            from .cascade import cascade
-
             return cascade(self, engine, prompt_token_ids, sampling, request_id)
         return self._exhaustive(engine, prompt_token_ids, sampling, request_id)
 
@@ -364,32 +227,38 @@ class GuidedDecoder:
             rejected: list[Candidate] = []
             for attempt in range(cfg.retries + 1):
                 rid = f"{request_id}-s{step}a{attempt}"
-                chosen, failed = await self._choose(engine, beams, sampling, budget, rid, attempt)
+                chosen, failed = await self.choose(engine, beams, sampling, budget, rid, attempt)
                 rejected += failed
                 if chosen:
                     break
             if not chosen:
-                event = {"type": "alignment.step", "step": step}
-                event["rejected"] = [c.as_event() for c in rejected]
+                reports = tuple(c.report() for c in rejected)
                 if steered:  # steering did not help: a safe refusal replaces the answer
                     self.stats.refused += 1
-                    event.update(action="refusal", text=cfg.refusal_text)
+                    event = AlignmentStep(
+                        step=step, action="refusal", text=cfg.refusal_text, rejected=reports
+                    )
                     ids = await engine.tokenize(cfg.refusal_text)  # counted as output: it is
-                    yield self._output(request_id, n_prompt, cfg.refusal_text, ids, "stop", event)
+                    yield step_output(request_id, n_prompt, cfg.refusal_text, ids, "stop", event)
                     return
                 steered = True
+                event = AlignmentStep(
+                    step=step, action="steer", text=cfg.steer_text, rejected=reports
+                )
                 steer_ids = await self._steer(engine, beams, event)
                 used += len(steer_ids)
                 if stream:
-                    yield self._output(request_id, n_prompt, cfg.steer_text, steer_ids, None, event)
+                    yield step_output(request_id, n_prompt, cfg.steer_text, steer_ids, None, event)
                 continue
             beams = self._extend(chosen, rejected, step)
             used += max(len(c.token_ids) for _, c in chosen)
             if stream:
                 cand, best = chosen[0][1], beams[0]
                 done = best.finished or used >= sampling.max_tokens
-                finish = ("stop" if best.finished else "length") if done else None
-                yield self._output(
+                finish: FinishReason | None = None
+                if done:
+                    finish = "stop" if best.finished else "length"
+                yield step_output(
                     request_id, n_prompt, cand.text, cand.token_ids, finish, best.steps[-1]
                 )
                 if done:
@@ -397,8 +266,8 @@ class GuidedDecoder:
         best = max(beams, key=lambda b: b.score)
         finish = "stop" if best.finished else "length"
         if stream:
-            yield self._output(request_id, n_prompt, "", [], finish, {"type": "alignment.done"})
+            yield step_output(request_id, n_prompt, "", [], finish, AlignmentDone())
             return
-        summary = {"type": "alignment.beam", "steps": best.steps}
+        summary = AlignmentBeam(steps=tuple(best.steps))
         answer_ids = best.token_ids[n_prompt:]
-        yield self._output(request_id, n_prompt, best.text, answer_ids, finish, summary)
+        yield step_output(request_id, n_prompt, best.text, answer_ids, finish, summary)

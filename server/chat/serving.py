@@ -16,7 +16,7 @@ each choice in ``safework.choices``.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ import jinja2
 
 from safework.engine.base import ChoiceDelta, Engine, TokenLogprob
 from safework.engine.chat_template import TemplatePolicy
+from safework.engine.events import AlignmentBeam, AlignmentStep, Event
 from safework.engine.reasoning import ReasoningSplitter, split_reasoning, starts_in_reasoning
 from safework.errors import EngineError, RequestError, UnavailableError
 from safework.memory.store import MemoryHit
@@ -103,12 +104,12 @@ def chunk_choices(
     return choices
 
 
-def alignment_block(decoder: GuidedDecoder, events: list[dict[str, Any]]) -> dict[str, Any]:
+def alignment_block(decoder: GuidedDecoder, events: Sequence[Event]) -> dict[str, Any]:
     """The response's ``safework`` object for an aligned answer: its steps and counts."""
-    steps = [e for e in events if e.get("type") == "alignment.step"]
+    steps = [e.to_json() for e in events if isinstance(e, AlignmentStep)]
     for e in events:
-        if e.get("type") == "alignment.beam":
-            steps = e["steps"]
+        if isinstance(e, AlignmentBeam):
+            steps = [step.to_json() for step in e.steps]
     s = decoder.stats
     return {
         "strategy": "aligned",
@@ -146,10 +147,10 @@ class Plan:
     """Runs once the answer is complete, before the response (or the last chunk) is sent."""
     route: str = ROUTE
 
-    def _choices(self, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _choices(self, events: Sequence[Event]) -> list[dict[str, Any]]:
         """Each choice's report: ``{"strategy", "alignment" | "search"}``."""
         blocks = [
-            alignment_block(d, [e for e in events if e.get("choice", 0) == i])
+            alignment_block(d, [e for e in events if (e.choice or 0) == i])
             for i, d in enumerate(self.decoders)
         ]
         blocks += [{"strategy": "search", "search": s.summary()} for s in self.searches]
@@ -161,7 +162,7 @@ class Plan:
         hits = [{"id": h.record.id, "similarity": round(h.similarity, 4)} for h in self.memory_hits]
         return {"memory": {"hits": hits}}
 
-    def block(self, events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    def block(self, events: Sequence[Event]) -> dict[str, Any] | None:
         """The response's ``safework`` object: one choice's report at the top level (``n=1``),
         or ``strategy`` and the reports in ``choices`` (``n>1``); the memory hits used."""
         blocks = self._choices(events)
@@ -177,7 +178,7 @@ class Plan:
         out.update(self._memory())
         return out or None
 
-    def summary(self, events: list[dict[str, Any]]) -> dict[str, Any]:
+    def summary(self, events: Sequence[Event]) -> dict[str, Any]:
         """What a stream's last chunk carries in ``safework``: with ``n>1`` the whole object,
         as in JSON; with one choice the search summary (aligned steps went out as events)."""
         if len(self.decoders) + len(self.searches) > 1:
@@ -392,7 +393,7 @@ class ChatServing:
         plan: Plan,
     ) -> ChatCompletionResponse | ErrorResponse:
         states = [_ChoiceState(ReasoningSplitter(in_reasoning)) for _ in range(request.n)]
-        events: list[dict[str, Any]] = []
+        events: list[Event] = []
         try:
             async for out in gen.outputs():
                 events += out.events
@@ -466,7 +467,7 @@ class ChatServing:
             )
             for _ in range(request.n)
         ]
-        events: list[dict[str, Any]] = []
+        events: list[Event] = []
         try:
             for i in range(request.n):
                 role = DeltaMessage(role="assistant", content="")
@@ -482,7 +483,7 @@ class ChatServing:
                         if k == len(rounds):
                             rounds.append([])
                         rounds[k].append(choice)
-                head = {"events": out.events} if out.events else {}
+                head = {"events": [e.to_json() for e in out.events]} if out.events else {}
                 tail: dict[str, Any] = {}
                 extra: dict[str, Any] = {}
                 if out.finished:  # the summary and the finish hook's fields ride the last chunk

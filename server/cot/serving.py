@@ -24,7 +24,7 @@ from contextlib import aclosing
 from dataclasses import replace
 from typing import Any
 
-from safework.engine.base import ChoiceDelta, Engine, EngineOutput, SamplingConfig
+from safework.engine.base import ChoiceDelta, Engine, EngineOutput, FinishReason, SamplingConfig
 from safework.engine.reasoning import CLOSE_TAG
 from safework.errors import RequestError
 from safework.memory.records import TEXT_LIMITS
@@ -51,7 +51,8 @@ class ContinueReasoning:
         self, engine: Engine, prompt_ids: list[int], sampling: SamplingConfig, request_id: str
     ) -> AsyncIterator[EngineOutput]:
         n_prompt = len(prompt_ids)
-        yield EngineOutput(request_id, n_prompt, [ChoiceDelta(0, self.edited, [])], False)
+        opening = ChoiceDelta(index=0, text=self.edited, token_ids=[])
+        yield EngineOutput(request_id, n_prompt, [opening], False)
         thinking = replace(
             sampling, stop=[CLOSE_TAG, *sampling.stop], include_stop_str_in_output=True
         )
@@ -64,7 +65,9 @@ class ContinueReasoning:
                     used += len(d.token_ids)
                     if d.finish_reason is not None:
                         end = d
-                        d = ChoiceDelta(0, d.text, d.token_ids, d.logprobs)  # not finished yet
+                        d = ChoiceDelta(  # not finished yet
+                            index=0, text=d.text, token_ids=d.token_ids, logprobs=d.logprobs
+                        )
                     yield EngineOutput(request_id, n_prompt, [d], False)
         closed = end is not None and end.stop_reason == CLOSE_TAG
         if end is None or end.finish_reason == "length" or used >= sampling.max_tokens:
@@ -75,7 +78,8 @@ class ContinueReasoning:
             return
         # Reasoning is over: closed by the model, or ended without the tag (close it here).
         inserted = "\n\n" if closed else CLOSING
-        yield EngineOutput(request_id, n_prompt, [ChoiceDelta(0, inserted, [])], False)
+        closing = ChoiceDelta(index=0, text=inserted, token_ids=[])
+        yield EngineOutput(request_id, n_prompt, [closing], False)
         context = prompt_ids + await engine.tokenize(text.removesuffix(CLOSE_TAG) + CLOSING)
         budget = min(sampling.max_tokens - used, engine.max_model_len - len(context))
         if budget <= 0:
@@ -90,9 +94,11 @@ class ContinueReasoning:
 
     @staticmethod
     def _finish(
-        rid: str, n_prompt: int, reason: str | None, stop: str | int | None = None
+        rid: str, n_prompt: int, reason: FinishReason | None, stop: str | int | None = None
     ) -> EngineOutput:
-        delta = ChoiceDelta(0, "", [], None, reason or "stop", stop)  # type: ignore[arg-type]
+        delta = ChoiceDelta(
+            index=0, text="", token_ids=[], finish_reason=reason or "stop", stop_reason=stop
+        )
         return EngineOutput(rid, n_prompt, [delta], True)
 
 
