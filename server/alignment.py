@@ -4,7 +4,7 @@
 (from ``--value-models-config``); ``guidance_for`` merges a request's ``safework.alignment``
 block over them and checks it against the server's limits, so a bad setting is a 400 before
 anything is generated. ``<model>:aligned`` is the profile that selects it without an
-extension field, for chat UIs.
+extension field, for chat UIs (the chat strategies' registry, ``chat/strategies.py``, picks it).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, fields
 
-from safework.errors import ConfigError, NotFoundError, RequestError
+from safework.errors import ConfigError, RequestError
 from safework.value_models.base import ValueModel
 from safework.value_models.guided import GuidanceConfig, GuidanceStats, WeightedModel
 from safework.value_models.registry import (
@@ -23,19 +23,10 @@ from safework.value_models.registry import (
 )
 
 from .metrics import ServerMetrics
-from .protocol import AlignmentOptions, SafeWorkOptions, ValueModelSetting
+from .protocol import AlignmentOptions, ValueModelSetting
 
 logger = logging.getLogger("safework.server")
-PROFILES = ("aligned", "search")
 GUIDANCE_KEYS = {f.name for f in fields(GuidanceConfig)} - {"models"}
-
-
-def split_profile(model: str) -> tuple[str, str | None]:
-    """``"m:aligned"`` -> ``("m", "aligned")``; ``"m"`` -> ``("m", None)``."""
-    base, sep, profile = model.rpartition(":")
-    if sep and profile in PROFILES:
-        return base, profile
-    return model, None
 
 
 @dataclass
@@ -117,36 +108,6 @@ def resolve_threshold(
     if entry.threshold is not None:
         return entry.threshold
     return model.default_threshold if model.default_threshold is not None else 0.0
-
-
-def resolve_strategy(profile: str | None, options: SafeWorkOptions | None) -> str:
-    """Explicit ``safework.strategy``, else the profile, else the strategy whose settings
-    block is given (``alignment`` or ``search``), else ``plain``."""
-    if options is not None and options.strategy is not None:
-        return options.strategy
-    if profile is not None:
-        return profile
-    if options is not None and options.alignment is not None and options.search is not None:
-        raise RequestError(
-            "both `alignment` and `search` are given: choose one with `safework.strategy`",
-            param="safework.strategy",
-        )
-    if options is not None and options.alignment is not None:
-        return "aligned"
-    if options is not None and options.search is not None:
-        return "search"
-    return "plain"
-
-
-def check_profile(profile: str | None, configured: dict[str, bool], requested: str) -> None:
-    """404 for a profile whose strategy is not configured (``configured``: profile -> on)."""
-    if profile is not None and not configured.get(profile, False):
-        what = {"aligned": "no value models", "search": "no search backend"}[profile]
-        raise NotFoundError(
-            f"The model `{requested}` does not exist: {what} configured.",
-            param="model",
-            code="model_not_found",
-        )
 
 
 def record_guidance(metrics: ServerMetrics, stats: GuidanceStats) -> None:

@@ -8,15 +8,16 @@ then ``[DONE]``; a failure after the stream started (the engine, a full memory s
 finish hook, anything unexpected) is sent as an error data event, then ``[DONE]``, and
 counted in ``safework_stream_errors``. How the
 reasoning is sent (fields or inline ``<think>`` tags) is ``reasoning_output.py``'s business.
-With ``n > 1`` the aligned and search strategies answer each choice with its own guided
-decoder or search session, run concurrently (``fanout.py``), and ``Plan.block`` reports
-each choice in ``safework.choices``.
+Which strategy answers (plain, aligned, search) is the registry's (``strategies.py``), and
+the ``Plan`` it builds (``plan.py``) reports on the answer. With ``n > 1`` the aligned and
+search strategies answer each choice with its own guided decoder or search session, run
+concurrently (``fanout.py``), and ``Plan.block`` reports each choice in ``safework.choices``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,26 +25,23 @@ import jinja2
 
 from safework.engine.base import ChoiceDelta, Engine, TokenLogprob
 from safework.engine.chat_template import TemplatePolicy
-from safework.engine.events import AlignmentBeam, AlignmentStep, Event
+from safework.engine.events import Event
 from safework.engine.reasoning import ReasoningSplitter, split_reasoning, starts_in_reasoning
 from safework.errors import EngineError, RequestError, UnavailableError
 from safework.memory.store import MemoryHit
-from safework.search.deliberative import DeliberativeSearch
-from safework.search.prompts import protocol_messages, with_system
-from safework.value_models.guided import GuidedDecoder
+from safework.search.prompts import with_system
 from safework.value_models.registry import ValueModelsConfig
 
-from ..alignment import Alignment, check_profile, record_guidance, resolve_strategy, split_profile
+from ..alignment import Alignment
 from ..config import DEFAULT_TENANT
-from ..fanout import FanOut
-from ..generation import Generation, Strategy, plain
+from ..generation import Generation
 from ..limits import RequestLimits
 from ..memory.serving import MemoryService
 from ..memory.serving import guidance as memory_guidance
 from ..metrics import ServerMetrics
 from ..protocol import ErrorResponse, UsageInfo, now, random_id
 from ..sampling import resolve_max_tokens
-from ..search import SearchService, SearchSettings, record_search
+from ..search import SearchService, SearchSettings
 from ..serving_common import (
     check_model,
     check_n,
@@ -52,6 +50,7 @@ from ..serving_common import (
     sse_done,
     tenant_cache_salt,
 )
+from .plan import FinishHook, Plan
 from .protocol import (
     ChatChoice,
     ChatChunkChoice,
@@ -64,9 +63,11 @@ from .protocol import (
     TopLogprobOut,
 )
 from .reasoning_output import ReasoningFormat, reasoning_format, split_in_order
+from .strategies import Services, check_profile, plan_for, resolve, split_profile
+
+__all__ = ["ChatServing", "FinishHook", "Plan", "chunk_choices", "logprobs_out"]
 
 logger = logging.getLogger(__name__)
-ROUTE = "/v1/chat/completions"
 
 
 def logprobs_out(items: list[TokenLogprob] | None, as_ids: bool = False) -> ChoiceLogprobs | None:
@@ -102,98 +103,6 @@ def chunk_choices(
         choices[-1].logprobs = logprobs_out(delta.logprobs, as_ids)
         choices[-1].finish_reason = delta.finish_reason
     return choices
-
-
-def alignment_block(decoder: GuidedDecoder, events: Sequence[Event]) -> dict[str, Any]:
-    """The response's ``safework`` object for an aligned answer: its steps and counts."""
-    steps = [e.to_json() for e in events if isinstance(e, AlignmentStep)]
-    for e in events:
-        if isinstance(e, AlignmentBeam):
-            steps = [step.to_json() for step in e.steps]
-    s = decoder.stats
-    return {
-        "strategy": "aligned",
-        "alignment": {
-            "mode": decoder.config.mode,
-            "steps": steps,
-            "candidates": s.candidates,
-            "rejected": s.rejected,
-            "steered": s.steered,
-            "refused": s.refused,
-            "generated_tokens": s.generated_tokens,
-            "prompt_risk": None if s.prompt_risk is None else round(s.prompt_risk, 4),
-        },
-    }
-
-
-FinishHook = Callable[[str, str], Awaitable[dict[str, Any]]]
-"""``(reasoning, content) of the answer -> fields for the response`` (e.g. ``memory_id``)."""
-
-
-@dataclass
-class Plan:
-    """How one request is answered: its strategy, the messages to render, and the objects
-    that report on it afterwards (a guided decoder or search session per choice, memory hits).
-
-    With ``n > 1`` the aligned and search strategies run one decoder or session per choice
-    (``FanOut``); the ``safework`` object then reports each in ``choices``, by index."""
-
-    strategy: Strategy
-    messages: list[dict[str, Any]]
-    decoders: list[GuidedDecoder] = field(default_factory=list)
-    searches: list[DeliberativeSearch] = field(default_factory=list)
-    memory_hits: list[MemoryHit] = field(default_factory=list)
-    on_finish: FinishHook | None = None
-    """Runs once the answer is complete, before the response (or the last chunk) is sent."""
-    route: str = ROUTE
-
-    def _choices(self, events: Sequence[Event]) -> list[dict[str, Any]]:
-        """Each choice's report: ``{"strategy", "alignment" | "search"}``."""
-        blocks = [
-            alignment_block(d, [e for e in events if (e.choice or 0) == i])
-            for i, d in enumerate(self.decoders)
-        ]
-        blocks += [{"strategy": "search", "search": s.summary()} for s in self.searches]
-        return blocks
-
-    def _memory(self) -> dict[str, Any]:
-        if not self.memory_hits:
-            return {}
-        hits = [{"id": h.record.id, "similarity": round(h.similarity, 4)} for h in self.memory_hits]
-        return {"memory": {"hits": hits}}
-
-    def block(self, events: Sequence[Event]) -> dict[str, Any] | None:
-        """The response's ``safework`` object: one choice's report at the top level (``n=1``),
-        or ``strategy`` and the reports in ``choices`` (``n>1``); the memory hits used."""
-        blocks = self._choices(events)
-        out: dict[str, Any] = {}
-        if len(blocks) == 1:
-            out.update(blocks[0])
-        elif blocks:
-            out["strategy"] = blocks[0]["strategy"]
-            out["choices"] = [
-                {"index": i, **{k: v for k, v in b.items() if k != "strategy"}}
-                for i, b in enumerate(blocks)
-            ]
-        out.update(self._memory())
-        return out or None
-
-    def summary(self, events: Sequence[Event]) -> dict[str, Any]:
-        """What a stream's last chunk carries in ``safework``: with ``n>1`` the whole object,
-        as in JSON; with one choice the search summary (aligned steps went out as events)."""
-        if len(self.decoders) + len(self.searches) > 1:
-            return self.block(events) or {}
-        out: dict[str, Any] = {}
-        if self.searches:
-            out.update(strategy="search", search=self.searches[0].summary())
-        out.update(self._memory())
-        return out
-
-    def record(self, metrics: ServerMetrics) -> None:
-        for decoder in self.decoders:
-            record_guidance(metrics, decoder.stats)
-        for search in self.searches:
-            record_search(metrics, search.backend.name, search.stats)
 
 
 @dataclass
@@ -267,6 +176,11 @@ class ChatServing:
         self.limits = limits or RequestLimits()
         """The max_tokens cap and ignore_eos policy (``limits.py``), for /cot/edit too."""
 
+    @property
+    def services(self) -> Services:
+        """What the strategies are built from (``strategies.py``)."""
+        return Services(self.alignment, self.search)
+
     def _plan(
         self,
         request: ChatCompletionRequest,
@@ -274,36 +188,15 @@ class ChatServing:
         hits: list[MemoryHit],
         tenant: str = DEFAULT_TENANT,
     ) -> Plan:
-        """The request's strategy: ``plain``, a guided decoder, or a search session; the
-        tenant's recalled corrections go into the system message whatever the strategy."""
+        """The request's strategy from the registry (``strategies.py``); the tenant's recalled
+        corrections go into the system message whatever the strategy."""
         messages = [m.to_template() for m in request.messages]
         if hits:
             messages = with_system(messages, memory_guidance(hits))
-        name = resolve_strategy(profile, request.safework)
-        if name == "plain":
-            return Plan(plain, messages, memory_hits=hits)
-        for field_name, unsupported in (
-            ("logprobs", request.logprobs),
-            ("response_format", request.structured_output() is not None),
-            ("continue_final_message", name == "search" and request.continue_final_message),
-        ):
-            if unsupported:
-                raise RequestError(
-                    f"`{field_name}` is not supported with the {name} strategy", param=field_name
-                )
-        options = request.safework
-        if name == "search":
-            search = options.search if options else None
-            sessions = [
-                self.search.session(search, messages, request.question, False, tenant)
-                for _ in range(request.n)
-            ]
-            strategy = sessions[0] if request.n == 1 else FanOut(sessions)
-            return Plan(strategy, protocol_messages(messages), searches=sessions, memory_hits=hits)
-        guidance = self.alignment.guidance_for(options.alignment if options else None)
-        decoders = [GuidedDecoder(guidance, request.question) for _ in range(request.n)]
-        strategy = decoders[0] if request.n == 1 else FanOut(decoders)
-        return Plan(strategy, messages, decoders=decoders, memory_hits=hits)
+        name = resolve(profile, request.safework)
+        plan = plan_for(name, self.services, request, messages, tenant)
+        plan.memory_hits = hits
+        return plan
 
     async def create(
         self, request: ChatCompletionRequest, tenant: str = DEFAULT_TENANT
@@ -311,8 +204,7 @@ class ChatServing:
         try:
             base, profile = split_profile(request.model or self.engine.model_id)
             model = check_model(base, self.engine)
-            configured = {"aligned": self.alignment.enabled, "search": self.search.enabled}
-            check_profile(profile, configured, request.model or "")
+            check_profile(profile, self.services, request.model or "")
             check_n(request.n, self.max_n)
             hits: list[MemoryHit] = []
             if self.memory is not None and not request.continue_final_message:
