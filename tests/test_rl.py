@@ -4,12 +4,17 @@ The smoke runs train ``peaked_model`` (conftest): a random two-layer Llama with 
 tokenizer whose weights are drawn wide, so a few dozen steps can move its preferences. The
 learnable reward is ``spaces`` of ``tests/rl_rewards.py``, named ``py:tests.rl_rewards:spaces``
 as users name their own reward functions. Over 30 steps of CPGD the mean reward of the last
-steps must beat the first ones, for each stage.
+steps must beat the first ones, for each stage. The efficient run also records its length term:
+computed on the samples' own reasoning lengths, added to the rewards, never given to a bad
+sample, and larger for the shorter of two good ones. (Whether the policy then writes shorter
+reasoning is not tested here: a random tiny policy never samples the end of its reasoning, so
+its lengths differ by a token or two, and which seed shortens them varies.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from dataclasses import fields
 from pathlib import Path
@@ -250,12 +255,67 @@ def test_m3rl_smoke_reward_rises_through_both_phases(peaked_model: Path, tmp_pat
     assert any("reward/safety/total" in r for r in rows[15:])  # each label logged
 
 
-def test_efficient_smoke(peaked_model: Path, tmp_path: Path) -> None:
-    out = _smoke(peaked_model, tmp_path, "efficient", {"math": 8}, rewards={"math": {SPACES: 1.0}})
+THINK_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n<think>\n{% endif %}"
+)
+"""SmolLM2's template with the assistant turn opened in ``<think>``: the whole completion is
+reasoning, so the tiny policy's samples have reasoning of different lengths."""
+
+
+def test_efficient_smoke_rewards_shorter_reasoning(
+    peaked_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The efficient stage's length term is computed on the samples' real reasoning lengths,
+    reaches the advantages, goes only to good samples, and to the shorter ones among them."""
+    from safework.training import cpgd
+
+    seen: list[tuple[list[float], list[bool], list[float]]] = []
+    real = cpgd.length_bonus
+
+    def recording(lengths: Any, good: Any, group_size: int) -> Any:
+        bonus = real(lengths, good, group_size)
+        seen.append((lengths.tolist(), good.tolist(), bonus.tolist()))
+        return bonus
+
+    monkeypatch.setattr(cpgd, "length_bonus", recording)
+    template = tmp_path / "think.jinja"
+    template.write_text(THINK_TEMPLATE, encoding="utf-8")
+    out = _smoke(
+        peaked_model,
+        tmp_path,
+        "efficient",
+        {"math": 8},
+        rewards={"math": {SPACES: 1.0}},
+        chat_template=str(template),
+    )
     first, last = _rise(out)
     assert last > first + 0.05, (first, last)
     rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
-    assert all("length_bonus_mean" in r for r in rows if "reward/total" in r)
+    steps = [r for r in rows if "reward/total" in r]
+    assert len(seen) == len(steps) == 30  # the term is computed at every step
+    for (lengths, good, _), row in zip(seen, steps, strict=True):
+        # on the step's own samples: the lengths are the reasoning the log reports
+        assert sum(lengths) / len(lengths) == pytest.approx(row["reasoning_tokens_mean"])
+        assert sum(good) / len(good) == pytest.approx(row["good_share"])
+        # and it is added to the rewards the advantages are computed from (weight 0.5)
+        shaped = row["reward/total"] + 0.5 * row["length_bonus_mean"]
+        assert row["shaped_reward_mean"] == pytest.approx(shaped, abs=1e-5)
+    rewarded, longest = [], []
+    for lengths, good, bonus in seen:
+        for at in range(0, len(lengths), 4):  # group by group
+            group = list(
+                zip(lengths[at : at + 4], good[at : at + 4], bonus[at : at + 4], strict=True)
+            )
+            assert all(b == 0 for _, ok, b in group if not ok)  # bad samples never earn it
+            kept = [(n, b) for n, ok, b in group if ok]
+            for (n1, b1), (n2, b2) in itertools.combinations(kept, 2):
+                if n1 != n2:  # the shorter of two good samples earns more
+                    assert (b1 > b2) == (n1 < n2), group
+            rewarded += [n for n, b in kept if b > 0]
+            longest += [n for n, b in kept if b == 0 and len({m for m, _ in kept}) > 1]
+    assert len(rewarded) >= 10, "too few groups with good samples of different lengths"
+    assert sum(rewarded) / len(rewarded) < sum(longest) / len(longest)
 
 
 def test_search_smoke(peaked_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,12 +2,14 @@
 
 The smoke tests train a randomly initialised two-layer Llama (built from a config, with
 SmolLM2's tokenizer) on arithmetic conversations: the loss falls, every trainable parameter
-changes, and a run interrupted after a checkpoint resumes to the same weights as one that was
-never interrupted.
+changes (with LoRA, only the adapted projections), the learning rate follows its schedule, and
+a run interrupted after a checkpoint resumes to the same weights as one that was never
+interrupted.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from pathlib import Path
@@ -234,7 +236,11 @@ def test_lora_trains_every_adapter_and_merges(
     out = tmp_path / "lora"
     summary = train(_config(tiny_model, dataset, out, method="lora", lr=1e-2, max_steps=20))
     assert summary["dev_loss_end"] < summary["dev_loss_start"]
+    losses = [r["loss"] for r in _log(out) if "loss" in r]
+    assert len(losses) == 20
+    assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5  # the training loss fell too
     adapter = load_file(out / "adapter" / "adapter_model.safetensors")
+    assert all("lora_A" in k or "lora_B" in k for k in adapter)  # only adapters were trained
     lora_b = [k for k in adapter if "lora_B" in k]
     assert lora_b
     assert all(adapter[k].abs().sum() > 0 for k in lora_b)  # B starts at zero
@@ -301,9 +307,38 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 @pytest.mark.parametrize("name", ["sft-lora.yaml", "sft-full-zero3.yaml"])
-def test_shipped_sft_configs_load(name: str) -> None:
+def test_shipped_sft_configs_load_as_written(name: str) -> None:
+    """Every key of the shipped YAML reaches the config with its value (none dropped or
+    renamed on the way), and a DeepSpeed file it names is one the repository ships."""
+    import yaml
+
+    written = yaml.safe_load((CONFIGS / name).read_text(encoding="utf-8"))
     config = load_config(SFTConfig, CONFIGS / name)
-    assert config.lr > 0
+    for key, value in written.items():
+        if isinstance(value, dict):
+            for sub, sub_value in value.items():
+                assert getattr(getattr(config, key), sub) == sub_value, f"{key}.{sub}"
+        elif isinstance(getattr(config, key), Path):
+            assert getattr(config, key) == Path(value), key
+        else:
+            assert getattr(config, key) == value, key
+    if config.deepspeed is not None:
+        assert (CONFIGS.parent / config.deepspeed).is_file()
+
+
+def test_learning_rate_follows_warmup_then_cosine(
+    tiny_model: Path, dataset: Path, tmp_path: Path
+) -> None:
+    """warmup_ratio=0.25 of 8 steps: the logged rate climbs for 2 steps to ``lr``, then the
+    cosine brings it down every step to 0 at the last."""
+    out = tmp_path / "schedule"
+    train(_config(tiny_model, dataset, out, max_steps=8, warmup_ratio=0.25, scheduler="cosine"))
+    lrs = [r["lr"] for r in _log(out) if "lr" in r]
+    assert len(lrs) == 8
+    assert 0 < lrs[0] < lrs[1]
+    assert lrs[1] == pytest.approx(3e-3)  # the peak is the configured lr
+    assert all(a > b for a, b in itertools.pairwise(lrs[1:]))
+    assert lrs[-1] < lrs[1] * 0.01
 
 
 def test_deepspeed_auto_fields_are_filled_and_conflicts_refused(tmp_path: Path) -> None:
