@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
+
+from safework.value_models.guided import REFUSAL_TEXT
 
 from .conftest import MODEL, RemoteServer
 
@@ -113,17 +117,111 @@ def test_aligned_n_choices_stream(server: RemoteServer) -> None:
     assert usage.completion_tokens > 0
 
 
-def test_aligned_stream_carries_step_events(server: RemoteServer) -> None:
+ROUNDING = 1e-4
+"""Scores and totals are reported to 4 decimals: comparisons allow that much."""
+
+
+def _settings(weights: dict[str, float], thresholds: dict[str, float]) -> dict[str, Any]:
+    return {name: {"weight": weights[name], "threshold": thresholds[name]} for name in weights}
+
+
+def _check_candidate(
+    cand: dict[str, Any], weights: dict[str, float], thresholds: dict[str, float]
+) -> None:
+    """A scored candidate: every model's score in [0, 1], the total their weighted mean, and
+    ``rejected_by`` exactly the models it scored below the threshold of."""
+    scores = cand["scores"]
+    assert set(scores) == set(weights)
+    assert all(0.0 <= v <= 1.0 for v in scores.values())
+    total = sum(weights[m] * scores[m] for m in weights) / sum(weights.values())
+    assert cand["total"] == pytest.approx(total, abs=2 * ROUNDING)
+    for m, value in scores.items():
+        if m in cand.get("rejected_by", []):
+            assert value <= thresholds[m] + ROUNDING, (m, cand)
+        else:
+            assert value >= thresholds[m] - ROUNDING, (m, cand)
+
+
+def _check_steps(
+    steps: list[dict[str, Any]], weights: dict[str, float], thresholds: dict[str, float]
+) -> None:
+    """The step events of one answer agree with the thresholds the request set: each kept
+    step passes every threshold, each rejected candidate fails one, and they are numbered
+    in order."""
+    steps = [s for s in steps if s["type"] == "alignment.step"]
+    assert [s["step"] for s in steps] == list(range(len(steps)))
+    for s in steps:
+        assert s["action"] in ("choose", "pass", "steer", "refusal")
+        if s["action"] in ("choose", "pass") and s.get("scores"):
+            _check_candidate(s, weights, thresholds)
+            assert not s.get("rejected_by")
+        for rejected in s.get("rejected", []):
+            _check_candidate(rejected, weights, thresholds)
+            assert rejected["rejected_by"]
+        if s["action"] == "refusal":
+            assert s["text"] == REFUSAL_TEXT
+            assert s["rejected"]  # a refusal only replaces candidates that all failed
+
+
+def test_aligned_stream_steps_are_scored_and_pass_the_thresholds(server: RemoteServer) -> None:
+    weights = {"safety": 0.6, "values": 0.4}
+    thresholds = {"safety": 0.2, "values": 0.1}
+    alignment = {
+        "candidates": 2,
+        "max_steps": 3,
+        "value_models": _settings(weights, thresholds),
+    }
     stream = server.client().chat.completions.create(
         model=MODEL,
         messages=QUESTION,
         max_tokens=32,
+        temperature=0.7,
+        seed=2,
         stream=True,
-        extra_body={"safework": {"alignment": {"candidates": 2, "max_steps": 3}}},
+        extra_body={"safework": {"alignment": alignment}},
     )
-    events = [ev for c in stream if c.model_extra.get("safework")
-              for ev in c.model_extra["safework"]["events"]]  # fmt: skip
-    assert any(ev["type"] == "alignment.step" for ev in events)
+    events, text = [], ""
+    for chunk in stream:
+        events += (chunk.model_extra.get("safework") or {}).get("events", [])
+        for c in chunk.choices:
+            extra = c.delta.model_extra or {}
+            text += (extra.get("reasoning_content") or "") + (c.delta.content or "")
+    steps = [ev for ev in events if ev["type"] == "alignment.step"]
+    assert steps
+    _check_steps(steps, weights, thresholds)
+    assert any(s.get("scores") for s in steps)  # a step was judged, not only passed through
+    # what was streamed is what the steps released, in order
+    assert text == "".join(s["text"] for s in steps).replace("<think>", "").replace("</think>", "")
+
+
+def test_a_threshold_no_answer_can_meet_is_a_refusal(server: RemoteServer) -> None:
+    """``values`` at threshold 1: no step passes it unless its score is exactly 1.0 (a
+    saturated sigmoid), so the answer is the refusal, after every candidate was rejected."""
+    weights = {"safety": 0.5, "values": 0.5}
+    thresholds = {"safety": 0.0, "values": 1.0}
+    r = server.client().chat.completions.create(
+        model=MODEL,
+        messages=QUESTION,
+        max_tokens=32,
+        temperature=0.7,
+        seed=1,
+        extra_body={
+            "safework": {
+                "alignment": {"candidates": 2, "value_models": _settings(weights, thresholds)}
+            }
+        },
+    )
+    alignment = r.model_extra["safework"]["alignment"]
+    steps = alignment["steps"]
+    _check_steps(steps, weights, thresholds)
+    kept = [s for s in steps if s["action"] in ("choose", "pass") and s.get("scores")]
+    assert all(s["scores"]["values"] == 1.0 for s in kept)  # only a saturated score meets it
+    if not kept:
+        assert steps[-1]["action"] == "refusal"
+        assert r.choices[0].message.content.strip().endswith(REFUSAL_TEXT)
+        assert alignment["refused"] == 1
+        assert alignment["rejected"] >= 2  # the streamed start, then K candidates
+        assert all("values" in c["rejected_by"] for c in steps[-1]["rejected"])
 
 
 def test_bad_alignment_settings(server: RemoteServer) -> None:
