@@ -186,14 +186,13 @@ def test_search_rollout_masks_inserted_text(policy: Any) -> None:
 def test_batch_mask_lines_up_with_the_completion(tiny_model: Path) -> None:
     from transformers import AutoTokenizer
 
-    from safework.training.rl_trainer import RLRun
+    from safework.training.rl_update import collate_samples
     from safework.training.rollout import Trajectory
 
-    run = RLRun.__new__(RLRun)
-    run.tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    pad = AutoTokenizer.from_pretrained(tiny_model).pad_token_id
     t = Trajectory([11, 12, 13], [21, 22, 23, 24], [1, 0, 0, 1], "x")
     short = Trajectory([11], [31], [1], "y")
-    batch = run._batch([(t, 0.5), (short, -1.0)], torch.device("cpu"))
+    batch = collate_samples([(t, 0.5), (short, -1.0)], pad, torch.device("cpu"))
     # targets are input positions 1..; the completion starts at target index len(prompt) - 1
     assert batch["mask"][0].tolist() == [0, 0, 1, 0, 0, 1]
     assert batch["mask"][1].tolist() == [1, 0, 0, 0, 0, 0]
@@ -357,12 +356,13 @@ def _bare_run(tiny_model: Path, **values: Any) -> Any:
     """An ``RLRun`` with only what scoring and prompt drawing read (no model, no folder)."""
     from transformers import AutoTokenizer
 
+    from safework.training.rl_scoring import Scoring
     from safework.training.rl_trainer import RLRun
 
     run = RLRun.__new__(RLRun)
-    run.rl = run.config = load_config(RLConfig, None, values)
+    run.rl = load_config(RLConfig, None, values)
     run.tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    run._opens_reasoning = False
+    run.scoring = Scoring(run.rl, run.tokenizer, reward=None, lam=None, opens_reasoning=False)
     run.dist = type("Dist", (), {"rank": 0, "world_size": 1, "is_main": True})()
     return run
 
@@ -378,7 +378,7 @@ def test_efficient_length_term_rewards_only_good_short_reasoning(tiny_model: Pat
         total=[1.0, 1.0, 0.2, 1.0],
         terms={"format": [1.0, 1.0, 1.0, 1.0], "reasoning_gym": [1.0, 1.0, 0.0, 1.0]},
     )
-    adv, keep, info = run.advantages(result, flat)
+    adv, keep, info = run.scoring.advantages(result, flat)
     # good lengths 10, 30, 20 -> bonus 1, 0, 0.5; the wrong sample gets none
     shaped = [1.5, 1.0, 0.2, 1.25]
     mean = sum(shaped) / 4

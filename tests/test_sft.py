@@ -266,13 +266,13 @@ def test_resume_continues_from_the_saved_step(
     )
 
     out = tmp_path / "interrupted"
-    original = trainer.SFTRun._save_checkpoint
+    original = trainer.Trainer.save_checkpoint
 
     def save_then_die(self, step, *args, **kwargs):
         original(self, step, *args, **kwargs)
         raise _Stop
 
-    monkeypatch.setattr(trainer.SFTRun, "_save_checkpoint", save_then_die)
+    monkeypatch.setattr(trainer.Trainer, "save_checkpoint", save_then_die)
     with pytest.raises(_Stop):
         train(_config(tiny_model, dataset, out, method="lora", lr=1e-2, max_steps=8, save_every=4))
     monkeypatch.undo()

@@ -1,7 +1,8 @@
 """Scoring one RL step: rewards, the efficient stage's length term, advantages, held-out report.
 
-A mixin of ``RLRun`` (``rl_trainer.py``), kept apart so the loop stays readable: everything here
-reads the step's trajectories and the run's config, and nothing here touches the optimizer.
+``Scoring`` is a collaborator of ``RLRun`` (``rl_trainer.py``, as ``run.scoring``), kept apart so
+the loop stays readable: everything here reads the step's trajectories and the run's config,
+and nothing here generates or touches the optimizer.
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from safework.engine.base import Engine
 from safework.engine.reasoning import split_reasoning
 
+from .rl_config import RLConfig
 from .rl_data import RLPrompt, reward_meta
 from .rollout import Trajectory
 
@@ -21,19 +22,17 @@ __all__ = ["Scoring"]
 class Scoring:
     """Reward and advantage computation for ``RLRun``."""
 
-    rl: Any
-    tokenizer: Any
-    reward: Any
-    lam: Any
-    dist: Any
-    held_out: list[RLPrompt]
-    _opens_reasoning: bool
-    _gold: list[Any]
-
-    def rollout(  # RLRun's
-        self, engine: Engine, prompts: Sequence[RLPrompt], n: int, *, greedy: bool = False
-    ) -> list[list[Trajectory]]:
-        raise NotImplementedError
+    def __init__(
+        self, config: RLConfig, tokenizer: Any, reward: Any, lam: Any, opens_reasoning: bool
+    ) -> None:
+        """``reward``: the stage's ``MultiObjectiveReward``; ``lam``: its ``AdaptiveLambda``;
+        ``opens_reasoning``: whether the chat template opens ``<think>`` in the prompt."""
+        self.config = config
+        self.tokenizer = tokenizer
+        self.reward = reward
+        self.lam = lam
+        self._opens_reasoning = opens_reasoning
+        self._gold: list[Any] = []
 
     # ------------------------------------------------------------------ rewards
 
@@ -61,7 +60,7 @@ class Scoring:
     def good(self, result: Any, i: int) -> bool:
         """Every term routed to sample ``i`` that applied is at least ``good_threshold``."""
         values = [v[i] for v in result.terms.values() if v[i] is not None]
-        return bool(values) and all(v >= self.rl.good_threshold for v in values)
+        return bool(values) and all(v >= self.config.good_threshold for v in values)
 
     def reasoning_tokens(self, t: Trajectory) -> int:
         reasoning, _ = split_reasoning(t.text, self._opens_reasoning)
@@ -84,12 +83,12 @@ class Scoring:
 
     # ------------------------------------------------------------------ held-out report
 
-    def held_out_report(self, engine: Engine) -> dict[str, Any]:
-        """Greedy answers to the held-out prompts: reward terms, lengths, per label."""
-        if not self.held_out or not self.dist.is_main:
-            return {}
-        groups = self.rollout(engine, self.held_out, 1, greedy=True)
-        result, flat_prompts, flat = self.score(self.held_out, groups)
+    def report(
+        self, prompts: Sequence[RLPrompt], groups: Sequence[Sequence[Trajectory]]
+    ) -> dict[str, Any]:
+        """The held-out report of greedy answers ``groups`` to ``prompts``: reward terms,
+        lengths, per label."""
+        result, flat_prompts, flat = self.score(prompts, groups)
         labels = [p.label for p in flat_prompts]
         report: dict[str, Any] = {"n": len(flat), **result.means(labels)}
         lengths = [self.reasoning_tokens(t) for t in flat]
@@ -98,7 +97,7 @@ class Scoring:
         for label in sorted(set(labels)):
             mine = [ln for ln, lb in zip(lengths, labels, strict=True) if lb == label]
             report[f"reasoning_tokens/{label}"] = sum(mine) / len(mine)
-        if self.rl.stage == "search":
+        if self.config.stage == "search":
             from .rewards import confidently_wrong_rate
 
             correct = [self.correctness(result, flat, i) for i in range(len(flat))]
@@ -118,18 +117,18 @@ class Scoring:
 
         from .cpgd import group_advantages, length_bonus, varied_groups
 
-        g = self.rl.group_size
+        g = self.config.group_size
         rewards = torch.tensor(result.total, dtype=torch.float32)
         info: dict[str, Any] = {}
-        if self.rl.stage == "efficient" and self.rl.length_weight > 0:
+        if self.config.stage == "efficient" and self.config.length_weight > 0:
             good = torch.tensor([self.good(result, i) for i in range(len(flat))])
             lengths = torch.tensor([float(self.reasoning_tokens(t)) for t in flat])
             bonus = length_bonus(lengths, good, g)
-            rewards = rewards + self.rl.length_weight * bonus
+            rewards = rewards + self.config.length_weight * bonus
             info["good_share"] = float(good.float().mean())
             info["length_bonus_mean"] = float(bonus.mean())
-        adv = group_advantages(rewards, g, self.rl.advantage)
-        keep_groups = varied_groups(rewards, g) if self.rl.drop_uniform_groups else None
+        adv = group_advantages(rewards, g, self.config.advantage)
+        keep_groups = varied_groups(rewards, g) if self.config.drop_uniform_groups else None
         if keep_groups is None:
             keep_groups = torch.ones(len(flat) // g, dtype=torch.bool)
         keep = keep_groups.repeat_interleave(g).tolist()

@@ -1,16 +1,13 @@
 """The RL loop behind ``safework-train rl`` (``rl.py`` starts it; ``rl_config.py``: settings).
 
 One step: draw this step's prompts (a function of the step number, so a resumed run draws what
-the uninterrupted one would), roll out ``G`` completions each, score them, compute advantages,
-drop groups without reward variance, then ``ppo_epochs`` passes of ``mini_batches`` optimizer
-steps with the CPGD loss over micro-batches. The loss of a micro-batch is normalised by the
-trained tokens (or sequences) of its whole mini-batch, so micro-batching never changes the
-update. The model setup, optimizer, checkpoints and final export are the SFT trainer's
-(``RLRun`` extends ``SFTRun``).
+the uninterrupted one would), roll out ``G`` completions each, score them and compute
+advantages (``rl_scoring.py``), drop groups without reward variance, then update the policy
+with the CPGD loss (``rl_update.py``: batch preparation, then ``ppo_epochs`` passes of
+``mini_batches`` optimizer steps). ``RLRun`` holds these collaborators and the ``Trainer`` that
+both stages share (``trainer.py``: model setup, optimizer, log, checkpoints, final export).
 
-Under the ``deepspeed`` launcher every rank rolls out its share of the step's prompts; the
-normaliser is summed over ranks, and ranks with fewer micro-batches run zero-weighted ones so
-every rank joins the same number of ZeRO collectives.
+Under the ``deepspeed`` launcher every rank rolls out its share of the step's prompts.
 """
 
 from __future__ import annotations
@@ -18,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import random
 import time
 from collections.abc import Sequence
@@ -29,21 +25,21 @@ from safework.engine.base import Engine, SamplingConfig
 from safework.engine.embedder import Encoder
 from safework.errors import ConfigError
 
-from .checkpoint import read_state, trim_log
 from .distributed import dist_info
 from .rl_config import RLConfig
 from .rl_data import RLPrompt
 from .rl_scoring import Scoring
+from .rl_update import CPGDUpdate
 from .rollout import PolicyEngine, Trajectory, sample_group, search_group
-from .trainer import SFTRun
+from .trainer import Trainer, load_tokenizer
 
 __all__ = ["RLRun"]
 
 logger = logging.getLogger(__name__)
 
 
-class RLRun(Scoring, SFTRun):
-    """One RL run: prompts tokenised, output claimed, then ``fit()``."""
+class RLRun:
+    """One RL run: prompts tokenised, output claimed (``self.trainer``), then ``fit()``."""
 
     def __init__(
         self,
@@ -55,39 +51,32 @@ class RLRun(Scoring, SFTRun):
     ) -> None:
         """``encoder`` embeds for the search stage's relevance filter (default: MiniLM, loaded
         when the first search rollout needs it)."""
-        from transformers import AutoTokenizer
+        from safework.engine.reasoning import starts_in_reasoning
 
         from .rewards import AdaptiveLambda, MultiObjectiveReward, RewardContext
 
-        self.config = config  # type: ignore[assignment]
         self.rl = config
         self.model_dir = model_dir
         self.dist = dist_info()
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
-        if config.chat_template is not None:
-            self.tokenizer.chat_template = config.chat_template.read_text(encoding="utf-8")
-        if not self.tokenizer.chat_template:
-            raise ConfigError(f"{model_dir} has no chat template; set chat_template=FILE.jinja")
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer = load_tokenizer(config, model_dir, padding_side="left")
         self.pools = self._tokenise_pools(train)
-        from safework.engine.reasoning import starts_in_reasoning
-
         probe = [{"role": "user", "content": "Hi"}]
-        self._opens_reasoning = starts_in_reasoning(
+        opens_reasoning = starts_in_reasoning(
             self.tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
         )
         self.held_out = self._pick_held_out(held_out)
-        self.reward = MultiObjectiveReward(config.routes(), RewardContext(cache=config.cache))
+        reward = MultiObjectiveReward(config.routes(), RewardContext(cache=config.cache))
         lam = config.lam
         self.lam = AdaptiveLambda(lam.value, lam.target, lam.step, lam.low, lam.high, lam.threshold)
+        self.scoring = Scoring(config, self.tokenizer, reward, self.lam, opens_reasoning)
         ranks = self.dist.world_size if config.deepspeed is not None and self.dist.launched else 1
         if config.prompts_per_step % ranks:
             raise ConfigError(
                 f"prompts_per_step={config.prompts_per_step} must be a multiple of the "
                 f"{ranks} ranks"
             )
-        self._claim()
+        self.trainer = Trainer(config, model_dir, self.tokenizer, self.dist)
+        self.updater = CPGDUpdate(config, self.trainer)
         self.loop = asyncio.new_event_loop()
         self.encoder = encoder
         self._search: Any = None
@@ -203,170 +192,18 @@ class RLRun(Scoring, SFTRun):
 
     # ------------------------------------------------------------------ update
 
-    def _batch(self, items: Sequence[tuple[Trajectory, float]], device: Any) -> dict[str, Any]:
-        """Right-padded ids, the trained-token mask over the shifted targets, advantages."""
-        import torch
-
-        seqs = [t.prompt_ids + t.completion_ids for t, _ in items]
-        width = max(len(s) for s in seqs)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.full((len(items), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(items), width), dtype=torch.long)
-        mask = torch.zeros((len(items), width - 1), dtype=torch.float32)
-        for row, ((t, _), seq) in enumerate(zip(items, seqs, strict=True)):
-            ids[row, : len(seq)] = torch.tensor(seq)
-            attention[row, : len(seq)] = 1
-            start = len(t.prompt_ids) - 1  # target position of the first completion token
-            mask[row, start : start + len(t.completion_ids)] = torch.tensor(
-                t.loss_mask, dtype=torch.float32
-            )
-        adv = torch.tensor([a for _, a in items], dtype=torch.float32)
-        return {
-            "input_ids": ids.to(device),
-            "attention_mask": attention.to(device),
-            "mask": mask.to(device),
-            "advantages": adv.to(device),
-        }
-
-    def _logp(self, model: Any, batch: dict[str, Any]) -> Any:
-        """Log-probs of every target token ``[B, T-1]``; the vocabulary projection runs only
-        from the first trained position on (prompts are never scored)."""
-        import torch
-
-        from .cpgd import token_logprobs
-
-        ids = batch["input_ids"]
-        trained = batch["mask"].sum(0).nonzero()
-        start = int(trained[0]) if len(trained) else ids.shape[1] - 2
-        keep = ids.shape[1] - start  # logits of positions start .. T-1
-        autocast = torch.autocast(ids.device.type, torch.bfloat16, enabled=self.bf16)
-        with autocast:
-            logits = model(
-                input_ids=ids, attention_mask=batch["attention_mask"], logits_to_keep=keep
-            ).logits
-        logp = token_logprobs(logits[:, :-1], ids[:, start + 1 :], self.rl.temperature)
-        return torch.nn.functional.pad(logp, (start, 0))
-
-    def _reference_logp(self, model: Any, batch: dict[str, Any]) -> Any:
-        """Log-probs under the starting policy: LoRA with the adapter off, else a frozen copy."""
-        import torch
-
-        with torch.no_grad():
-            if self.rl.method == "lora":
-                with model.disable_adapter():
-                    return self._logp(model, batch)
-            if getattr(self, "_ref_model", None) is None:
-                from transformers import AutoModelForCausalLM
-
-                ref = AutoModelForCausalLM.from_pretrained(self.model_dir, dtype=torch.float32)
-                self._ref_model = ref.to(batch["input_ids"].device).eval()
-            return self._logp(self._ref_model, batch)
-
     def update(
-        self,
-        model: Any,
-        engine: Any,
-        optimizer: Any,
-        scheduler: Any,
-        samples: list[tuple[Trajectory, float]],
-        step: int,
-        device: Any,
-        filler: Trajectory | None = None,
+        self, samples: list[tuple[Trajectory, float]], step: int, filler: Trajectory | None
     ) -> dict[str, float]:
-        """The CPGD passes over one step's kept samples; returns averaged stats.
+        """The CPGD update of one step's kept samples (``rl_update.py``); averaged stats."""
+        return self.updater.update(samples, step, filler)
 
-        ``filler``: any trajectory of the step, run with zero weight by a rank that has fewer
-        micro-batches than another (or none kept), so every rank joins the same collectives.
-        """
-        import torch
-
-        from .cpgd import cpgd_loss
-
-        rl = self.rl
-        settings = rl.cpgd
-        micro = rl.micro_batch_size
-        # same-length neighbours share micro-batches; the mini-batch split is seeded per step
-        samples = sorted(samples, key=lambda s: len(s[0].prompt_ids) + len(s[0].completion_ids))
-        fresh = rl.ppo_epochs == 1 and rl.mini_batches == 1
-        chunks = [samples[i : i + micro] for i in range(0, len(samples), micro)]
-        batches = [self._batch(c, device) for c in chunks]
-        spare = self._batch([(filler, 0.0)], device) if filler is not None else None
-        old: list[Any] = []
-        ref: list[Any | None] = []
-        model.eval()  # no dropout while measuring the sampling policy
-        for b in batches:
-            with torch.no_grad():
-                old.append(None if fresh else self._logp(model, b))
-            ref.append(self._reference_logp(model, b) if settings.kl_coef > 0 else None)
-        model.train()
-        totals: dict[str, float] = {}
-        count = 0
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        for epoch in range(rl.ppo_epochs):
-            order = list(range(len(batches)))
-            random.Random(f"{rl.seed}-{step}-{epoch}").shuffle(order)
-            per = math.ceil(len(order) / rl.mini_batches)
-            for m in range(rl.mini_batches):
-                mine = order[m * per : (m + 1) * per]
-                norm = sum(
-                    float(batches[i]["mask"].sum())
-                    if settings.loss_norm == "token"
-                    else len(chunks[i])
-                    for i in mine
-                )
-                n_micro = len(mine)
-                scale = 1.0
-                if self.dist.world_size > 1:
-                    reduced = torch.tensor([norm, float(n_micro)])
-                    torch.distributed.all_reduce(reduced)
-                    norm = float(reduced[0])
-                    rounds = torch.tensor([n_micro])
-                    torch.distributed.all_reduce(rounds, op=torch.distributed.ReduceOp.MAX)
-                    n_micro = int(rounds[0])
-                    scale = float(self.dist.world_size)  # DeepSpeed averages over ranks
-                if norm <= 0:  # nothing to learn from: keep the schedule in step anyway
-                    scheduler.step()
-                    continue
-                for k in range(n_micro):
-                    real = k < len(mine)
-                    b = batches[mine[k]] if real else spare
-                    if b is None:
-                        raise RuntimeError("a rank ran short of micro-batches without a filler")
-                    logp = self._logp(model, b)
-                    old_logp = old[mine[k]] if real and old[mine[k]] is not None else logp.detach()
-                    loss, stats = cpgd_loss(
-                        logp,
-                        old_logp,
-                        b["advantages"],
-                        b["mask"],
-                        settings,
-                        ref_logp=ref[mine[k]] if real else logp.detach(),
-                        normalizer=norm,
-                    )
-                    loss = loss * (scale if real else 0.0)
-                    if engine is not None:
-                        engine.set_gradient_accumulation_boundary(k == n_micro - 1)
-                        engine.backward(loss, scale_wrt_gas=False)
-                    else:
-                        loss.backward()
-                    if real:
-                        for key, value in stats.items():
-                            totals[key] = totals.get(key, 0.0) + value
-                        totals["loss"] = totals.get("loss", 0.0) + float(loss.detach()) / scale
-                        count += 1
-                if engine is not None:
-                    engine.step()
-                    totals["grad_norm"] = float(engine.get_global_grad_norm() or 0.0)
-                else:
-                    limit = rl.max_grad_norm or float("inf")
-                    totals["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(trainable, limit))
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-        out = {k: v / max(count, 1) for k, v in totals.items() if k not in ("grad_norm", "loss")}
-        out["loss"] = totals.get("loss", 0.0)
-        out["grad_norm"] = totals.get("grad_norm", 0.0)
-        return out
+    def held_out_report(self, engine: Engine) -> dict[str, Any]:
+        """Greedy answers to the held-out prompts: reward terms, lengths, per label."""
+        if not self.held_out or not self.dist.is_main:
+            return {}
+        groups = self.rollout(engine, self.held_out, 1, greedy=True)
+        return self.scoring.report(self.held_out, groups)
 
     # ------------------------------------------------------------------ the loop
 
@@ -374,45 +211,28 @@ class RLRun(Scoring, SFTRun):
     def total_steps(self) -> int:  # optimizer updates, for the learning-rate schedule
         return self.rl.max_steps * self.rl.ppo_epochs * self.rl.mini_batches
 
-    def _extra_state(self) -> dict[str, Any]:
-        return {"stage": self.rl.stage, "lam": self.lam.state_dict()}
-
     def fit(self) -> dict[str, Any]:
         try:
             return self._fit()
         finally:
-            self.reward.close()
+            self.scoring.reward.close()
             self.loop.close()
 
     def _fit(self) -> dict[str, Any]:
-        rl = self.rl
-        # the trainer marks DeepSpeed's accumulation boundaries itself (grad_accum 1)
-        model, device, optimizer, scheduler, engine = self._prepare(rl.micro_batch_size, 1)
-        policy = engine.module if engine is not None else model
-        step, tokens, elapsed = 0, 0, 0.0
-        if self._resume_from is not None:
-            step, tokens, elapsed = self._load_state(
-                self._resume_from, optimizer, scheduler, engine
-            )
-            self.lam.load_state_dict(read_state(self._resume_from).get("lam", {}))
-            logger.info("resuming from %s at step %d", self._resume_from, step)
-            if self.dist.is_main:
-                trim_log(rl.output, step)
+        rl, trainer = self.rl, self.trainer
+        # the update marks DeepSpeed's accumulation boundaries itself (its mini-batches)
+        trainer.prepare(self.total_steps, rl.micro_batch_size, None)
+        step, tokens, elapsed = trainer.resume()
+        if trainer.resume_from is not None:
+            self.lam.load_state_dict(trainer.resumed_state().get("lam", {}))
         summary: dict[str, Any] = {
             "output": str(rl.output),
             "stage": rl.stage,
             "resumed_from_step": step,
         }
-        rollout_engine = self._engine(policy)
-        if step == 0 and self.held_out:
-            summary["held_out_start"] = self.held_out_report(rollout_engine)
-            self._log({"step": 0, "held_out": summary["held_out_start"]})
-        elif self.held_out and self.log_path.is_file():  # resumed: the report of step 0
-            for line in self.log_path.read_text(encoding="utf-8").splitlines():
-                record = json.loads(line)
-                if record.get("step") == 0 and "held_out" in record:
-                    summary["held_out_start"] = record["held_out"]
-        progress = _progress(rl.max_steps, step, self.dist.is_main, rl.stage)
+        rollout_engine = self._engine(trainer.policy)
+        self._held_out_start(summary, step, rollout_engine)
+        progress = trainer.progress(rl.max_steps, step, rl.stage)
         last_saved = step
         timing = {"rollout_s": 0.0, "reward_s": 0.0, "update_s": 0.0}
         session_started = time.monotonic()
@@ -425,31 +245,13 @@ class RLRun(Scoring, SFTRun):
             prompts = self.step_prompts(step)
             groups = self.rollout(rollout_engine, prompts, rl.group_size)
             t_rollout = time.perf_counter()
-            result, flat_prompts, flat = self.score(prompts, groups)
-            adv, keep, info = self.advantages(result, flat)
-            record: dict[str, Any] = {"step": step + 1, **info}
-            if rl.stage == "m3rl":
-                record["phase"] = 1 if rl.labels_at(step) == list(rl.phase1_labels) else 2
-            if rl.stage == "search":
-                from .rewards import confidently_wrong_rate
-
-                correct = [self.correctness(result, flat, i) for i in range(len(flat))]
-                confidences = [t.confidence for t in flat]
-                record["accuracy"] = sum(correct) / len(correct)
-                record["confidently_wrong"] = confidently_wrong_rate(
-                    confidences, correct, self.lam.threshold
-                )
-                record["lam"] = self.lam.value
-                self.lam.update(confidences, correct)
+            record, samples, flat = self._score_step(step, prompts, groups)
             t_reward = time.perf_counter()
-            samples = [(t, a) for t, a, k in zip(flat, adv, keep, strict=True) if k]
-            stats = self.update(
-                policy, engine, optimizer, scheduler, samples, step, device, filler=flat[0]
-            )
+            record.update(self.update(samples, step, filler=flat[0]))
             if rl.rollout_engine == "vllm":
                 from .weights import sync_weights
 
-                sync_weights(self, rollout_engine, policy)
+                sync_weights(self, rollout_engine, trainer.policy)
             t_update = time.perf_counter()
             step += 1
             generated = sum(t.generated_tokens for t in flat)
@@ -458,13 +260,10 @@ class RLRun(Scoring, SFTRun):
             timing["rollout_s"] += t_rollout - started
             timing["reward_s"] += t_reward - t_rollout
             timing["update_s"] += t_update - t_reward
-            labels = [p.label for p in flat_prompts]
-            record.update(result.means(labels))
-            record.update(stats)
             record.update(
-                lr=scheduler.get_last_lr()[0],
+                lr=trainer.lr,
                 completion_tokens_mean=generated / len(flat),
-                reasoning_tokens_mean=sum(self.reasoning_tokens(t) for t in flat) / len(flat),
+                reasoning_tokens_mean=sum(map(self.scoring.reasoning_tokens, flat)) / len(flat),
                 rollout_s=round(t_rollout - started, 3),
                 reward_s=round(t_reward - t_rollout, 3),
                 update_s=round(t_update - t_reward, 3),
@@ -473,17 +272,17 @@ class RLRun(Scoring, SFTRun):
             progress.update(1)
             progress.set_postfix(reward=f"{record.get('reward/total', 0.0):.3f}")
             if step % rl.log_every == 0 or step == rl.max_steps:
-                self._log(record)
+                trainer.log(record)
             if rl.save_every and step % rl.save_every == 0 and step < rl.max_steps:
-                self._save_checkpoint(step, tokens, elapsed, policy, optimizer, scheduler, engine)
+                trainer.save_checkpoint(step, tokens, elapsed, self._extra_state())
                 last_saved = step
         progress.close()
         if last_saved != step:
-            self._save_checkpoint(step, tokens, elapsed, policy, optimizer, scheduler, engine)
+            trainer.save_checkpoint(step, tokens, elapsed, self._extra_state())
         if self.held_out:
             summary["held_out_end"] = self.held_out_report(rollout_engine)
-            self._log({"step": step, "held_out": summary["held_out_end"]})
-        self._save_final(policy, engine)
+            trainer.log({"step": step, "held_out": summary["held_out_end"]})
+        trainer.save_final()
         self.loop.run_until_complete(rollout_engine.shutdown())
         summary.update(
             steps=step,
@@ -494,14 +293,49 @@ class RLRun(Scoring, SFTRun):
             method=rl.method,
             train_prompts={label: len(pool) for label, pool in self.pools.items()},
         )
-        if self.dist.is_main:
-            from safework.files import write_json_atomic
-
-            write_json_atomic(rl.output / "metrics.json", summary)
+        trainer.write_metrics(summary)
         return summary
 
+    def _held_out_start(self, summary: dict[str, Any], step: int, engine: Engine) -> None:
+        """The held-out report before training: made now at step 0, else read from the log."""
+        if step == 0 and self.held_out:
+            summary["held_out_start"] = self.held_out_report(engine)
+            self.trainer.log({"step": 0, "held_out": summary["held_out_start"]})
+        elif self.held_out and self.trainer.log_path.is_file():  # resumed: step 0's report
+            for line in self.trainer.log_path.read_text(encoding="utf-8").splitlines():
+                record = json.loads(line)
+                if record.get("step") == 0 and "held_out" in record:
+                    summary["held_out_start"] = record["held_out"]
 
-def _progress(total: int, initial: int, enabled: bool, stage: str) -> Any:
-    from tqdm.auto import tqdm
+    def _score_step(
+        self,
+        step: int,
+        prompts: Sequence[RLPrompt],
+        groups: Sequence[Sequence[Trajectory]],
+    ) -> tuple[dict[str, Any], list[tuple[Trajectory, float]], list[Trajectory]]:
+        """Rewards and advantages of step ``step``'s rollouts: the log record so far, the kept
+        samples with their advantages, and every trajectory (flattened group by group)."""
+        rl, scoring = self.rl, self.scoring
+        result, flat_prompts, flat = scoring.score(prompts, groups)
+        adv, keep, info = scoring.advantages(result, flat)
+        record: dict[str, Any] = {"step": step + 1, **info}
+        if rl.stage == "m3rl":
+            record["phase"] = 1 if rl.labels_at(step) == list(rl.phase1_labels) else 2
+        if rl.stage == "search":
+            from .rewards import confidently_wrong_rate
 
-    return tqdm(total=total, initial=initial, disable=not enabled, desc=stage, unit="step")
+            correct = [scoring.correctness(result, flat, i) for i in range(len(flat))]
+            confidences = [t.confidence for t in flat]
+            record["accuracy"] = sum(correct) / len(correct)
+            record["confidently_wrong"] = confidently_wrong_rate(
+                confidences, correct, self.lam.threshold
+            )
+            record["lam"] = self.lam.value
+            self.lam.update(confidences, correct)
+        record.update(result.means([p.label for p in flat_prompts]))
+        samples = [(t, a) for t, a, k in zip(flat, adv, keep, strict=True) if k]
+        return record, samples, flat
+
+    def _extra_state(self) -> dict[str, Any]:
+        """The stage's part of a checkpoint's ``trainer_state.json``."""
+        return {"stage": self.rl.stage, "lam": self.lam.state_dict()}

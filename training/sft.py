@@ -7,7 +7,8 @@ autocast where the hardware has it; DeepSpeed ZeRO-2/3 under the ``deepspeed`` l
 (``distributed.py``). Every ``save_every`` steps a checkpoint holds everything needed to resume at
 the exact next batch; the run ends with a servable HF folder (LoRA merged in), its tokenizer and
 chat template (``checkpoint.py`` describes the folder). The settings are ``sft_config.py``'s,
-the loop ``trainer.py``'s; this module resolves the model and data and starts the run.
+the loop ``sft_trainer.py``'s (on the ``Trainer`` of ``trainer.py``, which RL shares); this
+module resolves the model and data and starts the run.
 
 Run::
 
@@ -26,7 +27,7 @@ from typing import Any
 from safework.errors import ConfigError
 
 from .sft_config import SFTConfig
-from .trainer import SFTRun
+from .sft_trainer import SFTRun
 
 __all__ = ["SFTConfig", "load_data", "resolve_model", "train"]
 

@@ -1,26 +1,26 @@
-"""The SFT training loop behind ``safework-train sft`` (``sft.py`` starts it, ``sft_config.py``
-holds its config; ``use_bf16`` decides the precision).
+"""The training machinery both stages share: ``Trainer``, held by ``SFTRun`` (``sft_trainer.py``)
+and ``RLRun`` (``rl_trainer.py``) as ``run.trainer``.
 
-Micro-batches form one stream across epochs: optimizer step ``k`` consumes micro-batches
-``k * grad_accum`` to ``(k + 1) * grad_accum - 1`` of that stream, and the stream's order is a
-function of ``(seed, epoch)`` only, so a run resumed from the checkpoint of step ``k`` trains on
-exactly the batches the uninterrupted run would have.
+A stage decides what a step trains on and what its loss is; the trainer does the rest, the same
+way for both: the output folder claimed and the checkpoint to resume from found, the model
+(full or LoRA) with its AdamW optimizer and schedule, DeepSpeed under its launcher, bf16 or not
+(``use_bf16``), backward passes and optimizer steps (clipping, gradient accumulation), the
+``log.jsonl`` lines, checkpoints that resume exactly (weights, optimizer, schedule, RNG states,
+the stage's own position) and the final servable folder (``export.py``).
 
-The loss of a micro-batch is the summed token cross-entropy divided by the number of trained
-tokens in its whole accumulation group (``num_items_in_batch`` of the HF models), so the update
-does not depend on how the group was split into micro-batches.
+Accumulation comes in two kinds: DeepSpeed may count micro-batches itself (``grad_accum`` of
+``prepare``; SFT, whose accumulation groups have a fixed size), or the stage marks where an
+accumulation ends (``grad_accum=None``; RL, whose mini-batches vary in size).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import random
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +36,11 @@ from .checkpoint import (
     read_state,
     trim_log,
 )
-from .distributed import barrier, deepspeed_config, dist_info
+from .distributed import DistInfo, barrier, deepspeed_config
+from .rl_config import RLConfig
 from .sft_config import SFTConfig
-from .sft_data import Encoded, batch_order, collate, encode_dataset
 
-__all__ = ["SFTRun", "bf16_supported", "use_bf16"]
+__all__ = ["Trainer", "bf16_supported", "load_tokenizer", "load_trusted_tensors", "use_bf16"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,30 +48,39 @@ _OPTIMIZER_FILE = "optimizer.pt"
 _DS_TAG = "deepspeed"
 
 
-class SFTRun:
-    """One SFT run: data encoded, output claimed, then ``fit()``."""
+def load_tokenizer(config: SFTConfig | RLConfig, model_dir: Path, **options: Any) -> Any:
+    """The model's tokenizer with the configured chat template and a pad token (``options``
+    go to ``AutoTokenizer.from_pretrained``)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, **options)
+    if config.chat_template is not None:
+        tokenizer.chat_template = config.chat_template.read_text(encoding="utf-8")
+    if not tokenizer.chat_template:
+        raise ConfigError(f"{model_dir} has no chat template; set chat_template=FILE.jinja")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+class Trainer:
+    """One run's model, optimizer, checkpoints and log; built when the stage has checked its
+    inputs (it claims the output folder), then ``prepare()`` before the first step."""
 
     def __init__(
-        self, config: SFTConfig, model_dir: Path, train_rows: list[dict], dev_rows: list[dict]
+        self, config: SFTConfig | RLConfig, model_dir: Path, tokenizer: Any, dist: DistInfo
     ) -> None:
-        from transformers import AutoTokenizer
-
         self.config = config
         self.model_dir = model_dir
-        self.dist = dist_info()
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        if config.chat_template is not None:
-            self.tokenizer.chat_template = config.chat_template.read_text(encoding="utf-8")
-        if not self.tokenizer.chat_template:
-            raise ConfigError(f"{model_dir} has no chat template; set chat_template=FILE.jinja")
-        if self.tokenizer.pad_token_id is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.train_data, dropped = encode_dataset(self.tokenizer, train_rows, config.max_length)
-        self.dev_data, _ = encode_dataset(self.tokenizer, dev_rows, config.max_length)
-        if dropped:
-            logger.warning("%d conversations had no assistant token within max_length", dropped)
-        if not self.train_data:
-            raise ConfigError("no conversation has an assistant token within max_length")
+        self.tokenizer = tokenizer
+        self.dist = dist
+        self.model: Any = None
+        self.device: Any = None
+        self.optimizer: Any = None
+        self.scheduler: Any = None
+        self.engine: Any = None  # the DeepSpeed engine, under its launcher
+        self.trainable: list[Any] = []
+        self._stage_marks_ends = False  # whether the stage marks accumulation boundaries
         self._claim()
 
     # ------------------------------------------------------------------ setup
@@ -94,7 +103,7 @@ class SFTRun:
         if self.dist.is_main:
             same_run = claim_output(config.output, config.identity(), overwrite=config.overwrite)
         barrier()
-        self._resume_from = self._find_resume(same_run)
+        self.resume_from = self._find_resume(same_run)
         self.log_path = config.output / LOG_FILE
 
     def _find_resume(self, same_run: bool) -> Path | None:
@@ -109,18 +118,6 @@ class SFTRun:
             )
         return latest
 
-    @property
-    def micro_per_epoch(self) -> int:
-        n_batches = math.ceil(len(self.train_data) / self.config.batch_size)
-        return max(1, n_batches // self.dist.world_size)
-
-    @property
-    def total_steps(self) -> int:
-        config = self.config
-        if config.max_steps:
-            return config.max_steps
-        return max(1, math.ceil(config.epochs * self.micro_per_epoch / config.grad_accum))
-
     def _device(self) -> Any:
         import torch
 
@@ -133,7 +130,7 @@ class SFTRun:
         from transformers import AutoModelForCausalLM
 
         config = self.config
-        resume = self._resume_from
+        resume = self.resume_from
         full_from = (
             resume if resume and config.method == "full" and not self.use_deepspeed else None
         )
@@ -162,7 +159,7 @@ class SFTRun:
                 raise ConfigError(f"lora.target_modules: {exc}") from None
         return model
 
-    def _optimizer_and_scheduler(self, model: Any) -> tuple[Any, Any]:
+    def _optimizer_and_scheduler(self, model: Any, total_steps: int) -> tuple[Any, Any]:
         import torch
         from transformers import get_scheduler
 
@@ -180,30 +177,16 @@ class SFTRun:
             betas=(0.9, 0.999),
             eps=1e-8,
         )
-        warmup = int(config.warmup_ratio * self.total_steps)
+        warmup = int(config.warmup_ratio * total_steps)
         name = "constant_with_warmup" if config.scheduler == "constant" else config.scheduler
-        scheduler = get_scheduler(name, optimizer, warmup, self.total_steps)
+        scheduler = get_scheduler(name, optimizer, warmup, total_steps)
         return optimizer, scheduler
 
-    # ------------------------------------------------------------------ data
-
-    def _micro_batches(self, start_micro: int) -> Iterator[list[Encoded]]:
-        """The micro-batch stream of this rank from index ``start_micro`` on (all epochs)."""
-        lengths = [len(item.input_ids) for item in self.train_data]
-        per_epoch = self.micro_per_epoch
-        epoch, pos = divmod(start_micro, per_epoch)
-        while True:
-            order = batch_order(lengths, self.config.batch_size, self.config.seed, epoch)
-            mine = order[: per_epoch * self.dist.world_size][self.dist.rank :: self.dist.world_size]
-            for batch in mine[pos:]:
-                yield [self.train_data[i] for i in batch]
-            epoch, pos = epoch + 1, 0
-
-    # ------------------------------------------------------------------ the loop
-
-    def _prepare(self, micro_batch_size: int, grad_accum: int) -> tuple[Any, Any, Any, Any, Any]:
-        """The seeded model, its optimizer and scheduler, wrapped by DeepSpeed under the
-        launcher: ``(model, device, optimizer, scheduler, DeepSpeed engine or None)``."""
+    def prepare(self, total_steps: int, micro_batch_size: int, grad_accum: int | None) -> None:
+        """The seeded model, its optimizer and a schedule over ``total_steps`` optimizer steps,
+        wrapped by DeepSpeed under the launcher. ``grad_accum``: micro-batches per optimizer
+        step, counted by DeepSpeed; None when the stage marks the boundaries itself
+        (``backward(loss, last=...)``)."""
         import torch
 
         config = self.config
@@ -211,8 +194,8 @@ class SFTRun:
         torch.manual_seed(config.seed)
         model = self._build_model()
         device = self._device()
-        optimizer, scheduler = self._optimizer_and_scheduler(model)
-        engine = None
+        optimizer, scheduler = self._optimizer_and_scheduler(model, total_steps)
+        self._stage_marks_ends = grad_accum is None
         if self.use_deepspeed:
             import deepspeed
 
@@ -220,169 +203,105 @@ class SFTRun:
             ds_config = deepspeed_config(
                 config.deepspeed,
                 micro_batch_size=micro_batch_size,
-                grad_accum=grad_accum,
+                grad_accum=grad_accum if grad_accum is not None else 1,
                 world_size=self.dist.world_size,
                 max_grad_norm=config.max_grad_norm,
                 bf16=self.bf16,
             )
-            engine, optimizer, _, scheduler = deepspeed.initialize(
+            self.engine, optimizer, _, scheduler = deepspeed.initialize(
                 model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config
             )
-            device = engine.device
+            device = self.engine.device
         else:
             model.to(device)
-        return model, device, optimizer, scheduler, engine
+        self.model, self.device = model, device
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
 
-    def fit(self) -> dict[str, Any]:
+    @property
+    def policy(self) -> Any:
+        """The model being trained (DeepSpeed's module under its launcher)."""
+        return self.engine.module if self.engine is not None else self.model
+
+    # ------------------------------------------------------------------ steps
+
+    @property
+    def rank_scale(self) -> float:
+        """What a loss is multiplied by so that DeepSpeed's mean over ranks is their sum."""
+        return float(self.dist.world_size) if self.dist.world_size > 1 else 1.0
+
+    def backward(self, loss: Any, *, last: bool | None = None) -> None:
+        """Backpropagate one micro-batch's loss. ``last``: whether it ends the accumulation
+        (the stage's own count, ``prepare(grad_accum=None)``); DeepSpeed otherwise counts."""
+        engine = self.engine
+        if engine is None:
+            loss.backward()
+        elif self._stage_marks_ends:
+            engine.set_gradient_accumulation_boundary(bool(last))
+            engine.backward(loss, scale_wrt_gas=False)
+        else:
+            engine.backward(loss, scale_wrt_gas=False)
+            engine.step()
+
+    def optimizer_step(self) -> float:
+        """End an accumulation: clip to ``max_grad_norm``, step the optimizer and schedule,
+        clear the gradients (DeepSpeed does all of it in its step); returns the gradient norm."""
         import torch
 
-        config = self.config
-        model, device, optimizer, scheduler, engine = self._prepare(
-            config.batch_size, config.grad_accum
-        )
-        step, tokens, elapsed = 0, 0, 0.0
-        if self._resume_from is not None:
-            step, tokens, elapsed = self._load_state(
-                self._resume_from, optimizer, scheduler, engine
-            )
-            logger.info("resuming from %s at step %d", self._resume_from, step)
-            if self.dist.is_main:
-                trim_log(config.output, step)
-        summary: dict[str, Any] = {"output": str(config.output), "resumed_from_step": step}
-        if step == 0 and self.dev_data:
-            summary["dev_loss_start"] = self._dev_loss(model, device)
-            self._log({"step": 0, "dev_loss": summary["dev_loss_start"]})
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        stream = self._micro_batches(step * config.grad_accum)
-        autocast = torch.autocast(
-            device.type, dtype=torch.bfloat16, enabled=self.bf16 and not engine
-        )
-        progress = _progress(self.total_steps, step, self.dist.is_main)
-        train_time = 0.0
-        train_tokens = 0
-        last_saved = step
-        while step < self.total_steps:
-            started = time.perf_counter()
-            model.train()
-            group = [
-                collate(next(stream), self.tokenizer.pad_token_id) for _ in range(config.grad_accum)
-            ]
-            n_items = torch.tensor(sum(int((b["labels"][:, 1:] != -100).sum()) for b in group))
-            scale = 1.0
-            if self.dist.world_size > 1:
-                torch.distributed.all_reduce(n_items)
-                scale = float(self.dist.world_size)  # DeepSpeed averages gradients over ranks
-            loss_sum = 0.0
-            for batch in group:
-                batch = {k: v.to(device) for k, v in batch.items()}
-                with autocast:
-                    out = model(**batch, num_items_in_batch=n_items.to(device))
-                loss = out.loss * scale
-                if engine is not None:
-                    engine.backward(loss, scale_wrt_gas=False)
-                    engine.step()
-                else:
-                    loss.backward()
-                loss_sum += float(out.loss.detach())
-                tokens += int(batch["attention_mask"].sum())
-                train_tokens += int(batch["attention_mask"].sum())
-            if self.dist.world_size > 1:  # log the global loss, not this rank's share
-                reduced = torch.tensor([loss_sum])
-                torch.distributed.all_reduce(reduced)
-                loss_sum = float(reduced[0])
-            if engine is not None:
-                grad_norm = float(engine.get_global_grad_norm() or 0.0)
-            else:
-                limit = config.max_grad_norm or float("inf")
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, limit))
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            step += 1
-            spent = time.perf_counter() - started
-            train_time += spent
-            elapsed += spent
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss_sum:.4f}")
-            if step % config.log_every == 0 or step == self.total_steps:
-                self._log(
-                    {
-                        "step": step,
-                        "loss": loss_sum,
-                        "lr": scheduler.get_last_lr()[0],
-                        "grad_norm": grad_norm,
-                        "tokens": tokens,
-                        "tokens_per_s": train_tokens / train_time if train_time else 0.0,
-                        "elapsed_s": elapsed,
-                    }
-                )
-            due = config.eval_every and step % config.eval_every == 0
-            if due and self.dev_data and step < self.total_steps:
-                self._log({"step": step, "dev_loss": self._dev_loss(model, device)})
-            if config.save_every and step % config.save_every == 0 and step < self.total_steps:
-                self._save_checkpoint(step, tokens, elapsed, model, optimizer, scheduler, engine)
-                last_saved = step
-        progress.close()
-        if last_saved != step:
-            self._save_checkpoint(step, tokens, elapsed, model, optimizer, scheduler, engine)
-        if self.dev_data:
-            summary["dev_loss_end"] = self._dev_loss(model, device)
-            self._log({"step": step, "dev_loss": summary["dev_loss_end"]})
-        self._save_final(model, engine)
-        summary.update(
-            steps=step,
-            tokens=tokens,
-            seconds=round(elapsed, 2),
-            train_tokens_per_s=round(train_tokens / train_time, 1) if train_time else None,
-            precision="bf16" if self.bf16 else "fp32",
-            method=config.method,
-            train_conversations=len(self.train_data),
-            dev_conversations=len(self.dev_data),
-        )
-        if self.dist.is_main:
-            write_json_atomic(config.output / "metrics.json", summary)
-        return summary
+        engine = self.engine
+        if engine is not None:
+            if self._stage_marks_ends:
+                engine.step()
+            return float(engine.get_global_grad_norm() or 0.0)
+        limit = self.config.max_grad_norm or float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, limit))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return grad_norm
 
-    def _dev_loss(self, model: Any, device: Any) -> float:
-        """Mean token cross-entropy over the dev conversations (assistant tokens)."""
-        import torch
+    @property
+    def lr(self) -> float:
+        """The learning rate of the latest step."""
+        return self.scheduler.get_last_lr()[0]
 
-        model.eval()
-        total, count = 0.0, 0
-        order = sorted(range(len(self.dev_data)), key=lambda i: len(self.dev_data[i].input_ids))
-        size = self.config.batch_size
-        with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=self.bf16):
-            for start in range(0, len(order), size):
-                items = [self.dev_data[i] for i in order[start : start + size]]
-                batch = {
-                    k: v.to(device) for k, v in collate(items, self.tokenizer.pad_token_id).items()
-                }
-                n = int((batch["labels"][:, 1:] != -100).sum())
-                out = model(**batch, num_items_in_batch=torch.tensor(n, device=device))
-                total += float(out.loss) * n
-                count += n
-        model.train()
-        return total / max(count, 1)
+    # ------------------------------------------------------------------ log and results
 
-    def _log(self, record: dict[str, Any]) -> None:
+    def log(self, record: dict[str, Any]) -> None:
+        """Append a line to ``log.jsonl`` (rank 0), stamped with the time."""
         if not self.dist.is_main:
             return
         record = {"time": time.time(), **record}
         with self.log_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
 
+    def progress(self, total: int, initial: int, desc: str) -> Any:
+        """A tqdm bar over the run's steps (rank 0 only)."""
+        from tqdm.auto import tqdm
+
+        return tqdm(
+            total=total, initial=initial, disable=not self.dist.is_main, desc=desc, unit="step"
+        )
+
+    def write_metrics(self, summary: dict[str, Any]) -> None:
+        """The run's summary as ``metrics.json`` (rank 0)."""
+        if self.dist.is_main:
+            write_json_atomic(self.config.output / "metrics.json", summary)
+
+    def save_final(self) -> None:
+        """The servable HF folder (LoRA merged), its tokenizer and chat template."""
+        from .export import export_final
+
+        export_final(self, self.policy, self.engine)
+
     # ------------------------------------------------------------------ checkpoints
 
-    def _save_checkpoint(
-        self,
-        step: int,
-        tokens: int,
-        elapsed: float,
-        model: Any,
-        optimizer: Any,
-        scheduler: Any,
-        engine: Any,
+    def save_checkpoint(
+        self, step: int, tokens: int, elapsed: float, extra: dict[str, Any] | None = None
     ) -> None:
+        """``checkpoint-{step}``: weights, optimizer, schedule and RNG states, and in
+        ``trainer_state.json`` the position (``step``, ``tokens``, ``elapsed_s``) with the
+        stage's ``extra``; written aside and renamed into place, older ones pruned."""
         import torch
 
         output = self.config.output
@@ -394,14 +313,17 @@ class SFTRun:
         rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        if engine is not None:
-            engine.save_checkpoint(
+        if self.engine is not None:
+            self.engine.save_checkpoint(
                 str(tmp), tag=_DS_TAG, client_state={"rng": rng}, save_latest=False
             )
         elif self.dist.is_main:
             tmp.mkdir(parents=True)
-            model.save_pretrained(tmp)
-            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+            self.model.save_pretrained(tmp)
+            state = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+            }
             torch.save({**state, "rng": rng}, tmp / _OPTIMIZER_FILE)
         barrier()
         if self.dist.is_main:
@@ -410,46 +332,49 @@ class SFTRun:
                 "tokens": tokens,
                 "elapsed_s": elapsed,
                 "method": self.config.method,
-                **self._extra_state(),
+                **(extra or {}),
             }
             write_json_atomic(tmp / STATE_FILE, state)
             if final.exists():
                 shutil.rmtree(final)
             os.replace(tmp, final)
             prune_checkpoints(output, self.config.save_total_limit)
-            self._log({"step": step, "checkpoint": final.name})
+            self.log({"step": step, "checkpoint": final.name})
         barrier()
 
-    def _extra_state(self) -> dict[str, Any]:
-        """More of the run's position for ``trainer_state.json`` (subclasses add theirs)."""
-        return {}
+    def resume(self) -> tuple[int, int, float]:
+        """Load the checkpoint to resume from, if any, and trim the log after it: returns
+        ``(step, tokens, elapsed seconds)``, zeros for a fresh run."""
+        if self.resume_from is None:
+            return 0, 0, 0.0
+        position = self._load_state(self.resume_from)
+        logger.info("resuming from %s at step %d", self.resume_from, position[0])
+        if self.dist.is_main:
+            trim_log(self.config.output, position[0])
+        return position
 
-    def _load_state(
-        self, checkpoint: Path, optimizer: Any, scheduler: Any, engine: Any
-    ) -> tuple[int, int, float]:
+    def resumed_state(self) -> dict[str, Any]:
+        """The ``trainer_state.json`` of the checkpoint resumed from ({} for a fresh run)."""
+        return read_state(self.resume_from) if self.resume_from is not None else {}
+
+    def _load_state(self, checkpoint: Path) -> tuple[int, int, float]:
         import torch
 
         state = read_state(checkpoint)
-        if engine is not None:
-            safe_deepspeed_loads(engine)
-            _, saved = engine.load_checkpoint(str(checkpoint), tag=_DS_TAG)
+        if self.engine is not None:
+            safe_deepspeed_loads(self.engine)
+            _, saved = self.engine.load_checkpoint(str(checkpoint), tag=_DS_TAG)
             saved = saved or {}
         else:
             saved = load_trusted_tensors(checkpoint / _OPTIMIZER_FILE)
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.scheduler.load_state_dict(saved["scheduler"])
         if "rng" in saved:
             torch.set_rng_state(saved["rng"]["torch"])
             random.setstate(saved["rng"]["python"])
             if "cuda" in saved["rng"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
         return int(state["step"]), int(state.get("tokens", 0)), float(state.get("elapsed_s", 0.0))
-
-    def _save_final(self, model: Any, engine: Any) -> None:
-        """The servable HF folder (LoRA merged), its tokenizer and chat template."""
-        from .export import export_final
-
-        export_final(self, model, engine)
 
 
 def bf16_supported() -> bool:
@@ -506,9 +431,3 @@ def safe_deepspeed_loads(engine: Any) -> None:
             return torch.load(path, map_location=map_location, weights_only=True)
 
     engine.checkpoint_engine.load = load
-
-
-def _progress(total: int, initial: int, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, disable=not enabled, desc="sft", unit="step")
