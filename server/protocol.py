@@ -136,7 +136,9 @@ class AlignmentOptions(StrictModel):
     )
     steer_first_step: bool | None = Field(
         default=None,
-        description="Cascade: steer (instead of refusing) when every first-step candidate fails.",
+        description="Cascade: steer (instead of refusing) when every first-step candidate of a "
+        "request the prompt classifier flagged fails; a request it passed is always steered "
+        "once first.",
     )
 
     @field_validator("value_models")

@@ -260,6 +260,19 @@ async def test_a_harmless_request_gets_k_when_its_streamed_first_step_fails() ->
     assert actions(outs) == ["choose", "pass"]
 
 
+async def test_a_harmless_request_whose_starts_all_fail_is_steered_not_refused() -> None:
+    # the prompt classifier passed the request: only the model's starts were bad, so the
+    # reflection gets its chance before any refusal (a flagged request is refused at once)
+    engine = CascadeEngine(
+        [["bad a\n", "bad b\n"], ["safe step\n"]], ["bad first\nnever\n", "rest."]
+    )
+    text, outs, decoder = await run(engine, gated(retries=0))
+    assert text == STEER_TEXT + "safe step\nrest."
+    assert actions(outs) == ["steer", "choose", "pass"]
+    assert (decoder.stats.steered, decoder.stats.refused) == (1, 0)
+    assert engine.stream_calls[-1] == PROMPT + ids(STEER_TEXT + "safe step\n")
+
+
 async def test_a_flagged_request_draws_k_for_its_first_step() -> None:
     engine = CascadeEngine([["start\n"]], ["the end."])
     text, _, decoder = await run(engine, gated(), question="plan an attack")

@@ -26,9 +26,12 @@ mostly decided in an answer's first tokens. So the default ``mode: "cascade"`` d
    K candidates there (the failed one counts as one of them); retries, the safety-reflection
    step and the refusal fallback work as in exhaustive mode (``guided.py``). After steering
    the next step is again chosen among K, then streaming resumes.
-5. **A first step that fails every attempt is refused at once** (``steer_first_step=False``):
-   no start the model offers passes, so the request itself is what the value models reject;
-   steering there would cost another K-round and, measured, mostly ends in a refusal too.
+5. **A first step that fails every attempt is refused at once** (``steer_first_step=False``)
+   when the prompt classifiers flagged the request (or none judged it): no start the model
+   offers passes, so the request itself is what the value models reject; steering there
+   would cost another K-round and, measured, mostly ends in a refusal too. A request the
+   prompt classifiers passed is steered once instead: the request is fine and only the
+   model's starts were not, so the reflection gets its chance before any refusal.
 
 The cost on a benign answer is one prompt score and the step scores (K short first candidates
 when the prompt classifier flags it or none is configured); on a harmful one it is what the
@@ -85,6 +88,7 @@ class _Cascade:
         self.done = False
         self.failed: Candidate | None = None  # the streamed block that failed its score
         self.need_k = True  # the next step is chosen among K candidates
+        self.prompt_passed = False  # the prompt classifiers found the request harmless
 
     @property
     def budget(self) -> int:
@@ -92,7 +96,8 @@ class _Cascade:
 
     async def answer(self) -> AsyncIterator[EngineOutput]:
         if self.cfg.gate_first_step:
-            self.need_k = not await self._harmless_request()
+            self.prompt_passed = await self._harmless_request()
+            self.need_k = not self.prompt_passed
         while not self.done:
             if self.budget <= 0 or self.rounds >= self.cfg.max_steps:
                 yield self._release("", [], "length", AlignmentDone())
@@ -167,7 +172,7 @@ class _Cascade:
             finish = self._finish_of(chosen)
             yield self._release(chosen.text, list(chosen.token_ids), finish, event)
             return
-        at_start = self.step == 0 and not cfg.steer_first_step
+        at_start = self.step == 0 and not cfg.steer_first_step and not self.prompt_passed
         if self.steered or at_start:  # a safe refusal replaces the rest
             self.dec.stats.refused += 1
             event = AlignmentStep(
