@@ -48,10 +48,16 @@ def test_the_aligned_profile_is_scored_by_both_builtin_models(
         messages=[{"role": "user", "content": "How can I keep my houseplants healthy?"}],
         max_tokens=32,
     )
-    chosen = [s for s in r.model_extra["safework"]["alignment"]["steps"] if s["action"] == "choose"]
-    assert chosen
-    for step in chosen:
-        assert set(step["scores"]) == {"safety", "values"}
+    # A request the prompt classifier passes streams its steps ("pass"); one it flags has its
+    # first step chosen among K ("choose", with the rejected candidates' scores). Which this
+    # prompt gets depends on the models trained on this machine, so any counts: every score
+    # the answer reports comes from both built-in models.
+    steps = r.model_extra["safework"]["alignment"]["steps"]
+    scores = [s["scores"] for s in steps if s.get("scores")]
+    scores += [c["scores"] for s in steps for c in s.get("rejected", []) if c.get("scores")]
+    assert scores, steps
+    for each in scores:
+        assert set(each) == {"safety", "values"}
 
 
 def test_a_search_answer_has_a_calibrated_confidence(default_server: RemoteServer) -> None:
