@@ -1,6 +1,7 @@
-"""``SFTConfig``: the settings of ``safework-train sft`` (``sft.py`` starts it, ``trainer.py``).
+"""``SFTConfig``: the settings of ``safework-train sft`` (``sft.py`` starts it,
+``sft_trainer.py``'s ``SFTRun`` runs it on ``trainer.py``'s shared ``Trainer``).
 
-The config on its own, so the trainer (``trainer.py``) and the stage's entry (``sft.py``) both
+The config on its own, so the trainer (``sft_trainer.py``) and the stage's entry (``sft.py``) both
 read it and the RL stages reuse its pieces (``RUN_SWITCHES``, ``LoraSettings``) without importing
 either. Importing this module is cheap: ``--help`` reads it.
 """
