@@ -3,7 +3,7 @@ that a new strategy is one entry (its profile, settings block and plan come from
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
@@ -35,6 +35,14 @@ def request(**fields: Any) -> ChatCompletionRequest:
 
 def test_the_registry_holds_every_strategy() -> None:
     assert list(STRATEGIES) == ["plain", "aligned", "search", "continue"]
+
+
+def test_safework_strategy_offers_every_chat_strategy() -> None:
+    """``safework.strategy`` is a closed list in the public schema: it must name exactly the
+    registry's strategies a chat request can pick (``continue`` is ``/cot/edit``'s own)."""
+    field = SafeWorkOptions.model_fields["strategy"].annotation
+    offered = {arg for option in get_args(field) for arg in get_args(option)}
+    assert offered == set(STRATEGIES) - {"continue"}
 
 
 @pytest.mark.parametrize(

@@ -81,10 +81,11 @@ class GuidanceConfig:
     only if it fails; a request any such model flags, or no model can judge alone, gets K
     for its first step. ``False``: K for every first step."""
     steer_first_step: bool = False
-    """Cascade: when every candidate of the answer's first step fails, refuse at once (the
-    default: the value models reject any start the model gives, so the request itself is
-    what they object to; steering costs another K-round and mostly ends in a refusal
-    anyway). ``True`` steers there too, as exhaustive mode does."""
+    """Cascade: when every candidate of the answer's first step fails and a prompt classifier
+    flagged the request (or none judged it), refuse at once (the default: the value models
+    reject any start the model gives, so the request itself is what they object to; steering
+    costs another K-round and mostly ends in a refusal anyway). ``True`` steers there too, as
+    exhaustive mode does. A request the prompt classifiers passed is always steered once."""
 
     def __post_init__(self) -> None:
         if not self.models:

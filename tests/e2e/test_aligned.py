@@ -196,13 +196,14 @@ def test_aligned_stream_steps_are_scored_and_pass_the_thresholds(server: RemoteS
 
 def test_a_threshold_no_answer_can_meet_is_a_refusal(server: RemoteServer) -> None:
     """``values`` at threshold 1: no step passes it unless its score is exactly 1.0 (a
-    saturated sigmoid), so the answer is the refusal, after every candidate was rejected."""
+    saturated sigmoid), so the answer is the refusal, after every candidate was rejected (and,
+    when the prompt classifier passed the request, after one steering step failed too)."""
     weights = {"safety": 0.5, "values": 0.5}
     thresholds = {"safety": 0.0, "values": 1.0}
     r = server.client().chat.completions.create(
         model=MODEL,
         messages=QUESTION,
-        max_tokens=32,
+        max_tokens=96,  # room for the steering text and a round after it
         temperature=0.7,
         seed=1,
         extra_body={
@@ -218,6 +219,10 @@ def test_a_threshold_no_answer_can_meet_is_a_refusal(server: RemoteServer) -> No
     assert all(s["scores"]["values"] == 1.0 for s in kept)  # only a saturated score meets it
     if not kept:
         assert steps[-1]["action"] == "refusal"
+        # before it at most one steering step, and blank steps (nothing to score) only
+        interventions = [s["action"] for s in steps[:-1] if s["action"] in ("steer", "refusal")]
+        assert interventions in ([], ["steer"])
+        assert all(not s["text"].strip() for s in steps[:-1] if s["action"] != "steer")
         assert r.choices[0].message.content.strip().endswith(REFUSAL_TEXT)
         assert alignment["refused"] == 1
         assert alignment["rejected"] >= 2  # the streamed start, then K candidates
