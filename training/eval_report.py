@@ -5,8 +5,9 @@ the report folder.
 
   metrics(samples, judges)   rates per group with their counts (``{"rate", "k", "n"}``)
   summary(metrics)           the trajectory point: safety = 1 - combined unsafe rate over plain
-                             + jailbreak prompts; capability = mean(math accuracy, IFEval strict
-                             prompt-level pass rate); plus the headline numbers beside them
+                             + jailbreak prompts; capability = mean(capability-level accuracy,
+                             IFEval strict prompt-level pass rate), the dev maths accuracy in the
+                             levels' place when none were asked; plus the headline numbers
   write_outputs(...)         ``<output>/<label>/report.json`` and ``samples.jsonl``, then the
                              point into ``<output>/trajectory.json`` and the redrawn PNG
   update_trajectory          a label already in the file is replaced in place (the order stays
@@ -108,6 +109,19 @@ def _math(samples: Sequence[Sample]) -> dict[str, Any]:
     }
 
 
+def _capability(samples: Sequence[Sample]) -> dict[str, Any]:
+    by_level: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_level.setdefault(s.meta["level"], []).append(s)
+    return {
+        "accuracy": rate(s.verdict["correct"] for s in samples),
+        "no_answer": rate(s.verdict["extracted"] is None for s in samples),
+        "by_level": {
+            name: rate(s.verdict["correct"] for s in rows) for name, rows in by_level.items()
+        },
+    }
+
+
 def _ifeval(samples: Sequence[Sample]) -> dict[str, Any]:
     instructions = [i for s in samples for i in s.verdict["instructions"]]  # (id, strict, loose)
     return {
@@ -127,6 +141,7 @@ def metrics(samples: Sequence[Sample], judges: Sequence[str]) -> dict[str, Any]:
             "edgy": rate(s.verdict["refusal"] for s in group(samples, "edgy")),
         },
         "math": _math(group(samples, "math")),
+        "capability": _capability(group(samples, "capability")),
         "ifeval": _ifeval(group(samples, "ifeval")),
     }
 
@@ -135,12 +150,15 @@ def summary(m: dict[str, Any]) -> dict[str, Any]:
     """The trajectory point's numbers (``None`` where a part had no samples)."""
     unsafe = m["safety"]["unsafe_rate"]["overall"]["combined"]["rate"]
     math = m["math"]["accuracy"]["rate"]
+    levels = m.get("capability", {}).get("accuracy", {}).get("rate")
+    tasks = math if levels is None else levels
     ifeval = m["ifeval"]["prompt_strict"]["rate"]
     return {
         "safety": None if unsafe is None else round(1.0 - unsafe, 4),
-        "capability": None if math is None or ifeval is None else round((math + ifeval) / 2, 4),
+        "capability": None if tasks is None or ifeval is None else round((tasks + ifeval) / 2, 4),
         "unsafe_rate": unsafe,
         "math_accuracy": math,
+        "capability_accuracy": levels,
         "ifeval_strict": ifeval,
         "over_refusal_benign": m["over_refusal"]["benign"]["rate"],
         "over_refusal_edgy": m["over_refusal"]["edgy"]["rate"],

@@ -55,7 +55,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-GROUPS = ("harmful", "jailbreak", "benign", "edgy", "math", "ifeval")
+GROUPS = ("harmful", "jailbreak", "benign", "edgy", "math", "capability", "ifeval")
 """Sample groups, in the order they are reported."""
 _TASKS = ("math", "safety", "benign")
 

@@ -20,15 +20,21 @@ counts ``k`` of ``n``):
                 report, and left out.
   over-refusal  refusal rate (``is_refusal``) on benign prompts, and separately on edgy-benign
                 ones (rows with ``meta.edgy``), when the data has them
-  math          reasoning-gym accuracy: ``score_answer`` of the extracted answer is 1.0
+  math          reasoning-gym accuracy on the dev split's maths (mostly word problems, near
+                the floor for a 135M model): ``score_answer`` of the extracted answer is 1.0
                 (``eval_tasks.extract_math_answer`` says how the answer is found)
+  capability    the same scoring on fresh questions of ``capability_levels``
+                (``capability.py``: reasoning-gym tasks at a difficulty the base model answers
+                15-50% of, so a stage's gain or loss shows), per level and overall; questions
+                in the dataset's train or dev rows are skipped
   ifeval        prompt-level pass rates, strict and loose (``ifeval.py``), and instruction-level
   calibration   with ``search_backend`` set: search-mode accuracy and ECE (raw confidence and,
                 when ``safework-train calibrate`` stored a map for this model, calibrated) on
                 element questions from the held-out half of the calibrate command's split
 
 The trajectory point: safety = 1 - combined unsafe rate over plain + jailbreak prompts;
-capability = mean(math accuracy, IFEval strict prompt-level pass rate).
+capability = mean(capability-level accuracy, IFEval strict prompt-level pass rate); with
+``capability_samples=0`` the dev maths accuracy takes the levels' place.
 
 Answers are judged on what the user sees (``<think>...</think>`` stripped; see
 ``eval_tasks.py`` for unfinished think blocks); records keep the raw text. Outputs::
@@ -67,6 +73,7 @@ from typing import TYPE_CHECKING, Any
 from safework.errors import ConfigError
 from safework.value_models.data import JAILBREAK_TEMPLATES
 
+from .capability import CANDIDATE_LEVELS, CAPABILITY_LEVELS
 from .config import config_to_dict
 
 if TYPE_CHECKING:
@@ -86,6 +93,7 @@ _SIZE_KEYS = (
     "benign_samples",
     "edgy_samples",
     "math_samples",
+    "capability_samples",
     "ifeval_samples",
     "calibration_samples",
 )
@@ -121,6 +129,14 @@ class EvalConfig:
         default=20, metadata={"help": "edgy-benign prompts (meta.edgy), when the data has them"}
     )
     math_samples: int = field(default=40, metadata={"help": "reasoning-gym math prompts"})
+    capability_samples: int = field(
+        default=40,
+        metadata={"help": "fresh questions per capability level (0: capability uses math)"},
+    )
+    capability_levels: list[str] = field(
+        default_factory=lambda: [level.name for level in CAPABILITY_LEVELS],
+        metadata={"help": "reasoning-gym levels capability is scored on (capability.py)"},
+    )
     ifeval_samples: int = field(default=40, metadata={"help": "IFEval prompts"})
     jailbreak_templates: list[str] = field(
         default_factory=lambda: sorted(JAILBREAK_TEMPLATES),
@@ -163,7 +179,7 @@ class EvalConfig:
         """Reject values that cannot work, naming the key to change."""
         for key in _SIZE_KEYS:
             value = getattr(self, key)
-            if value < 1:
+            if value < (0 if key == "capability_samples" else 1):
                 raise ConfigError(f"{key} must be at least 1 (got {value}); set {key}=N")
         if self.max_tokens < 1:
             raise ConfigError(f"max_tokens must be at least 1 (got {self.max_tokens})")
@@ -184,6 +200,12 @@ class EvalConfig:
             raise ConfigError(
                 f"data: {self.data} holds no dev.jsonl; set data to a dataset folder "
                 "(safework-train data) or leave it unset"
+            )
+        known_levels = [level.name for level in CANDIDATE_LEVELS]
+        strange = sorted(set(self.capability_levels) - set(known_levels))
+        if strange or (self.capability_samples and not self.capability_levels):
+            raise ConfigError(
+                f"capability_levels: unknown {strange or 'none given'}; choose from {known_levels}"
             )
         unknown = sorted(set(self.jailbreak_templates) - set(JAILBREAK_TEMPLATES))
         if unknown:
@@ -322,10 +344,31 @@ def _prepare(config: EvalConfig) -> tuple[Path, list[Sample], list[IFEvalPrompt]
         "ifeval": config.ifeval_samples,
     }
     samples = build_samples(rows, sizes, templates, prompts, config.seed)
+    samples += _capability(config, data)
     for name, task in (("harmful", "safety"), ("math", "math")):
         if not group(samples, name):
             raise ConfigError(f"data: {data}/dev.jsonl has no {task!r} rows to evaluate")
     return data, samples, prompts
+
+
+def _capability(config: EvalConfig, data: Path) -> list[Sample]:
+    """Fresh questions of the capability levels, none the dataset trains or evaluates on."""
+    from safework.value_models.data import normalize
+
+    from .capability import capability_samples
+    from .data import load_conversations
+
+    if config.capability_samples == 0:
+        return []
+    taken: set[str] = set()
+    for name in ("train.jsonl", "dev.jsonl"):
+        if (data / name).is_file():
+            for row in load_conversations(data / name):
+                taken.update(
+                    normalize(m["content"]) for m in row["messages"] if m["role"] == "user"
+                )
+    chosen = [level for level in CANDIDATE_LEVELS if level.name in config.capability_levels]
+    return capability_samples(chosen, config.capability_samples, config.seed, exclude=taken)
 
 
 async def _score(
@@ -342,7 +385,7 @@ async def _score(
     broke = await tasks.judge_safety(harmful, judges, config.judge_threshold)
     for model in judges.values():
         await model.close()
-    tasks.score_math(group(samples, "math"))
+    tasks.score_math(group(samples, "math", "capability"))
     tasks.score_ifeval(group(samples, "ifeval"), {p.key: p for p in prompts})
     return {
         "used": {name: m.spec for name, m in judges.items() if name not in broke},

@@ -25,7 +25,7 @@ from typing import Any
 
 __all__ = ["CAPABILITY_LABEL", "SAFETY_LABEL", "main", "plot_trajectory"]
 
-CAPABILITY_LABEL = "capability = mean(math accuracy, IFEval strict pass rate)"
+CAPABILITY_LABEL = "capability = mean(reasoning-gym level accuracy, IFEval strict pass rate)"
 SAFETY_LABEL = "safety = 1 − unsafe rate (harmful prompts, plain + jailbreak)"
 
 _SAFE_SIDE = "#e8f4ea"  # y > x: safety ahead of capability
