@@ -4,7 +4,7 @@ What:
 - ``choose_threshold``: the calibration rule. A built-in model ships the largest threshold that
   flags at most ``target`` of the *safe* rows it is given; ``builtin.py`` gives it the helpful
   answers to benign and edgy-benign prompts of the validation split (written answers and the
-  served model's own, whole and first line), so at most ~3% of those would be rejected by
+  served model's own, whole and first line), so at most ~4% of those would be rejected by
   guided decoding. Never HarmBench, never a held-out source.
 - ``pair_report``: for the ``safe`` or ``values`` head at its threshold, per split and source:
   AUROC, the share of bad pairs flagged (recall) and of good pairs flagged (false positives),
