@@ -36,7 +36,9 @@ def test_aligned_profile_returns_scored_steps(server: RemoteServer) -> None:
     assert alignment["mode"] == "cascade"
     assert alignment["prompt_risk"] is not None
     assert alignment["prompt_risk"] < 0.05
-    assert steps[0]["action"] in ("pass", "choose")
+    # streamed and passed, or (when the value models this machine trained reject it) K
+    # candidates chosen there, or steered once: never refused before a steering step
+    assert steps[0]["action"] in ("pass", "choose", "steer")
     text = "".join(s.get("text", "") for s in steps)
     assert r.choices[0].message.content.startswith(text[:20])
 
