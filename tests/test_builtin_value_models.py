@@ -213,6 +213,20 @@ def test_train_builtin_writes_model_metrics_and_card(tmp_path: Path, encoder_fol
     assert meta["thresholds"]["safety"] == metrics["thresholds"]["safety"]["threshold"]
 
 
+def test_a_retrain_gives_the_same_weights(tmp_path: Path, encoder_folder: Path) -> None:
+    """The heads are initialised from the recipe's seed, not the process's random state: two
+    builds of the same data (the global generator moved between them) are identical."""
+    import torch
+    from safetensors.torch import load_file
+
+    first = fake_build(tmp_path / "a", encoder_folder)
+    torch.rand(7)  # what any earlier work in the process does to the global generator
+    second = fake_build(tmp_path / "b", encoder_folder)
+    a, b = load_file(first / MODEL_FILE), load_file(second / MODEL_FILE)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_ensure_builtin_trains_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                     encoder_folder: Path) -> None:  # fmt: skip
     calls: list[Path | None] = []
