@@ -8,6 +8,13 @@ token) and never the system prompt, the user's text or the role headers. A token
 when its first character lies in a span. Templates whose renderings are not prefixes of each
 other cannot be masked this way, and are refused with the reason.
 
+An assistant message may also list ``masked``: ``[start, end)`` character spans of its
+``content`` that the model did not write (a search transcript's ``<information>`` blocks, which
+the server inserts; ``training/search_cot.py``). Their tokens get -100 too, though they sit
+inside the assistant turn, so the model is conditioned on them but never trained to produce
+them (as the RL search stage masks them, ``rollout.py``). The content must appear verbatim in
+the rendering to be located; a template that rewrites it is refused.
+
 Labels use -100 for masked positions (the ignore index of ``torch.nn.functional.cross_entropy``);
 sequences longer than ``max_length`` are cut from the right, and a conversation left with no
 assistant token is dropped (and counted).
@@ -34,6 +41,7 @@ __all__ = [
     "collate",
     "encode_conversation",
     "encode_dataset",
+    "masked_spans",
 ]
 
 IGNORE_INDEX = -100
@@ -76,11 +84,37 @@ def assistant_spans(tokenizer: Any, messages: Sequence[dict[str, str]]) -> tuple
     return text, spans
 
 
+def masked_spans(
+    text: str, spans: Sequence[tuple[int, int]], messages: Sequence[dict[str, Any]]
+) -> list[tuple[int, int]]:
+    """The rendered ``text``'s character spans that assistant messages list as ``masked``
+    (spans of their content), given the assistant ``spans`` of ``assistant_spans``."""
+    out: list[tuple[int, int]] = []
+    assistants = [m for m in messages if m["role"] == "assistant"]
+    for message, (start, end) in zip(assistants, spans, strict=True):
+        masked = message.get("masked") or []
+        if not masked:
+            continue
+        at = text.find(message["content"], start, end)
+        if at < 0:
+            raise ConfigError(
+                "the chat template rewrites an assistant message that lists masked spans, so "
+                "the spans cannot be located; use a template that renders content verbatim"
+            )
+        for lo, hi in masked:
+            if not 0 <= lo <= hi <= len(message["content"]):
+                raise ConfigError(f"masked span {[lo, hi]} is outside the message's content")
+            out.append((at + lo, at + hi))
+    return sorted(out)
+
+
 def encode_conversation(
-    tokenizer: Any, messages: Sequence[dict[str, str]], max_length: int
+    tokenizer: Any, messages: Sequence[dict[str, Any]], max_length: int
 ) -> Encoded:
-    """Token ids and labels of one conversation (assistant tokens only), cut to ``max_length``."""
+    """Token ids and labels of one conversation (assistant tokens only, less the ``masked``
+    spans), cut to ``max_length``."""
     text, spans = assistant_spans(tokenizer, messages)
+    masked = masked_spans(text, spans, messages)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids: list[int] = enc["input_ids"][:max_length]
     offsets = enc["offset_mapping"][: len(ids)]
@@ -92,7 +126,7 @@ def encode_conversation(
             span = next(span_iter, None)
         if span is None:
             break
-        if span[0] <= start < span[1]:
+        if span[0] <= start < span[1] and not any(lo <= start < hi for lo, hi in masked):
             labels[pos] = ids[pos]
     return Encoded(ids, labels)
 
