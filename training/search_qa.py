@@ -1,0 +1,225 @@
+"""Training questions for the search cold start, written by program, none of them evaluation.
+
+The search stage is evaluated and calibrated on the element questions of the built-in corpus
+(``search/corpus.py``: ``element_qa``, used by ``fit_calibration``, ``safework-train eval`` and
+``bench/search.py``). None of those is used here. The questions come from the corpus's other
+documents, each with an exact answer (``QAItem``, scored by ``QAItem.is_correct``):
+
+- ``acronym``: FOLDOC entries whose text opens ``<category> (ABC) ...`` under the title that
+  spells ABC out: "In computing, what does AHPL stand for?" -> "A Hardware Programming
+  Language". Kept only when no other document states both the abbreviation and the expansion,
+  no entry is titled with the abbreviation (FOLDOC's lists of meanings) and no other entry
+  marks the same abbreviation: the answer is stated in exactly one document.
+- ``year``: Wikipedia biographies that open ``Name (...; DATE - DATE)``: the years of birth and
+  death ("In what year was Albert Einstein born?" -> "1879").
+- ``direct``: questions that need no search: sums of two numbers written by program, and a
+  short list of common knowledge written for this project (``COMMON``).
+
+``SearchQuestion`` adds what the cold-start writer (``search_cot.py``) needs: the model's own
+query and a second, different query for when the first misses, and what is asked in words.
+Everything is a pure function of the corpus and the seed.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from safework.search.answers import TOKEN, supported_by
+from safework.search.corpus import QAItem
+
+__all__ = [
+    "COMMON",
+    "KINDS",
+    "SearchQuestion",
+    "acronym_questions",
+    "direct_questions",
+    "search_questions",
+    "year_questions",
+]
+
+KINDS = ("acronym", "year", "direct")
+
+COMMON: tuple[tuple[str, str, str], ...] = (
+    ("How many days are there in a week?", "7", "A week has seven days."),
+    ("How many minutes are there in an hour?", "60", "An hour has sixty minutes."),
+    ("How many hours are there in a day?", "24", "A day has twenty-four hours."),
+    ("How many months are there in a year?", "12", "A year has twelve months."),
+    ("What is the capital of France?", "Paris", "The capital of France is Paris."),
+    ("What is the capital of Japan?", "Tokyo", "The capital of Japan is Tokyo."),
+    ("What is the capital of Italy?", "Rome", "The capital of Italy is Rome."),
+    ("What is the largest planet in the Solar System?", "Jupiter", "Jupiter is the largest."),
+    ("Which planet is closest to the Sun?", "Mercury", "Mercury orbits closest to the Sun."),
+    ("At what temperature in degrees Celsius does water freeze at sea level?", "0", "At 0 C."),
+    ("At what temperature in degrees Celsius does water boil at sea level?", "100", "At 100 C."),
+    ("How many legs does a spider have?", "8", "Spiders have eight legs."),
+    ("How many sides does a hexagon have?", "6", "A hexagon has six sides."),
+    ("How many bits are there in a byte?", "8", "A byte is eight bits."),
+    (
+        "What colour do you get by mixing blue and yellow paint?",
+        "green",
+        "Blue and yellow make green.",
+    ),
+    ("How many continents are there on Earth?", "7", "By the usual count there are seven."),
+    ("What is the square root of 81?", "9", "9 times 9 is 81."),
+    ("How many seconds are there in a minute?", "60", "A minute has sixty seconds."),
+)
+"""``(question, answer, the model's one-line reason)``: common knowledge, written for this
+project, answered without searching."""
+
+
+@dataclass(frozen=True)
+class SearchQuestion:
+    """A question with an exact answer and how the cold-start transcript goes after it."""
+
+    item: QAItem
+    queries: tuple[str, ...]
+    """The model's first query, then a different one for a second search."""
+    asked: str
+    """What the question asks, in words ("what AHPL stands for")."""
+    known: str = ""
+    """For a question that needs no search: the model's reason (empty otherwise)."""
+
+    @property
+    def needs_search(self) -> bool:
+        return not self.known
+
+
+# --------------------------------------------------------------------------- acronyms
+
+_MARKED = re.compile(r"^(?:Also: [^\n]*\n\n)?(?:\d+\. )?<[^<>\n]+>\s*\(([A-Z][A-Za-z0-9]{1,7})\)\s")
+_ANY_MARK = re.compile(r"\(([A-Z][A-Za-z0-9]{1,7})\)")
+_TITLE = re.compile(r"^[A-Za-z][A-Za-z0-9 '-]{3,60}$")
+
+
+def _expansion_fits(acronym: str, title: str) -> bool:
+    """The title spells the abbreviation out: several words, the first starting with its first
+    letter, its letters in order in the title (``ALIAS`` in ``ALgorIthmic ASsembly``)."""
+    words = title.split()
+    if len(words) < 2 or title.lower().startswith(acronym.lower()):
+        return False
+    if words[0][0].lower() != acronym[0].lower():
+        return False
+    rest = iter(title.lower())
+    return all(ch in rest for ch in acronym.lower())
+
+
+def acronym_questions(documents: Sequence[dict[str, Any]]) -> list[SearchQuestion]:
+    """FOLDOC abbreviations whose expansion is stated in exactly one document (sorted by id)."""
+    foldoc = [d for d in documents if d.get("source") == "foldoc"]
+    titles = {d["title"].lower() for d in foldoc}
+    marks: dict[str, int] = {}
+    for d in foldoc:
+        for acronym in set(_ANY_MARK.findall(d["text"])):
+            marks[acronym] = marks.get(acronym, 0) + 1
+    postings = _postings(documents)
+    out = []
+    for d in foldoc:
+        match = _MARKED.match(d["text"])
+        if not match or not _TITLE.match(d["title"]):
+            continue
+        acronym, title = match.group(1), d["title"]
+        if marks.get(acronym) != 1 or acronym.lower() in titles:
+            continue
+        if not _expansion_fits(acronym, title):
+            continue
+        others = [documents[i] for i in postings.get(acronym, ()) if documents[i]["id"] != d["id"]]
+        if any(supported_by(title, f"{o['title']}\n{o['text']}") for o in others):
+            continue
+        item = QAItem(
+            id=f"{d['id']}#acronym",
+            question=f"In computing, what does {acronym} stand for?",
+            answer=title,
+            aliases=(),
+            doc_id=d["id"],
+            kind="acronym",
+            subject=acronym,
+        )
+        out.append(
+            SearchQuestion(item, (f"{acronym} stands for", acronym), f"what {acronym} stands for")
+        )
+    return sorted(out, key=lambda q: q.item.id)
+
+
+def _postings(documents: Sequence[dict[str, Any]]) -> dict[str, set[int]]:
+    """Case-sensitive word -> indices of the documents that hold it."""
+    out: dict[str, set[int]] = {}
+    for i, d in enumerate(documents):
+        for token in set(TOKEN.findall(f"{d['title']}\n{d['text']}")):
+            out.setdefault(token, set()).add(i)
+    return out
+
+
+# --------------------------------------------------------------------------- years
+
+_LIFE = re.compile(r"^[^()]{2,60}?\(([^()]*?)\)\s+(?:was|is)\b")
+_YEAR = re.compile(r"\b(1[0-9]{3}|20[0-9]{2})\b")
+
+
+def year_questions(documents: Sequence[dict[str, Any]]) -> list[SearchQuestion]:
+    """Years of birth and death from Wikipedia biographies' opening ``(... YYYY - ... YYYY)``."""
+    out = []
+    for d in documents:
+        if d.get("source") != "wikipedia":
+            continue
+        match = _LIFE.match(d["text"])
+        if not match or ("–" not in match.group(1) and " - " not in match.group(1)):
+            continue
+        born_part, _, died_part = match.group(1).rpartition("–")
+        born, died = _YEAR.findall(born_part), _YEAR.findall(died_part)
+        name = d["title"]
+        for event, years in (("born", born), ("died", died)):
+            if len(years) != 1:
+                continue
+            item = QAItem(
+                id=f"{d['id']}#{event}",
+                question=f"In what year was {name} born?"
+                if event == "born"
+                else f"In what year did {name} die?",
+                answer=years[0],
+                aliases=(),
+                doc_id=d["id"],
+                kind="year",
+                subject=name,
+            )
+            verb = "was born" if event == "born" else "died"
+            queries = (f"{name} {event}", f"{name} biography")
+            out.append(SearchQuestion(item, queries, f"the year {name} {verb}"))
+    return sorted(out, key=lambda q: q.item.id)
+
+
+# --------------------------------------------------------------------------- no search
+
+
+def direct_questions(n_sums: int, seed: int) -> list[SearchQuestion]:
+    """The ``COMMON`` questions, then ``n_sums`` sums of two two- or three-digit numbers."""
+    out = []
+    for i, (question, answer, known) in enumerate(COMMON):
+        item = QAItem(f"common:{i}", question, answer, (), "", "direct", question)
+        out.append(SearchQuestion(item, (), "", known))
+    rng = random.Random(f"search-sums-{seed}")
+    seen: set[tuple[int, int]] = set()
+    while len(seen) < n_sums:
+        a, b = rng.randint(12, 499), rng.randint(12, 499)
+        if (a, b) in seen:
+            continue
+        seen.add((a, b))
+        item = QAItem(f"sum:{a}+{b}", f"What is {a} + {b}?", str(a + b), (), "", "direct", "sum")
+        out.append(SearchQuestion(item, (), "", f"This is arithmetic: {a} + {b} = {a + b}."))
+    return out
+
+
+def search_questions(
+    documents: Iterable[dict[str, Any]], n_sums: int = 200, seed: int = 0
+) -> dict[str, list[SearchQuestion]]:
+    """Every training question of each kind (``KINDS``) from the built-in corpus documents;
+    element documents are never a source."""
+    docs = [d for d in documents if d.get("source") != "elements"]
+    return {
+        "acronym": acronym_questions(docs),
+        "year": year_questions(docs),
+        "direct": direct_questions(n_sums, seed),
+    }
