@@ -1,0 +1,256 @@
+"""Tests for the search cold start: ``training/search_qa.py`` (questions, none of them
+evaluation), ``training/search_cot.py`` (transcripts through the server's loop on the real
+``local:builtin`` backend), the ``masked`` spans in ``sft_data`` and the ``search_*`` sizes of
+``safework-train data``.
+
+Retrieval runs for real on the cached built-in corpus and its index (``make corpus``) with the
+cached all-MiniLM-L6-v2; tests skip when the corpus cannot be had. Small slices only: a
+transcript costs about a second of embedding on two CPU cores.
+
+Run: ``pytest tests/test_search_cot.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from safework.engine.fetch import FetchError
+from safework.files import cache_dir
+from safework.search import tags
+from safework.search.answers import supported_by
+from safework.search.base import SearchBackend, load_backend
+from safework.search.corpus import element_qa, ensure_builtin_corpus, iter_corpus_documents
+from safework.search.prompts import INSTRUCTIONS
+from safework.training.cot_texts import split_think
+from safework.training.data import cot_row_problem
+from safework.training.data_config import DATA_KEYS, DataConfig
+from safework.training.search_cot import (
+    CONFIDENCE,
+    Transcript,
+    pick_questions,
+    write_transcript,
+)
+from safework.training.search_qa import SearchQuestion, search_questions
+from safework.training.sft_data import IGNORE_INDEX, encode_conversation
+
+REAL_CACHE = cache_dir()
+"""The cache at import time (other test modules point ``SAFEWORK_CACHE`` elsewhere)."""
+
+
+@pytest.fixture(scope="module")
+def documents() -> list[dict[str, Any]]:
+    try:
+        return list(iter_corpus_documents(ensure_builtin_corpus(REAL_CACHE)))
+    except FetchError as exc:
+        pytest.skip(f"the built-in corpus is not cached and cannot be fetched: {exc}")
+
+
+@pytest.fixture(scope="module")
+def pools(documents: list[dict[str, Any]]) -> dict[str, list[SearchQuestion]]:
+    return search_questions(documents, n_sums=20, seed=0)
+
+
+@pytest.fixture(scope="module")
+def backend(documents: list[dict[str, Any]]) -> SearchBackend:
+    from safework.search.base import BackendContext
+
+    return load_backend("local:builtin", ctx=BackendContext(cache=REAL_CACHE))
+
+
+@pytest.fixture(scope="module")
+def transcripts(pools: dict[str, list[SearchQuestion]], backend: SearchBackend) -> list[Transcript]:
+    """Five transcripts: abbreviations and a year (retrieve_first on and off), a sum, common
+    knowledge with no search at all."""
+    from safework.engine.embedder import get_embedder
+
+    encoder = get_embedder(REAL_CACHE)
+    by_id = {q.item.id: q for kind in pools.values() for q in kind}
+    plan = [
+        ("foldoc:Computer_Software_Configuration_Item#acronym", False),
+        ("foldoc:Simplified_Multicast_Routing_Protocol#acronym", True),
+        ("wiki:Abraham_Lincoln#died", True),
+        ("common:0", False),
+        (pools["direct"][-1].item.id, True),
+    ]
+
+    async def write() -> list[Transcript]:
+        return [
+            await write_transcript(by_id[i], backend, encoder, retrieve_first=first)
+            for i, first in plan
+        ]
+
+    return asyncio.run(write())
+
+
+def _model_text(transcript: Transcript) -> str:
+    """The assistant content less its masked spans: what the model itself wrote."""
+    message = transcript.messages[-1]
+    content, pieces, at = message["content"], [], 0
+    for lo, hi in message["masked"]:
+        pieces.append(content[at:lo])
+        at = hi
+    return "".join([*pieces, content[at:]])
+
+
+# --------------------------------------------------------------------------- questions
+
+
+def test_questions_are_not_evaluation_and_answers_are_in_one_document(
+    documents: list[dict[str, Any]], pools: dict[str, list[SearchQuestion]]
+) -> None:
+    evaluation = {item.question for item in element_qa(ensure_builtin_corpus(REAL_CACHE))}
+    questions = [q for kind in pools.values() for q in kind]
+    assert len(pools["acronym"]) > 300
+    assert len(pools["year"]) >= 10
+    assert not {q.item.question for q in questions} & evaluation
+    assert not [q for q in questions if q.item.doc_id.startswith("element:")]
+    docs = {d["id"]: d for d in documents}
+    for q in pools["acronym"][::25] + pools["year"]:
+        doc = docs[q.item.doc_id]
+        assert supported_by(q.item.answer, f"{doc['title']}\n{doc['text']}"), q.item.id
+
+
+def test_pick_questions_is_seeded_disjoint_and_fills_short_kinds(
+    pools: dict[str, list[SearchQuestion]],
+) -> None:
+    dev, train = pick_questions(pools, 20, 200, seed=3)
+    assert (len(dev), len(train)) == (20, 200)
+    assert pick_questions(pools, 20, 200, seed=3) == (dev, train)
+    assert pick_questions(pools, 20, 200, seed=4) != (dev, train)
+    dev_docs = {q.item.doc_id or q.item.id for q in dev}
+    assert not dev_docs & {q.item.doc_id or q.item.id for q in train}
+    kinds = [q.item.kind for q in train]
+    assert kinds.count("year") < 20 <= kinds.count("direct")  # year's shortfall -> acronym
+    with pytest.raises(ValueError, match="search questions"):
+        pick_questions(pools, 10, 10_000, seed=0)
+
+
+# --------------------------------------------------------------------------- transcripts
+
+
+def test_transcripts_have_the_loops_shape_and_honest_confidence(
+    transcripts: list[Transcript],
+) -> None:
+    outcomes = [t.outcome for t in transcripts]
+    assert outcomes[:2] == ["found", "found"]
+    assert outcomes[3:] == ["known", "known"]
+    assert outcomes[2] in ("found", "read")
+    for t in transcripts:
+        system, user, assistant = t.messages
+        assert system == {"role": "system", "content": INSTRUCTIONS}
+        assert user["content"] == t.question.item.question
+        assert split_think(assistant["content"]) is not None
+        own = _model_text(t)
+        assert "<information>" not in own
+        assert tags.DATA_NOTE not in own
+        assert own.rstrip().endswith(f"<confidence>{t.confidence}</confidence>")
+        assert tags.parse_confidence(own) == t.confidence / 10
+        assert t.confidence == CONFIDENCE[t.outcome]
+        if t.confidence >= 7:
+            assert t.correct
+        inserted = assistant["content"].count("<information>")
+        assert inserted == t.searches + t.reads
+        assert assistant["content"].endswith(f"</think>\n\n{t.answer}")
+    first_off, no_search = transcripts[0], transcripts[3]
+    assert _model_text(first_off).count("<search>") == 1
+    assert first_off.searches == 1
+    assert no_search.searches == 0
+    assert "<information>" not in no_search.messages[-1]["content"]
+    assert "<information>" in transcripts[4].messages[-1]["content"]  # the server searched
+
+
+def test_found_answers_are_in_the_retrieved_text(transcripts: list[Transcript]) -> None:
+    for t in transcripts:
+        content = t.messages[-1]["content"]
+        inserted = "".join(content[lo:hi] for lo, hi in t.messages[-1]["masked"])
+        if t.outcome in ("found", "read"):
+            retrieved = inserted.split("</think>")[0]  # not the answer's echo
+            assert supported_by(t.answer, retrieved), t.question.item.id
+    smrp = transcripts[1]
+    assert "Result [1] does not answer this" in _model_text(smrp)  # the top result was another
+
+
+# --------------------------------------------------------------------------- the loss mask
+
+
+def test_information_tokens_are_ignored_and_the_model_text_is_trained(
+    transcripts: list[Transcript], smollm_tokenizer: Any
+) -> None:
+    t = transcripts[2]  # a search, maybe a read: several information blocks
+    enc = encode_conversation(smollm_tokenizer, t.messages, 4096)
+    trained = smollm_tokenizer.decode([i for i in enc.labels if i != IGNORE_INDEX])
+    ignored_in_turn = smollm_tokenizer.decode(
+        [i for i, label in zip(enc.input_ids, enc.labels, strict=True) if label == IGNORE_INDEX]
+    )
+    assert "Retrieved text" not in trained
+    assert "<information>" not in trained
+    assert "Retrieved text" in ignored_in_turn
+    assert "</information>" in ignored_in_turn
+    assert f"<answer>{t.answer}</answer>" in trained
+    assert f"<confidence>{t.confidence}</confidence>" in trained
+    unmasked = [{k: v for k, v in m.items() if k != "masked"} for m in t.messages]
+    plain = encode_conversation(smollm_tokenizer, unmasked, 4096)
+    assert plain.input_ids == enc.input_ids
+    assert plain.trained_tokens > enc.trained_tokens
+    assert "Retrieved text" in smollm_tokenizer.decode(
+        [i for i in plain.labels if i != IGNORE_INDEX]
+    )
+
+
+def test_masked_span_outside_the_content_is_refused(smollm_tokenizer: Any) -> None:
+    from safework.errors import ConfigError
+
+    messages = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello", "masked": [[2, 9]]},
+    ]
+    with pytest.raises(ConfigError, match="outside"):
+        encode_conversation(smollm_tokenizer, messages, 64)
+
+
+# --------------------------------------------------------------------------- the recipe
+
+
+def test_search_sizes_are_data_keys_and_off_by_default() -> None:
+    assert {"search_train", "search_dev"} <= set(DATA_KEYS)
+    config = DataConfig()
+    assert (config.search_train, config.search_dev) == (0, 0)
+    DataConfig(math_train=0, safety_train=0, benign_train=0, search_train=5).check()
+
+
+def test_cot_sft_with_search_rows(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The recipe on the fixture sources with 2 dev and 3 train search rows (the corpus and
+    the index from the real cache): valid rows, disjoint, recorded, deterministic."""
+    from safework.training.mix import build_cot_sft
+    from safework.training.sources import DATA_ASSETS, fetch_sources
+
+    from .test_training_data import SIZES, _patch
+
+    try:
+        ensure_builtin_corpus(REAL_CACHE)
+    except FetchError as exc:
+        pytest.skip(f"the built-in corpus is not cached: {exc}")
+    env = _patch(monkeypatch, tmp_path / "cache")
+    folders = fetch_sources(env.cache, DATA_ASSETS)
+    config = DataConfig(cache=REAL_CACHE, **SIZES, search_dev=2, search_train=3)
+    mix = build_cot_sft(config, folders)
+    dev = [r for r in mix.dev if r["task"] == "search"]
+    train = [r for r in mix.train if r["task"] == "search"]
+    assert (len(dev), len(train)) == (2, 3)
+    assert len(mix.train) == SIZES["math_train"] + 20 + 16 + 3
+    for row in dev + train:
+        assert cot_row_problem(row) is None
+        assert row["messages"][0]["role"] == "system"
+        assert row["messages"][-1]["masked"]
+        assert row["meta"]["outcome"] in CONFIDENCE
+    assert not {r["messages"][1]["content"] for r in dev} & {
+        r["messages"][1]["content"] for r in train
+    }
+    info = mix.generators["search"]
+    assert info["backend"] == "local:builtin"
+    assert sum(info["outcomes"].values()) == 5
+    assert build_cot_sft(config, folders).train == mix.train
