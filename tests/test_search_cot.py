@@ -28,8 +28,10 @@ from safework.search.prompts import INSTRUCTIONS
 from safework.training.cot_texts import split_think
 from safework.training.data import cot_row_problem
 from safework.training.data_config import DATA_KEYS, DataConfig
+from safework.training.mix import quotas
 from safework.training.search_cot import (
     CONFIDENCE,
+    SEARCH_MIX,
     Transcript,
     pick_questions,
     write_transcript,
@@ -117,16 +119,17 @@ def test_questions_are_not_evaluation_and_answers_are_in_one_document(
 def test_pick_questions_is_seeded_disjoint_and_fills_short_kinds(
     pools: dict[str, list[SearchQuestion]],
 ) -> None:
-    dev, train = pick_questions(pools, 20, 200, seed=3)
+    sizes = quotas(20, SEARCH_MIX), quotas(200, SEARCH_MIX)
+    dev, train = pick_questions(pools, *sizes, seed=3)
     assert (len(dev), len(train)) == (20, 200)
-    assert pick_questions(pools, 20, 200, seed=3) == (dev, train)
-    assert pick_questions(pools, 20, 200, seed=4) != (dev, train)
+    assert pick_questions(pools, *sizes, seed=3) == (dev, train)
+    assert pick_questions(pools, *sizes, seed=4) != (dev, train)
     dev_docs = {q.item.doc_id or q.item.id for q in dev}
     assert not dev_docs & {q.item.doc_id or q.item.id for q in train}
     kinds = [q.item.kind for q in train]
     assert kinds.count("year") < 20 <= kinds.count("direct")  # year's shortfall -> acronym
     with pytest.raises(ValueError, match="search questions"):
-        pick_questions(pools, 10, 10_000, seed=0)
+        pick_questions(pools, quotas(10, SEARCH_MIX), quotas(10_000, SEARCH_MIX), seed=0)
 
 
 # --------------------------------------------------------------------------- transcripts

@@ -369,7 +369,12 @@ def _search(config: DataConfig) -> tuple[list[Row], list[Row], dict[str, Any]]:
     corpus = ensure_builtin_corpus(config.cache)
     pools = search_questions(iter_corpus_documents(corpus), seed=config.seed)
     try:
-        dev_q, train_q = pick_questions(pools, config.search_dev, config.search_train, config.seed)
+        dev_q, train_q = pick_questions(
+            pools,
+            quotas(config.search_dev, SEARCH_MIX),
+            quotas(config.search_train, SEARCH_MIX),
+            config.seed,
+        )
     except ValueError as exc:
         raise ConfigError(f"search_train, search_dev: {exc}; lower them") from None
     split: dict[str, list[Row]] = {}

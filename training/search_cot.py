@@ -317,16 +317,19 @@ shortfall to ``acronym`` (the largest pool, ~600)."""
 
 
 def pick_questions(
-    pools: dict[str, list[SearchQuestion]], n_dev: int, n_train: int, seed: int
+    pools: dict[str, list[SearchQuestion]],
+    dev_quota: dict[str, int],
+    train_quota: dict[str, int],
+    seed: int,
 ) -> tuple[list[SearchQuestion], list[SearchQuestion]]:
-    """``(dev, train)``: seeded draws per kind by ``SEARCH_MIX``; questions about one document
+    """``(dev, train)``: seeded draws per kind, as many as each split's quota names (the
+    caller splits its sizes by ``SEARCH_MIX``: ``mix.quotas``); questions about one document
     (a person's birth and death) never straddle the split. Raises ``ValueError`` when the
-    pools cannot fill the sizes."""
-    from .mix import quotas
-
+    pools cannot fill the quotas."""
     dev: list[SearchQuestion] = []
     train: list[SearchQuestion] = []
-    dev_q, train_q = quotas(n_dev, SEARCH_MIX), quotas(n_train, SEARCH_MIX)
+    dev_q, train_q = dict(dev_quota), dict(train_quota)
+    n_dev, n_train = sum(dev_q.values()), sum(train_q.values())
     for kind in sorted(SEARCH_MIX, key=lambda k: k == "acronym"):  # acronym last: takes the rest
         groups: dict[str, list[SearchQuestion]] = {}
         for q in pools[kind]:
