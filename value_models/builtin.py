@@ -101,8 +101,8 @@ TARGET_FPR = {"safety": 0.04, "values": 0.04, "prompt": 0.05}
 """Largest share of benign and edgy-benign validation items a head may flag at its shipped
 threshold: helpful answers for the pair heads, prompts for the prompt classifier. The pair
 heads' 4% is measured through ``:aligned`` (docs/BENCHMARKS.md): 3% refused 76-84% of held-out
-harmful prompts depending on the retrain, 4% 83% with 9% of benign prompts refused, 5% 91% and
-12%; edgy-benign prompts were refused 0% at all three."""
+harmful prompts (two unseeded retrains), 4% 83-88% with 9% of benign prompts refused, 5% 91%
+and 12%; edgy-benign prompts were refused 0% at all three."""
 DEFAULT_TRAIN = TrainConfig()
 SCORING_THREADS = 1
 """torch threads for scoring: a step's 4 short pairs gain nothing from more on 2 cores, where
