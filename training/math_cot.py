@@ -14,6 +14,11 @@ returns None when it cannot. ``solve`` then checks the solver's own result with 
   simple_equations  a linear equation ``a*x + b = c`` (sympy's printing): collect, move the
                     constant, divide, then substitute back as a check
   leg_counting      legs per animal (reasoning-gym's own table) times the count, then the sum
+  products          left to right; a factor of two or more digits split into place values
+                    (``42 * 25``: ``42 * 20 + 42 * 5``)
+  gcd               Euclid's algorithm, one division with remainder a line
+  lcm               the multiples of the larger number when the LCM is among its first ten,
+                    else ``a * b / GCD(a, b)`` with Euclid's steps
 
 Why written steps: most generators give only the answer; SFT on answers alone teaches the
 model to guess. The steps here are computed, so they are right whenever the check passes.
@@ -25,6 +30,7 @@ Run (prints a solved example per dataset)::
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -406,6 +412,108 @@ def solve_leg_counting(entry: Mapping[str, Any]) -> Solution | None:
     )
 
 
+# --------------------------------------------------------------------------- products, gcd, lcm
+
+
+def _times(a: int, b: int) -> tuple[list[str], int]:
+    """``a * b`` in steps a small model can check: a one-digit factor at once, a longer one
+    split into its place values (``42 * 25 = 42 * 20 + 42 * 5``)."""
+    small, big = sorted((a, b), key=lambda x: (len(str(abs(x))), x))
+    if abs(small) < 10:
+        return [f"{a} * {b} = {a * b}."], a * b
+    sign = -1 if small < 0 else 1
+    digits = str(abs(small))
+    parts = [int(d) * 10 ** (len(digits) - i - 1) for i, d in enumerate(digits) if d != "0"]
+    lines = [f"Split {abs(small)} into {' + '.join(map(str, parts))}."]
+    partial = [big * p for p in parts]
+    lines += [f"{big} * {p} = {v}." for p, v in zip(parts, partial, strict=True)]
+    total = sign * sum(partial)
+    if len(partial) > 1:
+        lines.append(f"Add: {' + '.join(map(str, partial))} = {sum(partial)}.")
+    if sign < 0:
+        lines.append(f"One factor is negative, so the product is {total}.")
+    return lines, total
+
+
+def solve_products(entry: Mapping[str, Any]) -> Solution | None:
+    """Multiply left to right, each product through place values."""
+    terms = [t.strip() for t in str(entry["metadata"].get("expression", "")).split("*")]
+    try:
+        numbers = [int(t) for t in terms]
+    except ValueError:
+        return None
+    if len(numbers) < 2:
+        return None
+    value, lines = numbers[0], []
+    for n in numbers[1:]:
+        steps, value = _times(value, n)
+        lines += steps
+    expression = " * ".join(map(str, numbers))
+    body = f"I need {expression}.\n{_numbered(lines)}\nSo the result is {value}."
+    return Solution(body, str(value))
+
+
+def _euclid(a: int, b: int) -> tuple[list[str], int]:
+    """Euclid's algorithm on ``a`` and ``b`` as sentences, and the GCD."""
+    a, b = max(a, b), min(a, b)
+    lines = []
+    while b:
+        q, r = divmod(a, b)
+        lines.append(f"{a} = {q} * {b} + {r}.")
+        a, b = b, r
+    return lines, a
+
+
+def _numbers(entry: Mapping[str, Any]) -> list[int] | None:
+    numbers = entry["metadata"].get("numbers")
+    if not isinstance(numbers, list) or len(numbers) < 2:
+        return None
+    if not all(isinstance(n, int) and n > 0 for n in numbers):
+        return None
+    return numbers
+
+
+def solve_gcd(entry: Mapping[str, Any]) -> Solution | None:
+    """Euclid's algorithm: divide, keep the remainder, until it is 0."""
+    numbers = _numbers(entry)
+    if numbers is None:
+        return None
+    value, lines = numbers[0], []
+    for n in numbers[1:]:
+        steps, found = _euclid(value, n)
+        lines += steps + [f"The last divisor is {found}, so GCD({value}, {n}) = {found}."]
+        value = found
+    intro = f"I use Euclid's algorithm on {', '.join(map(str, numbers))}."
+    return Solution(f"{intro}\n{_numbered(lines)}\nSo the GCD is {value}.", str(value))
+
+
+_MULTIPLES_AT_MOST = 10
+"""List multiples of the larger number when the LCM is at most this many of them away."""
+
+
+def solve_lcm(entry: Mapping[str, Any]) -> Solution | None:
+    """Small cases by listing multiples of the larger number; others as a * b / GCD(a, b)."""
+    numbers = _numbers(entry)
+    if numbers is None:
+        return None
+    value, lines = numbers[0], []
+    for n in numbers[1:]:
+        big, small = max(value, n), min(value, n)
+        lcm = big * small // math.gcd(big, small)
+        if lcm // big <= _MULTIPLES_AT_MOST:
+            multiples = ", ".join(str(big * k) for k in range(1, lcm // big + 1))
+            lines.append(f"Multiples of {big}: {multiples}.")
+            lines.append(f"{lcm} is the first that {small} divides, so LCM({value}, {n}) = {lcm}.")
+        else:
+            steps, g = _euclid(big, small)
+            lines += steps
+            lines.append(f"GCD({big}, {small}) = {g}.")
+            lines.append(f"LCM = {big} * {small} / {g} = {big * small} / {g} = {lcm}.")
+        value = lcm
+    intro = f"I need the least common multiple of {', '.join(map(str, numbers))}."
+    return Solution(f"{intro}\n{_numbered(lines)}\nSo the LCM is {value}.", str(value))
+
+
 _FINAL = re.compile(r"^\s*####\s*(.+?)\s*$", re.MULTILINE)
 
 
@@ -423,18 +531,27 @@ def solve_gsm_symbolic(entry: Mapping[str, Any]) -> Solution | None:
 
 
 DEFAULT_MATH_MIX: dict[str, float] = {
-    "gsm_symbolic": 0.4,
-    "basic_arithmetic": 0.2,
-    "simple_equations": 0.15,
-    "leg_counting": 0.15,
-    "chain_sum": 0.1,
+    "gsm_symbolic": 0.2,
+    "basic_arithmetic": 0.15,
+    "chain_sum": 0.15,
+    "products": 0.15,
+    "gcd": 0.1,
+    "lcm": 0.1,
+    "simple_equations": 0.075,
+    "leg_counting": 0.075,
 }
-"""Share of the maths rows per reasoning-gym dataset in the ``cot-sft`` recipe."""
+"""Share of the maths rows per reasoning-gym dataset in the ``cot-sft`` recipe: every family
+evaluation measures capability on (``capability.CAPABILITY_LEVELS``: chain sums, arithmetic,
+products, GCD, LCM, on questions the data never holds), and the word problems, equations and
+leg counting the dev split's ``math`` group scores."""
 
 GENERATOR_SETTINGS: dict[str, dict[str, int]] = {
     "basic_arithmetic": {"max_terms": 5, "max_digits": 3},
     "chain_sum": {"max_terms": 5, "max_digits": 3},
     "leg_counting": {"max_animals": 6, "max_instances": 10},
+    "products": {"min_digits": 1, "max_digits": 2},
+    "gcd": {"max_value": 100},
+    "lcm": {"max_value": 20},
 }
 """reasoning-gym config overrides: smaller numbers than its defaults (up to 6 terms of 4
 digits), which a small model can learn to work through; recorded in the manifest."""
@@ -445,6 +562,9 @@ SOLVERS: dict[str, Callable[[Mapping[str, Any]], Solution | None]] = {
     "basic_arithmetic": solve_basic_arithmetic,
     "simple_equations": solve_simple_equations,
     "leg_counting": solve_leg_counting,
+    "products": solve_products,
+    "gcd": solve_gcd,
+    "lcm": solve_lcm,
 }
 """reasoning-gym dataset name -> the function writing its steps."""
 
