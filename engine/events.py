@@ -12,7 +12,7 @@ strategy answers choice ``i`` of an ``n``-choice request; it is sent last, only 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -216,9 +216,12 @@ class SearchAnswer(Event):
     prior_answer: str | None
     notes: Sequence[str] = ()
     errors: Sequence[str] = ()
+    wording: Mapping[str, Any] | None = None
+    """With ``verbal_confidence``: the wording the answer was given and the model's own
+    (``safework.search.verbal.VerbalAnswer.to_json``)."""
 
     def _fields(self) -> dict[str, Any]:
-        return {
+        out = {
             "answer": self.answer,
             "confidence": self.confidence.to_json(),
             "turns": self.turns,
@@ -227,3 +230,6 @@ class SearchAnswer(Event):
             "notes": list(self.notes),
             "errors": list(self.errors),
         }
+        if self.wording is not None:
+            out["wording"] = dict(self.wording)
+        return out

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
@@ -51,6 +52,7 @@ from .filtering import (
 )
 from .prompts import first_line, grounded_messages, looping
 from .state import Answer, SearchState, SearchStats, Segment, Turn
+from .verbal import phrase, verbalize
 
 __all__ = [
     "Answer",
@@ -90,6 +92,9 @@ class SearchConfig:
     """Answers sampled for ``confidence="agreement"``."""
     prior_check: bool = True
     """Also ask the model closed-book, and note where the sources contradict it."""
+    verbal_confidence: bool = False
+    """Word the answer by its calibrated confidence ("I'm confident: ...", "The sources
+    suggest ...", "I could not verify this. ..."; ``verbal.py``)."""
     backend_timeout_s: float = 20.0
 
     def __post_init__(self) -> None:
@@ -468,7 +473,11 @@ class DeliberativeSearch:
         if raw is not None and self.calibration is not None and source is not None:
             calibrated = self.calibration.calibrate(source, raw)
         finish = "length" if turn.finish_reason == "length" and not text else "stop"
-        return Answer(text, None if raw is None else round(raw, 4), source, calibrated, finish)
+        reasoning = None
+        if stated_text is not None:  # the model's own answering turn: its words before it
+            reasoning = re.split(r"<\s*answer\s*>", stated_text, maxsplit=1, flags=re.I)[0]
+        raw = None if raw is None else round(raw, 4)
+        return Answer(text, raw, source, calibrated, finish, reasoning)
 
     @staticmethod
     def _answer_logprobs(answer: str, turn: Turn) -> list[float]:
@@ -512,7 +521,10 @@ class DeliberativeSearch:
                 f"{self.state.stats.neutralised} instruction-like passage(s) in the sources were "
                 "treated as data and removed."
             )
-        content = answer.text
+        verbal = None
+        if self.config.verbal_confidence:
+            verbal = verbalize(answer.raw_confidence, answer.calibrated, answer.reasoning)
+        content = phrase(verbal.wording, answer.text) if verbal is not None else answer.text
         if self.state.failures:
             content += "\n\n(Search problem: " + "; ".join(self.state.failures) + ")"
         event = SearchAnswer(
@@ -525,6 +537,7 @@ class DeliberativeSearch:
             prior_answer=prior,
             notes=tuple(notes),
             errors=tuple(self.state.failures),
+            wording=None if verbal is None else verbal.to_json(),
         )
         self.state.events.append(event)
         delta = ChoiceDelta(
@@ -552,6 +565,8 @@ class DeliberativeSearch:
         if answer is not None:
             reported = answer.to_json()
             out.update({k: reported[k] for k in ("turns", "protocol", "notes", "errors")})
+            if "wording" in reported:
+                out["wording"] = reported["wording"]
         return out
 
 

@@ -46,6 +46,10 @@ class QAResult:
     calibrated: float | None = None
     seconds: float = 0.0
     protocol: str = ""
+    wording: str | None = None
+    """With ``verbal_confidence``: the band the answer was worded in (``verbal.py``)."""
+    model_wording: str | None = None
+    """... and the band the model's own words expressed, if any."""
 
 
 async def _bounded(coros: Sequence[Any], concurrency: int, desc: str | None = None) -> list[Any]:
@@ -88,7 +92,7 @@ async def answer_with_search(
         sampling = SamplingConfig(max_tokens=max_tokens, temperature=0.0)
         start = time.perf_counter()
         answer = await session.answer(engine, ids, sampling, f"qa-search-{i}")
-        conf = answer.confidence
+        conf, wording = answer.confidence, answer.wording or {}
         return QAResult(
             item,
             answer.answer,
@@ -98,6 +102,8 @@ async def answer_with_search(
             conf.calibrated,
             time.perf_counter() - start,
             answer.protocol,
+            wording.get("wording"),
+            wording.get("model"),
         )
 
     return await _bounded([one(i, item) for i, item in enumerate(items)], concurrency, progress)
@@ -152,8 +158,53 @@ def summarize(results: Sequence[QAResult]) -> dict[str, Any]:
         conf = [r.calibrated for r in calibrated]
         out["ece_calibrated"] = round(ece(conf, [r.correct for r in calibrated]), 4)  # type: ignore[arg-type]
     out["sources"] = {s: sum(r.source == s for r in results) for s in {r.source for r in results}}
+    protocols = [r.protocol for r in results if r.protocol in ("model", "fallback")]
+    if protocols:
+        out["protocol_model"] = protocols.count("model")
+        out["protocol_model_rate"] = round(protocols.count("model") / len(protocols), 4)
+    confident = [r for r in results if _final_confidence(r) is not None]
+    if confident:
+        wrong = sum(
+            _final_confidence(r) >= CONFIDENTLY_WRONG_AT and not r.correct for r in confident
+        )  # type: ignore[operator]
+        out["confidently_wrong"] = wrong
+        out["confidently_wrong_rate"] = round(wrong / len(confident), 4)
+    worded = wording_summary(results)
+    if worded:
+        out["wording"] = worded
     out["seconds_mean"] = round(sum(r.seconds for r in results) / n, 3)
     return out
+
+
+CONFIDENTLY_WRONG_AT = 0.8
+"""An answer this confident (calibrated, else raw) and wrong is confidently wrong."""
+
+
+def _final_confidence(r: QAResult) -> float | None:
+    return r.calibrated if r.calibrated is not None else r.confidence
+
+
+def wording_summary(results: Sequence[QAResult]) -> dict[str, Any]:
+    """Linguistic calibration of worded answers (``verbal_confidence``): per band, the
+    answers and how many were right (a band's words should match its accuracy); and how
+    often the model's own wording named the band of its calibrated number."""
+    worded = [r for r in results if r.wording is not None]
+    if not worded:
+        return {}
+    bands = {}
+    for band in sorted({r.wording for r in worded}):
+        rows = [r for r in worded if r.wording == band]
+        right = sum(r.correct for r in rows)
+        bands[band] = {"n": len(rows), "correct": right, "accuracy": round(right / len(rows), 4)}
+    own = [r for r in worded if r.model_wording is not None]
+    agree = sum(r.model_wording == r.wording for r in own)
+    return {
+        "n": len(worded),
+        "bands": bands,
+        "model_worded": len(own),
+        "model_agrees": agree,
+        "model_agreement": round(agree / len(own), 4) if own else None,
+    }
 
 
 def fit_calibration(

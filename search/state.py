@@ -69,6 +69,8 @@ class Answer:
     source: str | None
     calibrated: float | None
     finish_reason: FinishReason = "stop"
+    reasoning: str | None = None
+    """The model's own words in its answering turn before ``<answer>`` (None: fallback)."""
 
 
 @dataclass

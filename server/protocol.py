@@ -177,6 +177,12 @@ class SearchOptions(StrictModel):
     prior_check: bool | None = Field(
         default=None, description="Compare with the model's closed-book answer in the trace."
     )
+    verbal_confidence: bool | None = Field(
+        default=None,
+        description="Word the answer by its calibrated confidence: `I'm confident: ...` (at "
+        "least 0.8), `The sources suggest ...` (0.5 to 0.8), `I could not verify this. ...` "
+        "(below 0.5).",
+    )
 
 
 class MemoryOptions(StrictModel):

@@ -385,8 +385,9 @@ async def calibration_metrics(
     concurrency: int = 8,
     max_tokens: int = 512,
 ) -> dict[str, Any]:
-    """Search-mode QA on ``items``: accuracy and ECE of the raw and (with the model's stored
-    ``calibration``) the calibrated confidence (``search/evaluate.py``)."""
+    """Search-mode QA on ``items``: accuracy, ECE of the raw and (with the model's stored
+    ``calibration``) the calibrated confidence, how often the model followed the protocol,
+    confidently-wrong answers, and the answers' wording by band (``search/evaluate.py``)."""
     from safework.search.deliberative import SearchConfig
     from safework.search.evaluate import answer_with_search, summarize
 
@@ -396,7 +397,7 @@ async def calibration_metrics(
         backend,
         encoder,
         items,
-        search_config or SearchConfig(),
+        search_config or SearchConfig(verbal_confidence=True),
         calibration=calibration,
         max_tokens=max_tokens,
         concurrency=concurrency,

@@ -23,6 +23,9 @@ The writer (``Teacher``) knows the gold answer, but says only what the retrieved
 
 ``retrieve_first`` is on (the server's default) for most transcripts and off for a seeded
 share (``NO_RETRIEVE_FIRST``), where the model writes its first ``<search>`` itself.
+The last reflection also says its confidence in words, in the band of the stated number
+(``search/verbal.py``: "I'm confident of this." for 8-10, "I could not verify it." for 1), so
+the model learns to word its answers as sure as they are (linguistic calibration).
 A transcript is kept only if the loop took the model's path (no fallback), its answer is the
 writer's, and a confident answer scores correct (``QAItem.is_correct``).
 
@@ -52,6 +55,7 @@ from safework.search.base import SearchBackend
 from safework.search.deliberative import DeliberativeSearch, SearchConfig
 from safework.search.prompts import protocol_messages
 from safework.search.state import SearchState
+from safework.search.verbal import CUES, wording_for
 
 from .search_qa import SearchQuestion
 
@@ -150,7 +154,10 @@ class Teacher:
 
     def _finish(self, outcome: str, note: str, answer: str) -> str:
         self.outcome, self.answer, self.confidence = outcome, answer, CONFIDENCE[outcome]
-        return f"{note}\n<answer>{answer}</answer>\n<confidence>{self.confidence}</confidence>"
+        cue = CUES[wording_for(self.confidence / 10)]  # its confidence in words, too
+        return (
+            f"{note} {cue}\n<answer>{answer}</answer>\n<confidence>{self.confidence}</confidence>"
+        )
 
     def _states(self, text: str) -> bool:
         return supported_by(self.question.item.answer, text)
