@@ -25,6 +25,7 @@ from safework.search.answers import supported_by
 from safework.search.base import SearchBackend, load_backend
 from safework.search.corpus import element_qa, ensure_builtin_corpus, iter_corpus_documents
 from safework.search.prompts import INSTRUCTIONS
+from safework.search.verbal import classify, wording_for
 from safework.training.cot_texts import split_think
 from safework.training.data import cot_row_problem
 from safework.training.data_config import DATA_KEYS, DataConfig
@@ -153,6 +154,8 @@ def test_transcripts_have_the_loops_shape_and_honest_confidence(
         assert own.rstrip().endswith(f"<confidence>{t.confidence}</confidence>")
         assert tags.parse_confidence(own) == t.confidence / 10
         assert t.confidence == CONFIDENCE[t.outcome]
+        last_turn = own.split("</read>")[-1].split("</search>")[-1].split("<answer>")[0]
+        assert classify(last_turn) == wording_for(t.confidence / 10)  # its confidence in words
         if t.confidence >= 7:
             assert t.correct
         inserted = assistant["content"].count("<information>")

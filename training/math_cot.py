@@ -481,7 +481,7 @@ def solve_gcd(entry: Mapping[str, Any]) -> Solution | None:
     value, lines = numbers[0], []
     for n in numbers[1:]:
         steps, found = _euclid(value, n)
-        lines += steps + [f"The last divisor is {found}, so GCD({value}, {n}) = {found}."]
+        lines += [*steps, f"The last divisor is {found}, so GCD({value}, {n}) = {found}."]
         value = found
     intro = f"I use Euclid's algorithm on {', '.join(map(str, numbers))}."
     return Solution(f"{intro}\n{_numbered(lines)}\nSo the GCD is {value}.", str(value))
