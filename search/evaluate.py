@@ -25,6 +25,7 @@ from .calibration import Calibration, CalibrationMap, Method, answer_probability
 from .calibration import expected_calibration_error as ece
 from .deliberative import DeliberativeSearch, SearchConfig
 from .prompts import first_line, protocol_messages
+from .verbal import wording_for
 
 
 class Question(Protocol):
@@ -225,10 +226,13 @@ def fit_calibration(
 
 
 def apply_calibration(calibration: Calibration, results: Sequence[QAResult]) -> None:
-    """Fill ``calibrated`` in place (held-out results scored before the map existed)."""
+    """Fill ``calibrated`` in place (held-out results scored before the map existed), and
+    re-band worded answers by it."""
     for r in results:
         if r.source is not None and r.confidence is not None:
             r.calibrated = calibration.calibrate(r.source, r.confidence)
+            if r.wording is not None and r.calibrated is not None:
+                r.wording = wording_for(r.calibrated)
 
 
 async def calibrate(

@@ -467,6 +467,35 @@ async def test_calibration_metrics_on_a_scripted_search() -> None:
     assert out["correct"] == 2
     assert out["ece_raw"] == pytest.approx(0.4)
     assert out["calibration_file"] is False
+    assert out["protocol_model_rate"] == 1.0
+    assert out["confidently_wrong"] == 2  # 0.9 stated, wrong twice
+    assert "wording" not in out  # verbal_confidence is off in this config
+
+
+async def test_a_checkpoint_without_a_map_is_calibrated_on_other_questions() -> None:
+    engine = ScriptEngine(["<answer>74</answer><confidence>9</confidence>"])
+
+    def items(prefix: str, n: int) -> list[QAItem]:
+        return [
+            QAItem(f"{prefix}{i}", f"What is the atomic number of tungsten? ({prefix}{i})",
+                   "74" if i % 2 else "2", (), "d", "k", "s")
+            for i in range(n)
+        ]  # fmt: skip
+
+    out = await eval_tasks.calibration_metrics(
+        engine,
+        FakeSearchBackend(SEARCH_DOCS),
+        BagOfWordsEncoder(),
+        items("test", 12),
+        search_config=SearchConfig(prior_check=False, retrieve_first=False, verbal_confidence=True),
+        fit_items=items("dev", 12),
+    )
+    assert out["n"] == 12  # only the held-out answers are scored
+    assert (out["calibration_fitted_on"], out["calibration_fitted_sources"]) == (12, ["stated"])
+    assert out["ece_raw"] == pytest.approx(0.4)
+    assert out["ece_calibrated"] < 0.05  # the map learnt that a stated 9 is right half the time
+    assert out["confidently_wrong"] == 0
+    assert out["wording"]["bands"] == {"likely": {"n": 12, "correct": 6, "accuracy": 0.5}}
 
 
 # --------------------------------------------------------------------------- config

@@ -163,6 +163,10 @@ def summary(m: dict[str, Any]) -> dict[str, Any]:
         "over_refusal_benign": m["over_refusal"]["benign"]["rate"],
         "over_refusal_edgy": m["over_refusal"]["edgy"]["rate"],
         "ece_raw": m.get("calibration", {}).get("ece_raw"),
+        "ece_calibrated": m.get("calibration", {}).get("ece_calibrated"),
+        "search_accuracy": m.get("calibration", {}).get("accuracy"),
+        "search_protocol": m.get("calibration", {}).get("protocol_model_rate"),
+        "confidently_wrong": m.get("calibration", {}).get("confidently_wrong_rate"),
     }
 
 

@@ -382,28 +382,45 @@ async def calibration_metrics(
     *,
     search_config: Any = None,
     calibration: Any = None,
+    fit_items: Sequence[Any] = (),
     concurrency: int = 8,
     max_tokens: int = 512,
 ) -> dict[str, Any]:
     """Search-mode QA on ``items``: accuracy, ECE of the raw and (with the model's stored
     ``calibration``) the calibrated confidence, how often the model followed the protocol,
-    confidently-wrong answers, and the answers' wording by band (``search/evaluate.py``)."""
+    confidently-wrong answers, and the answers' wording by band (``search/evaluate.py``).
+
+    With ``fit_items`` (and no ``calibration``) a map is fitted on their answers (answered in
+    the same pool) and applied to ``items``' answers: their calibrated confidence and wording."""
     from safework.search.deliberative import SearchConfig
-    from safework.search.evaluate import answer_with_search, summarize
+    from safework.search.evaluate import (
+        answer_with_search,
+        apply_calibration,
+        fit_calibration,
+        summarize,
+    )
 
     started = time.perf_counter()
     results = await answer_with_search(
         engine,
         backend,
         encoder,
-        items,
+        [*fit_items, *items],
         search_config or SearchConfig(verbal_confidence=True),
         calibration=calibration,
         max_tokens=max_tokens,
         concurrency=concurrency,
     )
+    fit_on, results = results[: len(fit_items)], results[len(fit_items) :]
+    fitted = None
+    if fit_on and calibration is None:
+        fitted = fit_calibration(engine.model_id, fit_on)
+        apply_calibration(fitted, results)
     out = summarize(results)
     out["correct"] = sum(r.correct for r in results)
     out["calibration_file"] = calibration is not None
+    if fitted is not None:
+        out["calibration_fitted_on"] = len(fit_on)
+        out["calibration_fitted_sources"] = sorted(fitted.maps)
     out["seconds"] = round(time.perf_counter() - started, 1)
     return out

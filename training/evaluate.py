@@ -301,9 +301,14 @@ async def _calibration(engine: Engine, config: EvalConfig) -> dict[str, Any]:
 
     from .eval_tasks import calibration_metrics
 
-    _, held_out = split_qa(element_qa(ensure_builtin_corpus(config.cache)), 0.5, seed=0)
+    dev, held_out = split_qa(element_qa(ensure_builtin_corpus(config.cache)), 0.5, seed=0)
     rng = random.Random(f"{config.seed}/calibration")
-    items = rng.sample(held_out, min(config.calibration_samples, len(held_out)))
+    n = min(config.calibration_samples, len(held_out))
+    items = rng.sample(held_out, n)
+    calibration = load_calibration(engine.model_id, cache=config.cache)
+    # A checkpoint without its own map (every stage of a pipeline) gets one fitted here on
+    # as many questions of the other half, so calibrated ECE is measured at every stage.
+    fit_items = rng.sample(dev, min(n, len(dev))) if calibration is None else ()
     backend = load_backend(config.search_backend or "", ctx=BackendContext(cache=config.cache))
     try:
         out = await calibration_metrics(
@@ -311,7 +316,8 @@ async def _calibration(engine: Engine, config: EvalConfig) -> dict[str, Any]:
             backend,
             get_embedder(config.cache),
             items,
-            calibration=load_calibration(engine.model_id, cache=config.cache),
+            calibration=calibration,
+            fit_items=fit_items,
             concurrency=config.concurrency,
             max_tokens=config.max_tokens,
         )
