@@ -38,6 +38,9 @@ def _recipe(tmp_path: Path, data: dict[str, Any]) -> Path:
         ({"stages": ["sft"], "eval": {"max_tokens": "many"}}, "max_tokens"),
         ({"stages": ["sft"], "extra": 1}, r"unknown keys \['extra'\]"),
         ({"stages": ["efficient", "efficient"]}, "listed twice"),
+        ({"stages": ["sft"], "data": {"search_train": -1}}, "search_train"),
+        ({"stages": ["sft"], "data": {"output": "x"}}, "uses OUTPUT/data"),
+        ({"stages": ["sft"], "data": {"nope": 1}}, "nope"),
     ],
 )
 def test_recipe_errors_come_before_any_stage_runs(
@@ -64,6 +67,27 @@ def test_stages_are_chained_in_order(tmp_path: Path) -> None:
     assert p.configs["m3rl"].max_steps == 7
     assert p.configs["efficient"].model == str(tmp_path / "out" / "m3rl")
     assert p.configs["efficient"].stage == "efficient"
+
+
+def test_a_data_section_is_the_dataset_of_every_stage_but_search(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    recipe = _recipe(
+        tmp_path,
+        {
+            "output": str(out),
+            "stages": ["sft", "m3rl", "search"],
+            "data": {"search_train": 20, "math_train": 100},
+            "m3rl": {"data": "cot-sft"},  # a section's own choice wins
+        },
+    )
+    p = load_pipeline(recipe)
+    assert p.data is not None
+    assert (p.data.folder(), p.data.search_train, p.data.math_train) == (out / "data", 20, 100)
+    assert Path(p.configs["sft"].data) == out / "data"
+    assert p.configs["m3rl"].data == "cot-sft"
+    assert p.configs["search"].data == "auto"  # element questions, not the CoT rows
+    assert Path(p.eval_section["data"]) == out / "data"
+    assert load_pipeline(_recipe(tmp_path, {"stages": ["sft"]})).data is None
 
 
 def test_shipped_recipe_loads() -> None:

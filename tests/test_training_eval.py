@@ -436,6 +436,25 @@ def test_unclosed_reasoning_is_what_the_refusal_check_reads() -> None:
     assert s.verdict["refusal"] is True
 
 
+def test_search_rows_are_left_to_the_search_check(tmp_path: Path) -> None:
+    from safework.training.rl_data import load_rl_prompts
+
+    rows = [
+        row("m1", "math", "1 + 1?", {"dataset": "chain_sum", "answer": "2", "entry": {}}),
+        row("s1", "search", "What is the atomic number of tungsten?", {}),
+        row("b1", "benign", "Say hello.", {}),
+    ]
+    for split in ("train", "dev"):
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [r["id"] for r in load_dev(tmp_path)] == ["m1", "b1"]
+    train, dev = load_rl_prompts(str(tmp_path))
+    assert [p.id for p in train] == [p.id for p in dev] == ["m1", "b1"]
+    assert train[0].meta["answer"] == "2"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"no train\.jsonl"):
+        load_rl_prompts(str(tmp_path / "empty"))
+
+
 def test_bad_dev_rows_are_config_errors(tmp_path: Path) -> None:
     poem = row("p1", "poetry", "Write a poem.", {})
     (tmp_path / "dev.jsonl").write_text(json.dumps(poem) + "\n")

@@ -78,6 +78,7 @@ __all__ = [
     "builder_code_sha256",
     "cot_row_problem",
     "dataset_status",
+    "ensure_built",
     "ensure_dataset",
     "load_conversations",
     "main",
@@ -437,6 +438,23 @@ def ensure_dataset(recipe: str = "cot-sft", cache: Path | None = None, seed: int
         if status != "current":
             clean_leftovers(folder)
             _build_into(folder, config, fetch_sources(cache, DATA_ASSETS))
+    return folder
+
+
+def ensure_built(config: DataConfig) -> Path:
+    """``config``'s dataset in its folder (``output``), built unless it is there and current
+    for exactly these settings (the pipeline's ``data`` section)."""
+    from .sources import DATA_ASSETS, fetch_sources
+
+    config.check()
+    folder = config.folder()
+    with file_lock(lock_path_for(folder)):
+        status = dataset_status(folder, config)
+        if status == "foreign":
+            raise _foreign(folder)
+        if status != "current":
+            clean_leftovers(folder)
+            _build_into(folder, config, fetch_sources(config.cache, DATA_ASSETS))
     return folder
 
 

@@ -102,13 +102,15 @@ class Sample:
 
 def load_dev(folder: Path) -> list[dict[str, Any]]:
     """Rows of ``folder/dev.jsonl`` (read by ``data.load_conversations``), checked for what
-    eval needs: a known ``task``, a user turn and a ``meta`` mapping."""
+    eval needs: a known ``task``, a user turn and a ``meta`` mapping. Search-protocol rows
+    (``safework-train data search_dev=N``) are left out: search is measured on held-out
+    element questions through the real loop (the ``calibration`` group)."""
     from .data import load_conversations
 
     path = Path(folder) / "dev.jsonl"
     if not path.is_file():
         raise ConfigError(f"data: {path} does not exist; point data at a dataset folder")
-    rows = load_conversations(path)
+    rows = [r for r in load_conversations(path) if r.get("task") != "search"]
     for number, row in enumerate(rows, 1):
         problem = None
         if row.get("task") not in _TASKS:

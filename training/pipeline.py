@@ -7,12 +7,16 @@ command), plus an ``eval`` section used after every stage::
     model: default                 # the starting model
     stages: [sft, m3rl, efficient, search]
     eval_base: true                # also evaluate the starting model (the first point)
+    data: {search_train: 150}      # optional: `safework-train data` keys, built into OUTPUT/data
     eval: {max_tokens: 256, safety_samples: 40}
     sft: {max_steps: 50}
     m3rl: {max_steps: 60, lr: 5e-5}
     efficient: {max_steps: 30}
     search: {max_steps: 30}
 
+With a ``data`` section the recipe's own dataset is built first (into ``OUTPUT/data``, rebuilt
+only when its settings or code change) and is what SFT trains on, what the CoT RL stages
+draw prompts from and what eval's dev groups read, unless a section names its own ``data``.
 Each stage starts from the previous stage's servable folder. Every stage config is loaded and
 checked before anything runs, so a typo in the last section fails in the first second. Running
 the same recipe again resumes: a finished stage (its ``metrics.json`` written for this same run)
@@ -43,7 +47,7 @@ __all__ = ["PIPELINE_STAGES", "Pipeline", "load_pipeline", "run_pipeline"]
 logger = logging.getLogger(__name__)
 
 PIPELINE_STAGES = ("sft", "m3rl", "efficient", "search")
-_TOP_KEYS = {"output", "model", "stages", "eval_base", "eval", *PIPELINE_STAGES}
+_TOP_KEYS = {"output", "model", "stages", "eval_base", "eval", "data", *PIPELINE_STAGES}
 
 
 @dataclass
@@ -55,6 +59,8 @@ class Pipeline:
     configs: dict[str, Any] = field(default_factory=dict)
     """stage -> its checked config (SFTConfig or RLConfig)."""
     eval_section: dict[str, Any] = field(default_factory=dict)
+    data: Any = None
+    """The recipe's ``DataConfig`` (its ``data`` section), built before the first stage."""
 
 
 def _stage_config(name: str, section: dict[str, Any], model: str, output: Path) -> Any:
@@ -102,11 +108,25 @@ def load_pipeline(path: Path, overrides: dict[str, Any] | None = None) -> Pipeli
     pipeline = Pipeline(
         output, str(data.get("model", "default")), stages, bool(data.get("eval_base", True))
     )
+    data_section = data.get("data")
+    if data_section is not None:
+        from .data_config import DataConfig
+
+        if not isinstance(data_section, dict):
+            raise ConfigError("recipe: 'data' must be a mapping of `safework-train data` keys")
+        if "output" in data_section:
+            raise ConfigError("recipe data section sets 'output'; the pipeline uses OUTPUT/data")
+        pipeline.data = load_config(
+            DataConfig, None, {**data_section, "output": str(output / "data")}
+        )
+        pipeline.data.check()
     model = pipeline.model
     for name in stages:
         section = data.get(name) or {}
         if not isinstance(section, dict):
             raise ConfigError(f"recipe: section {name!r} must be a mapping of keys")
+        if pipeline.data is not None and name != "search":
+            section = {"data": str(output / "data"), **section}
         pipeline.configs[name] = _stage_config(name, section, model, output / name)
         model = str(output / name)
     eval_section = data.get("eval") or {}
@@ -118,6 +138,8 @@ def load_pipeline(path: Path, overrides: dict[str, Any] | None = None) -> Pipeli
         if key in eval_section:
             raise ConfigError(f"recipe eval section sets {key!r}; the pipeline sets it per stage")
     load_config(EvalConfig, None, {**eval_section, "output": str(output / "eval")})
+    if pipeline.data is not None:  # built when the pipeline runs, so checked without it
+        eval_section = {"data": str(output / "data"), **eval_section}
     pipeline.eval_section = eval_section
     return pipeline
 
@@ -172,6 +194,10 @@ def run_pipeline(recipe: Path, overrides: dict[str, Any] | None = None) -> dict[
         encoding="utf-8",
     )
     summary: dict[str, Any] = {"output": str(pipeline.output), "stages": {}}
+    if pipeline.data is not None:
+        from .data import ensure_built
+
+        summary["data"] = str(ensure_built(pipeline.data))
     if pipeline.eval_base:
         base = str(resolve_model(pipeline.model)) if pipeline.model == "default" else pipeline.model
         summary["base_eval"] = _summary_of(_evaluate(pipeline, base, "base"))

@@ -143,7 +143,7 @@ class RLConfig:
     data: str = field(
         default="auto",
         metadata=help_text(
-            "prompts: 'cot-sft', 'element-qa', a prompts .jsonl, or 'auto' "
+            "prompts: 'cot-sft', 'element-qa', a dataset folder, a prompts .jsonl, or 'auto' "
             "(search: element-qa, others: cot-sft)"
         ),
     )

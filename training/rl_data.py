@@ -10,6 +10,8 @@ Sources (``data=`` of ``safework-train rl``):
 - ``element-qa`` (default for ``search``): questions about the chemical elements with exact
   answers, generated from the built-in search corpus (``search/corpus.py``). Label ``search``;
   training uses the calibration-fitting half, the held-out report the other half.
+- a dataset folder (``safework-train data output=DIR``; the pipeline's ``data`` section): its
+  prompts, as for ``cot-sft``.
 - a ``.jsonl`` file: one prompt per line, ``{"id", "label", "messages": [...] | "prompt": str,
   "meta": {...}}``; ``meta`` may carry ``answer`` (str or list), ``dataset`` and ``entry``
   (reasoning-gym) or ``ifeval`` (an IFEval prompt's fields). With a ``.dev.jsonl`` beside it
@@ -56,12 +58,21 @@ def _from_conversation(row: dict[str, Any]) -> RLPrompt:
 
 
 def _cot_sft(cache: Path | None, seed: int) -> tuple[list[RLPrompt], list[RLPrompt]]:
-    from .data import ensure_dataset, load_conversations
+    from .data import ensure_dataset
 
-    folder = ensure_dataset("cot-sft", cache, seed)
-    train = [_from_conversation(r) for r in load_conversations(folder / "train.jsonl")]
-    dev = [_from_conversation(r) for r in load_conversations(folder / "dev.jsonl")]
-    return train, dev
+    return _conversations(ensure_dataset("cot-sft", cache, seed))
+
+
+def _conversations(folder: Path) -> tuple[list[RLPrompt], list[RLPrompt]]:
+    """The prompts of a CoT dataset folder's train and dev rows; its search-protocol rows are
+    left out (the search stage asks element questions, ``element-qa``)."""
+    from .data import load_conversations
+
+    def prompts(split: str) -> list[RLPrompt]:
+        rows = load_conversations(folder / f"{split}.jsonl")
+        return [_from_conversation(r) for r in rows if r.get("task") != "search"]
+
+    return prompts("train"), prompts("dev")
 
 
 def _element_qa(cache: Path | None, seed: int) -> tuple[list[RLPrompt], list[RLPrompt]]:
@@ -130,8 +141,17 @@ def load_rl_prompts(
     if data == "element-qa":
         return _element_qa(cache, seed)
     path = Path(data).expanduser()
+    if path.is_dir():
+        if not (path / "train.jsonl").is_file():
+            raise ConfigError(
+                f"data folder {path} has no train.jsonl (a `safework-train data` output)"
+            )
+        return _conversations(path)
     if path.suffix != ".jsonl":
-        raise ConfigError(f"data={data!r}: use 'cot-sft', 'element-qa' or a prompts file (.jsonl)")
+        raise ConfigError(
+            f"data={data!r}: use 'cot-sft', 'element-qa', a dataset folder or a prompts file "
+            "(.jsonl)"
+        )
     if not path.is_file():
         raise ConfigError(f"data file {path} does not exist")
     train = _read_jsonl(path)
