@@ -117,7 +117,10 @@ def test_rerun_skips_finished_stages_and_reports(
         evaluated.append(args["label"])
         folder = Path(args["output"]) / args["label"]
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "report.json").write_text(json.dumps({"summary": {"safety": 0.5}}))
+        right = 10 * len(evaluated)  # each point gets 10 more capability answers right
+        metrics = {"capability": {"accuracy": {"rate": right / 40, "k": right, "n": 40}}}
+        report = {"summary": {"safety": 0.5}, "metrics": metrics}
+        (folder / "report.json").write_text(json.dumps(report))
         return type("Done", (), {"returncode": 0})()
 
     import safework.training.rl as rl
@@ -138,6 +141,15 @@ def test_rerun_skips_finished_stages_and_reports(
     assert trained == ["m3rl", "efficient"]
     assert evaluated == ["base", "m3rl", "efficient"]
     assert first["stages"]["m3rl"]["eval"] == {"safety": 0.5}
+    steps = json.loads((tmp_path / "out" / "eval" / "effects.json").read_text())
+    assert [(s["before"], s["after"]) for s in steps] == [("base", "m3rl"), ("m3rl", "efficient")]
+    assert steps[0]["effects"][0]["metric"] == "capability levels"
+    assert (steps[0]["effects"][0]["before"], steps[0]["effects"][0]["after"]) == (
+        {"k": 10, "n": 40},
+        {"k": 20, "n": 40},
+    )
+    table = Path(first["effects"]).read_text()
+    assert "| capability levels | 10/40 | 20/40 | +25.0 |" in table
     run_pipeline(recipe)
     assert trained == ["m3rl", "efficient"]  # nothing trained twice
     assert evaluated == ["base", "m3rl", "efficient"]  # nor evaluated

@@ -28,6 +28,7 @@ the next stage trains.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import subprocess
@@ -194,13 +195,16 @@ def run_pipeline(recipe: Path, overrides: dict[str, Any] | None = None) -> dict[
         encoding="utf-8",
     )
     summary: dict[str, Any] = {"output": str(pipeline.output), "stages": {}}
+    reports: list[tuple[str, dict[str, Any]]] = []
     if pipeline.data is not None:
         from .data import ensure_built
 
         summary["data"] = str(ensure_built(pipeline.data))
     if pipeline.eval_base:
         base = str(resolve_model(pipeline.model)) if pipeline.model == "default" else pipeline.model
-        summary["base_eval"] = _summary_of(_evaluate(pipeline, base, "base"))
+        report = _evaluate(pipeline, base, "base")
+        reports.append(("base", report))
+        summary["base_eval"] = _summary_of(report)
     for name in pipeline.stages:
         config = pipeline.configs[name]
         if _finished(config):
@@ -208,10 +212,30 @@ def run_pipeline(recipe: Path, overrides: dict[str, Any] | None = None) -> dict[
             result: dict[str, Any] = {"skipped": "finished"}
         else:
             result = train_sft(config) if name == "sft" else train_rl(config)
-        result["eval"] = _summary_of(_evaluate(pipeline, str(config.output), name))
+        report = _evaluate(pipeline, str(config.output), name)
+        reports.append((name, report))
+        result["eval"] = _summary_of(report)
         summary["stages"][name] = result
+        summary["effects"] = _write_effects(pipeline.output / "eval", reports)
     summary["trajectory"] = str(pipeline.output / "eval" / "trajectory.png")
     return summary
+
+
+def _write_effects(folder: Path, reports: list[tuple[str, dict[str, Any]]]) -> str:
+    """Each stage against the point before it (``effects.py``): ``effects.json`` and a
+    markdown table per step in ``effects.md``; returns the markdown file's path."""
+    from .effects import effects, markdown
+
+    steps, parts = [], ["# What each stage changed (95% intervals)\n"]
+    for (before, a), (after, b) in itertools.pairwise(reports):
+        rows = effects(a.get("metrics", {}), b.get("metrics", {}))
+        steps.append({"before": before, "after": after, "effects": [e.to_json() for e in rows]})
+        parts.append(f"## {before} -> {after}\n\n{markdown(rows, before, after)}")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "effects.json").write_text(json.dumps(steps, indent=2), encoding="utf-8")
+    path = folder / "effects.md"
+    path.write_text("\n".join(parts), encoding="utf-8")
+    return str(path)
 
 
 def _summary_of(report: dict[str, Any]) -> dict[str, Any]:
