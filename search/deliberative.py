@@ -564,7 +564,7 @@ class DeliberativeSearch:
         }
         if answer is not None:
             reported = answer.to_json()
-            out.update({k: reported[k] for k in ("turns", "protocol", "notes", "errors")})
+            out.update({k: reported[k] for k in ("answer", "turns", "protocol", "notes", "errors")})
             if "wording" in reported:
                 out["wording"] = reported["wording"]
         return out

@@ -142,6 +142,7 @@ async def test_the_answer_is_worded_by_its_calibrated_confidence_not_the_stated_
         "agrees": False,
     }
     assert out["summary"]["wording"] == out["event"]["wording"]
+    assert out["summary"]["answer"] == "74"
 
 
 async def test_a_model_whose_words_match_its_calibrated_number_agrees() -> None:

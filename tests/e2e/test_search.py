@@ -198,3 +198,30 @@ def test_a_backend_that_is_down_is_explained_and_nothing_breaks(server: RemoteSe
         model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=4
     )
     assert ok.choices[0].message.content is not None
+
+
+def test_verbal_confidence_words_each_answer_by_its_calibrated_number(
+    server: RemoteServer,
+) -> None:
+    from safework.search.verbal import classify, wording_for
+
+    _, held_out = split_qa(element_qa(), 0.5, seed=0)
+    client = server.client(timeout=300)
+    bands = set()
+    for item in random.Random(3).sample(held_out, 6):
+        r = client.chat.completions.create(
+            model=f"{MODEL}:search",
+            messages=[{"role": "user", "content": item.question}],
+            max_tokens=512,
+            temperature=0.0,
+            extra_body={"safework": {"search": {"verbal_confidence": True}}},
+        )
+        block = search_block(r)
+        wording, confidence = block["wording"], block["confidence"]
+        number = confidence["calibrated"] if wording["basis"] == "calibrated" else confidence["raw"]
+        assert wording["wording"] == wording_for(number)
+        assert classify(r.choices[0].message.content or "") == wording["wording"]
+        answer = block["answer"].strip().rstrip(".")  # the bare answer, inside the worded one
+        assert not answer or answer in (r.choices[0].message.content or "")
+        bands.add(wording["wording"])
+    assert bands  # every answer was worded
