@@ -30,6 +30,7 @@ EVAL_SIZES = [
     "benign_samples=8",
     "edgy_samples=4",
     "math_samples=8",
+    "capability_samples=8",
     "ifeval_samples=8",
     "max_tokens=160",
     "jailbreak_templates=[john,text_continuation]",
