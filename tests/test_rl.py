@@ -387,6 +387,35 @@ def test_efficient_length_term_rewards_only_good_short_reasoning(tiny_model: Pat
     assert info["good_share"] == 0.75
 
 
+def test_efficient_good_rule_reads_outcomes_not_format_and_drops_cut_off_samples(
+    tiny_model: Path,
+) -> None:
+    """A right answer whose format term failed is still good (the report's conditional length
+    reward: brevity among correct answers); a sample cut off at the token limit never is;
+    ``good_ignores=[]`` makes every routed term decide."""
+    from safework.training.rewards import RewardResult
+    from safework.training.rollout import Trajectory
+
+    words = [10, 30, 5, 20]
+    finish = ["stop", "stop", "stop", "length"]
+    flat = [
+        Trajectory([1], [2], [1], f"<think>{' word' * n}</think>\n\nA", finish_reason=f)
+        for n, f in zip(words, finish, strict=True)
+    ]
+    result = RewardResult(
+        total=[0.8, 0.8, 0.8, 0.8],
+        terms={"format": [0.0, 1.0, 0.0, 1.0], "reasoning_gym": [1.0, 1.0, 1.0, 1.0]},
+    )
+    run = _bare_run(tiny_model, stage="efficient", length_weight=0.5, advantage="mean")
+    assert [run.scoring.good(result, flat, i) for i in range(4)] == [True, True, True, False]
+    _, _, info = run.scoring.advantages(result, flat)
+    assert info["good_share"] == 0.75
+    # good lengths 10, 30, 5 -> bonus 0.8, 0, 1; the cut-off one gets none
+    assert info["length_bonus_mean"] == pytest.approx((0.8 + 0.0 + 1.0 + 0.0) / 4)
+    strict = _bare_run(tiny_model, stage="efficient", good_ignores=[])
+    assert [strict.scoring.good(result, flat, i) for i in range(4)] == [False, True, False, False]
+
+
 def test_prompts_follow_the_curriculum_and_are_a_function_of_the_step(tiny_model: Path) -> None:
     from safework.training.rl_data import RLPrompt
 

@@ -12,10 +12,11 @@ Stages:
   general verifiable tasks (``phase1_labels``, default maths); the rest draws
   ``phase2_labels`` (maths, safety, benign) round-robin, so safety, values and capability are
   optimised together.
-- ``efficient``: Safe-and-Efficient RL. Among the samples of a group that are good (every routed
-  term at least ``good_threshold``: correct, safe, well-formed), the shorter reasoning earns up to
-  ``length_weight`` extra reward; samples that are wrong or unsafe never earn anything for
-  brevity. The held-out report gives the mean reasoning length before and after.
+- ``efficient``: Safe-and-Efficient RL. Among the samples of a group that are good (finished,
+  and every outcome term at least ``good_threshold``: correct, safe, helpful; the format term is
+  left out by ``good_ignores`` and still weighs in the reward), the shorter reasoning earns up to
+  ``length_weight`` extra reward; samples that are wrong, unsafe or cut off never earn anything
+  for brevity. The held-out report gives the mean reasoning length before and after.
 - ``search``: Deliberative-Search RL. Rollouts are the server's multi-turn search loop over
   ``search.backend``; retrieved text is in the sequence but masked out of the loss. Reward
   ``format * (0.1 * format + 0.9 * accuracy + lambda * reliability)``; ``lambda`` follows a

@@ -206,7 +206,12 @@ class RLConfig:
         default=0.5, metadata=help_text("efficient: most extra reward for the shortest good sample")
     )
     good_threshold: float = field(
-        default=0.5, metadata=help_text("efficient: every routed term at least this = good")
+        default=0.5,
+        metadata=help_text("efficient: every outcome term at least this (and not cut off) = good"),
+    )
+    good_ignores: list[str] = field(
+        default_factory=lambda: ["format"],
+        metadata=help_text("efficient: routed terms that do not decide good (style, not outcome)"),
     )
     search: SearchSection = field(default_factory=SearchSection, metadata=help_text("search stage"))
     lam: LambdaSection = field(default_factory=LambdaSection, metadata=help_text("adaptive lambda"))

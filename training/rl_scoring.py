@@ -57,9 +57,18 @@ class Scoring:
         )
         return result, flat_prompts, flat
 
-    def good(self, result: Any, i: int) -> bool:
-        """Every term routed to sample ``i`` that applied is at least ``good_threshold``."""
-        values = [v[i] for v in result.terms.values() if v[i] is not None]
+    def good(self, result: Any, flat: Sequence[Trajectory], i: int) -> bool:
+        """Whether sample ``i`` earned its brevity: it finished (not cut off at the token
+        limit) and every outcome term routed to it (all but ``good_ignores``, the style terms)
+        is at least ``good_threshold``. This is the report's conditional length reward: brevity
+        counts only among answers that are right, safe and helpful; the format term still
+        weighs in the reward itself."""
+        if flat[i].finish_reason == "length":
+            return False
+        ignored = set(self.config.good_ignores)
+        values = [
+            v[i] for name, v in result.terms.items() if name not in ignored and v[i] is not None
+        ]
         return bool(values) and all(v >= self.config.good_threshold for v in values)
 
     def reasoning_tokens(self, t: Trajectory) -> int:
@@ -121,7 +130,7 @@ class Scoring:
         rewards = torch.tensor(result.total, dtype=torch.float32)
         info: dict[str, Any] = {}
         if self.config.stage == "efficient" and self.config.length_weight > 0:
-            good = torch.tensor([self.good(result, i) for i in range(len(flat))])
+            good = torch.tensor([self.good(result, flat, i) for i in range(len(flat))])
             lengths = torch.tensor([float(self.reasoning_tokens(t)) for t in flat])
             bonus = length_bonus(lengths, good, g)
             rewards = rewards + self.config.length_weight * bonus
