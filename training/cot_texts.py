@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from safework.value_models.risks import RISKS
 from safework.value_models.texts import EdgyTopic, task_phrase
 
-from .math_cot import Solution
+from .math_steps import Solution
 
 __all__ = [
     "THINK_CLOSE",

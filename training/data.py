@@ -94,6 +94,7 @@ _BUILDER_MODULES = (
     "safework.training.cot_texts",
     "safework.value_models.risks",
     "safework.training.math_cot",
+    "safework.training.math_steps",
     "safework.value_models.data",
     "safework.value_models.texts",
     "safework.training.search_cot",
