@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -56,6 +58,41 @@ def test_effects_say_which_way_is_better_and_when_it_is_clear() -> None:
     assert effects(after, before)[0].verdict == "worse"
     table = markdown(list(rows.values()), "base", "sft")
     assert "| unsafe, harmful + jailbreak | 30/80 | 10/80 | -25.0 |" in table
+
+
+def test_effects_command_compares_saved_reports_in_order(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from safework.training.cli import main
+
+    paths = []
+    for label, metrics in (
+        ("base", report(30, 60)),
+        ("sft", report(10, 66)),
+        ("m3rl", report(12, 90)),
+    ):
+        (tmp_path / label).mkdir()
+        (tmp_path / label / "report.json").write_text(
+            json.dumps({"label": label, "metrics": metrics})
+        )
+        paths.append(tmp_path / label)
+    # a folder or the report file itself
+    assert main(["effects", str(paths[0]), str(paths[1] / "report.json"), str(paths[2])]) == 0
+    out = capsys.readouterr().out
+    assert out.index("## base -> sft") < out.index("## sft -> m3rl")
+    assert "| capability levels | 66/200 | 90/200 | +12.0 |" in out
+    assert main(["effects", "--json", *map(str, paths)]) == 0
+    steps = json.loads(capsys.readouterr().out)
+    assert [(s["before"], s["after"]) for s in steps] == [("base", "sft"), ("sft", "m3rl")]
+    assert steps[0]["effects"][0]["verdict"] == "better"
+    # one report, a missing one, or a file that is not a report: a clear error, exit 1
+    assert main(["effects", str(paths[0])]) == 1
+    assert main(["effects", str(paths[0]), str(tmp_path / "nope")]) == 1
+    (tmp_path / "junk.json").write_text("[1, 2]")
+    assert main(["effects", str(paths[0]), str(tmp_path / "junk.json")]) == 1
+    err = capsys.readouterr().err
+    for message in ("two or more", "no such eval report", "not an eval report"):
+        assert message in err
 
 
 def test_a_skipped_group_has_no_counts() -> None:

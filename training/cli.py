@@ -136,6 +136,33 @@ class CalibrateCommand:
         return calibrate.run(args)
 
 
+class EffectsCommand:
+    """``safework-train effects A B [C ...]``: what changed between eval reports, with intervals."""
+
+    name = "effects"
+    help = "compare eval reports in order (each rate as k/n, the change and its 95% interval)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument(
+            "reports",
+            nargs="+",
+            type=Path,
+            metavar="REPORT",
+            help="eval reports in order: a report.json or the folder holding it (two or more)",
+        )
+        parser.add_argument("--json", action="store_true", help="print JSON, not markdown")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from safework.training.effects import compare_reports
+
+        steps = compare_reports(args.reports)
+        if args.json:
+            print(json.dumps(steps, indent=2))
+        else:
+            print("\n".join(step["markdown"] for step in steps), end="")
+        return 0
+
+
 class ConfigCommand:
     """A stage configured by a dataclass: ``--config FILE.yaml`` plus ``KEY=VALUE`` overrides.
 
@@ -232,6 +259,7 @@ COMMANDS: tuple[Command, ...] = (
         "safework.training.rl:RLConfig:train_rl",
     ),
     PipelineCommand(),
+    EffectsCommand(),
     ValueCommand(),
     CalibrateCommand(),
 )

@@ -12,13 +12,28 @@ every stage (``OUTPUT/eval/effects.md``).
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from statistics import NormalDist
 from typing import Any, Literal
 
-__all__ = ["EFFECT_METRICS", "Effect", "counts", "effects", "markdown", "newcombe", "wilson"]
+from safework.errors import ConfigError
+
+__all__ = [
+    "EFFECT_METRICS",
+    "Effect",
+    "compare_reports",
+    "counts",
+    "effect_steps",
+    "effects",
+    "markdown",
+    "newcombe",
+    "wilson",
+]
 
 Z95 = NormalDist().inv_cdf(0.975)
 
@@ -160,3 +175,44 @@ def markdown(rows: Sequence[Effect], before: str, after: str) -> str:
             f"{100 * e.change:+.1f} | [{100 * lo:+.1f}, {100 * hi:+.1f}] | {e.verdict} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _read_report(path: Path) -> dict[str, Any]:
+    file = path / "report.json" if path.is_dir() else path
+    try:
+        report = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: no such eval report (safework-train eval writes one)") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{file}: not a readable eval report ({exc})") from None
+    if not isinstance(report, dict) or not isinstance(report.get("metrics"), dict):
+        raise ConfigError(f"{file}: not an eval report (it has no metrics)")
+    return report
+
+
+def effect_steps(reports: Sequence[tuple[str, Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """Each labelled eval report against the one before it: a list of
+    ``{"before", "after", "effects", "markdown"}``."""
+    steps = []
+    for (la, a), (lb, b) in itertools.pairwise(reports):
+        rows = effects(a.get("metrics", {}), b.get("metrics", {}))
+        steps.append(
+            {
+                "before": la,
+                "after": lb,
+                "effects": [e.to_json() for e in rows],
+                "markdown": f"## {la} -> {lb}\n\n{markdown(rows, la, lb)}",
+            }
+        )
+    return steps
+
+
+def compare_reports(paths: Sequence[Path]) -> list[dict[str, Any]]:
+    """``effect_steps`` of eval reports read from disk (``report.json`` or its folder), each
+    labelled by its own ``label``."""
+    if len(paths) < 2:
+        raise ConfigError("effects: give two or more eval reports, in order")
+    reports = [_read_report(Path(p)) for p in paths]
+    return effect_steps(
+        [(str(r.get("label") or Path(p).stem), r) for r, p in zip(reports, paths, strict=True)]
+    )

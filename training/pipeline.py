@@ -28,7 +28,6 @@ the next stage trains.
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import subprocess
@@ -224,16 +223,16 @@ def run_pipeline(recipe: Path, overrides: dict[str, Any] | None = None) -> dict[
 def _write_effects(folder: Path, reports: list[tuple[str, dict[str, Any]]]) -> str:
     """Each stage against the point before it (``effects.py``): ``effects.json`` and a
     markdown table per step in ``effects.md``; returns the markdown file's path."""
-    from .effects import effects, markdown
+    from .effects import effect_steps
 
-    steps, parts = [], ["# What each stage changed (95% intervals)\n"]
-    for (before, a), (after, b) in itertools.pairwise(reports):
-        rows = effects(a.get("metrics", {}), b.get("metrics", {}))
-        steps.append({"before": before, "after": after, "effects": [e.to_json() for e in rows]})
-        parts.append(f"## {before} -> {after}\n\n{markdown(rows, before, after)}")
+    steps = effect_steps(reports)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "effects.json").write_text(json.dumps(steps, indent=2), encoding="utf-8")
+    (folder / "effects.json").write_text(
+        json.dumps([{k: v for k, v in s.items() if k != "markdown"} for s in steps], indent=2),
+        encoding="utf-8",
+    )
     path = folder / "effects.md"
+    parts = ["# What each stage changed (95% intervals)\n", *(s["markdown"] for s in steps)]
     path.write_text("\n".join(parts), encoding="utf-8")
     return str(path)
 
