@@ -271,6 +271,22 @@ def test_search_reward_confidence_fallbacks_and_cut_generations() -> None:
     assert default_lam == [pytest.approx(1.0 + reward_fns.DEFAULT_LAMBDA)]
 
 
+def test_search_reward_gives_a_fallback_answer_no_protocol_credit() -> None:
+    """The loop's fallback writes a well-formed, even right, ``<answer>`` for a policy that
+    never wrote one; only the policy's own answer earns the protocol term (and so anything)."""
+    text = "<search>capital of France</search><answer>Paris</answer><confidence>8</confidence>"
+    values = call(
+        "search",
+        [text, text, text],
+        answer=["Paris"] * 3,
+        confidence=[0.8] * 3,
+        lam=[0.5] * 3,
+        protocol=["model", "fallback", None],
+    )
+    own = 0.1 + 0.9 + 0.5 * (1 - 0.2**2)
+    assert values == [pytest.approx(own), 0.0, pytest.approx(own)]  # None: not a loop rollout
+
+
 def test_reliability() -> None:
     pairs = [(1.0, 1.0), (1.0, 0.0), (0.5, 0.0), (0.9, 1.0), (1.5, -1.0)]  # the last: clamped
     assert [reliability(c, k) for c, k in pairs] == pytest.approx([1.0, 0.0, 0.75, 0.99, 0.0])

@@ -383,7 +383,12 @@ def _confidence(value: Any, completion: str) -> float:
 
 
 def search_reward(prompts: list[str], completions: list[str], **meta: Any) -> list[float | None]:
-    """``search``: ``f * (0.1 f + 0.9 acc + lam * reliability(conf, acc))``; None without gold."""
+    """``search``: ``f * (0.1 f + 0.9 acc + lam * reliability(conf, acc))``; None without gold.
+
+    ``f`` is the protocol term: the tags well formed, not cut off, and the answer the policy's
+    own. A rollout the loop had to answer for (``protocol="fallback"`` in meta) gets ``f = 0``:
+    its ``<answer>`` came from the loop's fallback prompt, and crediting it would reward the
+    policy for not following the protocol."""
     n = len(completions)
     columns = zip(
         completions,
@@ -391,15 +396,16 @@ def search_reward(prompts: list[str], completions: list[str], **meta: Any) -> li
         meta_column(meta, "confidence", n),
         meta_column(meta, "lam", n),
         meta_column(meta, "finish_reason", n),
+        meta_column(meta, "protocol", n),
         strict=True,
     )
     out: list[float | None] = []
-    for text, answer, confidence, lam, reason in columns:
+    for text, answer, confidence, lam, reason, protocol in columns:
         golds = _golds(answer)
         if golds is None:
             out.append(None)
             continue
-        fmt = _format_score(text, True, reason)
+        fmt = 0.0 if protocol == "fallback" else _format_score(text, True, reason)
         acc = _match(text, golds)
         weight = DEFAULT_LAMBDA if lam is None else float(lam)
         rel = reliability(_confidence(confidence, text), acc)

@@ -51,6 +51,7 @@ class Scoring:
             [opened + t.text for t in flat],
             [p.label for p in flat_prompts],
             finish_reason=[t.finish_reason for t in flat],
+            protocol=[t.protocol for t in flat],
             confidence=[t.confidence for t in flat],
             lam=[self.lam.value] * len(flat),
             **meta,
@@ -111,6 +112,7 @@ class Scoring:
 
             correct = [self.correctness(result, flat, i) for i in range(len(flat))]
             report["accuracy"] = sum(correct) / len(correct)
+            report["protocol_model"] = sum(t.protocol == "model" for t in flat) / len(flat)
             report["confidently_wrong"] = confidently_wrong_rate(
                 [t.confidence for t in flat], correct, self.lam.threshold
             )

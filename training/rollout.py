@@ -61,6 +61,9 @@ class Trajectory:
     """Search rollouts: the final answer."""
     confidence: float | None = None
     """Search rollouts: the confidence the loop settled on (stated or from logprobs)."""
+    protocol: str | None = None
+    """Search rollouts: ``model`` when the policy wrote its own ``<answer>``, ``fallback`` when
+    the loop had to answer for it."""
 
     @property
     def generated_tokens(self) -> int:
@@ -357,11 +360,19 @@ async def _search_one(
                 elif d.text == "</answer>":
                     in_fallback = False
     answer = answer_event.answer if answer_event else None
+    protocol = answer_event.protocol if answer_event else None
     conf = answer_event.confidence if answer_event else None
     calibrated, raw = (conf.calibrated, conf.raw) if conf else (None, None)  # calibrated if fitted
     confidence = calibrated if calibrated is not None else (None if raw is None else float(raw))
     return Trajectory(
-        list(prompt_ids), ids, mask, text, finish, answer=answer, confidence=confidence
+        list(prompt_ids),
+        ids,
+        mask,
+        text,
+        finish,
+        answer=answer,
+        confidence=confidence,
+        protocol=protocol,
     )
 
 
