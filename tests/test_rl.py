@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -280,6 +280,17 @@ def test_efficient_smoke_rewards_shorter_reasoning(
         return bonus
 
     monkeypatch.setattr(cpgd, "length_bonus", recording)
+    # the tiny policy never reaches its end token within 8 tokens, and a sample cut off at the
+    # limit is never good; read each rollout as finished, so the good rule decides on rewards
+    from safework.training.rl_trainer import RLRun
+
+    real_rollout = RLRun.rollout
+
+    def finished(self: Any, *args: Any, **kwargs: Any) -> Any:
+        groups = real_rollout(self, *args, **kwargs)
+        return [[replace(t, finish_reason="stop") for t in g] for g in groups]
+
+    monkeypatch.setattr(RLRun, "rollout", finished)
     template = tmp_path / "think.jinja"
     template.write_text(THINK_TEMPLATE, encoding="utf-8")
     out = _smoke(
