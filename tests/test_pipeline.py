@@ -90,6 +90,38 @@ def test_a_data_section_is_the_dataset_of_every_stage_but_search(tmp_path: Path)
     assert load_pipeline(_recipe(tmp_path, {"stages": ["sft"]})).data is None
 
 
+def test_dotted_overrides_set_one_key_of_a_section(tmp_path: Path) -> None:
+    recipe = _recipe(
+        tmp_path,
+        {"stages": ["sft", "search"], "sft": {"max_steps": 50, "lr": 1e-3}, "eval": {}},
+    )
+    p = load_pipeline(
+        recipe,
+        {
+            "output": str(tmp_path / "short"),
+            "sft.max_steps": 10,
+            "sft.lora.r": 8,
+            "search.search.max_turns": 2,
+            "eval.capability_samples": 8,
+            "data.search_train": 12,
+        },
+    )
+    sft = p.configs["sft"]
+    assert (sft.max_steps, sft.lr, sft.lora.r) == (10, 1e-3, 8)  # the rest of the section stays
+    assert p.configs["search"].search.max_turns == 2
+    assert p.eval_section["capability_samples"] == 8
+    assert p.data is not None
+    assert p.data.search_train == 12
+    assert Path(p.configs["sft"].output) == tmp_path / "short" / "sft"
+    for bad, message in (
+        ({"stages.x": 1}, "not a recipe section"),
+        ({"nope.max_steps": 1}, "not a recipe section"),
+        ({"sft.nope": 1}, "nope"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_pipeline(recipe, bad)
+
+
 def test_shipped_recipe_loads() -> None:
     p = load_pipeline(ROOT / "configs" / "safeladder.yaml")
     assert p.stages == ["sft", "m3rl", "efficient", "search"]

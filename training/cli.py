@@ -225,7 +225,10 @@ class PipelineCommand:
         parser.description = (pipeline.__doc__ or "").strip()
         parser.add_argument("recipe", type=Path, help="the recipe YAML")
         parser.add_argument(
-            "overrides", nargs="*", metavar="KEY=VALUE", help="top-level recipe keys that win"
+            "overrides",
+            nargs="*",
+            metavar="KEY=VALUE",
+            help="recipe keys that win: output=DIR, or SECTION.KEY=VALUE (sft.max_steps=20)",
         )
 
     def run(self, args: argparse.Namespace) -> int:

@@ -14,6 +14,9 @@ command), plus an ``eval`` section used after every stage::
     efficient: {max_steps: 30}
     search: {max_steps: 30}
 
+Keys on the command line win over the recipe: ``output=runs/short`` replaces a top-level key,
+``sft.max_steps=20`` or ``eval.capability_samples=8`` sets one key of a section.
+
 With a ``data`` section the recipe's own dataset is built first (into ``OUTPUT/data``, rebuilt
 only when its settings or code change) and is what SFT trains on, what the CoT RL stages
 draw prompts from and what eval's dev groups read, unless a section names its own ``data``.
@@ -92,7 +95,7 @@ def load_pipeline(path: Path, overrides: dict[str, Any] | None = None) -> Pipeli
         raise ConfigError(f"recipe {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {path} must be a mapping")
-    data.update(overrides or {})
+    _apply_overrides(data, overrides or {})
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
         raise ConfigError(f"recipe {path}: unknown keys {unknown}; known: {sorted(_TOP_KEYS)}")
@@ -142,6 +145,27 @@ def load_pipeline(path: Path, overrides: dict[str, Any] | None = None) -> Pipeli
         eval_section = {"data": str(output / "data"), **eval_section}
     pipeline.eval_section = eval_section
     return pipeline
+
+
+def _apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """``output=...`` replaces a top-level key; ``SECTION.KEY=...`` (``sft.max_steps=20``,
+    ``eval.capability_samples=8``, ``m3rl.lora.r=8``) sets one key of a section."""
+    for key, value in overrides.items():
+        section, dot, rest = key.partition(".")
+        if not dot:
+            data[key] = value
+            continue
+        if section not in _TOP_KEYS or section in ("output", "model", "stages", "eval_base"):
+            raise ConfigError(
+                f"override {key!r}: {section!r} is not a recipe section "
+                f"(sections: data, eval, {', '.join(PIPELINE_STAGES)})"
+            )
+        current = data.get(section)
+        if current is None:
+            current = data[section] = {}
+        if not isinstance(current, dict):
+            raise ConfigError(f"override {key!r}: recipe section {section!r} is not a mapping")
+        current[rest] = value
 
 
 def _finished(config: Any) -> bool:
