@@ -359,7 +359,10 @@ def test_search_smoke(peaked_model: Path, tmp_path: Path, monkeypatch: pytest.Mo
     first, last = _rise(out)
     assert last > first + 0.05, (first, last)
     rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
-    assert all("lam" in r for r in rows if "reward/total" in r)
+    steps = [r for r in rows if "reward/total" in r]
+    assert all("lam" in r for r in steps)
+    # who answered, every step: the tiny policy never writes <answer>, so the loop always did
+    assert [r["protocol_model"] for r in steps] == [0.0] * len(steps)
 
 
 # --------------------------------------------------------------------------- step logic

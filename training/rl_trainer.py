@@ -327,6 +327,7 @@ class RLRun:
             correct = [scoring.correctness(result, flat, i) for i in range(len(flat))]
             confidences = [t.confidence for t in flat]
             record["accuracy"] = sum(correct) / len(correct)
+            record["protocol_model"] = sum(t.protocol == "model" for t in flat) / len(flat)
             record["confidently_wrong"] = confidently_wrong_rate(
                 confidences, correct, self.lam.threshold
             )
