@@ -489,6 +489,14 @@ async def test_calibration_metrics_on_a_scripted_search() -> None:
     assert out["protocol_model_rate"] == 1.0
     assert out["confidently_wrong"] == 2  # 0.9 stated, wrong twice
     assert "wording" not in out  # verbal_confidence is off in this config
+    # every held-out answer is kept, so a report shows why it scored as it did
+    assert [(a["id"], a["gold"], a["prediction"], a["correct"]) for a in out["answers"]] == [
+        ("q0", ["74"], "74", True),
+        ("q1", ["2"], "74", False),
+        ("q2", ["74"], "74", True),
+        ("q3", ["2"], "74", False),
+    ]
+    assert {(a["protocol"], a["confidence"]) for a in out["answers"]} == {("model", 0.9)}
 
 
 async def test_a_checkpoint_without_a_map_is_calibrated_on_other_questions() -> None:

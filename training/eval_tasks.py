@@ -376,6 +376,22 @@ def score_ifeval(samples: Iterable[Sample], prompts: Mapping[int, IFEvalPrompt])
         )
 
 
+def _search_answer_row(result: Any) -> dict[str, Any]:
+    """One held-out search answer as the report keeps it: enough to see why it was scored so."""
+    item = result.item
+    return {
+        "id": getattr(item, "id", None),
+        "question": item.question,
+        "gold": list(getattr(item, "answers", ())),
+        "prediction": result.prediction,
+        "correct": result.correct,
+        "protocol": result.protocol,
+        "confidence": result.confidence,
+        "calibrated": result.calibrated,
+        "wording": result.wording,
+    }
+
+
 async def calibration_metrics(
     engine: Engine,
     backend: Any,
@@ -420,6 +436,7 @@ async def calibration_metrics(
         apply_calibration(fitted, results)
     out = summarize(results)
     out["correct"] = sum(r.correct for r in results)
+    out["answers"] = [_search_answer_row(r) for r in results]
     out["calibration_file"] = calibration is not None
     if fitted is not None:
         out["calibration_fitted_on"] = len(fit_on)
