@@ -50,7 +50,8 @@ __all__ = ["PIPELINE_STAGES", "Pipeline", "load_pipeline", "run_pipeline"]
 logger = logging.getLogger(__name__)
 
 PIPELINE_STAGES = ("sft", "m3rl", "efficient", "search")
-_TOP_KEYS = {"output", "model", "stages", "eval_base", "eval", "data", *PIPELINE_STAGES}
+_SECTIONS = ("data", "eval", *PIPELINE_STAGES)
+_TOP_KEYS = {"output", "model", "stages", "eval_base", *_SECTIONS}
 
 
 @dataclass
@@ -155,10 +156,10 @@ def _apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> None:
         if not dot:
             data[key] = value
             continue
-        if section not in _TOP_KEYS or section in ("output", "model", "stages", "eval_base"):
+        if section not in _SECTIONS:
             raise ConfigError(
                 f"override {key!r}: {section!r} is not a recipe section "
-                f"(sections: data, eval, {', '.join(PIPELINE_STAGES)})"
+                f"(sections: {', '.join(_SECTIONS)})"
             )
         current = data.get(section)
         if current is None:
