@@ -23,7 +23,12 @@ from safework.files import cache_dir
 from safework.search import tags
 from safework.search.answers import supported_by
 from safework.search.base import SearchBackend, load_backend
-from safework.search.corpus import element_qa, ensure_builtin_corpus, iter_corpus_documents
+from safework.search.corpus import (
+    element_qa,
+    ensure_builtin_corpus,
+    iter_corpus_documents,
+    split_qa,
+)
 from safework.search.prompts import INSTRUCTIONS
 from safework.search.verbal import classify, wording_for
 from safework.training.cot_texts import split_think
@@ -37,7 +42,12 @@ from safework.training.search_cot import (
     pick_questions,
     write_transcript,
 )
-from safework.training.search_qa import SearchQuestion, search_questions
+from safework.training.search_qa import (
+    SearchQuestion,
+    element_questions,
+    fit_element_items,
+    search_questions,
+)
 from safework.training.sft_data import IGNORE_INDEX, encode_conversation
 
 REAL_CACHE = cache_dir()
@@ -54,7 +64,8 @@ def documents() -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def pools(documents: list[dict[str, Any]]) -> dict[str, list[SearchQuestion]]:
-    return search_questions(documents, n_sums=20, seed=0)
+    fit = fit_element_items(ensure_builtin_corpus(REAL_CACHE))
+    return search_questions(documents, n_sums=20, seed=0, elements=fit)
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +77,8 @@ def backend(documents: list[dict[str, Any]]) -> SearchBackend:
 
 @pytest.fixture(scope="module")
 def transcripts(pools: dict[str, list[SearchQuestion]], backend: SearchBackend) -> list[Transcript]:
-    """Five transcripts: abbreviations and a year (retrieve_first on and off), a sum, common
-    knowledge with no search at all."""
+    """Seven transcripts: abbreviations and a year (retrieve_first on and off), a sum, common
+    knowledge with no search at all, two element records (retrieve_first on and off)."""
     from safework.engine.embedder import get_embedder
 
     encoder = get_embedder(REAL_CACHE)
@@ -78,6 +89,8 @@ def transcripts(pools: dict[str, list[SearchQuestion]], backend: SearchBackend) 
         ("wiki:Abraham_Lincoln#died", True),
         ("common:0", False),
         (pools["direct"][-1].item.id, True),
+        (pools["element"][0].item.id, True),
+        (pools["element"][5].item.id, False),
     ]
 
     async def write() -> list[Transcript]:
@@ -105,14 +118,18 @@ def _model_text(transcript: Transcript) -> str:
 def test_questions_are_not_evaluation_and_answers_are_in_one_document(
     documents: list[dict[str, Any]], pools: dict[str, list[SearchQuestion]]
 ) -> None:
-    evaluation = {item.question for item in element_qa(ensure_builtin_corpus(REAL_CACHE))}
+    items = element_qa(ensure_builtin_corpus(REAL_CACHE))
+    _fit, held_out = split_qa(items, 0.5, seed=0)  # the half `safework-train eval` scores
+    evaluation = {item.question for item in held_out}
     questions = [q for kind in pools.values() for q in kind]
     assert len(pools["acronym"]) > 300
     assert len(pools["year"]) >= 10
     assert not {q.item.question for q in questions} & evaluation
-    assert not [q for q in questions if q.item.doc_id.startswith("element:")]
+    assert not {q.item.doc_id for q in questions} & {item.doc_id for item in held_out}
+    element_docs = [q for q in questions if q.item.doc_id.startswith("element:")]
+    assert element_docs == pools["element"]
     docs = {d["id"]: d for d in documents}
-    for q in pools["acronym"][::25] + pools["year"]:
+    for q in pools["acronym"][::25] + pools["year"] + pools["element"][::7]:
         doc = docs[q.item.doc_id]
         assert supported_by(q.item.answer, f"{doc['title']}\n{doc['text']}"), q.item.id
 
@@ -141,7 +158,8 @@ def test_transcripts_have_the_loops_shape_and_honest_confidence(
 ) -> None:
     outcomes = [t.outcome for t in transcripts]
     assert outcomes[:2] == ["found", "found"]
-    assert outcomes[3:] == ["known", "known"]
+    assert outcomes[3:5] == ["known", "known"]
+    assert outcomes[5:] == ["found", "found"]  # a record states the value: read off, not known
     assert outcomes[2] in ("found", "read")
     for t in transcripts:
         system, user, assistant = t.messages
@@ -178,6 +196,27 @@ def test_found_answers_are_in_the_retrieved_text(transcripts: list[Transcript]) 
             assert supported_by(t.answer, retrieved), t.question.item.id
     smrp = transcripts[1]
     assert "Result [1] does not answer this" in _model_text(smrp)  # the top result was another
+    for element in transcripts[5:]:
+        q = element.question
+        assert element.correct, q.item.id
+        assert f"gives {q.asked}: {q.item.answer}." in _model_text(element)
+
+
+def test_element_questions_rotate_kinds_two_per_element() -> None:
+    items = element_qa(ensure_builtin_corpus(REAL_CACHE), max_number=12)
+    questions = element_questions(items)
+    per_doc: dict[str, list[str]] = {}
+    for q in questions:
+        per_doc.setdefault(q.item.doc_id, []).append(q.item.kind)
+        assert q.needs_search
+        assert len(set(q.queries)) == 2
+        assert q.item.subject in q.asked
+        assert q.item.subject in q.queries[0]
+    assert len(per_doc) == 12
+    assert all(len(kinds) == 2 for kinds in per_doc.values())
+    taught = {kind for kinds in per_doc.values() for kind in kinds}
+    assert taught == {"atomic_number", "symbol", "element_by_symbol", "element_by_number"}
+    assert len(element_questions(items, per_element=1)) == 12
 
 
 # --------------------------------------------------------------------------- the loss mask
@@ -260,3 +299,15 @@ def test_cot_sft_with_search_rows(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     assert info["backend"] == "local:builtin"
     assert sum(info["outcomes"].values()) == 5
     assert build_cot_sft(config, folders).train == mix.train
+
+
+def test_rl_element_prompts_train_on_the_fit_half_whatever_the_seed() -> None:
+    """The search stage's prompts use the eval's split (seed 0) for every run seed: another seed
+    would put held-out questions into training."""
+    from safework.training.rl_data import load_rl_prompts
+
+    fit, held_out = split_qa(element_qa(ensure_builtin_corpus(REAL_CACHE)), 0.5, seed=0)
+    for seed in (0, 7):
+        train, report = load_rl_prompts("element-qa", REAL_CACHE, seed)
+        assert [p.id for p in train] == [i.id for i in fit]
+        assert [p.id for p in report] == [i.id for i in held_out]

@@ -364,10 +364,11 @@ def _search(config: DataConfig) -> tuple[list[Row], list[Row], dict[str, Any]]:
     from safework.search.corpus import MANIFEST_NAME, ensure_builtin_corpus, iter_corpus_documents
 
     from .search_cot import NO_RETRIEVE_FIRST, SEARCH_MIX, pick_questions, write_transcripts
-    from .search_qa import search_questions
+    from .search_qa import EVAL_SPLIT_SEED, fit_element_items, search_questions
 
     corpus = ensure_builtin_corpus(config.cache)
-    pools = search_questions(iter_corpus_documents(corpus), seed=config.seed)
+    documents = iter_corpus_documents(corpus)
+    pools = search_questions(documents, seed=config.seed, elements=fit_element_items(corpus))
     try:
         dev_q, train_q = pick_questions(
             pools,
@@ -409,7 +410,10 @@ def _search(config: DataConfig) -> tuple[list[Row], list[Row], dict[str, Any]]:
         "mix": SEARCH_MIX,
         "no_retrieve_first": NO_RETRIEVE_FIRST,
         "outcomes": dict(sorted(outcomes.items())),
-        "evaluation": "no element question (element_qa) is used: those are calibration/eval",
+        "evaluation": (
+            "element questions only from the fit half of split_qa(element_qa, 0.5, "
+            f"seed={EVAL_SPLIT_SEED}); evaluation scores the other half"
+        ),
     }
     return split["dev"], split["train"], info
 

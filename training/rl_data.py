@@ -75,11 +75,14 @@ def _conversations(folder: Path) -> tuple[list[RLPrompt], list[RLPrompt]]:
     return prompts("train"), prompts("dev")
 
 
-def _element_qa(cache: Path | None, seed: int) -> tuple[list[RLPrompt], list[RLPrompt]]:
+def _element_qa(cache: Path | None) -> tuple[list[RLPrompt], list[RLPrompt]]:
     from safework.search.corpus import element_qa, ensure_builtin_corpus, split_qa
 
+    from .search_qa import EVAL_SPLIT_SEED
+
+    # the eval's split whatever the run's seed: another seed would train on its held-out half
     items = element_qa(ensure_builtin_corpus(cache))
-    fit, held_out = split_qa(items, 0.5, seed)
+    fit, held_out = split_qa(items, 0.5, seed=EVAL_SPLIT_SEED)
 
     def prompt(item: Any) -> RLPrompt:
         messages = [{"role": "user", "content": item.question}]
@@ -139,7 +142,7 @@ def load_rl_prompts(
     if data == "cot-sft":
         return _cot_sft(cache, seed)
     if data == "element-qa":
-        return _element_qa(cache, seed)
+        return _element_qa(cache)
     path = Path(data).expanduser()
     if path.is_dir():
         if not (path / "train.jsonl").is_file():

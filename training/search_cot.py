@@ -318,7 +318,7 @@ def write_transcripts(
 
 # --------------------------------------------------------------------------- choosing questions
 
-SEARCH_MIX = {"acronym": 0.6, "year": 0.1, "direct": 0.3}
+SEARCH_MIX = {"acronym": 0.4, "element": 0.3, "year": 0.1, "direct": 0.2}
 """Share of each question kind (``search_qa.KINDS``); a kind with too few questions hands its
 shortfall to ``acronym`` (the largest pool, ~600)."""
 

@@ -1,9 +1,10 @@
 """Training questions for the search cold start, written by program, none of them evaluation.
 
-The search stage is evaluated and calibrated on the element questions of the built-in corpus
-(``search/corpus.py``: ``element_qa``, used by ``fit_calibration``, ``safework-train eval`` and
-``bench/search.py``). None of those is used here. The questions come from the corpus's other
-documents, each with an exact answer (``QAItem``, scored by ``QAItem.is_correct``):
+The search stage is evaluated on the element questions of the built-in corpus (``search/corpus.py``:
+``element_qa``, split by element with ``split_qa(items, 0.5, seed=0)``): ``safework-train eval``,
+``fit_calibration`` and ``bench/search.py`` score the second half, the *held-out* one. None of
+those is used here. The questions, each with an exact answer (``QAItem``, scored by
+``QAItem.is_correct``), are:
 
 - ``acronym``: FOLDOC entries whose text opens ``<category> (ABC) ...`` under the title that
   spells ABC out: "In computing, what does AHPL stand for?" -> "A Hardware Programming
@@ -12,6 +13,11 @@ documents, each with an exact answer (``QAItem``, scored by ``QAItem.is_correct`
   marks the same abbreviation: the answer is stated in exactly one document.
 - ``year``: Wikipedia biographies that open ``Name (...; DATE - DATE)``: the years of birth and
   death ("In what year was Albert Einstein born?" -> "1879").
+- ``element``: element questions of the *fit* half only (``fit_element_items``), the half the
+  search RL stage trains on and the eval fits its calibration map on; two per element, kinds
+  rotating. The element documents are short records (``Symbol: Fe``, ``Atomic number: 26``):
+  without them the cold start never shows the model reading a value out of such a record, and
+  the RL stage (which rolls out on this half) learned to answer without reading.
 - ``direct``: questions that need no search: sums of two numbers written by program, and a
   short list of common knowledge written for this project (``COMMON``).
 
@@ -26,10 +32,11 @@ import random
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from safework.search.answers import TOKEN, supported_by
-from safework.search.corpus import QAItem
+from safework.search.corpus import QAItem, element_qa, split_qa
 
 __all__ = [
     "COMMON",
@@ -37,11 +44,13 @@ __all__ = [
     "SearchQuestion",
     "acronym_questions",
     "direct_questions",
+    "element_questions",
+    "fit_element_items",
     "search_questions",
     "year_questions",
 ]
 
-KINDS = ("acronym", "year", "direct")
+KINDS = ("acronym", "element", "year", "direct")
 
 COMMON: tuple[tuple[str, str, str], ...] = (
     ("How many days are there in a week?", "7", "A week has seven days."),
@@ -191,6 +200,50 @@ def year_questions(documents: Sequence[dict[str, Any]]) -> list[SearchQuestion]:
     return sorted(out, key=lambda q: q.item.id)
 
 
+# --------------------------------------------------------------------------- elements
+
+EVAL_SPLIT_SEED = 0
+"""The seed of the element split that evaluation uses (``training/evaluate.py``)."""
+
+_ELEMENT_ASKED = {
+    # kind -> (what is asked, in words; the first query; the second query)
+    "atomic_number": ("the atomic number of {s}", "{s} atomic number", "{s} chemical element"),
+    "symbol": ("the chemical symbol of {s}", "{s} chemical symbol", "{s} chemical element"),
+    "element_by_symbol": ("the element with the symbol {s}", "element symbol {s}", "{s} element"),
+    "element_by_number": (
+        "the element with atomic number {s}",
+        "atomic number {s}",
+        "element number {s}",
+    ),
+}
+
+
+def fit_element_items(corpus: Path | None = None) -> list[QAItem]:
+    """The fit half of the element questions (``split_qa``'s first half at the eval's seed):
+    never the held-out half that evaluation scores."""
+    fit, _held_out = split_qa(element_qa(corpus), 0.5, seed=EVAL_SPLIT_SEED)
+    return fit
+
+
+def element_questions(items: Sequence[QAItem], per_element: int = 2) -> list[SearchQuestion]:
+    """``per_element`` questions of each element among ``items``, their kinds rotating from one
+    element to the next so every kind is taught (sorted by id)."""
+    by_doc: dict[str, list[QAItem]] = {}
+    for item in items:
+        if item.kind in _ELEMENT_ASKED:
+            by_doc.setdefault(item.doc_id, []).append(item)
+    kinds = list(_ELEMENT_ASKED)
+    out = []
+    for n, doc_id in enumerate(sorted(by_doc)):
+        own = {item.kind: item for item in by_doc[doc_id]}
+        order = kinds[n % len(kinds) :] + kinds[: n % len(kinds)]
+        for kind in [k for k in order if k in own][:per_element]:
+            item = own[kind]
+            asked, first, second = (t.format(s=item.subject) for t in _ELEMENT_ASKED[kind])
+            out.append(SearchQuestion(item, (first, second), asked))
+    return sorted(out, key=lambda q: q.item.id)
+
+
 # --------------------------------------------------------------------------- no search
 
 
@@ -213,13 +266,18 @@ def direct_questions(n_sums: int, seed: int) -> list[SearchQuestion]:
 
 
 def search_questions(
-    documents: Iterable[dict[str, Any]], n_sums: int = 200, seed: int = 0
+    documents: Iterable[dict[str, Any]],
+    n_sums: int = 200,
+    seed: int = 0,
+    elements: Sequence[QAItem] = (),
 ) -> dict[str, list[SearchQuestion]]:
-    """Every training question of each kind (``KINDS``) from the built-in corpus documents;
-    element documents are never a source."""
+    """Every training question of each kind (``KINDS``) from the built-in corpus documents
+    (element documents are not a source of the other kinds) and ``elements``, which must be
+    fit-half items (``fit_element_items``)."""
     docs = [d for d in documents if d.get("source") != "elements"]
     return {
         "acronym": acronym_questions(docs),
+        "element": element_questions(elements),
         "year": year_questions(docs),
         "direct": direct_questions(n_sums, seed),
     }
