@@ -17,7 +17,7 @@ EXTRA  := $(if $(GPU),gpu,cpu)
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(EXTRA)
 
-.PHONY: install serve test soak lint format model value-models corpus calibration browser bench clean
+.PHONY: install serve test soak lint format model value-models corpus calibration browser postgres bench clean
 
 install: $(STAMP)
 
@@ -67,6 +67,12 @@ browser: tests/firefox/node_modules/.package-lock.json
 	@command -v chromium >/dev/null 2>&1 && command -v firefox-esr >/dev/null 2>&1 || { \
 	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium firefox-esr; }
 
+# PostgreSQL for the shared memory's tests (tests/postgres.py starts a private server per
+# session; nothing is configured system-wide). Debian's package where it is missing.
+postgres:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q postgresql; }
+
 tests/firefox/node_modules/.package-lock.json: tests/firefox/package.json tests/firefox/package-lock.json
 	npm ci --prefix tests/firefox --silent --no-audit --no-fund
 
@@ -84,8 +90,8 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint model value-models corpus calibration browser
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+test: lint model value-models corpus calibration browser postgres
+	SAFEWORK_TEST_POSTGRES=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The reliability suite at length: 10 minutes of mixed multi-tenant traffic with dropped
 # streams, and 500 fuzzed requests per operation (`make test` runs 20 s and 25).

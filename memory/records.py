@@ -130,6 +130,8 @@ def check_tenant(tenant: object) -> str:
         raise ValueError("tenant must be a non-empty string")
     if len(tenant) > MAX_TENANT_CHARS:
         raise ValueError(f"tenant is longer than {MAX_TENANT_CHARS} characters")
+    if "\x00" in tenant:
+        raise ValueError("tenant must not contain NUL characters")
     return tenant
 
 
@@ -148,6 +150,8 @@ def check_fields(**fields: Any) -> dict[str, Any]:
             raise ValueError(f"{name} must be a string")
         if name in REQUIRED and not value.strip():
             raise ValueError(f"{name} must not be empty")
+        if "\x00" in value:  # PostgreSQL's text cannot hold it: refused by every store alike
+            raise ValueError(f"{name} must not contain NUL characters")
         if len(value) > limit:
             raise ValueError(f"{name} is longer than {limit} characters ({len(value)})")
     return fields

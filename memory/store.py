@@ -6,9 +6,10 @@ question embeddings) to guide the model.
 
 Design:
 
-- **SQLite is the truth** (``<folder>/memory.sqlite3``, WAL, ``synchronous=FULL``, foreign keys).
-  ``add`` returns only after its transaction is committed and fsynced, so a record acknowledged to
-  a client survives a SIGKILL right after. Each row keeps its question's embedding (float32 BLOB),
+- **The database is the truth**: SQLite (``<folder>/memory.sqlite3``, WAL, ``synchronous=FULL``,
+  foreign keys) by default, or PostgreSQL (``database="postgresql://..."``) shared by several
+  replicas (``db.py``). ``add`` returns only after its transaction is committed and flushed, so
+  a record acknowledged to a client survives a SIGKILL right after. Each row keeps its question's embedding (float32 BLOB),
   so indexes rebuild without the embedder. Row numbers (``seq``, AUTOINCREMENT: never reused) are
   the FAISS ids.
 - **FAISS is a cache** (``index.py``): one index per tenant, persisted to ``<folder>/index/`` at
@@ -19,6 +20,11 @@ Design:
   the database id by id: vectors of rows it lacks are added, ids of deleted rows removed
   (tombstoned in HNSW). A missing, unreadable or foreign index file (another store's, another
   dimension) is rebuilt from the stored vectors. Either is logged.
+- **Replicas** (PostgreSQL): each store keeps its own FAISS indexes in its own folder. Every
+  write announces its tenant (``NOTIFY``); the other stores reconcile that tenant's index with
+  the database (``IndexUpkeep.refresh``), within milliseconds. When the feed starts, or comes
+  back after the database was away, every index is reconciled, so a missed notice costs time,
+  never a record.
 - **Tenants never meet**: every statement filters on the tenant, and each tenant has its own
   index, so another tenant's record behaves exactly like a missing one.
 - **Threads**: writes go through one connection under one lock (SQLite allows one writer);
@@ -47,8 +53,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
-import sqlite3
 import threading
 import time
 import uuid
@@ -61,6 +65,7 @@ import numpy as np
 from safework.engine.embedder import Encoder
 from safework.errors import ConfigError
 
+from .db import Database, folded, open_database
 from .index import IndexParams, TenantIndex
 from .records import (
     FIELDS,
@@ -89,40 +94,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1"
 MAX_LIST_LIMIT = 100
 MAX_K = 100
 MAX_CONTAINS_CHARS = 1000
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS tenants (
-    name TEXT PRIMARY KEY,
-    records INTEGER NOT NULL DEFAULT 0 CHECK (records >= 0),
-    generation INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS corrections (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    tenant TEXT NOT NULL REFERENCES tenants(name),
-    question TEXT NOT NULL,
-    reasoning TEXT NOT NULL,
-    corrected_reasoning TEXT NOT NULL,
-    answer TEXT,
-    feedback TEXT,
-    model TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    embedding BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS corrections_by_seq ON corrections(tenant, seq);
-CREATE INDEX IF NOT EXISTS corrections_by_time ON corrections(tenant, created_at, seq);
-"""
 SEARCHABLE = "question, reasoning, corrected_reasoning, answer, feedback"
-
-
-def _contains(needle: str, *fields: str | None) -> bool:
-    """SQL function ``sw_contains``: case-insensitive substring test (Unicode casefold)."""
-    return any(needle in f.casefold() for f in fields if f)
 
 
 def _is_int(value: object) -> bool:
@@ -154,8 +130,13 @@ class MemoryStore:
         persist_every: int = 1000,
         indexes: bool = True,
         background: bool = True,
+        database: str | None = None,
     ) -> None:
         """Open or create the store in ``folder``.
+
+        ``database``: a ``postgresql://`` URL, the shared truth of several replicas (each keeps
+        its indexes in its own ``folder`` and follows the others' changes); None: SQLite in
+        ``folder``.
 
         ``encoder`` embeds questions (None: a store that only reads, exports, or imports rows
         with embeddings). ``indexes=False`` opens the database only (the CLI does): no index is
@@ -165,25 +146,21 @@ class MemoryStore:
         """
         self.folder = Path(folder).expanduser()
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.db_path = self.folder / "memory.sqlite3"
         self.encoder = encoder
         params = IndexParams(hnsw_threshold, hnsw_m, ef_construction, ef_search, tombstone_ratio)
         if persist_every < 1:
             raise ValueError(f"persist_every must be >= 1 (got {persist_every})")
         self._write_lock = threading.Lock()
-        self._state_lock = threading.Lock()
-        self._idle: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
-        self._connections: list[sqlite3.Connection] = []
         self._closed = False
-        self._writer = self._connect()
+        self.instance = uuid.uuid4().hex
+        """This process's store: a change it announces is not applied to itself again."""
+        self.db: Database = open_database(self.folder, database)
         try:
-            mode = self._writer.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if mode != "wal":
-                raise ConfigError(f"{self.db_path}: SQLite refused WAL mode (got {mode!r})")
             self._init_meta()
             self.upkeep = IndexUpkeep(
-                self._writer,
                 self._reader,
+                self._snapshot,
+                self.db.highest_seq,
                 self._write_lock,
                 self.folder / "index",
                 params,
@@ -204,8 +181,10 @@ class MemoryStore:
             if indexes:
                 with self._write_lock:
                     self.upkeep.load()
+                if self.db.shared:
+                    self.db.listen(self._on_change)
         except BaseException:
-            self._close_connections()
+            self.db.close()
             raise
 
     @classmethod
@@ -245,66 +224,44 @@ class MemoryStore:
 
     # ---- connections
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.db_path, timeout=30.0, isolation_level=None, check_same_thread=False
-        )
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.create_function("sw_contains", 6, _contains, deterministic=True)
-        with self._state_lock:
-            self._connections.append(conn)
-        return conn
+    @property
+    def db_path(self) -> Path:
+        """The SQLite file (also the name of the store in messages)."""
+        return self.folder / "memory.sqlite3"
 
     @contextlib.contextmanager
-    def _reader(self) -> Iterator[sqlite3.Connection]:
-        """A pooled read connection (WAL: readers never wait for the writer)."""
+    def _reader(self) -> Iterator[Any]:
+        """A read connection (SQLite WAL: readers never wait for the writer)."""
         self._check_open()
-        try:
-            conn = self._idle.get_nowait()
-        except queue.Empty:
-            conn = self._connect()
-        try:
+        with self.db.reader() as conn:
             yield conn
-        finally:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            self._idle.put(conn)
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction on the writer connection; the caller holds ``_write_lock``."""
+    def _snapshot(self) -> Iterator[Any]:
+        """A read connection whose statements all see one snapshot."""
         self._check_open()
-        conn = self._writer
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self.db.snapshot() as conn:
             yield conn
-            conn.execute("COMMIT")  # durable here: WAL + synchronous=FULL fsyncs the log
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Any]:
+        """A write transaction; the caller holds ``_write_lock``."""
+        self._check_open()
+        with self.db.transaction() as conn:
+            yield conn
 
     def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("the memory store is closed")
 
     def _close_connections(self) -> None:
-        with self._state_lock:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
+        """Close the database without saving anything (as a killed process would)."""
+        self.db.close()
 
     def _init_meta(self) -> None:
-        conn = self._writer
-        conn.executescript(SCHEMA)
-        with self._write_lock, self._transaction():
+        self.db.migrate()
+        with self._write_lock, self._transaction() as conn:
             meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-            if meta.get("schema_version", SCHEMA_VERSION) != SCHEMA_VERSION:
-                raise ConfigError(
-                    f"{self.db_path} has schema {meta['schema_version']}; this SafeWork reads "
-                    f"{SCHEMA_VERSION}. Export it with the SafeWork that wrote it."
-                )
             records = conn.execute("SELECT coalesce(sum(records), 0) FROM tenants").fetchone()[0]
             name = encoder_name(self.encoder) if self.encoder is not None else None
             dim = getattr(self.encoder, "dim", None) if self.encoder is not None else None
@@ -312,18 +269,15 @@ class MemoryStore:
                 dim = int(np.asarray(self.encoder.encode(["dimension probe"])).shape[1])
             if records and name and meta.get("encoder", name) != name:
                 raise ConfigError(
-                    f"{self.db_path} holds vectors of {meta['encoder']!r}, not {name!r}: open it "
+                    f"{self.db} holds vectors of {meta['encoder']!r}, not {name!r}: open it "
                     "with that encoder, or export and re-import into a new --memory-dir"
                 )
             if records and dim and int(meta.get("dim", dim)) != dim:
-                raise ConfigError(
-                    f"{self.db_path} holds {meta['dim']}-d vectors, encoder has {dim}"
-                )
-            updates = {"schema_version": SCHEMA_VERSION, "store_id": uuid.uuid4().hex}
-            updates = {k: v for k, v in updates.items() if k not in meta}
+                raise ConfigError(f"{self.db} holds {meta['dim']}-d vectors, encoder has {dim}")
+            updates = {"store_id": uuid.uuid4().hex} if "store_id" not in meta else {}
             if not records:
                 updates |= {k: str(v) for k, v in (("encoder", name), ("dim", dim)) if v}
-            conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", updates.items())
+            self.db.set_meta(conn, updates)
             meta |= updates
         self.store_id: str = meta["store_id"]
         self.encoder_name: str | None = meta.get("encoder")
@@ -383,8 +337,9 @@ class MemoryStore:
                 ).fetchone()
                 if row is None:
                     return False
-                conn.execute("DELETE FROM corrections WHERE seq = ?", row)
+                conn.execute("DELETE FROM corrections WHERE seq = ?", (row[0],))
                 generation = self._bump(conn, tenant, -1)
+                self.db.changed(conn, tenant, self.instance)
             self.upkeep.removed(tenant, [row[0]], generation)
         return True
 
@@ -418,7 +373,9 @@ class MemoryStore:
             if contains:
                 if not isinstance(contains, str) or len(contains) > MAX_CONTAINS_CHARS:
                     raise ValueError(f"contains must be a string of at most {MAX_CONTAINS_CHARS}")
-                where.append(f"sw_contains(?, {SEARCHABLE})")
+                if "\x00" in contains:
+                    raise ValueError("contains must not hold NUL characters")
+                where.append(self.db.contains(SEARCHABLE))
                 args.append(contains.casefold())
             rows = conn.execute(
                 f"SELECT {FIELDS} FROM corrections WHERE {' AND '.join(where)} "
@@ -471,7 +428,7 @@ class MemoryStore:
     def usage(self) -> dict[str, tuple[int, int]]:
         """Records and UTF-8 bytes of text (``TEXT_LIMITS``' fields) per tenant with records:
         one pass over the table, for a server's quotas at startup."""
-        size = " + ".join(f"coalesce(length(CAST({f} AS BLOB)), 0)" for f in TEXT_LIMITS)
+        size = " + ".join(self.db.text_bytes(f) for f in TEXT_LIMITS)
         query = f"SELECT tenant, count(*), sum({size}) FROM corrections GROUP BY tenant"
         with self._reader() as conn:
             return {t: (int(n), int(b)) for t, n, b in conn.execute(query).fetchall()}
@@ -509,6 +466,8 @@ class MemoryStore:
                     seq = self._insert(conn, record, vector)
                     added.setdefault(record.tenant, []).append((seq, vector))
                 generations = {t: self._bump(conn, t, len(v)) for t, v in added.items()}
+                for tenant in added:
+                    self.db.changed(conn, tenant, self.instance)
             for tenant, rows in added.items():
                 ids = np.array([seq for seq, _ in rows], dtype=np.int64)
                 vectors = np.stack([v for _, v in rows])  # (N, dim)
@@ -518,11 +477,11 @@ class MemoryStore:
     # (the caller holds the write lock and a transaction)
 
     @staticmethod
-    def _ensure_tenant(conn: sqlite3.Connection, tenant: str) -> None:
+    def _ensure_tenant(conn: Any, tenant: str) -> None:
         conn.execute("INSERT INTO tenants(name) VALUES (?) ON CONFLICT(name) DO NOTHING", (tenant,))
 
     @staticmethod
-    def _bump(conn: sqlite3.Connection, tenant: str, delta: int) -> int:
+    def _bump(conn: Any, tenant: str, delta: int) -> int:
         """Add ``delta`` to the tenant's record count, advance its generation, return it."""
         return int(
             conn.execute(
@@ -532,23 +491,31 @@ class MemoryStore:
             ).fetchone()[0]
         )
 
-    def _insert(self, conn: sqlite3.Connection, r: CorrectionRecord, vector: np.ndarray) -> int:
-        cur = conn.execute(
-            f"INSERT INTO corrections ({FIELDS}, embedding) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (
-                r.id,
-                r.tenant,
-                r.question,
-                r.reasoning,
-                r.corrected_reasoning,
-                r.answer,
-                r.feedback,
-                r.model,
-                r.created_at,
-                np.ascontiguousarray(vector, dtype="<f4").tobytes(),
-            ),
-        )
-        return int(cur.lastrowid or 0)
+    def _insert(self, conn: Any, r: CorrectionRecord, vector: np.ndarray) -> int:
+        columns = [*FIELDS.split(", "), "embedding"]
+        values: list[Any] = [
+            r.id,
+            r.tenant,
+            r.question,
+            r.reasoning,
+            r.corrected_reasoning,
+            r.answer,
+            r.feedback,
+            r.model,
+            r.created_at,
+            np.ascontiguousarray(vector, dtype="<f4").tobytes(),
+        ]
+        if self.db.stores_folded:
+            columns.append("folded")
+            values.append(
+                folded(r.question, r.reasoning, r.corrected_reasoning, r.answer, r.feedback)
+            )
+        row = conn.execute(
+            f"INSERT INTO corrections ({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' * len(values))}) RETURNING seq",
+            values,
+        ).fetchone()
+        return int(row[0])
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         """(N, dim) unit rows for ``texts``."""
@@ -558,6 +525,19 @@ class MemoryStore:
         if vectors.ndim != 2 or vectors.shape[0] != len(texts) or vectors.shape[1] != self.dim:
             raise RuntimeError(f"the encoder returned {vectors.shape}, expected (N, {self.dim})")
         return unit_rows(vectors)
+
+    def _on_change(self, tenant: str | None, origin: str | None) -> None:
+        """A change announced on a shared database (the listener's thread): bring the tenant's
+        index up to date, or every index after the feed was lost (``tenant`` None)."""
+        if origin == self.instance:
+            return  # this store's own write: its index already has it
+        with self._write_lock:
+            if self._closed:
+                return
+            if tenant is None:
+                self.upkeep.refresh_all()
+            else:
+                self.upkeep.refresh(tenant)
 
     # ---- transfer and upkeep (``transfer.py``, ``upkeep.py``)
 
@@ -583,6 +563,7 @@ class MemoryStore:
         """Wait for background rebuilds, save every changed index, close the database."""
         if not self.upkeep.stop():
             return
+        self.db.stop_listening()  # before the lock: a change being applied needs it
         with self._write_lock:
             try:
                 self.upkeep.save_all()

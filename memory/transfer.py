@@ -12,7 +12,6 @@ the vectors instead of running the embedder again.
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -48,8 +47,8 @@ class _Incoming:
     keep_id: bool
 
 
-Reader = Callable[[], contextlib.AbstractContextManager[sqlite3.Connection]]
-Resolve = Callable[[sqlite3.Connection, CorrectionRecord], "CorrectionRecord | None"]
+Reader = Callable[[], contextlib.AbstractContextManager[Any]]
+Resolve = Callable[[Any, CorrectionRecord], "CorrectionRecord | None"]
 """Inside the write transaction, before a record is inserted: the record to insert, or None
 to skip it."""
 
@@ -179,7 +178,7 @@ class RecordTransfer:
     def _write_batch(self, incoming: Sequence[_Incoming]) -> int:
         kept = {item.record.id for item in incoming if item.keep_id}
 
-        def resolve(conn: sqlite3.Connection, record: CorrectionRecord) -> CorrectionRecord | None:
+        def resolve(conn: Any, record: CorrectionRecord) -> CorrectionRecord | None:
             if record.id not in kept:
                 return record
             held = conn.execute(

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -49,7 +48,7 @@ SQL_VARS = 500
 INDEX_CHUNK = 128
 """Vectors added to an index per hold of its lock, so searches wait at most a few ms."""
 
-Reader = Callable[[], contextlib.AbstractContextManager[sqlite3.Connection]]
+Reader = Callable[[], contextlib.AbstractContextManager[Any]]
 
 
 class IndexUpkeep:
@@ -57,8 +56,9 @@ class IndexUpkeep:
 
     def __init__(
         self,
-        writer: sqlite3.Connection,
         reader: Reader,
+        snapshot: Reader,
+        highest_seq: Callable[[Any], int],
         write_lock: threading.Lock,
         index_dir: Path,
         params: IndexParams,
@@ -69,12 +69,15 @@ class IndexUpkeep:
         enabled: bool = True,
         background: bool = True,
     ) -> None:
-        """``writer`` and ``write_lock``: the store's write connection and the lock over it;
-        ``reader()``: a pooled read connection. ``enabled=False``: no index is loaded, built or
+        """``reader()``: a read connection; ``snapshot()``: one whose statements see one
+        snapshot; ``highest_seq(conn)``: the highest row number the database ever issued;
+        ``write_lock``: the store's lock over its writes (held while an index follows them).
+        ``enabled=False``: no index is loaded, built or
         written (the store searches nothing). ``background=False`` rebuilds inside the call
         that triggers it (tests)."""
-        self._writer = writer
         self._reader = reader
+        self._snapshot = snapshot
+        self._highest_seq = highest_seq
         self._write_lock = write_lock
         self.index_dir = index_dir
         self.params = params
@@ -93,7 +96,8 @@ class IndexUpkeep:
 
     def load(self) -> None:
         """Bring every tenant's index up to date with the database (write lock)."""
-        tenants = self._writer.execute("SELECT name, records, generation FROM tenants").fetchall()
+        with self._reader() as conn:
+            tenants = conn.execute("SELECT name, records, generation FROM tenants").fetchall()
         live = {name for name, records, _ in tenants if records > 0}
         for tenant in read_manifests(self.index_dir):
             if tenant not in live:
@@ -109,7 +113,8 @@ class IndexUpkeep:
         index = None
         if loaded is not None:
             index, manifest = loaded
-            changes = self._reconcile(self._writer, tenant, index)
+            with self._reader() as conn:
+                changes = self._reconcile(conn, tenant, index)
             if changes is None:
                 log.warning(
                     "memory index of tenant %r holds ids this database never issued; rebuilding",
@@ -127,7 +132,7 @@ class IndexUpkeep:
                 )
                 index.note_changes(sum(changes), generation)
         if index is None:
-            ids, vectors = self._db_vectors(self._writer, tenant)
+            ids, vectors = self._all_vectors(tenant)
             index = TenantIndex.build(ids, vectors, self.params)
             index.note_changes(index.ntotal, generation)
             log.info(
@@ -145,31 +150,29 @@ class IndexUpkeep:
 
     # ---- database reads
 
-    def _db_ids(self, conn: sqlite3.Connection, tenant: str) -> np.ndarray:
+    def _db_ids(self, conn: Any, tenant: str) -> np.ndarray:
         """Row numbers of the tenant's records, ascending (int64)."""
         rows = conn.execute("SELECT seq FROM corrections WHERE tenant = ? ORDER BY seq", (tenant,))
         return np.fromiter((row[0] for row in rows), dtype=np.int64)
 
-    def _db_vectors(
-        self, conn: sqlite3.Connection, tenant: str, ids: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """(ids (N,), vectors (N, dim)) of the tenant's rows: all of them (one consistent
-        snapshot), or those of ``ids``."""
-        if ids is not None:
-            found_ids, found = [], []
-            for start in range(0, len(ids), SQL_VARS):
-                chunk = [int(i) for i in ids[start : start + SQL_VARS]]
-                rows = conn.execute(
-                    "SELECT seq, embedding FROM corrections WHERE tenant = ? "
-                    f"AND seq IN ({','.join('?' * len(chunk))})",
-                    (tenant, *chunk),
-                ).fetchall()
-                found_ids += [row[0] for row in rows]
-                found += [np.frombuffer(row[1], dtype="<f4") for row in rows]
-            vectors = np.stack(found) if found else np.zeros((0, self.dim or 0), np.float32)
-            return np.array(found_ids, dtype=np.int64), vectors
-        conn.execute("BEGIN")  # the count and the rows from the same snapshot
-        try:
+    def _db_vectors(self, conn: Any, tenant: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ids (N,), vectors (N, dim)) of the tenant's rows among ``ids``."""
+        found_ids, found = [], []
+        for start in range(0, len(ids), SQL_VARS):
+            chunk = [int(i) for i in ids[start : start + SQL_VARS]]
+            rows = conn.execute(
+                "SELECT seq, embedding FROM corrections WHERE tenant = ? "
+                f"AND seq IN ({','.join('?' * len(chunk))})",
+                (tenant, *chunk),
+            ).fetchall()
+            found_ids += [row[0] for row in rows]
+            found += [np.frombuffer(row[1], dtype="<f4") for row in rows]
+        vectors = np.stack(found) if found else np.zeros((0, self.dim or 0), np.float32)
+        return np.array(found_ids, dtype=np.int64), vectors
+
+    def _all_vectors(self, tenant: str) -> tuple[np.ndarray, np.ndarray]:
+        """(ids (N,), vectors (N, dim)) of all the tenant's rows, from one snapshot."""
+        with self._snapshot() as conn:  # the count and the rows from the same snapshot
             n = conn.execute(
                 "SELECT count(*) FROM corrections WHERE tenant = ?", (tenant,)
             ).fetchone()[0]
@@ -181,8 +184,6 @@ class IndexUpkeep:
             for i, (seq, blob) in enumerate(rows):
                 out_ids[i] = seq
                 vectors[i] = np.frombuffer(blob, dtype="<f4")
-        finally:
-            conn.execute("COMMIT")
         return out_ids, vectors
 
     # ---- changes (the caller holds the write lock)
@@ -247,18 +248,52 @@ class IndexUpkeep:
             if index.unsaved or not index_paths(self.index_dir, tenant)[0].is_file():
                 self._persist(tenant, index)
 
+    # ---- changes made by other processes (a shared database; the caller holds the write lock)
+
+    def refresh(self, tenant: str) -> None:
+        """Bring the tenant's index up to date with the database after another process changed
+        its records (the index is opened or built if this process had none)."""
+        if not self.enabled:
+            return
+        with self._reader() as conn:
+            row = conn.execute(
+                "SELECT records, generation FROM tenants WHERE name = ?", (tenant,)
+            ).fetchone()
+        records, generation = (int(row[0]), int(row[1])) if row else (0, 0)
+        index = self.indexes.get(tenant)
+        if index is None:
+            if records:
+                self.indexes[tenant] = self._open_index(tenant, generation)
+            return
+        with self._reader() as conn:
+            changes = self._reconcile(conn, tenant, index)
+        if changes is None:  # cannot happen on one database: rebuild rather than serve it
+            log.warning("memory index of tenant %r disagrees with the database; rebuilding", tenant)
+            self._rebuild_now(tenant).note_changes(0, generation)
+            return
+        index.note_changes(sum(changes), generation)
+        self._after_change(tenant, index)
+
+    def refresh_all(self) -> None:
+        """``refresh`` every tenant: after the change feed (re)started, when changes may have
+        been missed whatever the generations say (one id scan per tenant)."""
+        if not self.enabled:
+            return
+        with self._reader() as conn:
+            tenants = conn.execute("SELECT name, records FROM tenants").fetchall()
+        for name, records in tenants:
+            if records or name in self.indexes:
+                self.refresh(name)
+
     # ---- reconcile and rebuild
 
-    def _reconcile(
-        self, conn: sqlite3.Connection, tenant: str, index: TenantIndex
-    ) -> tuple[int, int] | None:
+    def _reconcile(self, conn: Any, tenant: str, index: TenantIndex) -> tuple[int, int] | None:
         """Make ``index`` hold exactly the tenant's rows: returns (added, removed), or None when
         it holds ids the database never issued (left unchanged then)."""
         in_db = self._db_ids(conn, tenant)
         have = index.ids()
         dead = np.fromiter(index.tombstones, dtype=np.int64, count=len(index.tombstones))
-        issued = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'corrections'")
-        highest = (issued.fetchone() or (0,))[0]
+        highest = self._highest_seq(conn)
         if (len(have) and int(have.max()) > highest) or np.intersect1d(in_db, dead).size:
             return None
         missing = np.setdiff1d(in_db, have, assume_unique=True)
@@ -291,7 +326,7 @@ class IndexUpkeep:
         """Replace the tenant's index by one built from the database (write lock)."""
         started = time.monotonic()
         old = self.indexes.get(tenant)
-        ids, vectors = self._db_vectors(self._writer, tenant)
+        ids, vectors = self._all_vectors(tenant)
         index = TenantIndex.build(ids, vectors, self.params)
         index.note_changes(index.ntotal, old.generation if old else 0)
         self.indexes[tenant] = index
@@ -301,15 +336,16 @@ class IndexUpkeep:
     def _rebuild_in_background(self, tenant: str) -> None:
         started = time.monotonic()
         try:
-            with self._reader() as conn:
-                ids, vectors = self._db_vectors(conn, tenant)
+            ids, vectors = self._all_vectors(tenant)
             if self._closing:
                 return
             index = TenantIndex.build(ids, vectors, self.params)  # no lock: the old one serves
             del ids, vectors
             with self._write_lock:  # close() waits for this thread before it takes the lock
                 old = self.indexes.get(tenant)
-                if self._reconcile(self._writer, tenant, index) is None:  # cannot happen
+                with self._reader() as conn:
+                    reconciled = self._reconcile(conn, tenant, index)
+                if reconciled is None:  # cannot happen
                     raise RuntimeError("the rebuilt index holds ids the database never issued")
                 index.note_changes(index.ntotal, old.generation if old else 0)
                 self.indexes[tenant] = index

@@ -13,6 +13,7 @@ from fastapi.testclient import TestClient
 from safework.server import ServerConfig, create_app
 
 from .fakes import FakeEngine
+from .postgres import PostgresServer
 from .web_server import LiveServer, WebEngine, fakes_installed, live_server, site_config
 
 ClientFactory = Callable[..., Any]
@@ -39,6 +40,15 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     memory = tmp_path_factory.mktemp("memory")
     with fakes_installed(), live_server(WebEngine(step_delay=0.05), **site_config(memory)) as s:
         yield s
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session (``tests/postgres.py``); tests take a fresh
+    database of it with ``postgres.new_database()``."""
+    server = PostgresServer()
+    yield server
+    server.close()
 
 
 @pytest.fixture

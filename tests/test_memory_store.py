@@ -62,9 +62,11 @@ def add(store: MemoryStore, tenant: str, question: str, **fields: str | None) ->
     return store.add(tenant, question=question, **values)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[MemoryStore]:
-    with MemoryStore(tmp_path / "mem", HashEncoder(), background=False) as s:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MemoryStore]:
+    """A store on each database: SQLite in its folder, or a fresh PostgreSQL database."""
+    url = request.getfixturevalue("postgres").new_database() if request.param != "sqlite" else None
+    with MemoryStore(tmp_path / "mem", HashEncoder(), background=False, database=url) as s:
         yield s
 
 
