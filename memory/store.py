@@ -9,9 +9,9 @@ Design:
 - **The database is the truth**: SQLite (``<folder>/memory.sqlite3``, WAL, ``synchronous=FULL``,
   foreign keys) by default, or PostgreSQL (``database="postgresql://..."``) shared by several
   replicas (``db.py``). ``add`` returns only after its transaction is committed and flushed, so
-  a record acknowledged to a client survives a SIGKILL right after. Each row keeps its question's embedding (float32 BLOB),
-  so indexes rebuild without the embedder. Row numbers (``seq``, AUTOINCREMENT: never reused) are
-  the FAISS ids.
+  a record acknowledged to a client survives a SIGKILL right after. Each row keeps its
+  question's embedding (float32 bytes), so indexes rebuild without the embedder. Row numbers
+  (``seq``: AUTOINCREMENT or an identity column, never reused) are the FAISS ids.
 - **FAISS is a cache** (``index.py``): one index per tenant, persisted to ``<folder>/index/`` at
   ``close()`` and after every ``persist_every`` changes (at least a tenth of the index, so large
   indexes are not rewritten constantly). A save that fails after a commit (disk full) is logged
