@@ -5,12 +5,16 @@ safework memory export -o backup.jsonl         # every tenant (each row names it
 safework memory export --tenant acme > acme.jsonl
 safework memory import backup.jsonl            # ids kept when free; rows already there skipped
 safework memory import acme.jsonl --tenant acme-staging
+safework memory export -o all.jsonl && safework memory import all.jsonl --memory-store postgresql://...
 
 The store lives in ``--memory-dir`` (default: the cache's ``memory/`` folder, the same as
-``safework serve``'s). These commands touch only the database: exported rows carry their question
-embeddings, so importing them into a store of the same embedder runs no model (rows without one
-are embedded with all-MiniLM-L6-v2). A running server sees imported records after its next
-restart, when it adds their vectors to its indexes.
+``safework serve``'s), or in PostgreSQL with ``--memory-store URL`` (as ``safework serve
+--memory-store``): export from one and import into the other to move tenants between them.
+These commands touch only the database: exported rows carry their question embeddings, so
+importing them into a store of the same embedder runs no model (rows without one are embedded
+with all-MiniLM-L6-v2). Servers on a PostgreSQL store see imported records at once (the
+database announces them); a server on SQLite sees them after its next restart, when it adds
+their vectors to its indexes.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import numpy as np
 
 from safework.errors import SafeWorkError
 
+from .db import redact_url
 from .records import DEFAULT_ENCODER_NAME
 from .store import MemoryStore
 
@@ -88,19 +93,34 @@ def _common(p: argparse.ArgumentParser) -> None:
         default=None,
         help="the store's folder (default: $SAFEWORK_CACHE/memory or ~/.cache/safework/memory)",
     )
+    p.add_argument(
+        "--memory-store",
+        metavar="URL",
+        default=None,
+        help="a postgresql:// URL: the shared store of `safework serve --memory-store`",
+    )
 
 
 def _folder(args: argparse.Namespace, must_exist: bool) -> Path:
     folder = (args.memory_dir or default_memory_dir()).expanduser()
-    if must_exist and not (folder / "memory.sqlite3").is_file():
+    if must_exist and args.memory_store is None and not (folder / "memory.sqlite3").is_file():
         raise SystemExit(f"safework memory: no memory store in {folder}")
     return folder
+
+
+def _where(args: argparse.Namespace, folder: Path) -> str:
+    """The store in messages: its folder, or its URL without the password."""
+    return redact_url(args.memory_store) if args.memory_store else str(folder)
+
+
+def _open(args: argparse.Namespace, folder: Path, encoder: Any) -> MemoryStore:
+    return MemoryStore(folder, encoder, indexes=False, database=args.memory_store)
 
 
 def export(args: argparse.Namespace) -> int:
     folder = _folder(args, must_exist=True)
     try:
-        with MemoryStore(folder, None, indexes=False) as store:
+        with _open(args, folder, None) as store:
             if args.output is None:
                 count = _write_rows(store.export(args.tenant), sys.stdout)
             else:
@@ -108,7 +128,7 @@ def export(args: argparse.Namespace) -> int:
     except (SafeWorkError, ValueError) as e:
         raise SystemExit(f"safework memory export: {e}") from None
     where = args.output or "standard output"
-    print(f"exported {count} records from {folder} to {where}", file=sys.stderr)
+    print(f"exported {count} records from {_where(args, folder)} to {where}", file=sys.stderr)
     return 0
 
 
@@ -147,7 +167,7 @@ def _read_rows(stream: IO[str], name: str) -> Iterator[dict[str, Any]]:
 def import_(args: argparse.Namespace) -> int:
     folder = _folder(args, must_exist=False)
     try:
-        with MemoryStore(folder, LazyEmbedder(), indexes=False) as store:
+        with _open(args, folder, LazyEmbedder()) as store:
             before = sum(store.counts().values())
             if args.file == "-":
                 count = store.import_records(_read_rows(sys.stdin, "stdin"), args.tenant)
@@ -157,21 +177,22 @@ def import_(args: argparse.Namespace) -> int:
             after = sum(store.counts().values())
     except (SafeWorkError, ValueError, OSError) as e:
         raise SystemExit(f"safework memory import: {e}") from None
-    print(f"imported {count} records into {folder} ({before} -> {after} records)")
+    print(f"imported {count} records into {_where(args, folder)} ({before} -> {after} records)")
     return 0
 
 
 def stats(args: argparse.Namespace) -> int:
     folder = _folder(args, must_exist=True)
     try:
-        with MemoryStore(folder, None, indexes=False) as store:
+        with _open(args, folder, None) as store:
             report = store.stats()
     except SafeWorkError as e:
         raise SystemExit(f"safework memory stats: {e}") from None
     if args.json:
-        print(json.dumps({"folder": str(folder), "tenants": report}, indent=2))
+        out = {"folder": str(folder), "store": _where(args, folder), "tenants": report}
+        print(json.dumps(out, indent=2))
         return 0
-    print(f"memory store: {folder}")
+    print(f"memory store: {_where(args, folder)}")
     print(f"{'tenant':<32} {'records':>9}  {'index':<6} {'vectors':>9} {'deleted':>8}  state")
     for tenant, info in report.items():
         index = info["index"]

@@ -44,6 +44,7 @@ __all__ = [
     "SQLiteDatabase",
     "folded",
     "open_database",
+    "redact_url",
 ]
 
 log = logging.getLogger("safework.memory.store")
@@ -339,7 +340,7 @@ class PostgresDatabase(Database):
             import psycopg
             from psycopg_pool import ConnectionPool
         except ImportError as e:  # pragma: no cover - a dependency of the package
-            raise ConfigError(f"--memory-store {_redact(url)} needs psycopg: {e}") from None
+            raise ConfigError(f"--memory-store {redact_url(url)} needs psycopg: {e}") from None
         self.url = url
         self.errors = (psycopg.Error, TimeoutError)
         self._psycopg = psycopg
@@ -360,10 +361,10 @@ class PostgresDatabase(Database):
             self.pool.open(wait=True, timeout=timeout)
         except Exception as e:
             self.pool.close()
-            raise ConfigError(f"cannot reach the memory store {_redact(url)}: {e}") from None
+            raise ConfigError(f"cannot reach the memory store {redact_url(url)}: {e}") from None
 
     def __str__(self) -> str:
-        return _redact(self.url)
+        return redact_url(self.url)
 
     @contextlib.contextmanager
     def reader(self) -> Iterator[_PgConnection]:
@@ -463,7 +464,7 @@ def _payload(text: str) -> tuple[str | None, str | None]:
         return None, None
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     """The URL without its password."""
     return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
 
@@ -474,4 +475,6 @@ def open_database(folder: Path, url: str | None = None) -> Database:
         return SQLiteDatabase(folder / "memory.sqlite3")
     if url.startswith(("postgresql://", "postgres://")):
         return PostgresDatabase(url)
-    raise ConfigError(f"memory store {_redact(url)!r}: use a postgresql:// URL (or none: SQLite)")
+    raise ConfigError(
+        f"memory store {redact_url(url)!r}: use a postgresql:// URL (or none: SQLite)"
+    )

@@ -56,7 +56,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +154,9 @@ class MemoryStore:
         self._closed = False
         self.instance = uuid.uuid4().hex
         """This process's store: a change it announces is not applied to itself again."""
+        self.on_remote_change: Callable[[str], None] | None = None
+        """Called (in the listener's thread, after the index caught up) with each tenant
+        another process changed (a shared database only)."""
         self.db: Database = open_database(self.folder, database)
         try:
             self._init_meta()
@@ -425,13 +428,15 @@ class MemoryStore:
         with self._reader() as conn:
             return dict(conn.execute("SELECT name, records FROM tenants ORDER BY name").fetchall())
 
-    def usage(self) -> dict[str, tuple[int, int]]:
-        """Records and UTF-8 bytes of text (``TEXT_LIMITS``' fields) per tenant with records:
-        one pass over the table, for a server's quotas at startup."""
+    def usage(self, tenant: str | None = None) -> dict[str, tuple[int, int]]:
+        """Records and UTF-8 bytes of text (``TEXT_LIMITS``' fields) per tenant with records
+        (of ``tenant`` only, if given): one pass over the rows, for a server's quotas."""
         size = " + ".join(self.db.text_bytes(f) for f in TEXT_LIMITS)
-        query = f"SELECT tenant, count(*), sum({size}) FROM corrections GROUP BY tenant"
+        where, args = ("WHERE tenant = ?", (check_tenant(tenant),)) if tenant else ("", ())
+        query = f"SELECT tenant, count(*), sum({size}) FROM corrections {where} GROUP BY tenant"
         with self._reader() as conn:
-            return {t: (int(n), int(b)) for t, n, b in conn.execute(query).fetchall()}
+            rows = conn.execute(query, args).fetchall()
+        return {t: (int(n), int(b)) for t, n, b in rows}
 
     def _records_by_seq(self, tenant: str, seqs: list[int]) -> dict[int, CorrectionRecord]:
         if not seqs:
@@ -535,9 +540,13 @@ class MemoryStore:
             if self._closed:
                 return
             if tenant is None:
-                self.upkeep.refresh_all()
+                changed = self.upkeep.refresh_all()
             else:
                 self.upkeep.refresh(tenant)
+                changed = [tenant]
+        if self.on_remote_change is not None:
+            for name in changed:
+                self.on_remote_change(name)
 
     # ---- transfer and upkeep (``transfer.py``, ``upkeep.py``)
 

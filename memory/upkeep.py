@@ -274,16 +274,17 @@ class IndexUpkeep:
         index.note_changes(sum(changes), generation)
         self._after_change(tenant, index)
 
-    def refresh_all(self) -> None:
+    def refresh_all(self) -> list[str]:
         """``refresh`` every tenant: after the change feed (re)started, when changes may have
-        been missed whatever the generations say (one id scan per tenant)."""
+        been missed whatever the generations say (one id scan per tenant). Returns them."""
         if not self.enabled:
-            return
+            return []
         with self._reader() as conn:
             tenants = conn.execute("SELECT name, records FROM tenants").fetchall()
-        for name, records in tenants:
-            if records or name in self.indexes:
-                self.refresh(name)
+        names = [name for name, records in tenants if records or name in self.indexes]
+        for name in names:
+            self.refresh(name)
+        return names
 
     # ---- reconcile and rebuild
 

@@ -189,7 +189,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--memory-dir",
         type=Path,
         default=None,
-        help="where corrections are stored (SQLite + FAISS; default <cache>/memory)",
+        help="where corrections are stored (SQLite + FAISS; default <cache>/memory); with "
+        "--memory-store, where this replica keeps its FAISS indexes",
+    )
+    p.add_argument(
+        "--memory-store",
+        metavar="URL",
+        default=None,
+        help="a postgresql:// URL: the corrections live in PostgreSQL, shared by every replica "
+        "given the same URL (each keeps its own indexes, kept current by the database's change "
+        "feed); default: SQLite in --memory-dir",
     )
     p.add_argument(
         "--no-memory",
@@ -341,15 +350,17 @@ def value_models_from_args(args: argparse.Namespace) -> ValueModelsConfig:
 
 def memory_from_args(args: argparse.Namespace, authenticated: bool) -> MemorySettings | None:
     """The correction memory: off by ``--no-memory``, and off without API keys unless asked
-    for (``--shared-memory`` or ``--memory-dir``), since every client is then one tenant."""
+    for (``--shared-memory``, ``--memory-dir`` or ``--memory-store``), since every client is
+    then one tenant."""
     if args.no_memory:
         if args.shared_memory:
             raise ConfigError("--no-memory and --shared-memory: give one")
         return None
-    if not authenticated and not (args.shared_memory or args.memory_dir):
+    if not authenticated and not (args.shared_memory or args.memory_dir or args.memory_store):
         return None
     return MemorySettings(
         folder=args.memory_dir,
+        store=args.memory_store,
         top_k=args.memory_top_k,
         min_similarity=args.memory_min_similarity,
         max_records=args.memory_max_records,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -112,3 +113,21 @@ def test_missing_store_is_an_error(tmp_path: Path) -> None:
         with pytest.raises(SystemExit, match="no memory store"):
             main(["memory", command, "--memory-dir", str(tmp_path / "none")])
     assert not (tmp_path / "none").exists()
+
+
+def test_tenants_move_between_sqlite_and_postgresql(
+    source: Path, tmp_path: Path, postgres: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = postgres.new_database()
+    dump, back = tmp_path / "from-sqlite.jsonl", tmp_path / "from-postgresql.jsonl"
+    main(["memory", "export", "--memory-dir", str(source), "-o", str(dump)])
+    assert main(["memory", "import", str(dump), "--memory-store", url]) == 0
+    assert "imported 5 records" in capsys.readouterr().out
+    assert main(["memory", "stats", "--memory-store", url, "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert {t: v["records"] for t, v in stats["tenants"].items()} == {"acme": 4, "globex": 1}
+    assert stats["store"] == url  # no password in it to hide
+    assert main(["memory", "export", "--memory-store", url, "-o", str(back)]) == 0
+    assert dump.read_text() == back.read_text()  # the same rows, vectors included
+    with MemoryStore(tmp_path / "replica", HashEncoder(), database=url) as replica:
+        assert replica.search("acme", "acme question q2", k=1)[0].record.question.endswith("q2")

@@ -59,6 +59,9 @@ def test_without_keys_the_shared_memory_is_off_unless_asked_for(
     assert parse("--host", "0.0.0.0", "--allow-unauthenticated").memory is None
     assert parse("--shared-memory").memory is not None
     assert parse("--memory-dir", "/tmp/sw-memory").memory is not None
+    shared = parse("--api-key", KEY, "--memory-store", "postgresql://db.internal/safework")
+    assert shared.memory is not None
+    assert shared.memory.store == "postgresql://db.internal/safework"
     assert parse("--api-key", KEY).memory is not None
     monkeypatch.setenv("SAFEWORK_API_KEYS", f"{KEY}:alice")
     assert parse().memory is not None

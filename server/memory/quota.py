@@ -15,8 +15,10 @@ concurrent requests cannot overshoot the record limit. What the model writes is 
 beforehand: the bytes limit can be passed by at most that part of the last record (bounded
 by ``TEXT_LIMITS``), never refused after generating.
 
-Simplification: records imported with ``safework memory import`` while the server runs are
-counted at its next start.
+With SQLite, records imported with ``safework memory import`` while the server runs are
+counted at its next start. With a shared PostgreSQL store each change another process makes
+(a replica, an import) refreshes the tenant's usage from the database as it is announced;
+requests racing on several replicas can each pass a limit by one record.
 """
 
 from __future__ import annotations
@@ -101,6 +103,13 @@ class MemoryQuota:
         pending = self.pending[tenant]
         pending.records, pending.bytes = pending.records + 1, pending.bytes + size
         return Reservation(self, tenant, size)
+
+    def set_used(self, tenant: str, records: int, size: int) -> None:
+        """The tenant's stored usage as the database now has it (another process wrote)."""
+        if records or size:
+            self.used[tenant] = Usage(records, size)
+        else:
+            self.used.pop(tenant, None)
 
     def added(self, tenant: str, size: int) -> None:
         used = self.used[tenant]

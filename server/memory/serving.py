@@ -18,12 +18,13 @@ room is reserved before generating, so a full memory refuses before any work.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import sqlite3
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from safework.errors import ConfigError, NotFoundError, RequestError, UnavailableError
 from safework.memory.store import CorrectionRecord, MemoryHit, MemoryStore
@@ -34,6 +35,7 @@ from ..serving_common import default_encoder
 from .quota import MemoryQuota, MiB, Reservation, record_bytes
 
 logger = logging.getLogger("safework.server")
+T = TypeVar("T")
 GUIDANCE_HEADER = (
     "The user corrected your reasoning on similar questions before. Do not repeat those "
     "mistakes; follow the corrections:"
@@ -47,6 +49,9 @@ class MemorySettings:
 
     folder: Path | None = None
     """``--memory-dir``; default ``<cache>/memory``."""
+    store: str | None = None
+    """``--memory-store``: a ``postgresql://`` URL shared by replicas; None: SQLite in
+    ``folder``."""
     enabled: bool = True
     """Recall corrections at inference unless a request turns it off."""
     top_k: int = 3
@@ -108,11 +113,15 @@ class MemoryService:
 
             folder = settings.folder or cache_dir() / "memory"
             encoder = default_encoder()
-            return MemoryStore(folder, encoder, hnsw_threshold=settings.hnsw_threshold)
+            return MemoryStore(
+                folder, encoder, hnsw_threshold=settings.hnsw_threshold, database=settings.store
+            )
 
         store = await asyncio.to_thread(open_store)
-        logger.info("correction memory: %s", store.folder)
-        return cls(store, settings, metrics)
+        logger.info("correction memory: %s (indexes in %s)", store.db, store.folder)
+        service = cls(store, settings, metrics)
+        store.on_remote_change = service._remote_change
+        return service
 
     # ------------------------------------------------------------------ inference
 
@@ -154,17 +163,10 @@ class MemoryService:
         """Store a correction; durable (committed) when this returns. It takes the place of
         ``reservation`` in the tenant's quota (without one it is simply counted)."""
         try:
-            record = await asyncio.to_thread(self.store.add, tenant, **fields)
+            with self._unavailable("store", "cannot store now", "nothing was stored, retry later"):
+                record = await asyncio.to_thread(self.store.add, tenant, **fields)
         except ValueError as e:
             raise RequestError(str(e)) from e
-        except (sqlite3.Error, OSError) as e:  # rolled back: nothing stored, a retry is safe
-            logger.exception("storing a correction failed")
-            self.metrics.memory_failures.labels("store").inc()
-            raise UnavailableError(
-                f"the correction memory cannot store now ({type(e).__name__}: {e}); nothing "
-                "was stored, retry later",
-                code="memory_unavailable",
-            ) from e
         self.metrics.count_memory_records(tenant, 1)
         size = record_bytes(fields)
         if reservation is not None:
@@ -173,15 +175,37 @@ class MemoryService:
             self.quota.added(tenant, size)
         return record
 
+    @contextlib.contextmanager
+    def _unavailable(self, op: str, what: str, then: str) -> Iterator[None]:
+        """The database failing (or away: a restarted PostgreSQL) is a 503 that names it;
+        the failed transaction was rolled back, so ``then`` (a retry) is safe."""
+        try:
+            yield
+        except (*self.store.db.errors, OSError) as e:
+            logger.warning("memory %s failed: %s: %s", op, type(e).__name__, e)
+            self.metrics.memory_failures.labels(op).inc()
+            raise UnavailableError(
+                f"the correction memory {what} ({type(e).__name__}); {then}",
+                code="memory_unavailable",
+            ) from e
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        with self._unavailable("read", "cannot be read now", "retry later"):
+            return await asyncio.to_thread(fn, *args)
+
     async def get(self, tenant: str, record_id: str) -> CorrectionRecord:
-        record = await asyncio.to_thread(self.store.get, tenant, record_id)
+        record = await self._read(self.store.get, tenant, record_id)
         if record is None:
             raise not_found(record_id)
         return record
 
     async def delete(self, tenant: str, record_id: str) -> None:
-        record = await asyncio.to_thread(self.store.get, tenant, record_id)
-        if record is None or not await asyncio.to_thread(self.store.delete, tenant, record_id):
+        record = await self._read(self.store.get, tenant, record_id)
+        if record is None:
+            raise not_found(record_id)
+        with self._unavailable("delete", "cannot delete now", "nothing was deleted, retry later"):
+            deleted = await asyncio.to_thread(self.store.delete, tenant, record_id)
+        if not deleted:
             raise not_found(record_id)
         self.metrics.count_memory_records(tenant, -1)
         self.quota.removed(tenant, record_bytes(vars(record)))
@@ -189,11 +213,24 @@ class MemoryService:
     async def list(
         self, tenant: str, limit: int, after: str | None, contains: str | None
     ) -> tuple[list[CorrectionRecord], bool]:
-        if after is not None and await asyncio.to_thread(self.store.get, tenant, after) is None:
+        if after is not None and await self._read(self.store.get, tenant, after) is None:
             raise not_found(after)
-        return await asyncio.to_thread(
+        return await self._read(
             lambda: self.store.list(tenant, limit=limit, after=after, contains=contains)
         )
+
+    def _remote_change(self, tenant: str) -> None:
+        """Another process changed ``tenant``'s records (the store's listener thread): take
+        its usage from the database, so quotas and the records gauge hold across replicas.
+        Requests racing on several replicas can still pass a limit by one record each."""
+        try:
+            records, size = self.store.usage(tenant).get(tenant, (0, 0))
+        except Exception:
+            logger.warning("the memory usage of a tenant could not be refreshed", exc_info=True)
+            return
+        before = self.quota.used.get(tenant)
+        self.metrics.count_memory_records(tenant, records - (before.records if before else 0))
+        self.quota.set_used(tenant, records, size)
 
     async def close(self) -> None:
         await asyncio.to_thread(self.store.close)
