@@ -1,10 +1,10 @@
-"""A real PostgreSQL server for tests: ``initdb`` in a temporary folder, a free port, stopped
-at the end. Never a mock.
+"""A real, private PostgreSQL server: ``initdb`` in a temporary folder, a free port, stopped
+at the end. The tests' ``postgres`` fixture and ``bench/memory.py`` start one; never a mock.
 
 PostgreSQL refuses to run as root, so as root the server runs as the ``postgres`` system user
 (the Debian package creates it) and its folder is handed to that user. ``make test`` installs
 PostgreSQL where it is missing and sets ``SAFEWORK_TEST_POSTGRES=1``, which makes a missing
-server a failure rather than a skip.
+server a failure of the fixture rather than a skip.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import subprocess
 import tempfile
 import uuid
 from pathlib import Path
-
-import pytest
 
 REQUIRED = os.environ.get("SAFEWORK_TEST_POSTGRES") == "1"
 
@@ -38,6 +36,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class NotInstalledError(RuntimeError):
+    pass
+
+
 class PostgresServer:
     """One PostgreSQL cluster; ``url(db)`` for a database of it; ``stop``/``start``/``kill``
     to take it away under load."""
@@ -45,10 +47,7 @@ class PostgresServer:
     def __init__(self) -> None:
         initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
         if initdb is None or pg_ctl is None:
-            message = "PostgreSQL is not installed (make test installs it)"
-            if REQUIRED:
-                pytest.fail(message)
-            pytest.skip(message)
+            raise NotInstalledError("PostgreSQL is not installed (make test installs it)")
         self.pg_ctl = pg_ctl
         self.as_postgres = os.geteuid() == 0
         self.folder = Path(tempfile.mkdtemp(prefix="safework-pg-"))

@@ -139,8 +139,8 @@ while True:
             assert s.search("acme", f"durable question {i}", k=1)[0].record.id == record_id
 
 
-def test_a_restarted_database_is_reconnected_to(tmp_path: Path) -> None:
-    server = PostgresServer()  # its own: this test stops it
+def test_a_restarted_database_is_reconnected_to(tmp_path: Path, postgres: PostgresServer) -> None:
+    server = PostgresServer()  # its own (the session's stays up): this test stops it
     try:
         url = server.new_database()
         a = MemoryStore(tmp_path / "a", HashEncoder(), database=url)

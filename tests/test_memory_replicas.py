@@ -160,8 +160,10 @@ def test_a_replica_killed_while_storing_loses_nothing_acknowledged(
         assert len(survivor.get("/v1/memory", headers=ALICE).json()["data"]) == 15
 
 
-def test_the_database_restarted_under_the_replicas(tmp_path: Path) -> None:
-    server = PostgresServer()  # its own: this test stops it
+def test_the_database_restarted_under_the_replicas(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    server = PostgresServer()  # its own (the session's stays up): this test stops it
     try:
         with replicas(server.new_database(), tmp_path) as (a, b):
             before = a.post("/cot/edit", json=EDIT, headers=ALICE).json()["memory_id"]
