@@ -52,6 +52,12 @@ log = logging.getLogger("safework.memory.store")
 CHANNEL = "safework_memory"
 """The PostgreSQL notification channel of record changes (payload: JSON tenant and origin)."""
 
+_KIND = """
+ALTER TABLE corrections ADD COLUMN kind TEXT NOT NULL DEFAULT 'correction';
+CREATE INDEX corrections_by_kind ON corrections(tenant, kind, created_at);
+"""
+"""Migration 2 (both engines): a record is a correction or a standing preference."""
+
 MIGRATIONS: dict[str, Sequence[str]] = {
     "sqlite": (
         """
@@ -76,6 +82,7 @@ MIGRATIONS: dict[str, Sequence[str]] = {
         CREATE INDEX IF NOT EXISTS corrections_by_seq ON corrections(tenant, seq);
         CREATE INDEX IF NOT EXISTS corrections_by_time ON corrections(tenant, created_at, seq);
         """,
+        _KIND,
     ),
     "postgresql": (
         """
@@ -101,6 +108,7 @@ MIGRATIONS: dict[str, Sequence[str]] = {
         CREATE INDEX corrections_by_seq ON corrections(tenant, seq);
         CREATE INDEX corrections_by_time ON corrections(tenant, created_at, seq);
         """,
+        _KIND,
     ),
 }
 """Per engine, the schema changes in order: the database at version N has applied the first

@@ -19,16 +19,23 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "CORRECTION",
     "DEFAULT_ENCODER_NAME",
     "FIELDS",
     "ID_PATTERN",
+    "KINDS",
+    "MAX_PREFERENCES",
     "MAX_TENANT_CHARS",
+    "PREFERENCE",
+    "PREFERENCE_CHARS",
     "TEXT_LIMITS",
     "CorrectionRecord",
     "MemoryHit",
+    "PreferenceLimitError",
     "check_created_at",
     "check_fields",
     "check_id",
+    "check_kind",
     "check_tenant",
     "decode_vector",
     "encode_vector",
@@ -49,11 +56,22 @@ TEXT_LIMITS = {
     "model": 256,
 }
 """Longest accepted value of each text field, in characters."""
-FIELDS = "id, tenant, question, reasoning, corrected_reasoning, answer, feedback, model, created_at"
+FIELDS = (
+    "id, tenant, question, reasoning, corrected_reasoning, answer, feedback, model, created_at, "
+    "kind"
+)
 """The record's columns in the database, in the order of ``CorrectionRecord``'s fields."""
 REQUIRED = ("question", "corrected_reasoning")
 OPTIONAL = ("answer", "feedback")
 DEFAULT_ENCODER_NAME = "all-MiniLM-L6-v2"
+CORRECTION, PREFERENCE = "correction", "preference"
+KINDS = (CORRECTION, PREFERENCE)
+"""A ``correction`` guides answers to similar questions; a ``preference`` guides every answer
+of its tenant (``MemoryStore.preferences``) and is never a search hit."""
+MAX_PREFERENCES = 20
+"""Preferences one tenant may keep: all of them go into every prompt."""
+PREFERENCE_CHARS = 1_000
+"""Longest preference text: it is read before every answer."""
 
 
 def encoder_name(encoder: object) -> str:
@@ -65,6 +83,10 @@ def encoder_name(encoder: object) -> str:
     if cls.__module__ == "safework.engine.embedder" and cls.__name__ == "Embedder":
         return DEFAULT_ENCODER_NAME
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class PreferenceLimitError(ValueError):
+    """The tenant keeps ``MAX_PREFERENCES`` preferences already."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +109,13 @@ class CorrectionRecord:
     model: str
     created_at: float
     """Unix seconds."""
+    kind: str = CORRECTION
+    """``correction`` or ``preference`` (``KINDS``)."""
+
+    @property
+    def text(self) -> str:
+        """What a preference asks for: its feedback, else its corrected reasoning."""
+        return self.feedback or self.corrected_reasoning
 
     def to_json(self) -> dict[str, Any]:
         """The record as a client sees it: every field but ``tenant``."""
@@ -155,6 +184,12 @@ def check_fields(**fields: Any) -> dict[str, Any]:
         if len(value) > limit:
             raise ValueError(f"{name} is longer than {limit} characters ({len(value)})")
     return fields
+
+
+def check_kind(kind: object) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)} (got {_show(kind)})")
+    return kind  # type: ignore[return-value]
 
 
 def check_created_at(value: object) -> float:

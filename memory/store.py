@@ -68,12 +68,18 @@ from safework.errors import ConfigError
 from .db import Database, folded, open_database
 from .index import IndexParams, TenantIndex
 from .records import (
+    CORRECTION,
     FIELDS,
+    MAX_PREFERENCES,
+    PREFERENCE,
+    PREFERENCE_CHARS,
     TEXT_LIMITS,
     CorrectionRecord,
     MemoryHit,
+    PreferenceLimitError,
     check_fields,
     check_id,
+    check_kind,
     check_tenant,
     encoder_name,
     is_id,
@@ -298,8 +304,11 @@ class MemoryStore:
         answer: str | None = None,
         feedback: str | None = None,
         model: str,
+        kind: str = CORRECTION,
     ) -> CorrectionRecord:
-        """Store a correction; it is committed (durable) when this returns, then searchable."""
+        """Store a correction (or, ``kind="preference"``, a standing preference: its ``text``
+        at most ``PREFERENCE_CHARS``, at most ``MAX_PREFERENCES`` per tenant, else
+        ``PreferenceLimitError``); committed (durable) when this returns, then searchable."""
         fields = check_fields(
             question=question,
             reasoning=reasoning,
@@ -309,11 +318,44 @@ class MemoryStore:
             model=model,
         )
         record = CorrectionRecord(
-            id=new_id(), tenant=check_tenant(tenant), created_at=time.time(), **fields
+            id=new_id(),
+            tenant=check_tenant(tenant),
+            created_at=time.time(),
+            kind=check_kind(kind),
+            **fields,
         )
+        resolve = None
+        if kind == PREFERENCE:
+            if len(record.text) > PREFERENCE_CHARS:
+                raise ValueError(f"a preference is at most {PREFERENCE_CHARS} characters")
+            resolve = self._room_for_preference
         vector = self._embed([question])[0]  # (dim,)
-        self._commit([(record, vector)])
+        self._commit([(record, vector)], resolve=resolve)
         return record
+
+    @staticmethod
+    def _room_for_preference(conn: Any, record: CorrectionRecord) -> CorrectionRecord:
+        """Inside the write transaction: the tenant may keep one more preference."""
+        held = conn.execute(
+            "SELECT count(*) FROM corrections WHERE tenant = ? AND kind = ?",
+            (record.tenant, PREFERENCE),
+        ).fetchone()[0]
+        if held >= MAX_PREFERENCES:
+            raise PreferenceLimitError(
+                f"this tenant keeps {MAX_PREFERENCES} preferences already; delete one first"
+            )
+        return record
+
+    def preferences(self, tenant: str) -> list[CorrectionRecord]:
+        """The tenant's standing preferences, oldest first (at most ``MAX_PREFERENCES``)."""
+        tenant = check_tenant(tenant)
+        with self._reader() as conn:
+            rows = conn.execute(
+                f"SELECT {FIELDS} FROM corrections WHERE tenant = ? AND kind = ? "
+                "ORDER BY created_at, seq LIMIT ?",
+                (tenant, PREFERENCE, MAX_PREFERENCES),
+            ).fetchall()
+        return [_record(r) for r in rows]
 
     def get(self, tenant: str, record_id: str) -> CorrectionRecord | None:
         """The tenant's record ``record_id``, or None: also for another tenant's record and for
@@ -347,13 +389,19 @@ class MemoryStore:
         return True
 
     def list(
-        self, tenant: str, *, limit: int = 20, after: str | None = None, contains: str | None = None
+        self,
+        tenant: str,
+        *,
+        limit: int = 20,
+        after: str | None = None,
+        contains: str | None = None,
+        kind: str | None = None,
     ) -> tuple[list[CorrectionRecord], bool]:
         """A page of the tenant's records, newest first, and whether more follow.
 
         ``after`` is the id of the last record of the previous page (ValueError if the tenant
         has no such record); ``contains`` keeps records with that text (any case) in the
-        question, reasoning, corrected reasoning, answer or feedback.
+        question, reasoning, corrected reasoning, answer or feedback; ``kind`` keeps one kind.
         """
         tenant = check_tenant(tenant)
         if (
@@ -363,6 +411,9 @@ class MemoryStore:
         ):
             raise ValueError(f"limit must be an integer from 1 to {MAX_LIST_LIMIT}")
         where, args = ["tenant = ?"], [tenant]
+        if kind is not None:
+            where.append("kind = ?")
+            args.append(check_kind(kind))
         with self._reader() as conn:
             if after is not None:
                 cursor = conn.execute(
@@ -390,8 +441,9 @@ class MemoryStore:
     def search(
         self, tenant: str, text: str, k: int = 3, min_similarity: float = 0.0
     ) -> list[MemoryHit]:
-        """The tenant's ``k`` records whose questions are closest to ``text``, best first, with
-        cosine similarity at least ``min_similarity``."""
+        """The tenant's ``k`` corrections whose questions are closest to ``text``, best first,
+        with cosine similarity at least ``min_similarity`` (preferences are never hits: the
+        index holds them too, so it is asked for enough more to leave them out)."""
         tenant = check_tenant(tenant)
         if not isinstance(text, str) or not text.strip():
             raise ValueError("the search text must not be empty")
@@ -406,7 +458,7 @@ class MemoryStore:
         if index is None or index.live == 0:
             return []
         query = self._embed([text[: TEXT_LIMITS["question"]]])  # (1, dim)
-        scores, ids = index.search(query, k)  # (1, k') each
+        scores, ids = index.search(query, k + MAX_PREFERENCES)  # (1, k') each
         found = [
             (int(i), float(s))
             for i, s in zip(ids[0], scores[0], strict=True)
@@ -414,8 +466,10 @@ class MemoryStore:
         ]
         records = self._records_by_seq(tenant, [i for i, _ in found])
         return [
-            MemoryHit(records[i], min(1.0, max(-1.0, s))) for i, s in found if i in records
-        ]  # a record deleted since the index was searched is left out
+            MemoryHit(records[i], min(1.0, max(-1.0, s)))
+            for i, s in found
+            if i in records and records[i].kind == CORRECTION
+        ][:k]  # a record deleted since the index was searched is left out
 
     def count(self, tenant: str) -> int:
         tenant = check_tenant(tenant)
@@ -508,6 +562,7 @@ class MemoryStore:
             r.feedback,
             r.model,
             r.created_at,
+            r.kind,
             np.ascontiguousarray(vector, dtype="<f4").tobytes(),
         ]
         if self.db.stores_folded:

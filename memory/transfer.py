@@ -21,12 +21,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from .records import (
+    CORRECTION,
     FIELDS,
     TEXT_LIMITS,
     CorrectionRecord,
     check_created_at,
     check_fields,
     check_id,
+    check_kind,
     check_tenant,
     decode_vector,
     encode_vector,
@@ -170,8 +172,13 @@ class RecordTransfer:
         same_model = row.get("embedding_model") == self.encoder_name and self.dim
         if same_model and row.get("embedding") is not None:
             vector = decode_vector(row["embedding"], self.dim or 0)
+        kind = check_kind(row.get("kind", CORRECTION))
         record = CorrectionRecord(
-            id=record_id if keep else new_id(), tenant=owner, created_at=created_at, **fields
+            id=record_id if keep else new_id(),
+            tenant=owner,
+            created_at=created_at,
+            kind=kind,
+            **fields,
         )
         return _Incoming(record, vector, keep)
 

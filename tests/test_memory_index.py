@@ -111,10 +111,10 @@ def test_store_switches_to_hnsw_and_stays_exact(tmp_path: Path) -> None:
         vectors = HashEncoder().encode([r.question for r in records])
         for q in ["topic t3 detail d12", "topic t5", "detail d59"]:
             sims = vectors @ HashEncoder().encode([q])[0]
-            want = [records[i].id for i in np.argsort(-sims, kind="stable")[:5]]
+            best = {records[i].id for i in np.flatnonzero(np.isclose(sims, sims.max(), atol=1e-5))}
             hits = s.search("acme", q, k=5)
             assert [h.similarity for h in hits] == pytest.approx(sorted(sims)[::-1][:5], abs=1e-5)
-            assert {h.record.id for h in hits} >= set(want[:1])
+            assert hits[0].record.id in best  # one of the closest (hashed words tie often)
         gone = records[12]
         assert s.delete("acme", gone.id)
         assert s.stats()["acme"]["index"]["tombstones"] == 1

@@ -381,3 +381,72 @@ def test_real_embedder_ranks_a_paraphrase_first(tmp_path: Path) -> None:
         hits = s.search("acme", "signs that a smoke alarm needs a new battery", k=4)
     assert hits[0].record == target
     assert hits[0].similarity > 0.5 > hits[1].similarity
+
+
+def test_preferences_are_listed_apart_and_never_search_hits(store: MemoryStore) -> None:
+    from safework.memory.records import MAX_PREFERENCES, PreferenceLimitError
+
+    correction = add(store, "acme", "answer in metric units please")
+    pref = add(
+        store, "acme", "answer in metric units", feedback="Use metric units.", kind="preference"
+    )
+    assert pref.kind == "preference"
+    assert pref.text == "Use metric units."
+    assert store.get("acme", pref.id) == pref
+    assert store.preferences("acme") == [pref]
+    assert store.preferences("globex") == []
+    hits = store.search("acme", "answer in metric units", k=5)
+    assert [h.record.id for h in hits] == [correction.id]
+    assert [r.id for r in store.list("acme", kind="preference")[0]] == [pref.id]
+    assert [r.id for r in store.list("acme", kind="correction")[0]] == [correction.id]
+    with pytest.raises(ValueError, match="kind must be one of"):
+        store.list("acme", kind="other")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        add(store, "acme", "q", kind="rule")
+    with pytest.raises(ValueError, match="at most 1000"):
+        add(store, "acme", "q", feedback="x" * 1001, kind="preference")
+    for i in range(MAX_PREFERENCES - 1):
+        add(store, "acme", f"preference {i}", kind="preference")
+    with pytest.raises(PreferenceLimitError):
+        add(store, "acme", "one too many", kind="preference")
+    assert len(store.preferences("acme")) == MAX_PREFERENCES
+    add(store, "globex", "their own", kind="preference")  # the limit is per tenant
+    assert store.delete("acme", pref.id)
+    assert pref.id not in {r.id for r in store.preferences("acme")}
+    rows = [r for r in store.export("acme") if r["kind"] == "preference"]
+    assert len(rows) == MAX_PREFERENCES - 1
+
+
+def test_a_store_of_the_first_schema_is_migrated(
+    tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database written before records had a kind: opened, migrated, its rows corrections."""
+    from safework.memory import db as memory_db
+
+    for engine in ("sqlite", "postgresql"):
+        url = request.getfixturevalue("postgres").new_database() if engine != "sqlite" else None
+        with monkeypatch.context() as old:
+            old.setattr(memory_db, "SCHEMA_VERSION", 1)
+            (tmp_path / engine).mkdir()
+            database = memory_db.open_database(tmp_path / engine, url)
+            database.migrate()
+            with database.transaction() as conn:
+                meta = {"dim": "128", "encoder": HashEncoder.name, "store_id": "old"}
+                database.set_meta(conn, meta)
+                conn.execute("INSERT INTO tenants (name, records) VALUES ('acme', 1)")
+                columns = "id, tenant, question, reasoning, corrected_reasoning, model, created_at"
+                blob = HashEncoder().encode(["an old question"])[0].astype("<f4").tobytes()
+                extra = ", folded" if database.stores_folded else ""
+                marks = ", ?" if database.stores_folded else ""
+                conn.execute(
+                    f"INSERT INTO corrections ({columns}, embedding{extra}) "
+                    f"VALUES (?, 'acme', 'an old question', 'r', 'c', 'm', 1.0, ?{marks})",
+                    ("mem_" + "a" * 24, blob, *(("an old question",) if marks else ())),
+                )
+            database.close()
+        with MemoryStore(tmp_path / engine, HashEncoder(), database=url) as s:
+            old_record = s.get("acme", "mem_" + "a" * 24)
+            assert old_record is not None
+            assert old_record.kind == "correction"
+            assert s.search("acme", "an old question", k=1)[0].record == old_record
+            assert add(s, "acme", "new", kind="preference").kind == "preference"
