@@ -8,8 +8,9 @@ works unchanged. What they add:
   value scores, sources, confidence, memory hits), or with ``stream=True`` a ``ChatStream``
   that yields the SDK's chunks and gathers the same information;
 - ``cot_edit(...)`` posts a corrected chain of thought to ``/cot/edit``;
-- ``memory.list() / retrieve(id) / delete(id)`` manage the tenant's stored corrections
-  (``list`` pages with the SDK's cursor paginator).
+- ``memory.list() / retrieve(id) / delete(id)`` manage the tenant's stored corrections and
+  preferences (``list`` pages with the SDK's cursor paginator); ``memory.prefer(text)`` stores
+  a standing preference.
 
 Errors are the SDK's: ``openai.AuthenticationError`` for a refused key,
 ``openai.BadRequestError`` for a bad setting, ``openai.NotFoundError`` for an unknown
@@ -111,15 +112,27 @@ class Memory(SyncAPIResource):
     """The tenant's stored corrections (``/v1/memory``)."""
 
     def list(
-        self, *, limit: int = 20, after: str | None = None, q: str | None = None
+        self,
+        *,
+        limit: int = 20,
+        after: str | None = None,
+        q: str | None = None,
+        kind: str | None = None,
     ) -> SyncCursorPage[MemoryRecord]:
-        """Newest first; iterate the page to walk every record (it fetches the next pages)."""
+        """Newest first; iterate the page to walk every record (it fetches the next pages).
+        ``kind``: only ``"correction"`` or only ``"preference"`` records."""
         return self._get_api_list(
             "/memory",
             page=SyncCursorPage[MemoryRecord],
-            options={"params": memory_query(limit, after, q)},
+            options={"params": memory_query(limit, after, q, kind)},
             model=MemoryRecord,
         )
+
+    def prefer(self, text: str) -> MemoryRecord:
+        """Store a standing preference ("Answer in metric units."): it guides every later
+        answer of this API key's tenant."""
+        body = {"kind": "preference", "text": text}
+        return self._post("/memory", body=body, cast_to=MemoryRecord)
 
     def retrieve(self, memory_id: str) -> MemoryRecord:
         return self._get(f"/memory/{_checked(memory_id)}", cast_to=MemoryRecord)
@@ -158,6 +171,7 @@ class SafeWork(openai.OpenAI):
         answer: str | None = None,
         feedback: str | None = None,
         remember: bool = True,
+        scope: str = "question",
         model: str | None = None,
         stream: bool = False,
         **sampling: Any,
@@ -166,10 +180,13 @@ class SafeWork(openai.OpenAI):
 
         ``messages`` ends with the user's question; ``edited_reasoning`` is the reasoning the
         model continues from (typically the right part of its own, then the fix).
+        ``scope="always"`` stores ``feedback`` as a standing preference instead.
         """
         body = cot_edit_body(
             messages, edited_reasoning, reasoning, answer, feedback, remember, stream, sampling
         )
+        if scope != "question":
+            body["scope"] = scope
         body["model"] = model or self.served_model()
         result = self.post(
             f"{_root(self)}/cot/edit",
@@ -221,14 +238,23 @@ class AsyncSafeWorkChat(AsyncChat):
 
 class AsyncMemory(AsyncAPIResource):
     def list(
-        self, *, limit: int = 20, after: str | None = None, q: str | None = None
+        self,
+        *,
+        limit: int = 20,
+        after: str | None = None,
+        q: str | None = None,
+        kind: str | None = None,
     ) -> Any:  # an AsyncPaginator: await it for a page, or ``async for`` every record
         return self._get_api_list(
             "/memory",
             page=AsyncCursorPage[MemoryRecord],
-            options={"params": memory_query(limit, after, q)},
+            options={"params": memory_query(limit, after, q, kind)},
             model=MemoryRecord,
         )
+
+    async def prefer(self, text: str) -> MemoryRecord:
+        body = {"kind": "preference", "text": text}
+        return await self._post("/memory", body=body, cast_to=MemoryRecord)
 
     async def retrieve(self, memory_id: str) -> MemoryRecord:
         return await self._get(f"/memory/{_checked(memory_id)}", cast_to=MemoryRecord)
@@ -268,6 +294,7 @@ class AsyncSafeWork(openai.AsyncOpenAI):
         answer: str | None = None,
         feedback: str | None = None,
         remember: bool = True,
+        scope: str = "question",
         model: str | None = None,
         stream: bool = False,
         **sampling: Any,
@@ -275,6 +302,8 @@ class AsyncSafeWork(openai.AsyncOpenAI):
         body = cot_edit_body(
             messages, edited_reasoning, reasoning, answer, feedback, remember, stream, sampling
         )
+        if scope != "question":
+            body["scope"] = scope
         body["model"] = model or await self.served_model()
         result = await self.post(
             f"{_root(self)}/cot/edit",

@@ -84,8 +84,12 @@ def cot_edit_body(
     return body
 
 
-def memory_query(limit: int, after: str | None, q: str | None) -> dict[str, Any]:
+def memory_query(
+    limit: int, after: str | None, q: str | None, kind: str | None = None
+) -> dict[str, Any]:
     params: dict[str, Any] = {"limit": limit}
+    if kind:
+        params["kind"] = kind
     if after:
         params["after"] = after
     if q:

@@ -130,10 +130,14 @@ class SearchInfo(BaseModel):
 class MemoryHit(BaseModel):
     id: str
     similarity: float
+    kind: str = "question"
+    """What matched: the question (``question``)."""
 
 
 class MemoryInfo(BaseModel):
     hits: list[MemoryHit] = pydantic.Field(default_factory=list)
+    preferences: list[str] = pydantic.Field(default_factory=list)
+    """The ids of the tenant's standing preferences given to the model."""
 
 
 class SafeWorkInfo(BaseModel):
@@ -181,7 +185,7 @@ class SafeWorkInfo(BaseModel):
 
 
 class MemoryRecord(BaseModel):
-    """A stored correction (``GET /v1/memory/{id}``)."""
+    """A stored correction or standing preference (``GET /v1/memory/{id}``)."""
 
     id: str
     object: str = "memory"
@@ -192,6 +196,9 @@ class MemoryRecord(BaseModel):
     feedback: str | None = None
     model: str
     created_at: int
+    kind: str = "correction"
+    text: str | None = None
+    """A preference's text."""
 
 
 class MemoryDeleted(BaseModel):

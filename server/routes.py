@@ -8,7 +8,7 @@ Once the engine is dead, generation routes and ``/health`` answer 503 (``lifecyc
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
@@ -20,7 +20,7 @@ from .chat.protocol import ChatCompletionRequest
 from .completions.protocol import CompletionRequest
 from .cot.protocol import CotEditRequest
 from .errors import error_response
-from .memory.protocol import MemoryDeleted, MemoryList, MemoryRecordOut
+from .memory.protocol import MemoryCreate, MemoryDeleted, MemoryList, MemoryRecordOut
 from .memory.serving import MemoryService
 from .moderations.protocol import ModerationRequest
 from .protocol import ErrorResponse, ModelCard, ModelList
@@ -110,9 +110,12 @@ async def list_memory(
     limit: int = Query(default=20, ge=1, le=100),
     after: str | None = Query(default=None, max_length=64),
     q: str | None = Query(default=None, max_length=500, description="Text the record contains."),
+    kind: Literal["correction", "preference"] | None = Query(
+        default=None, description="Only corrections, or only standing preferences."
+    ),
 ) -> MemoryList:
-    """The tenant's corrections, newest first; page with ``after=<last id>``."""
-    records, more = await _memory(request).list(tenant(request), limit, after, q)
+    """The tenant's corrections and preferences, newest first; page with ``after=<last id>``."""
+    records, more = await _memory(request).list(tenant(request), limit, after, q, kind)
     data = [MemoryRecordOut.of(r) for r in records]
     return MemoryList(
         data=data,
@@ -120,6 +123,14 @@ async def list_memory(
         last_id=data[-1].id if data else None,
         has_more=more,
     )
+
+
+@router.post("/v1/memory", response_model=MemoryRecordOut)
+async def create_memory(body: MemoryCreate, request: Request) -> MemoryRecordOut:
+    """A standing preference of this API key's tenant: it guides every later answer."""
+    model = request.app.state.engine.model_id
+    record = await _memory(request).add_preference(tenant(request), body.text, model)
+    return MemoryRecordOut.of(record)
 
 
 @router.get("/v1/memory/{memory_id}", response_model=MemoryRecordOut)

@@ -206,6 +206,31 @@ def test_memory_list_pages_with_the_sdk_cursor(client: SafeWork) -> None:
     assert [r.id for r in client.memory.list(q="(1)")] == [ids[1]]
 
 
+def test_preferences_through_the_client(client: SafeWork, url: str) -> None:
+    pref = client.memory.prefer("Answer in metric units.")
+    assert (pref.kind, pref.text) == ("preference", "Answer in metric units.")
+    always = client.cot_edit(
+        QUESTION, EDITED, feedback="Name the element's symbol.", scope="always"
+    )
+    assert always.memory_id is not None
+    try:
+        kept = {(r.id, r.kind) for r in client.memory.list(kind="preference")}
+        assert kept == {(pref.id, "preference"), (always.memory_id, "preference")}
+        reply = client.chat.completions.create(
+            messages=[{"role": "user", "content": "How far is it to the Moon?"}]
+        )
+        assert reply.safework is not None
+        assert reply.safework.memory is not None
+        assert set(reply.safework.memory.preferences) == {pref.id, always.memory_id}
+        with SafeWork(base_url=url + "/v1", api_key=OTHER_KEY, max_retries=0) as bob:
+            assert list(bob.memory.list(kind="preference")) == []
+        with pytest.raises(openai.BadRequestError):
+            client.memory.prefer(" ")
+    finally:
+        client.memory.delete(pref.id)
+        client.memory.delete(always.memory_id)
+
+
 # --- errors ------------------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from safework.engine.events import AlignmentBeam, AlignmentStep, Event
-from safework.memory.store import MemoryHit
+from safework.memory.store import CorrectionRecord, MemoryHit
 from safework.search.deliberative import DeliberativeSearch
 from safework.value_models.guided import GuidedDecoder
 
@@ -67,6 +67,8 @@ class Plan:
     decoders: list[GuidedDecoder] = field(default_factory=list)
     searches: list[DeliberativeSearch] = field(default_factory=list)
     memory_hits: list[MemoryHit] = field(default_factory=list)
+    memory_preferences: list[CorrectionRecord] = field(default_factory=list)
+    """The tenant's standing preferences given to the model."""
     on_finish: FinishHook | None = None
     """Runs once the answer is complete, before the response (or the last chunk) is sent."""
     route: str = ROUTE
@@ -81,10 +83,16 @@ class Plan:
         return blocks
 
     def _memory(self) -> dict[str, Any]:
-        if not self.memory_hits:
+        if not self.memory_hits and not self.memory_preferences:
             return {}
-        hits = [{"id": h.record.id, "similarity": round(h.similarity, 4)} for h in self.memory_hits]
-        return {"memory": {"hits": hits}}
+        hits = [
+            {"id": h.record.id, "similarity": round(h.similarity, 4), "kind": "question"}
+            for h in self.memory_hits
+        ]
+        out: dict[str, Any] = {"hits": hits}
+        if self.memory_preferences:
+            out["preferences"] = [p.id for p in self.memory_preferences]
+        return {"memory": out}
 
     def block(self, events: Sequence[Event]) -> dict[str, Any] | None:
         """The response's ``safework`` object: one choice's report at the top level (``n=1``),

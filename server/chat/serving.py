@@ -28,7 +28,7 @@ from safework.engine.chat_template import TemplatePolicy
 from safework.engine.events import Event
 from safework.engine.reasoning import ReasoningSplitter, split_reasoning, starts_in_reasoning
 from safework.errors import EngineError, RequestError, UnavailableError
-from safework.memory.store import MemoryHit
+from safework.memory.store import CorrectionRecord, MemoryHit
 from safework.search.prompts import with_system
 from safework.value_models.registry import ValueModelsConfig
 
@@ -187,15 +187,19 @@ class ChatServing:
         profile: str | None,
         hits: list[MemoryHit],
         tenant: str = DEFAULT_TENANT,
+        preferences: list[CorrectionRecord] | None = None,
     ) -> Plan:
-        """The request's strategy from the registry (``strategies.py``); the tenant's recalled
-        corrections go into the system message whatever the strategy."""
+        """The request's strategy from the registry (``strategies.py``); the tenant's standing
+        preferences and recalled corrections go into the system message whatever the
+        strategy."""
         messages = [m.to_template() for m in request.messages]
-        if hits:
-            messages = with_system(messages, memory_guidance(hits))
+        preferences = preferences or []
+        if hits or preferences:
+            messages = with_system(messages, memory_guidance(hits, preferences))
         name = resolve(profile, request.safework)
         plan = plan_for(name, self.services, request, messages, tenant)
         plan.memory_hits = hits
+        plan.memory_preferences = preferences
         return plan
 
     async def create(
@@ -207,10 +211,12 @@ class ChatServing:
             check_profile(profile, self.services, request.model or "")
             check_n(request.n, self.max_n)
             hits: list[MemoryHit] = []
+            preferences: list[CorrectionRecord] = []
             if self.memory is not None and not request.continue_final_message:
                 options = request.safework.memory if request.safework else None
                 hits = await self.memory.recall(tenant, request.question, options)
-            plan = self._plan(request, profile, hits, tenant)
+                preferences = await self.memory.preferences(tenant, options)
+            plan = self._plan(request, profile, hits, tenant, preferences)
         except RequestError as e:
             return ErrorResponse.of(e)
         served = f"{model}:{profile}" if profile else model

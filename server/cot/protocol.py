@@ -3,12 +3,12 @@ corrected reasoning) and the chat request it becomes."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from safework.errors import RequestError
-from safework.memory.records import TEXT_LIMITS
+from safework.memory.records import PREFERENCE_CHARS, TEXT_LIMITS
 
 from ..chat.protocol import ChatCompletionRequest, ChatMessage
 from ..memory.quota import text_bytes
@@ -39,6 +39,12 @@ class CotEditRequest(SamplingRequest):
         default=None, max_length=MAX_FEEDBACK_CHARS, description="What the user says was wrong."
     )
     remember: bool = Field(default=True, description="Store the correction in the memory.")
+    scope: Literal["question", "always"] = Field(
+        default="question",
+        description="'question': the correction guides answers to similar questions; 'always': "
+        "its feedback is stored as a standing preference that guides every answer of this "
+        "API key (needs feedback, at most 1,000 characters).",
+    )
     max_completion_tokens: int | None = Field(default=None, ge=1)
     max_tokens: int | None = Field(default=None, ge=1, description="Deprecated alias.")
 
@@ -67,6 +73,18 @@ class CotEditRequest(SamplingRequest):
         if self.n != 1:
             raise ValueError("n must be 1 for /cot/edit")
         limit = TEXT_LIMITS["question"]
+        if self.scope == "always":
+            if not self.remember:
+                raise ValueError("scope 'always' stores a preference: it needs remember=true")
+            if not self.feedback or not self.feedback.strip():
+                raise ValueError(
+                    "scope 'always' needs feedback: the preference itself, e.g. 'Answer in "
+                    "metric units.'"
+                )
+            if len(self.feedback) > PREFERENCE_CHARS:
+                raise ValueError(
+                    f"a preference (feedback) is at most {PREFERENCE_CHARS} characters"
+                )
         if self.remember and len(self.question) > limit:
             raise ValueError(
                 f"the question (the last user message) has {len(self.question)} characters; "
@@ -94,7 +112,15 @@ class CotEditRequest(SamplingRequest):
     def chat_request(self) -> ChatCompletionRequest:
         """The conversation with the corrected reasoning as an open final assistant message."""
         fields = self.model_dump(
-            exclude={"messages", "reasoning", "edited_reasoning", "answer", "feedback", "remember"},
+            exclude={
+                "messages",
+                "reasoning",
+                "edited_reasoning",
+                "answer",
+                "feedback",
+                "remember",
+                "scope",
+            },
             exclude_none=True,
         )
         opened: dict[str, Any] = {

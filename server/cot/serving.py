@@ -85,6 +85,7 @@ class CotEditServing:
                 answer=content.strip()[: TEXT_LIMITS["answer"]] or None,
                 feedback=request.feedback,
                 model=model,
+                kind="preference" if request.scope == "always" else "correction",
             )
             return {"memory_id": record.id}
 

@@ -26,7 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from safework.errors import ConfigError, NotFoundError, RequestError, UnavailableError
+from safework.errors import (
+    ConfigError,
+    NotFoundError,
+    QuotaExceededError,
+    RequestError,
+    UnavailableError,
+)
+from safework.memory.records import PREFERENCE, PreferenceLimitError
 from safework.memory.store import CorrectionRecord, MemoryHit, MemoryStore
 
 from ..metrics import ServerMetrics
@@ -40,6 +47,7 @@ GUIDANCE_HEADER = (
     "The user corrected your reasoning on similar questions before. Do not repeat those "
     "mistakes; follow the corrections:"
 )
+PREFERENCES_HEADER = "The user's standing preferences. Follow them in every answer:"
 EXCERPT_CHARS = 300
 
 
@@ -77,9 +85,15 @@ def _excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
-def guidance(hits: list[MemoryHit]) -> str:
-    """The block the model reads: one numbered entry per past correction."""
-    lines = [GUIDANCE_HEADER]
+def guidance(hits: list[MemoryHit], preferences: list[CorrectionRecord] | None = None) -> str:
+    """The block the model reads: the tenant's preferences (one line each, whole: they are
+    short), then one numbered entry per past correction."""
+    lines = []
+    if preferences:
+        lines.append(PREFERENCES_HEADER)
+        lines += [f"- {' '.join(p.text.split())}" for p in preferences]
+    if hits:
+        lines.append(GUIDANCE_HEADER)
     for i, hit in enumerate(hits, 1):
         r = hit.record
         lines.append(f"{i}. Question: {_excerpt(r.question)}")
@@ -150,6 +164,22 @@ class MemoryService:
         self.metrics.memory_hits.observe(len(hits))
         return hits
 
+    async def preferences(
+        self, tenant: str, options: MemoryOptions | None
+    ) -> list[CorrectionRecord]:
+        """The tenant's standing preferences (none when memory is off for the request; fails
+        open like ``recall``)."""
+        options = options or MemoryOptions()
+        enabled = self.settings.enabled if options.enabled is None else options.enabled
+        if not enabled:
+            return []
+        try:
+            return await asyncio.to_thread(self.store.preferences, tenant)
+        except Exception:
+            logger.exception("reading memory preferences failed; answering without them")
+            self.metrics.memory_failures.labels("recall").inc()
+            return []
+
     # ------------------------------------------------------------------ records
 
     def reserve(self, tenant: str, size: int) -> Reservation:
@@ -165,6 +195,12 @@ class MemoryService:
         try:
             with self._unavailable("store", "cannot store now", "nothing was stored, retry later"):
                 record = await asyncio.to_thread(self.store.add, tenant, **fields)
+        except PreferenceLimitError as e:
+            raise QuotaExceededError(
+                f"{e} (DELETE /v1/memory/{{id}}; list them with GET /v1/memory?kind=preference)",
+                param="kind",
+                code="memory_quota_exceeded",
+            ) from e
         except ValueError as e:
             raise RequestError(str(e)) from e
         self.metrics.count_memory_records(tenant, 1)
@@ -210,13 +246,35 @@ class MemoryService:
         self.metrics.count_memory_records(tenant, -1)
         self.quota.removed(tenant, record_bytes(vars(record)))
 
+    async def add_preference(self, tenant: str, text: str, model: str) -> CorrectionRecord:
+        """Store a standing preference (``POST /v1/memory``), counted in the tenant's quota."""
+        fields = {"question": text, "corrected_reasoning": text, "model": model}
+        reservation = self.reserve(tenant, record_bytes(fields))
+        try:
+            return await self.remember(
+                tenant,
+                reservation,
+                question=text,
+                reasoning="",
+                corrected_reasoning=text,
+                model=model,
+                kind=PREFERENCE,
+            )
+        finally:
+            reservation.release()
+
     async def list(
-        self, tenant: str, limit: int, after: str | None, contains: str | None
+        self,
+        tenant: str,
+        limit: int,
+        after: str | None,
+        contains: str | None,
+        kind: str | None = None,
     ) -> tuple[list[CorrectionRecord], bool]:
         if after is not None and await self._read(self.store.get, tenant, after) is None:
             raise not_found(after)
         return await self._read(
-            lambda: self.store.list(tenant, limit=limit, after=after, contains=contains)
+            lambda: self.store.list(tenant, limit=limit, after=after, contains=contains, kind=kind)
         )
 
     def _remote_change(self, tenant: str) -> None:
