@@ -5,7 +5,8 @@ its question later reports it as a memory hit. Twenty corrected facts built by p
 (element atomic numbers) measure how often the later answer follows the correction with the
 memory on and off. A second server is killed with SIGKILL while 50 corrections are posted;
 after a restart every correction that got a 200 is there and searchable. Two API keys never
-see each other's records through any route.
+see each other's records through any route. A standing preference ("Keep every answer under 20
+words") is followed by more of 20 unrelated answers with it than without.
 """
 
 from __future__ import annotations
@@ -188,3 +189,66 @@ def test_acknowledged_corrections_survive_sigkill(tmp_path: Path) -> None:
     finally:
         stop_server(second)
     print(f"\n{len(acknowledged)}/50 corrections acknowledged before SIGKILL; all recovered")
+
+
+UNRELATED = [
+    "How tall is the Eiffel Tower?",
+    "How far is the Moon from Earth?",
+    "What is a good way to learn to cook?",
+    "Why is the sky blue?",
+    "How long is a marathon?",
+    "How heavy is an adult elephant?",
+    "What should I pack for a beach trip?",
+    "How deep is the Pacific Ocean?",
+    "How do I make a cup of tea?",
+    "What causes the seasons on Earth?",
+    "How many bones are in the human body?",
+    "What is photosynthesis?",
+    "How do airplanes stay in the air?",
+    "What is the tallest mountain in the world?",
+    "How can I sleep better at night?",
+    "What is the speed of sound?",
+    "Why do cats purr?",
+    "How is paper made?",
+    "What does a bee do in a hive?",
+    "How far can a bicycle go in an hour?",
+]
+"""Questions unrelated to the preference and to each other, written for this test."""
+PREFERENCE = "Keep every answer under 20 words."
+
+
+def test_a_standing_preference_changes_unrelated_answers(server: RemoteServer) -> None:
+    """ "Keep every answer under 20 words": 20 unrelated questions, the preference off and on;
+    an answer follows it when it ends by itself within 20 words."""
+    tenant_key = KEY
+    with server.http(tenant_key) as http:
+        r = http.post("/v1/memory", json={"kind": "preference", "text": PREFERENCE})
+        assert r.status_code == 200, r.text
+        preference = r.json()["id"]
+    try:
+        client = server.client(api_key=tenant_key)
+
+        def follows(memory_on: bool) -> int:
+            followed = 0
+            for question in UNRELATED:
+                response = client.chat.completions.create(
+                    model=MODEL,
+                    messages=[{"role": "user", "content": question}],
+                    max_tokens=64,
+                    temperature=0.0,
+                    extra_body={"safework": {"memory": {"enabled": memory_on}}},
+                )
+                block = (response.model_extra or {}).get("safework") or {}
+                given = block.get("memory", {}).get("preferences", [])
+                assert (preference in given) == memory_on
+                choice = response.choices[0]
+                words = len((choice.message.content or "").split())
+                followed += choice.finish_reason == "stop" and words <= 20
+            return followed
+
+        on, off = follows(True), follows(False)
+        print(f"\nunrelated answers following {PREFERENCE!r}: preference on {on}/20, off {off}/20")
+        assert on > off
+    finally:
+        with server.http(tenant_key) as http:
+            http.delete(f"/v1/memory/{preference}")
