@@ -16,7 +16,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 REQUIRED = os.environ.get("SAFEWORK_TEST_POSTGRES") == "1"
@@ -28,6 +30,19 @@ def _bin(name: str) -> str | None:
         return found
     candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
     return candidates[-1] if candidates else None
+
+
+def eventually(check: Callable[[], bool], timeout: float = 1.0) -> float:
+    """Seconds until ``check()`` held (polled every 10 ms); a test failure after ``timeout``:
+    how the replica tests wait for a change to reach another replica."""
+    import pytest
+
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            pytest.fail(f"not within {timeout} s")
+        time.sleep(0.01)
+    return time.monotonic() - started
 
 
 def _free_port() -> int:

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -26,20 +26,10 @@ from safework.errors import ConfigError
 from safework.memory import MemoryStore
 from safework.memory.db import SCHEMA_VERSION
 
-from .postgres import PostgresServer
+from .postgres import PostgresServer, eventually
 from .test_memory_store import HashEncoder, add
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def eventually(check: Callable[[], bool], timeout: float = 1.0) -> float:
-    """Seconds until ``check()`` held; fails after ``timeout``."""
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            pytest.fail(f"not within {timeout} s")
-        time.sleep(0.01)
-    return time.monotonic() - started
 
 
 @pytest.fixture

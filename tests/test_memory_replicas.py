@@ -18,8 +18,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ import pytest
 
 from safework.server.memory.serving import MemorySettings
 
-from .postgres import PostgresServer
+from .postgres import PostgresServer, eventually
 from .web_server import (
     KEY,
     OTHER_KEY,
@@ -51,14 +50,6 @@ EDIT = {
     "edited_reasoning": "Tungsten is W; 79 is gold. Tungsten's atomic number is 74.",
     "feedback": "79 is gold",
 }
-
-
-def eventually(check: Callable[[], bool], timeout: float = 1.0) -> None:
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            pytest.fail(f"not within {timeout} s")
-        time.sleep(0.01)
 
 
 @contextmanager
