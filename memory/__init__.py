@@ -9,6 +9,7 @@ writes.
 
 - ``records.py``   the record, its checks and limits
 - ``store.py``     ``MemoryStore``: add / get / delete / list / search / counts, threads, durability
+- ``writes.py``    ``RecordWriter`` (``store.writer``): commits, deletes, change notices
 - ``transfer.py``  ``RecordTransfer`` (``store.transfer``): export and import as JSON-ready rows
 - ``upkeep.py``    ``IndexUpkeep`` (``store.upkeep``): load, reconcile, rebuild, save indexes
 - ``db.py``        SQLite and PostgreSQL: connections, versioned schema, the change feed

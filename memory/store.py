@@ -56,7 +56,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +65,7 @@ import numpy as np
 from safework.engine.embedder import Encoder
 from safework.errors import ConfigError
 
-from .db import Database, folded, open_database
+from .db import Database, open_database
 from .index import IndexParams, TenantIndex
 from .records import (
     CORRECTION,
@@ -86,8 +86,9 @@ from .records import (
     new_id,
     unit_rows,
 )
-from .transfer import IMPORT_BATCH, RecordTransfer, Resolve
+from .transfer import IMPORT_BATCH, RecordTransfer
 from .upkeep import IndexUpkeep
+from .writes import RecordWriter
 
 __all__ = [
     "IMPORT_BATCH",
@@ -118,9 +119,9 @@ def _record(row: tuple[Any, ...]) -> CorrectionRecord:
 class MemoryStore:
     """Per-tenant correction records with similarity search; every method is thread-safe.
 
-    The records and their connections are the store's own; two collaborators do the rest:
-    ``upkeep`` (``upkeep.py``) keeps the tenants' indexes and ``transfer`` (``transfer.py``)
-    exports and imports rows.
+    The records and their connections are the store's own; three collaborators do the rest:
+    ``writer`` (``writes.py``) commits and deletes, ``upkeep`` (``upkeep.py``) keeps the
+    tenants' indexes and ``transfer`` (``transfer.py``) exports and imports rows.
     """
 
     def __init__(
@@ -179,9 +180,12 @@ class MemoryStore:
                 enabled=indexes,
                 background=background,
             )
+            self.writer = RecordWriter(
+                self.db, self._transaction, self._write_lock, self.upkeep, self.instance
+            )
             self.transfer = RecordTransfer(
                 self._reader,
-                self._commit,
+                self.writer.commit,
                 self._embed,
                 self.upkeep.save_if_due,
                 encoder_name=self.encoder_name,
@@ -330,7 +334,7 @@ class MemoryStore:
                 raise ValueError(f"a preference is at most {PREFERENCE_CHARS} characters")
             resolve = self._room_for_preference
         vector = self._embed([question])[0]  # (dim,)
-        self._commit([(record, vector)], resolve=resolve)
+        self.writer.commit([(record, vector)], resolve=resolve)
         return record
 
     @staticmethod
@@ -375,18 +379,7 @@ class MemoryStore:
         tenant = check_tenant(tenant)
         if not is_id(record_id):
             return False
-        with self._write_lock:
-            with self._transaction() as conn:
-                row = conn.execute(
-                    "SELECT seq FROM corrections WHERE id = ? AND tenant = ?", (record_id, tenant)
-                ).fetchone()
-                if row is None:
-                    return False
-                conn.execute("DELETE FROM corrections WHERE seq = ?", (row[0],))
-                generation = self._bump(conn, tenant, -1)
-                self.db.changed(conn, tenant, self.instance)
-            self.upkeep.removed(tenant, [row[0]], generation)
-        return True
+        return self.writer.delete(tenant, record_id)
 
     def list(
         self,
@@ -502,80 +495,6 @@ class MemoryStore:
                 (tenant, *seqs),
             ).fetchall()
         return {row[0]: _record(row[1:]) for row in rows}
-
-    # ---- writing
-
-    def _commit(
-        self,
-        items: Sequence[tuple[CorrectionRecord, np.ndarray]],
-        *,
-        resolve: Resolve | None = None,
-        save: bool = True,
-    ) -> int:
-        """Insert ``(record, vector)`` pairs in one transaction (each through ``resolve``
-        first: the record to insert, or None to skip it), then add them to their tenants'
-        indexes; returns how many were inserted. Committed (durable) when this returns."""
-        added: dict[str, list[tuple[int, np.ndarray]]] = {}
-        with self._write_lock:
-            with self._transaction() as conn:
-                for record, vector in items:
-                    if resolve is not None and (record := resolve(conn, record)) is None:
-                        continue
-                    self._ensure_tenant(conn, record.tenant)
-                    seq = self._insert(conn, record, vector)
-                    added.setdefault(record.tenant, []).append((seq, vector))
-                generations = {t: self._bump(conn, t, len(v)) for t, v in added.items()}
-                for tenant in added:
-                    self.db.changed(conn, tenant, self.instance)
-            for tenant, rows in added.items():
-                ids = np.array([seq for seq, _ in rows], dtype=np.int64)
-                vectors = np.stack([v for _, v in rows])  # (N, dim)
-                self.upkeep.added(tenant, ids, vectors, generations[tenant], save=save)
-        return sum(len(rows) for rows in added.values())
-
-    # (the caller holds the write lock and a transaction)
-
-    @staticmethod
-    def _ensure_tenant(conn: Any, tenant: str) -> None:
-        conn.execute("INSERT INTO tenants(name) VALUES (?) ON CONFLICT(name) DO NOTHING", (tenant,))
-
-    @staticmethod
-    def _bump(conn: Any, tenant: str, delta: int) -> int:
-        """Add ``delta`` to the tenant's record count, advance its generation, return it."""
-        return int(
-            conn.execute(
-                "UPDATE tenants SET records = records + ?, generation = generation + 1 "
-                "WHERE name = ? RETURNING generation",
-                (delta, tenant),
-            ).fetchone()[0]
-        )
-
-    def _insert(self, conn: Any, r: CorrectionRecord, vector: np.ndarray) -> int:
-        columns = [*FIELDS.split(", "), "embedding"]
-        values: list[Any] = [
-            r.id,
-            r.tenant,
-            r.question,
-            r.reasoning,
-            r.corrected_reasoning,
-            r.answer,
-            r.feedback,
-            r.model,
-            r.created_at,
-            r.kind,
-            np.ascontiguousarray(vector, dtype="<f4").tobytes(),
-        ]
-        if self.db.stores_folded:
-            columns.append("folded")
-            values.append(
-                folded(r.question, r.reasoning, r.corrected_reasoning, r.answer, r.feedback)
-            )
-        row = conn.execute(
-            f"INSERT INTO corrections ({', '.join(columns)}) "
-            f"VALUES ({', '.join('?' * len(values))}) RETURNING seq",
-            values,
-        ).fetchone()
-        return int(row[0])
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         """(N, dim) unit rows for ``texts``."""

@@ -1,0 +1,132 @@
+"""The correction store's writes: ``RecordWriter`` (``store.writer``).
+
+A collaborator of ``MemoryStore``: each write is one transaction on the store's database
+(``db.py``), under the store's write lock, that keeps the tenant's record count and generation
+and announces the change to other replicas (``Database.changed``); after the commit, still
+under the lock, the tenant's index follows (``IndexUpkeep.added`` / ``removed``), so no other
+write of this process slips between a commit and its index update.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .db import Database, folded
+from .records import FIELDS, CorrectionRecord, is_id
+from .transfer import Resolve
+from .upkeep import IndexUpkeep
+
+__all__ = ["RecordWriter"]
+
+
+class RecordWriter:
+    def __init__(
+        self,
+        db: Database,
+        transaction: Callable[[], contextlib.AbstractContextManager[Any]],
+        write_lock: threading.Lock,
+        upkeep: IndexUpkeep,
+        instance: str,
+    ) -> None:
+        """``transaction()``: a write transaction of the store (checked open); ``instance``:
+        the store's id in change notices (its own are not applied to it again)."""
+        self.db = db
+        self._transaction = transaction
+        self._write_lock = write_lock
+        self.upkeep = upkeep
+        self.instance = instance
+
+    def commit(
+        self,
+        items: Sequence[tuple[CorrectionRecord, np.ndarray]],
+        *,
+        resolve: Resolve | None = None,
+        save: bool = True,
+    ) -> int:
+        """Insert ``(record, vector)`` pairs in one transaction (each through ``resolve``
+        first: the record to insert, or None to skip it), then add them to their tenants'
+        indexes; returns how many were inserted. Committed (durable) when this returns."""
+        added: dict[str, list[tuple[int, np.ndarray]]] = {}
+        with self._write_lock:
+            with self._transaction() as conn:
+                for record, vector in items:
+                    if resolve is not None and (record := resolve(conn, record)) is None:
+                        continue
+                    self._ensure_tenant(conn, record.tenant)
+                    seq = self._insert(conn, record, vector)
+                    added.setdefault(record.tenant, []).append((seq, vector))
+                generations = {t: self._bump(conn, t, len(v)) for t, v in added.items()}
+                for tenant in added:
+                    self.db.changed(conn, tenant, self.instance)
+            for tenant, rows in added.items():
+                ids = np.array([seq for seq, _ in rows], dtype=np.int64)
+                vectors = np.stack([v for _, v in rows])  # (N, dim)
+                self.upkeep.added(tenant, ids, vectors, generations[tenant], save=save)
+        return sum(len(rows) for rows in added.values())
+
+    def delete(self, tenant: str, record_id: str) -> bool:
+        """Delete the tenant's record ``record_id`` (a checked tenant); False when it has none
+        of that id."""
+        if not is_id(record_id):
+            return False
+        with self._write_lock:
+            with self._transaction() as conn:
+                row = conn.execute(
+                    "SELECT seq FROM corrections WHERE id = ? AND tenant = ?", (record_id, tenant)
+                ).fetchone()
+                if row is None:
+                    return False
+                conn.execute("DELETE FROM corrections WHERE seq = ?", (row[0],))
+                generation = self._bump(conn, tenant, -1)
+                self.db.changed(conn, tenant, self.instance)
+            self.upkeep.removed(tenant, [row[0]], generation)
+        return True
+
+    # (the caller holds the write lock and a transaction)
+
+    @staticmethod
+    def _ensure_tenant(conn: Any, tenant: str) -> None:
+        conn.execute("INSERT INTO tenants(name) VALUES (?) ON CONFLICT(name) DO NOTHING", (tenant,))
+
+    @staticmethod
+    def _bump(conn: Any, tenant: str, delta: int) -> int:
+        """Add ``delta`` to the tenant's record count, advance its generation, return it."""
+        return int(
+            conn.execute(
+                "UPDATE tenants SET records = records + ?, generation = generation + 1 "
+                "WHERE name = ? RETURNING generation",
+                (delta, tenant),
+            ).fetchone()[0]
+        )
+
+    def _insert(self, conn: Any, r: CorrectionRecord, vector: np.ndarray) -> int:
+        columns = [*FIELDS.split(", "), "embedding"]
+        values: list[Any] = [
+            r.id,
+            r.tenant,
+            r.question,
+            r.reasoning,
+            r.corrected_reasoning,
+            r.answer,
+            r.feedback,
+            r.model,
+            r.created_at,
+            r.kind,
+            np.ascontiguousarray(vector, dtype="<f4").tobytes(),
+        ]
+        if self.db.stores_folded:
+            columns.append("folded")
+            values.append(
+                folded(r.question, r.reasoning, r.corrected_reasoning, r.answer, r.feedback)
+            )
+        row = conn.execute(
+            f"INSERT INTO corrections ({', '.join(columns)}) "
+            f"VALUES ({', '.join('?' * len(values))}) RETURNING seq",
+            values,
+        ).fetchone()
+        return int(row[0])
