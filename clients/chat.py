@@ -10,7 +10,8 @@ and confidence. Commands:
     /plain /aligned /search   switch the answer profile
     /edit [inline]            correct the last reasoning ($EDITOR, or typed here) and continue
     /show                     the last reasoning in full
-    /memory                   your stored corrections; /forget ID deletes one
+    /memory                   your stored corrections and preferences; /forget ID deletes one
+    /prefer TEXT              a standing preference for every answer ("Answer in metric units.")
     /history                  this session's turns; /new starts a new conversation
     /help, /quit
 
@@ -157,12 +158,22 @@ class ChatSession:
     def memory(self) -> None:
         page = self.client.memory.list(limit=20)
         if not page.data:
-            self.console.print("No stored corrections.")
+            self.console.print("No stored corrections or preferences.")
             return
         table = Table("id", "question", "corrected reasoning", box=None, header_style="bold")
         for record in page.data:
-            table.add_row(record.id, record.question[:40], record.corrected_reasoning[:60])
+            if record.kind == "preference":
+                table.add_row(record.id, "(every answer)", (record.text or "")[:60])
+            else:
+                table.add_row(record.id, record.question[:40], record.corrected_reasoning[:60])
         self.console.print(table)
+
+    def prefer(self, text: str) -> None:
+        if not text:
+            self.console.print("[yellow]Say what every answer should follow: /prefer TEXT")
+            return
+        record = self.client.memory.prefer(text)
+        self.console.print(f"preference stored as {record.id}")
 
     def forget(self, memory_id: str) -> None:
         self.client.memory.delete(memory_id)
@@ -211,6 +222,7 @@ def run_command(session: ChatSession, line: str) -> bool:
         "/show": session.show,
         "/memory": session.memory,
         "/forget": lambda: session.forget(arg.strip()),
+        "/prefer": lambda: session.prefer(arg.strip()),
         "/history": session.history,
         "/new": lambda: session.turns.clear(),
         "/help": lambda: session.console.print(__doc__.split("Commands:")[1].split("The ")[0]),
