@@ -30,6 +30,7 @@ import sqlite3
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ __all__ = [
     "CHANNEL",
     "MIGRATIONS",
     "SCHEMA_VERSION",
+    "Change",
     "Database",
     "PostgresDatabase",
     "SQLiteDatabase",
@@ -170,15 +172,13 @@ class Database(ABC):
     def text_bytes(self, field: str) -> str:
         """An expression: UTF-8 bytes of the text column ``field`` (0 for NULL)."""
 
-    def changed(self, conn: Any, tenant: str, origin: str) -> None:  # noqa: B027
-        """Inside a write transaction: announce that ``tenant``'s records changed (PostgreSQL
-        notifies the other replicas at commit; nothing to do for SQLite)."""
+    def changed(self, conn: Any, change: Change) -> None:  # noqa: B027
+        """Inside a write transaction: announce ``change`` (PostgreSQL notifies the other
+        replicas at commit; nothing to do for SQLite)."""
 
-    def listen(  # noqa: B027
-        self, on_change: Callable[[str | None, str | None], None]
-    ) -> None:
-        """Call ``on_change(tenant, origin)`` for every change announced by any process, and
-        ``on_change(None, None)`` each time the feed starts (once LISTEN is in place, so that a
+    def listen(self, on_change: Callable[[Change | None], None]) -> None:  # noqa: B027
+        """Call ``on_change(change)`` for every change announced by any process, and
+        ``on_change(None)`` each time the feed starts (once LISTEN is in place, so that a
         change committed before it is not missed; and after a lost feed is re-established).
         Returns once the feed is in place (or after a few seconds, retrying in the
         background). Only for a ``shared`` database."""
@@ -412,11 +412,10 @@ class PostgresDatabase(Database):
     def _script(self, conn: _PgConnection, script: str) -> None:
         conn.raw.execute(script)
 
-    def changed(self, conn: _PgConnection, tenant: str, origin: str) -> None:
-        payload = json.dumps({"tenant": tenant, "origin": origin})
-        conn.execute("SELECT pg_notify(?, ?)", (CHANNEL, payload))
+    def changed(self, conn: _PgConnection, change: Change) -> None:
+        conn.execute("SELECT pg_notify(?, ?)", (CHANNEL, change.payload()))
 
-    def listen(self, on_change: Callable[[str | None, str | None], None]) -> None:
+    def listen(self, on_change: Callable[[Change | None], None]) -> None:
         if self._listener is not None:
             raise RuntimeError("already listening")
         self._listener = threading.Thread(
@@ -426,7 +425,7 @@ class PostgresDatabase(Database):
         if not self._listening.wait(10.0):
             log.warning("memory store feed not yet in place; retrying in the background")
 
-    def _listen(self, on_change: Callable[[str | None, str | None], None]) -> None:
+    def _listen(self, on_change: Callable[[Change | None], None]) -> None:
         """LISTEN on a connection of its own; reconnect (and report a gap) when it is lost."""
         psycopg = self._psycopg
         delay, connected_once = 0.2, False
@@ -436,13 +435,14 @@ class PostgresDatabase(Database):
                     conn.execute(f"LISTEN {CHANNEL}")
                     if connected_once:
                         log.info("memory store feed re-established; resynchronising indexes")
-                    on_change(None, None)  # whatever changed before LISTEN was in place
+                    on_change(None)  # whatever changed before LISTEN was in place
                     self._listening.set()
                     connected_once, delay = True, 0.2
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=0.5):
-                            tenant, origin = _payload(note.payload)
-                            on_change(tenant, origin)
+                            change = Change.parse(note.payload)
+                            if change is not None:
+                                on_change(change)
             except psycopg.Error as e:
                 if self._stop.is_set():
                     return
@@ -463,13 +463,45 @@ class PostgresDatabase(Database):
         self.pool.close()
 
 
-def _payload(text: str) -> tuple[str | None, str | None]:
-    try:
-        data = json.loads(text)
-        return str(data["tenant"]), str(data.get("origin"))
-    except (ValueError, KeyError, TypeError):
-        log.warning("memory store feed: ignored a malformed notification")
-        return None, None
+@dataclass(frozen=True)
+class Change:
+    """One committed write, as announced to the other replicas: the tenant, the announcing
+    store, and the row numbers it added and removed (``None`` when there were too many to
+    send: the receiver then reconciles the tenant's whole index)."""
+
+    tenant: str
+    origin: str
+    added: tuple[int, ...] | None = ()
+    removed: tuple[int, ...] | None = ()
+
+    def payload(self) -> str:
+        rows = None if self.added is None or self.removed is None else (self.added, self.removed)
+        if rows is not None and len(rows[0]) + len(rows[1]) > MAX_NOTICE_ROWS:
+            rows = None  # NOTIFY payloads are bounded (8000 bytes)
+        data: dict[str, Any] = {"tenant": self.tenant, "origin": self.origin}
+        if rows is not None:
+            data["added"], data["removed"] = list(rows[0]), list(rows[1])
+        return json.dumps(data)
+
+    @classmethod
+    def parse(cls, text: str) -> Change | None:
+        try:
+            data = json.loads(text)
+            added, removed = data.get("added"), data.get("removed")
+            rows = None if added is None or removed is None else (added, removed)
+            return cls(
+                str(data["tenant"]),
+                str(data.get("origin")),
+                None if rows is None else tuple(int(i) for i in rows[0]),
+                None if rows is None else tuple(int(i) for i in rows[1]),
+            )
+        except (ValueError, KeyError, TypeError):
+            log.warning("memory store feed: ignored a malformed notification")
+            return None
+
+
+MAX_NOTICE_ROWS = 400
+"""Row numbers one notice carries at most (an import batch of 500 sends none: a reconcile)."""
 
 
 def redact_url(url: str) -> str:

@@ -65,7 +65,7 @@ import numpy as np
 from safework.engine.embedder import Encoder
 from safework.errors import ConfigError
 
-from .db import Database, open_database
+from .db import Change, Database, open_database
 from .index import IndexParams, TenantIndex
 from .records import (
     CORRECTION,
@@ -505,19 +505,19 @@ class MemoryStore:
             raise RuntimeError(f"the encoder returned {vectors.shape}, expected (N, {self.dim})")
         return unit_rows(vectors)
 
-    def _on_change(self, tenant: str | None, origin: str | None) -> None:
-        """A change announced on a shared database (the listener's thread): bring the tenant's
-        index up to date, or every index after the feed was lost (``tenant`` None)."""
-        if origin == self.instance:
+    def _on_change(self, change: Change | None) -> None:
+        """A change announced on a shared database (the listener's thread): apply it to the
+        tenant's index, or reconcile every index when the feed (re)starts (``None``)."""
+        if change is not None and change.origin == self.instance:
             return  # this store's own write: its index already has it
         with self._write_lock:
             if self._closed:
                 return
-            if tenant is None:
+            if change is None:
                 changed = self.upkeep.refresh_all()
             else:
-                self.upkeep.refresh(tenant)
-                changed = [tenant]
+                self.upkeep.apply(change)
+                changed = [change.tenant]
         if self.on_remote_change is not None:
             for name in changed:
                 self.on_remote_change(name)

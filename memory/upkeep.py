@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from .db import Change
 from .index import (
     IndexParams,
     TenantIndex,
@@ -273,6 +274,27 @@ class IndexUpkeep:
             return
         index.note_changes(sum(changes), generation)
         self._after_change(tenant, index)
+
+    def apply(self, change: Change) -> None:
+        """Apply another process's announced rows to the tenant's index (only those it lacks,
+        or still holds: a notice may repeat what a reconcile already did); without rows, or
+        without an index yet, ``refresh`` the tenant."""
+        index = self.indexes.get(change.tenant) if self.enabled else None
+        if index is None or change.added is None or change.removed is None:
+            self.refresh(change.tenant)
+            return
+        have = index.ids()
+        new = np.setdiff1d(np.array(change.added, dtype=np.int64), have)
+        gone = np.intersect1d(np.array(change.removed, dtype=np.int64), have)
+        with self._reader() as conn:
+            row = conn.execute(
+                "SELECT generation FROM tenants WHERE name = ?", (change.tenant,)
+            ).fetchone()
+            ids, vectors = self._db_vectors(conn, change.tenant, new)
+        index.add(ids, vectors)  # a row deleted meanwhile is simply not found
+        index.remove(gone)
+        index.note_changes(len(ids) + len(gone), int(row[0]) if row else index.generation)
+        self._after_change(change.tenant, index)
 
     def refresh_all(self) -> list[str]:
         """``refresh`` every tenant: after the change feed (re)started, when changes may have

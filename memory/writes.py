@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .db import Database, folded
+from .db import Change, Database, folded
 from .records import FIELDS, CorrectionRecord, is_id
 from .transfer import Resolve
 from .upkeep import IndexUpkeep
@@ -61,8 +61,9 @@ class RecordWriter:
                     seq = self._insert(conn, record, vector)
                     added.setdefault(record.tenant, []).append((seq, vector))
                 generations = {t: self._bump(conn, t, len(v)) for t, v in added.items()}
-                for tenant in added:
-                    self.db.changed(conn, tenant, self.instance)
+                for tenant, rows in added.items():
+                    seqs = tuple(seq for seq, _ in rows)
+                    self.db.changed(conn, Change(tenant, self.instance, added=seqs))
             for tenant, rows in added.items():
                 ids = np.array([seq for seq, _ in rows], dtype=np.int64)
                 vectors = np.stack([v for _, v in rows])  # (N, dim)
@@ -83,7 +84,7 @@ class RecordWriter:
                     return False
                 conn.execute("DELETE FROM corrections WHERE seq = ?", (row[0],))
                 generation = self._bump(conn, tenant, -1)
-                self.db.changed(conn, tenant, self.instance)
+                self.db.changed(conn, Change(tenant, self.instance, removed=(int(row[0]),)))
             self.upkeep.removed(tenant, [row[0]], generation)
         return True
 

@@ -164,3 +164,31 @@ def test_a_restarted_database_is_reconnected_to(tmp_path: Path, postgres: Postgr
         b.close()
     finally:
         server.close()
+
+
+def test_notices_carry_rows_up_to_a_bound() -> None:
+    from safework.memory.db import MAX_NOTICE_ROWS, Change
+
+    small = Change("acme", "a1", added=(1, 2), removed=(7,))
+    assert Change.parse(small.payload()) == small
+    big = Change("acme", "a1", added=tuple(range(MAX_NOTICE_ROWS + 1)))
+    assert Change.parse(big.payload()) == Change("acme", "a1", None, None)  # reconcile instead
+    assert len(big.payload()) < 8000
+    assert Change.parse("not json") is None
+    assert Change.parse('{"origin": "x"}') is None
+
+
+def test_a_large_import_on_one_replica_reaches_the_other(
+    replicas: tuple[MemoryStore, MemoryStore],
+) -> None:
+    """500 rows in one transaction: the notice carries no rows, the other replica reconciles."""
+    a, b = replicas
+    add(b, "acme", "an earlier question")  # b has an index for the tenant already
+    rows = [
+        {"question": f"imported question {i}", "corrected_reasoning": "c", "tenant": "acme"}
+        for i in range(500)
+    ]
+    assert a.import_records(rows) == 500
+    eventually(lambda: b.count("acme") == 501 and b.stats()["acme"]["index"]["vectors"] == 501)
+    hits = b.search("acme", "imported question 321", k=5, min_similarity=0.999)
+    assert "imported question 321" in {h.record.question for h in hits}  # hashed words may tie
