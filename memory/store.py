@@ -21,10 +21,11 @@ Design:
   (tombstoned in HNSW). A missing, unreadable or foreign index file (another store's, another
   dimension) is rebuilt from the stored vectors. Either is logged.
 - **Replicas** (PostgreSQL): each store keeps its own FAISS indexes in its own folder. Every
-  write announces its tenant (``NOTIFY``); the other stores reconcile that tenant's index with
-  the database (``IndexUpkeep.refresh``), within milliseconds. When the feed starts, or comes
-  back after the database was away, every index is reconciled, so a missed notice costs time,
-  never a record.
+  write announces its tenant and rows (``NOTIFY``, ``db.Change``); the other stores apply them
+  to that tenant's index (``IndexUpkeep.apply``) within milliseconds, or reconcile it with the
+  database when a notice is too large to name its rows. When the feed starts, or comes back
+  after the database was away, every index is reconciled, so a missed notice costs time, never
+  a record.
 - **Tenants never meet**: every statement filters on the tenant, and each tenant has its own
   index, so another tenant's record behaves exactly like a missing one.
 - **Threads**: writes go through one connection under one lock (SQLite allows one writer);
