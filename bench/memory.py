@@ -254,15 +254,21 @@ def database_bytes(folder: Path, url: str | None) -> int:
     return int(row[0]) if row else 0
 
 
-def propagation(postgres: Any, workdir: Path, count: int) -> dict[str, Any]:
-    """Delay from one replica's ``add`` returning to the other's ``search`` finding it."""
-    vectors = synthetic_vectors(count + 1, seed=3)
+def propagation(postgres: Any, workdir: Path, count: int, base: int) -> dict[str, Any]:
+    """Delay from one replica's ``add`` returning to the other's ``search`` finding it, on a
+    tenant that already holds ``base`` records."""
+    vectors = synthetic_vectors(base + count + 1, seed=3)
     encoder = LookupEncoder(vectors, vectors)
     url = postgres.new_database()
     writer = MemoryStore(workdir / "replica-a", encoder, database=url)
     reader = MemoryStore(workdir / "replica-b", encoder, database=url)
     delays = []
     try:
+        writer.import_records(record_row(i, vectors[i]) for i in range(count, count + base))
+        deadline = time.perf_counter() + 600
+        while reader.count(TENANT) < base and time.perf_counter() < deadline:
+            time.sleep(0.1)
+        reader.wait_idle()
         for i in range(count):
             row = record_row(i, None)
             del row["tenant"]
@@ -280,7 +286,7 @@ def propagation(postgres: Any, workdir: Path, count: int) -> dict[str, Any]:
     finally:
         writer.close()
         reader.close()
-    return {"adds": count, **ms(delays), "max_ms": round(1000 * max(delays), 2)}
+    return {"records": base, "adds": count, **ms(delays), "max_ms": round(1000 * max(delays), 2)}
 
 
 def ef_sweep(index: Any, queries: np.ndarray, truth: np.ndarray, values: list[int]) -> list[dict]:
@@ -437,6 +443,9 @@ def main() -> None:
         "--stores", default=",".join(STORES), help="comma-separated: sqlite,postgresql"
     )
     parser.add_argument("--propagation", type=int, default=200, help="adds timed between replicas")
+    parser.add_argument(
+        "--propagation-base", type=int, default=100_000, help="records the tenant holds first"
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="where stores are built")
     parser.add_argument("--keep", action="store_true", help="keep the stores afterwards")
     parser.add_argument(
@@ -484,7 +493,9 @@ def main() -> None:
         try:
             if postgres is not None and args.propagation:
                 log("propagation between two replicas")
-                result["propagation"] = propagation(postgres, workdir, args.propagation)
+                result["propagation"] = propagation(
+                    postgres, workdir, args.propagation, args.propagation_base
+                )
                 print(json.dumps(result["propagation"], indent=2), flush=True)
             for n in [int(v) for v in args.sizes.split(",") if v]:
                 for kind in stores:
