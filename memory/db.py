@@ -9,8 +9,8 @@ through a ``Database``; the few statements the two engines spell differently are
   Connections come from ``psycopg_pool`` (broken ones are checked out and replaced, so a
   restarted database is reconnected to without a restart of the replicas); a commit waits for
   the server's WAL flush (PostgreSQL's default ``synchronous_commit=on``). Every write
-  transaction sends ``NOTIFY safework_memory`` with the tenant it changed, delivered at
-  commit; ``listen`` follows those in a thread and reports a lost connection, after which the
+  transaction sends ``NOTIFY safework_memory`` with its tenant and rows (``Change``), delivered
+  at commit; ``listen`` follows those in a thread and reports a lost connection, after which the
   caller must assume it missed some.
 
 Schemas are versioned (``meta.schema_version``) and brought up to date by ``migrate``: each
@@ -28,6 +28,7 @@ import queue
 import re
 import sqlite3
 import threading
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ __all__ = [
 log = logging.getLogger("safework.memory.store")
 
 CHANNEL = "safework_memory"
-"""The PostgreSQL notification channel of record changes (payload: JSON tenant and origin)."""
+"""The PostgreSQL notification channel of record changes (payload: ``Change.payload``)."""
 
 _KIND = """
 ALTER TABLE corrections ADD COLUMN kind TEXT NOT NULL DEFAULT 'correction';
@@ -191,9 +192,9 @@ class Database(ABC):
 
     # ---- schema
 
-    def migrate(self) -> dict[str, str]:
-        """Create or upgrade the schema; returns the ``meta`` table. ConfigError for a database
-        of a newer schema than this code knows."""
+    def migrate(self) -> None:
+        """Create or upgrade the schema, and name the store (``meta.store_id``) when new.
+        ConfigError for a database of a newer schema than this code knows."""
         with self.transaction() as conn:
             self._lock_schema(conn)
             conn.execute(_META)
@@ -209,8 +210,8 @@ class Database(ABC):
                 log.info("memory schema of %s: applied migration %d", self, number + 1)
             if have != SCHEMA_VERSION:
                 self.set_meta(conn, {"schema_version": str(SCHEMA_VERSION)})
-                meta["schema_version"] = str(SCHEMA_VERSION)
-        return meta
+            if "store_id" not in meta:  # under the schema lock: replicas agree on one
+                self.set_meta(conn, {"store_id": uuid.uuid4().hex})
 
     def set_meta(self, conn: Any, values: dict[str, str]) -> None:
         for key, value in values.items():
@@ -319,8 +320,6 @@ class SQLiteDatabase(Database):
 
 # --------------------------------------------------------------------------- PostgreSQL
 
-_PLACEHOLDER = re.compile(r"\?")
-
 
 class _PgConnection:
     """A psycopg connection that takes the store's ``?`` placeholders."""
@@ -329,11 +328,7 @@ class _PgConnection:
         self.raw = conn
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return self.raw.execute(_PLACEHOLDER.sub("%s", sql.replace("%", "%%")), params)
-
-    def executemany(self, sql: str, rows: Any) -> None:
-        with self.raw.cursor() as cur:
-            cur.executemany(_PLACEHOLDER.sub("%s", sql.replace("%", "%%")), rows)
+        return self.raw.execute(sql.replace("%", "%%").replace("?", "%s"), params)
 
 
 class PostgresDatabase(Database):

@@ -288,9 +288,9 @@ class MemoryStore:
                 )
             if records and dim and int(meta.get("dim", dim)) != dim:
                 raise ConfigError(f"{self.db} holds {meta['dim']}-d vectors, encoder has {dim}")
-            updates = {"store_id": uuid.uuid4().hex} if "store_id" not in meta else {}
+            updates = {}
             if not records:
-                updates |= {k: str(v) for k, v in (("encoder", name), ("dim", dim)) if v}
+                updates = {k: str(v) for k, v in (("encoder", name), ("dim", dim)) if v}
             self.db.set_meta(conn, updates)
             meta |= updates
         self.store_id: str = meta["store_id"]
