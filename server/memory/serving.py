@@ -139,13 +139,16 @@ class MemoryService:
 
     # ------------------------------------------------------------------ inference
 
+    def _enabled(self, options: MemoryOptions) -> bool:
+        """The memory guides this request: its own setting, else the server's."""
+        return self.settings.enabled if options.enabled is None else options.enabled
+
     async def recall(
         self, tenant: str, question: str, options: MemoryOptions | None
     ) -> list[MemoryHit]:
         """The tenant's closest corrections to ``question`` (none when memory is off)."""
         options = options or MemoryOptions()
-        enabled = self.settings.enabled if options.enabled is None else options.enabled
-        if not enabled or not question.strip():
+        if not self._enabled(options) or not question.strip():
             return []
         k = options.top_k or self.settings.top_k
         threshold = (
@@ -169,9 +172,7 @@ class MemoryService:
     ) -> list[CorrectionRecord]:
         """The tenant's standing preferences (none when memory is off for the request; fails
         open like ``recall``)."""
-        options = options or MemoryOptions()
-        enabled = self.settings.enabled if options.enabled is None else options.enabled
-        if not enabled:
+        if not self._enabled(options or MemoryOptions()):
             return []
         try:
             return await asyncio.to_thread(self.store.preferences, tenant)
