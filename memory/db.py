@@ -61,6 +61,11 @@ CREATE INDEX corrections_by_kind ON corrections(tenant, kind, created_at);
 """
 """Migration 2 (both engines): a record is a correction or a standing preference."""
 
+_MISTAKE = "ALTER TABLE corrections ADD COLUMN mistake {blob};"
+"""Migration 3: a correction's mistake key (``mistakes.py``), float32 bytes like ``embedding``;
+NULL until computed (rows stored before it: ``MemoryStore`` fills them in when it opens with
+an encoder), empty when the correction replaced no step."""
+
 MIGRATIONS: dict[str, Sequence[str]] = {
     "sqlite": (
         """
@@ -86,6 +91,7 @@ MIGRATIONS: dict[str, Sequence[str]] = {
         CREATE INDEX IF NOT EXISTS corrections_by_time ON corrections(tenant, created_at, seq);
         """,
         _KIND,
+        _MISTAKE.format(blob="BLOB"),
     ),
     "postgresql": (
         """
@@ -112,6 +118,7 @@ MIGRATIONS: dict[str, Sequence[str]] = {
         CREATE INDEX corrections_by_time ON corrections(tenant, created_at, seq);
         """,
         _KIND,
+        _MISTAKE.format(blob="BYTEA"),
     ),
 }
 """Per engine, the schema changes in order: the database at version N has applied the first

@@ -26,8 +26,10 @@ __all__ = [
     "KINDS",
     "MAX_PREFERENCES",
     "MAX_TENANT_CHARS",
+    "MISTAKE",
     "PREFERENCE",
     "PREFERENCE_CHARS",
+    "QUESTION",
     "TEXT_LIMITS",
     "CorrectionRecord",
     "MemoryHit",
@@ -65,6 +67,8 @@ REQUIRED = ("question", "corrected_reasoning")
 OPTIONAL = ("answer", "feedback")
 DEFAULT_ENCODER_NAME = "all-MiniLM-L6-v2"
 CORRECTION, PREFERENCE = "correction", "preference"
+QUESTION, MISTAKE = "question", "mistake"
+"""The two keys a correction is found by (``MemoryHit.kind``)."""
 KINDS = (CORRECTION, PREFERENCE)
 """A ``correction`` guides answers to similar questions; a ``preference`` guides every answer
 of its tenant (``MemoryStore.preferences``) and is never a search hit."""
@@ -128,7 +132,10 @@ class CorrectionRecord:
 class MemoryHit:
     record: CorrectionRecord
     similarity: float
-    """Cosine similarity of the query and the record's question, in [-1, 1]."""
+    """Cosine similarity of the query and the record's question (or mistake), in [-1, 1]."""
+    kind: str = "question"
+    """``question``: found by the question asked; ``mistake``: by a draft step that resembles
+    the step the record corrected (``mistakes.py``)."""
 
 
 def new_id() -> str:
@@ -233,4 +240,5 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)  # (N, 1)
     if not np.all(np.isfinite(vectors)) or np.any(norms == 0):
         raise ValueError("embedding rows must be finite and non-zero")
-    return vectors / norms
+    # rows already of norm 1 are kept bit for bit (dividing again can move the last bit)
+    return np.where(np.abs(norms - 1.0) <= 1e-6, vectors, vectors / norms)

@@ -68,12 +68,15 @@ from safework.errors import ConfigError
 
 from .db import Change, Database, open_database
 from .index import IndexParams, TenantIndex
+from .mistakes import MAX_STEP_CHARS, mistake_keys, mistake_step
 from .records import (
     CORRECTION,
     FIELDS,
     MAX_PREFERENCES,
+    MISTAKE,
     PREFERENCE,
     PREFERENCE_CHARS,
+    QUESTION,
     TEXT_LIMITS,
     CorrectionRecord,
     MemoryHit,
@@ -89,7 +92,7 @@ from .records import (
 )
 from .transfer import IMPORT_BATCH, RecordTransfer
 from .upkeep import IndexUpkeep
-from .writes import RecordWriter
+from .writes import RecordWriter, mistake_column
 
 __all__ = [
     "IMPORT_BATCH",
@@ -181,20 +184,44 @@ class MemoryStore:
                 enabled=indexes,
                 background=background,
             )
+            self.mistakes = IndexUpkeep(
+                self._reader,
+                self._snapshot,
+                self.db.highest_seq,
+                self._write_lock,
+                self.folder / "mistakes",
+                params,
+                store_id=self.store_id,
+                dim=self.dim,
+                persist_every=persist_every,
+                enabled=indexes,
+                background=background,
+                column="mistake",
+            )
+            """The tenants' mistake-key indexes (``mistakes.py``), kept like ``upkeep``'s."""
             self.writer = RecordWriter(
-                self.db, self._transaction, self._write_lock, self.upkeep, self.instance
+                self.db,
+                self._transaction,
+                self._write_lock,
+                self.upkeep,
+                self.instance,
+                self.mistakes,
             )
             self.transfer = RecordTransfer(
                 self._reader,
                 self.writer.commit,
                 self._embed,
-                self.upkeep.save_if_due,
+                self._save_if_due,
                 encoder_name=self.encoder_name,
                 dim=self.dim,
+                mistake_keys=self._mistake_keys if encoder is not None else None,
             )
             if indexes:
                 with self._write_lock:
+                    if encoder is not None:
+                        self._fill_mistake_keys()
                     self.upkeep.load()
+                    self.mistakes.load()
                 if self.db.shared:
                     self.db.listen(self._on_change)
         except BaseException:
@@ -231,6 +258,11 @@ class MemoryStore:
     @persist_every.setter
     def persist_every(self, value: int) -> None:
         self.upkeep.persist_every = value
+        self.mistakes.persist_every = value
+
+    def _save_if_due(self, tenant: str) -> None:
+        self.upkeep.save_if_due(tenant)
+        self.mistakes.save_if_due(tenant)
 
     @property
     def _indexes(self) -> dict[str, TenantIndex]:  # bench/memory.py reads an index directly
@@ -334,8 +366,10 @@ class MemoryStore:
             if len(record.text) > PREFERENCE_CHARS:
                 raise ValueError(f"a preference is at most {PREFERENCE_CHARS} characters")
             resolve = self._room_for_preference
-        vector = self._embed([question])[0]  # (dim,)
-        self.writer.commit([(record, vector)], resolve=resolve)
+        step = mistake_step(reasoning, corrected_reasoning) if kind == CORRECTION else None
+        vectors = self._embed([question] if step is None else [question, step.mistake])
+        mistake = None if step is None else vectors[1]  # (dim,)
+        self.writer.commit([(record, vectors[0], mistake)], resolve=resolve)
         return record
 
     @staticmethod
@@ -441,6 +475,37 @@ class MemoryStore:
         tenant = check_tenant(tenant)
         if not isinstance(text, str) or not text.strip():
             raise ValueError("the search text must not be empty")
+        self._check_search(k, min_similarity)
+        index = self.upkeep.indexes.get(tenant)
+        if index is None or index.live == 0:
+            return []
+        query = self._embed([text[: TEXT_LIMITS["question"]]])  # (1, dim)
+        return self._hits(tenant, index, query, k + MAX_PREFERENCES, min_similarity, QUESTION)[0][
+            :k
+        ]
+
+    def search_mistakes(
+        self, tenant: str, steps: list[str], k: int = 1, min_similarity: float = 0.0
+    ) -> list[list[MemoryHit]]:
+        """For each of ``steps`` (a draft's reasoning steps), the tenant's ``k`` corrections
+        whose mistaken step is closest (``mistakes.py``), best first, at least
+        ``min_similarity``; hits are of kind ``mistake``. One embedding call for all steps."""
+        tenant = check_tenant(tenant)
+        if not steps or not all(isinstance(t, str) and t.strip() for t in steps):
+            raise ValueError("the steps must be non-empty strings")
+        self._check_search(k, min_similarity)
+        index = self.mistakes.indexes.get(tenant)
+        if index is None or index.live == 0:
+            return [[] for _ in steps]
+        queries = self._embed([t[:MAX_STEP_CHARS] for t in steps])  # (S, dim)
+        return self._hits(tenant, index, queries, k, min_similarity, MISTAKE)
+
+    def has_mistakes(self, tenant: str) -> bool:
+        """Whether the tenant has corrections with a mistake key (no database read)."""
+        index = self.mistakes.indexes.get(tenant)
+        return index is not None and index.live > 0
+
+    def _check_search(self, k: int, min_similarity: float) -> None:
         if not _is_int(k) or not 1 <= k <= MAX_K:
             raise ValueError(f"k must be an integer from 1 to {MAX_K}")
         if not -1.0 <= min_similarity <= 1.0:
@@ -448,22 +513,36 @@ class MemoryStore:
         if not self.upkeep.enabled:
             raise RuntimeError("this memory store was opened without indexes")
         self._check_open()
-        index = self.upkeep.indexes.get(tenant)
-        if index is None or index.live == 0:
-            return []
-        query = self._embed([text[: TEXT_LIMITS["question"]]])  # (1, dim)
-        scores, ids = index.search(query, k + MAX_PREFERENCES)  # (1, k') each
+
+    def _hits(
+        self,
+        tenant: str,
+        index: TenantIndex,
+        queries: np.ndarray,
+        k: int,
+        min_similarity: float,
+        kind: str,
+    ) -> list[list[MemoryHit]]:
+        """Each query row's hits among the tenant's corrections (a record deleted since the
+        index was searched is left out, and so is a preference)."""
+        scores, ids = index.search(queries, k)  # (Q, k') each
         found = [
-            (int(i), float(s))
-            for i, s in zip(ids[0], scores[0], strict=True)
-            if i >= 0 and s >= min_similarity
+            [
+                (int(i), float(s))
+                for i, s in zip(row_ids, row_scores, strict=True)
+                if i >= 0 and s >= min_similarity
+            ]
+            for row_ids, row_scores in zip(ids, scores, strict=True)
         ]
-        records = self._records_by_seq(tenant, [i for i, _ in found])
+        records = self._records_by_seq(tenant, sorted({i for row in found for i, _ in row}))
         return [
-            MemoryHit(records[i], min(1.0, max(-1.0, s)))
-            for i, s in found
-            if i in records and records[i].kind == CORRECTION
-        ][:k]  # a record deleted since the index was searched is left out
+            [
+                MemoryHit(records[i], min(1.0, max(-1.0, s)), kind)
+                for i, s in row
+                if i in records and records[i].kind == CORRECTION
+            ]
+            for row in found
+        ]
 
     def count(self, tenant: str) -> int:
         tenant = check_tenant(tenant)
@@ -497,6 +576,38 @@ class MemoryStore:
             ).fetchall()
         return {row[0]: _record(row[1:]) for row in rows}
 
+    def _mistake_keys(self, records: list[CorrectionRecord]) -> list[np.ndarray | None]:
+        return mistake_keys(records, self._embed)
+
+    def _fill_mistake_keys(self) -> None:
+        """Compute the mistake keys of rows stored before there were any (NULL), in batches,
+        and announce them to other replicas (write lock; the indexes load afterwards)."""
+        filled = 0
+        while True:
+            with self._reader() as conn:
+                rows = conn.execute(
+                    f"SELECT seq, {FIELDS} FROM corrections WHERE mistake IS NULL "
+                    "ORDER BY seq LIMIT ?",
+                    (IMPORT_BATCH,),
+                ).fetchall()
+            if not rows:
+                break
+            keys = self._mistake_keys([_record(row[1:]) for row in rows])
+            tenants: dict[str, list[int]] = {}
+            with self._transaction() as conn:
+                for row, key in zip(rows, keys, strict=True):
+                    conn.execute(
+                        "UPDATE corrections SET mistake = ? WHERE seq = ? AND mistake IS NULL",
+                        (mistake_column(key), row[0]),
+                    )
+                    if key is not None:
+                        tenants.setdefault(row[2], []).append(int(row[0]))
+                for tenant, seqs in tenants.items():
+                    self.db.changed(conn, Change(tenant, self.instance, added=tuple(seqs)))
+            filled += len(rows)
+        if filled:
+            log.info("computed the mistake keys of %d records stored before them", filled)
+
     def _embed(self, texts: list[str]) -> np.ndarray:
         """(N, dim) unit rows for ``texts``."""
         if self.encoder is None:
@@ -516,8 +627,10 @@ class MemoryStore:
                 return
             if change is None:
                 changed = self.upkeep.refresh_all()
+                self.mistakes.refresh_all()
             else:
                 self.upkeep.apply(change)
+                self.mistakes.apply(change)
                 changed = [change.tenant]
         if self.on_remote_change is not None:
             for name in changed:
@@ -539,7 +652,10 @@ class MemoryStore:
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait for background index rebuilds; False if some still run at ``timeout``."""
-        return self.upkeep.wait_idle(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        idle = self.upkeep.wait_idle(timeout)
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        return self.mistakes.wait_idle(left) and idle
 
     # ---- closing
 
@@ -547,10 +663,12 @@ class MemoryStore:
         """Wait for background rebuilds, save every changed index, close the database."""
         if not self.upkeep.stop():
             return
+        self.mistakes.stop()
         self.db.stop_listening()  # before the lock: a change being applied needs it
         with self._write_lock:
             try:
                 self.upkeep.save_all()
+                self.mistakes.save_all()
             finally:
                 self._closed = True
                 self._close_connections()

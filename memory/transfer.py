@@ -4,9 +4,9 @@ A collaborator of ``MemoryStore`` (``store.transfer``; the store's ``export`` an
 ``import_records`` call it): it turns rows into records and back, and writes through the
 callables the store hands it (read connections, one committing write, the embedder), so
 ``store.py`` keeps the record API. Rows are what ``safework memory export`` writes as JSONL:
-every field of the record, its ``tenant``, and the stored question embedding (base64 float32)
-with the name of the model that made it, so an import into a store of the same encoder reuses
-the vectors instead of running the embedder again.
+every field of the record, its ``tenant``, and the stored question embedding and mistake key
+(base64 float32; ``mistakes.py``) with the name of the model that made them, so an import into
+a store of the same encoder reuses the vectors instead of running the embedder again.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from typing import Any, Protocol
 
 import numpy as np
 
+from .mistakes import PENDING
 from .records import (
     CORRECTION,
     FIELDS,
@@ -47,6 +48,8 @@ class _Incoming:
     record: CorrectionRecord
     vector: np.ndarray | None
     keep_id: bool
+    mistake: np.ndarray | None = field(default_factory=lambda: PENDING)
+    mistake_known: bool = False
 
 
 Reader = Callable[[], contextlib.AbstractContextManager[Any]]
@@ -56,12 +59,13 @@ to skip it."""
 
 
 class Commit(Protocol):
-    """The store's one write (``MemoryStore._commit``): insert ``(record, vector)`` pairs in one
-    transaction (each through ``resolve`` first), index them, return how many were inserted."""
+    """The store's one write (``RecordWriter.commit``): insert ``(record, vector, mistake key)``
+    triples in one transaction (each through ``resolve`` first), index them, return how many
+    were inserted."""
 
     def __call__(
         self,
-        items: Sequence[tuple[CorrectionRecord, np.ndarray]],
+        items: Sequence[tuple[CorrectionRecord, np.ndarray, np.ndarray | None]],
         *,
         resolve: Resolve | None = None,
         save: bool = True,
@@ -80,10 +84,14 @@ class RecordTransfer:
         *,
         encoder_name: str | None,
         dim: int | None,
+        mistake_keys: Callable[[list[CorrectionRecord]], list[np.ndarray | None]] | None = None,
     ) -> None:
         """``reader()``: a pooled read connection; ``commit``: the store's write (see
         ``Commit``); ``embed``: (N, dim) unit rows; ``save_if_due(tenant)``: saves the tenant's
-        index once enough changed; ``encoder_name`` and ``dim``: the store's vectors'."""
+        index once enough changed; ``encoder_name`` and ``dim``: the store's vectors';
+        ``mistake_keys``: computes records' mistake keys (None without an embedder: they are
+        left ``PENDING``, for the next store opened with one)."""
+        self._mistake_keys = mistake_keys
         self._reader = reader
         self._commit = commit
         self._embed = embed
@@ -94,8 +102,10 @@ class RecordTransfer:
     def export(self, tenant: str | None = None) -> Iterator[dict[str, Any]]:
         """Every record (of ``tenant``, or all) as a JSON-ready dict, oldest first.
 
-        Rows carry ``tenant``, the stored ``embedding`` (base64 float32) and ``embedding_model``,
-        so ``import_records`` into a store of the same encoder needs no embedder.
+        Rows carry ``tenant``, the stored ``embedding`` (base64 float32), ``mistake_embedding``
+        (base64, null for a record without a mistake key, absent when not computed yet) and
+        ``embedding_model``, so ``import_records`` into a store of the same encoder needs no
+        embedder.
         """
         if tenant is not None:
             check_tenant(tenant)
@@ -108,16 +118,19 @@ class RecordTransfer:
         while True:
             with self._reader() as conn:  # one query per chunk: no long read transaction
                 rows = conn.execute(
-                    f"SELECT seq, {FIELDS}, embedding FROM corrections WHERE seq > ? {where} "
+                    f"SELECT seq, {FIELDS}, embedding, mistake FROM corrections "
+                    f"WHERE seq > ? {where} "
                     "ORDER BY seq LIMIT ?",
                     (last, *args, EXPORT_CHUNK),
                 ).fetchall()
             if not rows:
                 return
             for row in rows:
-                record = CorrectionRecord(*row[1:-1])
+                record = CorrectionRecord(*row[1:-2])
                 data = {**record.to_json(), "tenant": record.tenant}
-                data["embedding"] = encode_vector(row[-1])
+                data["embedding"] = encode_vector(row[-2])
+                if row[-1] is not None:
+                    data["mistake_embedding"] = encode_vector(row[-1]) if len(row[-1]) else None
                 data["embedding_model"] = self.encoder_name
                 yield data
             last = rows[-1][0]
@@ -148,6 +161,11 @@ class RecordTransfer:
                 vectors = self._embed([item.record.question for item in missing])
                 for item, vector in zip(missing, vectors, strict=True):
                     item.vector = vector
+            unknown = [item for item in incoming if not item.mistake_known]
+            if unknown and self._mistake_keys is not None:
+                keys = self._mistake_keys([item.record for item in unknown])
+                for item, key in zip(unknown, keys, strict=True):
+                    item.mistake = key
             imported += self._write_batch(incoming)
             touched |= {item.record.tenant for item in incoming}
         for owner in touched:
@@ -172,6 +190,11 @@ class RecordTransfer:
         same_model = row.get("embedding_model") == self.encoder_name and self.dim
         if same_model and row.get("embedding") is not None:
             vector = decode_vector(row["embedding"], self.dim or 0)
+        mistake, mistake_known = PENDING, False
+        if same_model and "mistake_embedding" in row:
+            given = row["mistake_embedding"]
+            mistake = None if given is None else decode_vector(given, self.dim or 0)
+            mistake_known = given is None or mistake is not None
         kind = check_kind(row.get("kind", CORRECTION))
         record = CorrectionRecord(
             id=record_id if keep else new_id(),
@@ -180,7 +203,9 @@ class RecordTransfer:
             kind=kind,
             **fields,
         )
-        return _Incoming(record, vector, keep)
+        if kind != CORRECTION:
+            mistake, mistake_known = None, True
+        return _Incoming(record, vector, keep, mistake, mistake_known)
 
     def _write_batch(self, incoming: Sequence[_Incoming]) -> int:
         kept = {item.record.id for item in incoming if item.keep_id}
@@ -198,5 +223,5 @@ class RecordTransfer:
         items = []
         for item in incoming:
             assert item.vector is not None
-            items.append((item.record, item.vector))
+            items.append((item.record, item.vector, item.mistake))
         return self._commit(items, resolve=resolve, save=False)

@@ -69,13 +69,20 @@ class IndexUpkeep:
         persist_every: int,
         enabled: bool = True,
         background: bool = True,
+        column: str = "embedding",
     ) -> None:
         """``reader()``: a read connection; ``snapshot()``: one whose statements see one
         snapshot; ``highest_seq(conn)``: the highest row number the database ever issued;
         ``write_lock``: the store's lock over its writes (held while an index follows them).
         ``enabled=False``: no index is loaded, built or
         written (the store searches nothing). ``background=False`` rebuilds inside the call
-        that triggers it (tests)."""
+        that triggers it (tests). ``column``: the vectors indexed, ``embedding`` (the question's,
+        every row has one) or ``mistake`` (the mistake key, ``mistakes.py``: only corrections
+        that replaced a step have one; the others are simply not in the index)."""
+        self.column = column
+        self.sparse = column != "embedding"
+        self._has = f" AND length({column}) > 0" if self.sparse else ""
+        self.label = "memory index" if column == "embedding" else f"{column} index"
         self._reader = reader
         self._snapshot = snapshot
         self._highest_seq = highest_seq
@@ -118,14 +125,16 @@ class IndexUpkeep:
                 changes = self._reconcile(conn, tenant, index)
             if changes is None:
                 log.warning(
-                    "memory index of tenant %r holds ids this database never issued; rebuilding",
+                    "%s of tenant %r holds ids this database never issued; rebuilding",
+                    self.label,
                     tenant,
                 )
                 index = None
             elif changes != (0, 0) or manifest.get("generation") != generation:
                 log.info(
-                    "memory index of tenant %r was stale (saved at generation %s, database at "
+                    "%s of tenant %r was stale (saved at generation %s, database at "
                     "%d): added %d and removed %d vectors",
+                    self.label,
                     tenant,
                     manifest.get("generation"),
                     generation,
@@ -137,7 +146,8 @@ class IndexUpkeep:
             index = TenantIndex.build(ids, vectors, self.params)
             index.note_changes(index.ntotal, generation)
             log.info(
-                "built the memory index of tenant %r from the database: %d vectors (%s) in %.1f s",
+                "built the %s of tenant %r from the database: %d vectors (%s) in %.1f s",
+                self.label,
                 tenant,
                 index.ntotal,
                 index.kind,
@@ -153,7 +163,9 @@ class IndexUpkeep:
 
     def _db_ids(self, conn: Any, tenant: str) -> np.ndarray:
         """Row numbers of the tenant's records, ascending (int64)."""
-        rows = conn.execute("SELECT seq FROM corrections WHERE tenant = ? ORDER BY seq", (tenant,))
+        rows = conn.execute(
+            f"SELECT seq FROM corrections WHERE tenant = ?{self._has} ORDER BY seq", (tenant,)
+        )
         return np.fromiter((row[0] for row in rows), dtype=np.int64)
 
     def _db_vectors(self, conn: Any, tenant: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -162,7 +174,7 @@ class IndexUpkeep:
         for start in range(0, len(ids), SQL_VARS):
             chunk = [int(i) for i in ids[start : start + SQL_VARS]]
             rows = conn.execute(
-                "SELECT seq, embedding FROM corrections WHERE tenant = ? "
+                f"SELECT seq, {self.column} FROM corrections WHERE tenant = ?{self._has} "
                 f"AND seq IN ({','.join('?' * len(chunk))})",
                 (tenant, *chunk),
             ).fetchall()
@@ -175,12 +187,14 @@ class IndexUpkeep:
         """(ids (N,), vectors (N, dim)) of all the tenant's rows, from one snapshot."""
         with self._snapshot() as conn:  # the count and the rows from the same snapshot
             n = conn.execute(
-                "SELECT count(*) FROM corrections WHERE tenant = ?", (tenant,)
+                f"SELECT count(*) FROM corrections WHERE tenant = ?{self._has}", (tenant,)
             ).fetchone()[0]
             out_ids = np.empty(n, dtype=np.int64)
             vectors = np.empty((n, self.dim or 0), dtype=np.float32)  # (N, dim)
             rows = conn.execute(
-                "SELECT seq, embedding FROM corrections WHERE tenant = ? ORDER BY seq", (tenant,)
+                f"SELECT seq, {self.column} FROM corrections WHERE tenant = ?{self._has} "
+                "ORDER BY seq",
+                (tenant,),
             )
             for i, (seq, blob) in enumerate(rows):
                 out_ids[i] = seq
@@ -209,6 +223,8 @@ class IndexUpkeep:
         index = self.indexes.get(tenant) if self.enabled else None
         if index is None:
             return
+        if self.sparse:  # a row without a vector here was never added
+            ids = np.intersect1d(np.asarray(ids, dtype=np.int64), index.ids()).tolist()
         index.remove(ids)
         index.note_changes(len(ids), generation)
         self._after_change(tenant, index)
@@ -269,7 +285,9 @@ class IndexUpkeep:
         with self._reader() as conn:
             changes = self._reconcile(conn, tenant, index)
         if changes is None:  # cannot happen on one database: rebuild rather than serve it
-            log.warning("memory index of tenant %r disagrees with the database; rebuilding", tenant)
+            log.warning(
+                "%s of tenant %r disagrees with the database; rebuilding", self.label, tenant
+            )
             self._rebuild_now(tenant).note_changes(0, generation)
             return
         index.note_changes(sum(changes), generation)

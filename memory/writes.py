@@ -21,7 +21,7 @@ from .records import FIELDS, CorrectionRecord, is_id
 from .transfer import Resolve
 from .upkeep import IndexUpkeep
 
-__all__ = ["RecordWriter"]
+__all__ = ["RecordWriter", "mistake_column"]
 
 
 class RecordWriter:
@@ -32,42 +32,55 @@ class RecordWriter:
         write_lock: threading.Lock,
         upkeep: IndexUpkeep,
         instance: str,
+        mistakes: IndexUpkeep | None = None,
     ) -> None:
         """``transaction()``: a write transaction of the store (checked open); ``instance``:
-        the store's id in change notices (its own are not applied to it again)."""
+        the store's id in change notices (its own are not applied to it again); ``upkeep``
+        and ``mistakes`` keep the question and the mistake-key indexes."""
         self.db = db
         self._transaction = transaction
         self._write_lock = write_lock
         self.upkeep = upkeep
+        self.mistakes = mistakes
         self.instance = instance
 
     def commit(
         self,
-        items: Sequence[tuple[CorrectionRecord, np.ndarray]],
+        items: Sequence[tuple[CorrectionRecord, np.ndarray, np.ndarray | None]],
         *,
         resolve: Resolve | None = None,
         save: bool = True,
     ) -> int:
-        """Insert ``(record, vector)`` pairs in one transaction (each through ``resolve``
-        first: the record to insert, or None to skip it), then add them to their tenants'
-        indexes; returns how many were inserted. Committed (durable) when this returns."""
-        added: dict[str, list[tuple[int, np.ndarray]]] = {}
+        """Insert ``(record, vector, mistake vector or None)`` triples in one transaction (each
+        through ``resolve`` first: the record to insert, or None to skip it), then add them to
+        their tenants' indexes; returns how many were inserted. Committed (durable) when this
+        returns."""
+        added: dict[str, list[tuple[int, np.ndarray, np.ndarray | None]]] = {}
         with self._write_lock:
             with self._transaction() as conn:
-                for record, vector in items:
+                for record, vector, mistake in items:
                     if resolve is not None and (record := resolve(conn, record)) is None:
                         continue
                     self._ensure_tenant(conn, record.tenant)
-                    seq = self._insert(conn, record, vector)
-                    added.setdefault(record.tenant, []).append((seq, vector))
+                    seq = self._insert(conn, record, vector, mistake)
+                    added.setdefault(record.tenant, []).append((seq, vector, mistake))
                 generations = {t: self._bump(conn, t, len(v)) for t, v in added.items()}
                 for tenant, rows in added.items():
-                    seqs = tuple(seq for seq, _ in rows)
+                    seqs = tuple(row[0] for row in rows)
                     self.db.changed(conn, Change(tenant, self.instance, added=seqs))
             for tenant, rows in added.items():
-                ids = np.array([seq for seq, _ in rows], dtype=np.int64)
-                vectors = np.stack([v for _, v in rows])  # (N, dim)
+                ids = np.array([row[0] for row in rows], dtype=np.int64)
+                vectors = np.stack([row[1] for row in rows])  # (N, dim)
                 self.upkeep.added(tenant, ids, vectors, generations[tenant], save=save)
+                keyed = [(seq, m) for seq, _, m in rows if m is not None and m.size]
+                if self.mistakes is not None and keyed:
+                    self.mistakes.added(
+                        tenant,
+                        np.array([seq for seq, _ in keyed], dtype=np.int64),
+                        np.stack([m for _, m in keyed]),  # (K, dim)
+                        generations[tenant],
+                        save=save,
+                    )
         return sum(len(rows) for rows in added.values())
 
     def delete(self, tenant: str, record_id: str) -> bool:
@@ -86,6 +99,8 @@ class RecordWriter:
                 generation = self._bump(conn, tenant, -1)
                 self.db.changed(conn, Change(tenant, self.instance, removed=(int(row[0]),)))
             self.upkeep.removed(tenant, [row[0]], generation)
+            if self.mistakes is not None:
+                self.mistakes.removed(tenant, [row[0]], generation)
         return True
 
     # (the caller holds the write lock and a transaction)
@@ -105,8 +120,12 @@ class RecordWriter:
             ).fetchone()[0]
         )
 
-    def _insert(self, conn: Any, r: CorrectionRecord, vector: np.ndarray) -> int:
-        columns = [*FIELDS.split(", "), "embedding"]
+    def _insert(
+        self, conn: Any, r: CorrectionRecord, vector: np.ndarray, mistake: np.ndarray | None
+    ) -> int:
+        """One row; ``mistake`` None is stored empty (no mistake key, ``mistakes.py``), and
+        ``PENDING`` (not computed yet) as NULL."""
+        columns = [*FIELDS.split(", "), "embedding", "mistake"]
         values: list[Any] = [
             r.id,
             r.tenant,
@@ -119,6 +138,7 @@ class RecordWriter:
             r.created_at,
             r.kind,
             np.ascontiguousarray(vector, dtype="<f4").tobytes(),
+            mistake_column(mistake),
         ]
         if self.db.stores_folded:
             columns.append("folded")
@@ -131,3 +151,12 @@ class RecordWriter:
             values,
         ).fetchone()
         return int(row[0])
+
+
+def mistake_column(mistake: np.ndarray | None) -> bytes | None:
+    """The ``mistake`` column's value: empty for no key, NULL for ``PENDING``, else float32."""
+    if mistake is None:
+        return b""
+    if mistake.size == 0:  # PENDING
+        return None
+    return np.ascontiguousarray(mistake, dtype="<f4").tobytes()

@@ -224,6 +224,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="only corrections at least this similar to the question (default %(default)s)",
     )
     p.add_argument(
+        "--memory-mistake-steps",
+        type=int,
+        default=MemorySettings.mistake_steps,
+        help="first steps of each plain answer checked against the tenant's corrected "
+        "mistakes while it is generated; 0: recall by question only (default %(default)s)",
+    )
+    p.add_argument(
+        "--memory-mistake-similarity",
+        type=float,
+        default=MemorySettings.mistake_similarity,
+        help="a step at least this similar to a corrected mistake is replaced by its "
+        "correction (default %(default)s)",
+    )
+    p.add_argument(
         "--memory-max-records",
         type=int,
         default=MemorySettings.max_records,
@@ -363,6 +377,8 @@ def memory_from_args(args: argparse.Namespace, authenticated: bool) -> MemorySet
         store=args.memory_store,
         top_k=args.memory_top_k,
         min_similarity=args.memory_min_similarity,
+        mistake_steps=args.memory_mistake_steps,
+        mistake_similarity=args.memory_mistake_similarity,
         max_records=args.memory_max_records,
         max_bytes=args.memory_max_bytes,
     )

@@ -195,6 +195,18 @@ class MemoryOptions(StrictModel):
     min_similarity: float | None = Field(
         default=None, ge=-1.0, le=1.0, description="Only corrections at least this similar."
     )
+    mistakes: bool | None = Field(
+        default=None,
+        description="Check the first reasoning steps against this tenant's corrected mistakes "
+        "while the answer is generated (plain decoding, one choice) and replace a step that "
+        "repeats one by its correction. Default: on when memory is.",
+    )
+    mistake_similarity: float | None = Field(
+        default=None,
+        ge=-1.0,
+        le=1.0,
+        description="How similar a step must be to a corrected mistake to be replaced.",
+    )
 
 
 class SafeWorkOptions(StrictModel):

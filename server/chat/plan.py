@@ -20,6 +20,7 @@ from safework.value_models.guided import GuidedDecoder
 
 from ..alignment import record_guidance
 from ..generation import Strategy
+from ..memory.watch import MistakeWatch
 from ..metrics import ServerMetrics
 from ..search import record_search
 
@@ -69,6 +70,9 @@ class Plan:
     memory_hits: list[MemoryHit] = field(default_factory=list)
     memory_preferences: list[CorrectionRecord] = field(default_factory=list)
     """The tenant's standing preferences given to the model."""
+    mistakes: MistakeWatch | None = None
+    """The watch over the answer's first steps (``memory/watch.py``): its hits are reported
+    after the question's."""
     on_finish: FinishHook | None = None
     """Runs once the answer is complete, before the response (or the last chunk) is sent."""
     route: str = ROUTE
@@ -83,11 +87,11 @@ class Plan:
         return blocks
 
     def _memory(self) -> dict[str, Any]:
-        if not self.memory_hits and not self.memory_preferences:
+        found = [*self.memory_hits, *(self.mistakes.hits if self.mistakes else [])]
+        if not found and not self.memory_preferences:
             return {}
         hits = [
-            {"id": h.record.id, "similarity": round(h.similarity, 4), "kind": "question"}
-            for h in self.memory_hits
+            {"id": h.record.id, "similarity": round(h.similarity, 4), "kind": h.kind} for h in found
         ]
         out: dict[str, Any] = {"hits": hits}
         if self.memory_preferences:

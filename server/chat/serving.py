@@ -34,7 +34,7 @@ from safework.value_models.registry import ValueModelsConfig
 
 from ..alignment import Alignment
 from ..config import DEFAULT_TENANT
-from ..generation import Generation
+from ..generation import Generation, plain
 from ..limits import RequestLimits
 from ..memory.serving import MemoryService
 from ..memory.serving import guidance as memory_guidance
@@ -149,6 +149,18 @@ class _StreamChoice:
         return chunk_choices(delta, self.format.deltas(segments, finished), self.as_ids)
 
 
+def watchable(request: ChatCompletionRequest) -> bool:
+    """Whether a plain answer's first steps may be checked against mistake keys and replaced:
+    one choice, free text (a grammar or logprobs would not survive a replaced step), and an
+    answer that starts fresh rather than continuing the client's own final message."""
+    return (
+        request.n == 1
+        and not request.logprobs
+        and request.structured_output() is None
+        and not request.continue_final_message
+    )
+
+
 class ChatServing:
     def __init__(
         self,
@@ -217,6 +229,11 @@ class ChatServing:
                 hits = await self.memory.recall(tenant, request.question, options)
                 preferences = await self.memory.preferences(tenant, options)
             plan = self._plan(request, profile, hits, tenant, preferences)
+            if self.memory is not None and plan.strategy is plain and watchable(request):
+                options = request.safework.memory if request.safework else None
+                watch = self.memory.mistake_watch(tenant, options)
+                if watch is not None:
+                    plan.strategy, plan.mistakes = watch, watch
         except RequestError as e:
             return ErrorResponse.of(e)
         served = f"{model}:{profile}" if profile else model

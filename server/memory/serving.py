@@ -40,6 +40,7 @@ from ..metrics import ServerMetrics
 from ..protocol import MemoryOptions
 from ..serving_common import default_encoder
 from .quota import MemoryQuota, MiB, Reservation, record_bytes
+from .watch import MistakeWatch
 
 logger = logging.getLogger("safework.server")
 T = TypeVar("T")
@@ -70,6 +71,12 @@ class MemorySettings:
     """Records one tenant may keep (``--memory-max-records``; 0: no limit)."""
     max_bytes: int = 64 * MiB
     """UTF-8 bytes of text one tenant may keep (``--memory-max-bytes``; 0: no limit)."""
+    mistake_steps: int = 4
+    """Steps of each plain answer checked against the tenant's mistake keys while it is
+    generated (``--memory-mistake-steps``; 0: recall by question only). ``watch.py``."""
+    mistake_similarity: float = 0.8
+    """A draft step at least this similar to a corrected mistake is replaced by the correction
+    (``--memory-mistake-similarity``; chosen in bench/memory_mistakes.py)."""
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -78,6 +85,10 @@ class MemorySettings:
             raise ConfigError("--memory-max-records and --memory-max-bytes must be >= 0 (0: none)")
         if not -1.0 <= self.min_similarity <= 1.0:
             raise ConfigError("--memory-min-similarity must lie in [-1, 1]")
+        if not -1.0 <= self.mistake_similarity <= 1.0:
+            raise ConfigError("--memory-mistake-similarity must lie in [-1, 1]")
+        if self.mistake_steps < 0:
+            raise ConfigError("--memory-mistake-steps must be >= 0 (0: off)")
 
 
 def _excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
@@ -166,6 +177,36 @@ class MemoryService:
         self.metrics.memory_latency.observe(time.perf_counter() - start)
         self.metrics.memory_hits.observe(len(hits))
         return hits
+
+    def mistake_watch(self, tenant: str, options: MemoryOptions | None) -> MistakeWatch | None:
+        """A watch over the first steps of this tenant's answer (``watch.py``), or None: memory
+        or mistake keys off for the request, or the tenant has no mistake keys (then nothing is
+        held back and nothing costs)."""
+        options = options or MemoryOptions()
+        if not self._enabled(options) or options.mistakes is False:
+            return None
+        if self.settings.mistake_steps == 0 or not self.store.has_mistakes(tenant):
+            return None
+        threshold = (
+            self.settings.mistake_similarity
+            if options.mistake_similarity is None
+            else options.mistake_similarity
+        )
+
+        async def find(step: str, used: frozenset[str]) -> MemoryHit | None:
+            start = time.perf_counter()
+            try:
+                found = await asyncio.to_thread(
+                    self.store.search_mistakes, tenant, [step], len(used) + 1, threshold
+                )
+            except Exception:  # fail open, like recall: the draft goes on unchecked
+                logger.exception("memory mistake search failed; the answer goes on unchecked")
+                self.metrics.memory_failures.labels("recall").inc()
+                return None
+            self.metrics.memory_latency.observe(time.perf_counter() - start)
+            return next((h for h in found[0] if h.record.id not in used), None)
+
+        return MistakeWatch(find, steps=self.settings.mistake_steps)
 
     async def preferences(
         self, tenant: str, options: MemoryOptions | None

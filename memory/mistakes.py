@@ -1,0 +1,126 @@
+"""Mistakes as keys: the step a correction replaced, and how a draft is cut into steps.
+
+A correction record holds the model's reasoning (the mistake) and the user's corrected
+reasoning. ``mistake_step`` aligns the two step by step (sentences and lines, compared without
+case or extra spaces) and returns the first step of the reasoning that the correction replaced,
+with the step(s) that replaced it:
+
+    reasoning:  "Brazil is in South America. The capital of Brazil is Sao Paulo."
+    corrected:  "Brazil is in South America. The capital of Brazil is Brasilia. ..."
+    -> MistakeStep(mistake="The capital of Brazil is Sao Paulo.",
+                   correction="The capital of Brazil is Brasilia.")
+
+The store embeds ``mistake`` beside the question (the record's mistake key, ``store.py``), so a
+later draft that makes the same mistake while answering a *different* question finds it; the
+server then replaces the drafted step by ``correction`` and lets the model continue from there
+(``server/memory/watch.py``).
+
+Why the step and not the whole reasoning: a draft is checked one step at a time, and a step
+compared with a step is a sharp match, while the whole reasoning dilutes the mistake with the
+steps around it (measured in ``bench/memory_mistakes.py``; docs/BENCHMARKS.md).
+
+A correction that only adds steps (nothing of the reasoning was replaced) or only deletes them
+(nothing to put in their place) has no mistake key: it is recalled by its question only.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .records import CorrectionRecord
+
+__all__ = [
+    "MAX_STEP_CHARS",
+    "PENDING",
+    "MistakeStep",
+    "mistake_keys",
+    "mistake_step",
+    "split_steps",
+    "step_ends",
+]
+
+MAX_STEP_CHARS = 600
+"""Longest step kept as a mistake or a correction (a step is a sentence, rarely longer)."""
+
+_TAGS = re.compile(r"</?think>")
+_BOUNDARY = re.compile(r"(?<=[.!?])[\"')\]]*(?=\s)|\n")
+"""Where a step ends: after ., ! or ? (and closing quotes or brackets) before white space, or at
+a line break. "3.14" and "e.g.," do not end a step."""
+_ANSWER_GIVEN = "Answer given:"
+
+PENDING = np.empty(0, dtype=np.float32)
+"""A mistake key not computed yet (stored NULL: a row imported without an embedder); ``None``
+is a record without one (stored empty)."""
+
+
+@dataclass(frozen=True)
+class MistakeStep:
+    mistake: str
+    """The step of the reasoning the correction replaced (what drafts are compared with)."""
+    correction: str
+    """What replaced it: inserted in place of a draft step that makes the same mistake."""
+
+
+def step_ends(text: str) -> list[int]:
+    """Offsets in ``text`` just after each complete step (a step still being written, with no
+    boundary after it yet, has none)."""
+    return [m.end() for m in _BOUNDARY.finditer(text)]
+
+
+def split_steps(text: str) -> list[str]:
+    """The steps of ``text``: sentences and lines, stripped, without ``<think>`` tags; the
+    text after the last boundary is a step too."""
+    text = _TAGS.sub(" ", text)
+    out, start = [], 0
+    for end in [*step_ends(text), len(text)]:
+        step = " ".join(text[start:end].split())
+        if step:
+            out.append(step)
+        start = end
+    return out
+
+
+def _norm(step: str) -> str:
+    return " ".join(step.casefold().split()).rstrip(".!?")
+
+
+def _cut(step: str) -> str:
+    return step if len(step) <= MAX_STEP_CHARS else step[: MAX_STEP_CHARS - 3].rstrip() + "..."
+
+
+def mistake_step(reasoning: str, corrected: str) -> MistakeStep | None:
+    """The first step of ``reasoning`` that ``corrected`` replaced, and its replacement; None
+    when no step was replaced (steps only added or only removed, or nothing differs)."""
+    mine, theirs = split_steps(reasoning), split_steps(corrected)
+    matcher = difflib.SequenceMatcher(
+        a=[_norm(s) for s in mine], b=[_norm(s) for s in theirs], autojunk=False
+    )
+    for tag, i1, i2, j1, _ in matcher.get_opcodes():
+        if tag != "replace":
+            continue
+        # "Answer given: X" (``/cot/edit``'s answer field) keys the mistake only when the
+        # reasoning itself had none to replace.
+        wrong = [s for s in mine[i1:i2] if not s.startswith(_ANSWER_GIVEN)] or mine[i1:i2]
+        return MistakeStep(_cut(wrong[0]), _cut(theirs[j1]))
+    return None
+
+
+def mistake_keys(
+    records: Sequence[CorrectionRecord], embed: Callable[[list[str]], np.ndarray]
+) -> list[np.ndarray | None]:
+    """Each record's mistake key: the unit vector (dim,) of its mistaken step, or None (a
+    preference, or a correction that replaced no step). One ``embed`` call for all."""
+    steps = [
+        mistake_step(r.reasoning, r.corrected_reasoning) if r.kind == "correction" else None
+        for r in records
+    ]
+    texts = [s.mistake for s in steps if s is not None]
+    vectors = iter(embed(texts) if texts else [])
+    return [None if s is None else next(vectors) for s in steps]
