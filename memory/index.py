@@ -173,6 +173,19 @@ class TenantIndex:
         with self._lock:
             return faiss_module().vector_to_array(self.index.id_map).astype(np.int64)
 
+    def has(self, ids: np.ndarray) -> np.ndarray:
+        """Whether each of ``ids`` is in the FAISS index (tombstones included), bool (N,): one
+        lookup in the id map per id (~16 us for a miss), where ``ids()`` copies every id."""
+        out = np.zeros(len(ids), dtype=bool)
+        with self._lock:
+            for n, i in enumerate(ids):
+                try:
+                    self.index.reconstruct(int(i))
+                except RuntimeError:  # not in the id map
+                    continue
+                out[n] = True
+        return out
+
     def needs_rebuild(self) -> bool:
         """Flat past the HNSW threshold, or HNSW with too many tombstones."""
         if self.kind == FLAT:

@@ -19,7 +19,8 @@ Why the step and not the whole reasoning: a draft is checked one step at a time,
 compared with a step is a sharp match, while the whole reasoning dilutes the mistake with the
 steps around it (measured in ``bench/memory_mistakes.py``; docs/BENCHMARKS.md).
 
-A correction that only adds steps (nothing of the reasoning was replaced) or only deletes them
+The pair of steps sharing the most words inside the first replaced block is taken (a correction
+usually restates the step it fixes). A correction that only adds steps (nothing of the reasoning was replaced) or only deletes them
 (nothing to put in their place) has no mistake key: it is recalled by its question only.
 """
 
@@ -95,20 +96,32 @@ def _cut(step: str) -> str:
     return step if len(step) <= MAX_STEP_CHARS else step[: MAX_STEP_CHARS - 3].rstrip() + "..."
 
 
+def _overlap(a: str, b: str) -> float:
+    """How much two steps share, word by word (0..1)."""
+    return difflib.SequenceMatcher(a=a.split(), b=b.split(), autojunk=False).ratio()
+
+
 def mistake_step(reasoning: str, corrected: str) -> MistakeStep | None:
-    """The first step of ``reasoning`` that ``corrected`` replaced, and its replacement; None
-    when no step was replaced (steps only added or only removed, or nothing differs)."""
+    """The step of ``reasoning`` that ``corrected`` replaced, and its replacement; None when no
+    step was replaced (steps only added or only removed, or nothing differs).
+
+    In the first replaced block, the pair of steps (one of each side) sharing the most words is
+    taken: a correction usually restates the mistaken step ("... has 10 strings" -> "... has 6
+    strings"), while the steps around it are preamble, or what the model wrote after the fix.
+    """
     mine, theirs = split_steps(reasoning), split_steps(corrected)
     matcher = difflib.SequenceMatcher(
         a=[_norm(s) for s in mine], b=[_norm(s) for s in theirs], autojunk=False
     )
-    for tag, i1, i2, j1, _ in matcher.get_opcodes():
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
         if tag != "replace":
             continue
-        # "Answer given: X" (``/cot/edit``'s answer field) keys the mistake only when the
-        # reasoning itself had none to replace.
+        # "Answer given: X" (``/cot/edit``'s answer field) is the mistake only when the
+        # reasoning itself has no step to offer.
         wrong = [s for s in mine[i1:i2] if not s.startswith(_ANSWER_GIVEN)] or mine[i1:i2]
-        return MistakeStep(_cut(wrong[0]), _cut(theirs[j1]))
+        pairs = [(w, r) for r in theirs[j1:j2] for w in wrong]
+        mistake, correction = max(pairs, key=lambda p: _overlap(_norm(p[0]), _norm(p[1])))
+        return MistakeStep(_cut(mistake), _cut(correction))
     return None
 
 

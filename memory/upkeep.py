@@ -224,7 +224,8 @@ class IndexUpkeep:
         if index is None:
             return
         if self.sparse:  # a row without a vector here was never added
-            ids = np.intersect1d(np.asarray(ids, dtype=np.int64), index.ids()).tolist()
+            ids = np.asarray(ids, dtype=np.int64)
+            ids = ids[index.has(ids)].tolist()
         index.remove(ids)
         index.note_changes(len(ids), generation)
         self._after_change(tenant, index)
@@ -301,9 +302,9 @@ class IndexUpkeep:
         if index is None or change.added is None or change.removed is None:
             self.refresh(change.tenant)
             return
-        have = index.ids()
-        new = np.setdiff1d(np.array(change.added, dtype=np.int64), have)
-        gone = np.intersect1d(np.array(change.removed, dtype=np.int64), have)
+        added = np.unique(np.array(change.added, dtype=np.int64))
+        removed = np.unique(np.array(change.removed, dtype=np.int64))
+        new, gone = added[~index.has(added)], removed[index.has(removed)]
         with self._reader() as conn:
             row = conn.execute(
                 "SELECT generation FROM tenants WHERE name = ?", (change.tenant,)

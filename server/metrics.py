@@ -162,6 +162,12 @@ class ServerMetrics:
             buckets=(0, 1, 2, 3, 5, 10),
             registry=r,
         )
+        self.memory_mistakes = Counter(
+            "safework_memory_mistake_steps",
+            "Draft steps checked against corrected mistakes, by outcome (replaced or kept)",
+            ["outcome"],
+            registry=r,
+        )
 
     def count_memory_records(self, tenant: str, delta: int) -> None:
         """``delta`` corrections stored (or, negative, deleted) for ``tenant``."""

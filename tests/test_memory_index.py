@@ -40,7 +40,9 @@ def test_flat_index_is_exact_and_removes() -> None:
     for q in range(3):
         assert found[q].tolist() == exact_top(vectors, ids, vectors[q], 5)
     assert scores[0][0] == pytest.approx(1.0)
+    assert index.has(np.array([100, 149, 99, 150])).tolist() == [True, True, False, False]
     assert index.remove([100, 101]) == 2
+    assert index.has(np.array([100, 102])).tolist() == [False, True]
     assert index.ntotal == 48
     assert not index.tombstones
     _, found = index.search(vectors[:1], 1)
@@ -60,6 +62,7 @@ def test_hnsw_index_tombstones_and_rebuild_signal() -> None:
     nearest = [int(found[q][0]) for q in range(20)]
     assert index.remove(nearest) == len(set(nearest))
     assert index.remove(nearest) == 0  # already tombstoned
+    assert index.has(np.array(nearest[:1] + [0])).tolist() == [True, False]  # tombstones too
     assert index.ntotal == 400
     assert index.live == 400 - len(set(nearest))
     _, after = index.search(queries, 10)

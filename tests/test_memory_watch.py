@@ -96,6 +96,8 @@ def test_a_repeated_mistake_is_replaced_by_its_correction(
     assert hit["kind"] == "mistake"
     assert hit["similarity"] >= MemorySettings.mistake_similarity
     assert data["usage"]["completion_tokens"] > 0
+    metrics = client.get("/metrics", headers=ALICE).text
+    assert 'safework_memory_mistake_steps_total{outcome="replaced"} 1.0' in metrics
 
 
 def test_a_streamed_answer_never_shows_the_replaced_step(client: TestClient) -> None:

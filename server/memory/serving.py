@@ -204,7 +204,9 @@ class MemoryService:
                 self.metrics.memory_failures.labels("recall").inc()
                 return None
             self.metrics.memory_latency.observe(time.perf_counter() - start)
-            return next((h for h in found[0] if h.record.id not in used), None)
+            hit = next((h for h in found[0] if h.record.id not in used), None)
+            self.metrics.memory_mistakes.labels("kept" if hit is None else "replaced").inc()
+            return hit
 
         return MistakeWatch(find, steps=self.settings.mistake_steps)
 

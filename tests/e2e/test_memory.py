@@ -6,7 +6,8 @@ its question later reports it as a memory hit. Twenty corrected facts built by p
 memory on and off. A second server is killed with SIGKILL while 50 corrections are posted;
 after a restart every correction that got a 200 is there and searchable. Two API keys never
 see each other's records through any route. A standing preference ("Keep every answer under 20
-words") is followed by more of 20 unrelated answers with it than without.
+words") is followed by more of 20 unrelated answers with it than without. Five wrong capitals,
+once corrected, are caught in the drafts of a different question (mistakes as keys).
 """
 
 from __future__ import annotations
@@ -252,3 +253,60 @@ def test_a_standing_preference_changes_unrelated_answers(server: RemoteServer) -
     finally:
         with server.http(tenant_key) as http:
             http.delete(f"/v1/memory/{preference}")
+
+
+MISTAKES = [
+    # (country, SmolLM2's own greedy answer to "What is the capital of X?", the right capital)
+    ("Turkey", "The capital of Turkey is Istanbul.", "Ankara"),
+    ("South Africa", "The capital of South Africa is Johannesburg.", "Pretoria"),
+    ("Myanmar", "The capital of Myanmar is Yangon.", "Naypyidaw"),
+    ("Belize", "The capital of Belize is Belize City.", "Belmopan"),
+    ("Uzbekistan", "The capital of Uzbekistan is Samarkhand.", "Tashkent"),
+]
+
+
+def test_a_corrected_mistake_is_caught_in_a_different_question(server: RemoteServer) -> None:
+    """Five wrong capitals corrected through /cot/edit; then "Which city is the seat of the
+    government of X?", answered with the draft check alone (recall by question off) and with
+    the memory off. A draft step that repeats a corrected mistake is replaced by the correction
+    (a ``mistake`` hit naming that correction), and the answers are right more often."""
+    owner: dict[str, str] = {}
+    with server.http() as http:
+        for country, wrong, right in MISTAKES:
+            r = http.post(
+                "/cot/edit",
+                json=correction(
+                    f"What is the capital of {country}?",
+                    wrong,
+                    f"The capital of {country} is {right}.",
+                ),
+            )
+            assert r.status_code == 200, r.text
+            owner[r.json()["memory_id"]] = country
+    client = server.client()
+    right_on = right_off = caught = 0
+    for country, _, right in MISTAKES:
+        question = f"Which city is the seat of the government of {country}?"
+        answers = {}
+        for on in (True, False):
+            memory = {"min_similarity": 1.0} if on else {"enabled": False}
+            answers[on] = client.chat.completions.create(
+                model=MODEL,
+                messages=[{"role": "user", "content": question}],
+                max_tokens=48,
+                temperature=0.0,
+                extra_body={"safework": {"memory": memory}},
+            )
+        found = [h for h in hits(answers[True]) if h["kind"] == "mistake"]
+        assert all(owner.get(h["id"]) == country for h in found), found  # its own correction
+        caught += bool(found)
+        text = {on: a.choices[0].message.content or "" for on, a in answers.items()}
+        if found:
+            assert right in text[True], text[True]
+        assert not hits(answers[False])
+        right_on += answer_matches(text[True], right)
+        right_off += answer_matches(text[False], right)
+    print(f"\nseat of government: right {right_on}/5 with mistake keys, {right_off}/5 memory off "
+          f"({caught} drafts caught)")  # fmt: skip
+    assert caught >= 3
+    assert right_on > right_off
