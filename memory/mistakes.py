@@ -20,8 +20,9 @@ compared with a step is a sharp match, while the whole reasoning dilutes the mis
 steps around it (measured in ``bench/memory_mistakes.py``; docs/BENCHMARKS.md).
 
 The pair of steps sharing the most words inside the first replaced block is taken (a correction
-usually restates the step it fixes). A correction that only adds steps (nothing of the reasoning was replaced) or only deletes them
-(nothing to put in their place) has no mistake key: it is recalled by its question only.
+usually restates the step it fixes). A correction that only adds steps (nothing of the
+reasoning was replaced) or only deletes them (nothing to put in their place) has no mistake
+key: it is recalled by its question only.
 """
 
 from __future__ import annotations
