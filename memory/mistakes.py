@@ -41,9 +41,11 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_STEP_CHARS",
     "PENDING",
+    "SURE_SIMILARITY",
     "MistakeStep",
     "mistake_keys",
     "mistake_step",
+    "repeats",
     "split_steps",
     "step_ends",
 ]
@@ -124,6 +126,35 @@ def mistake_step(reasoning: str, corrected: str) -> MistakeStep | None:
         mistake, correction = max(pairs, key=lambda p: _overlap(_norm(p[0]), _norm(p[1])))
         return MistakeStep(_cut(mistake), _cut(correction))
     return None
+
+
+SURE_SIMILARITY = 0.8
+"""A draft step this close to a mistake repeats it whatever words it uses (``repeats``)."""
+_STOP = frozenset(
+    "a an the of is are was were be been to in on at and or it its this that these those which "  # noqa: SIM905
+    "for with as by from i you he she we they not no yes so".split()
+)
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in re.findall(r"\w+", text.casefold()) if w not in _STOP}
+
+
+def repeats(step: str, mistake: MistakeStep, similarity: float, threshold: float) -> bool:
+    """Whether a draft ``step``, at ``similarity`` to ``mistake.mistake``, repeats that mistake.
+
+    Sentence embeddings barely see which entity a sentence is about: "The atomic number of iron
+    is 26." is 0.66 from "I think the atomic number of cobalt is 7." (all-MiniLM-L6-v2), and
+    with 20 such corrections stored most drafts about another element would reach one of them.
+    So from ``threshold`` up to ``SURE_SIMILARITY`` the step must also contain a word that only
+    the mistake has (what the correction removed: "Istanbul", "7"); above it, similarity alone
+    decides. Measured in bench/memory_mistakes.py and docs/BENCHMARKS.md.
+    """
+    if similarity >= max(threshold, SURE_SIMILARITY):
+        return True
+    if similarity < threshold:
+        return False
+    return bool((_words(mistake.mistake) - _words(mistake.correction)) & _words(step))
 
 
 def mistake_keys(

@@ -17,7 +17,14 @@ from typing import Any
 import pytest
 
 from safework.memory import MemoryStore
-from safework.memory.mistakes import MistakeStep, mistake_step, split_steps, step_ends
+from safework.memory.mistakes import (
+    SURE_SIMILARITY,
+    MistakeStep,
+    mistake_step,
+    repeats,
+    split_steps,
+    step_ends,
+)
 
 from .postgres import eventually
 from .test_memory_store import HashEncoder
@@ -140,3 +147,53 @@ def test_a_replica_follows_the_mistake_keys(postgres: Any, tmp_path: Path) -> No
         assert b.search_mistakes("acme", step)[0][0].record.id == rec.id
         a.delete("acme", rec.id)
         eventually(lambda: not b.has_mistakes("acme"), timeout=5)
+
+
+COBALT = MistakeStep(
+    "I think the atomic number of cobalt is 7.", "No: the atomic number of cobalt is 27."
+)
+
+
+def test_a_close_step_must_hold_a_word_only_the_mistake_had() -> None:
+    assert repeats("The atomic number of cobalt is 7.", COBALT, 0.7, 0.65)  # "7"
+    assert not repeats("The atomic number of iron is 26.", COBALT, 0.7, 0.65)
+    assert repeats("The atomic number of cobalt is 29.", COBALT, SURE_SIMILARITY, 0.65)
+    assert not repeats("I think it is 7.", COBALT, 0.6, 0.65)  # under the threshold
+    assert repeats("anything", COBALT, 0.95, 0.9)  # a threshold above SURE_SIMILARITY rules
+
+
+def test_another_entitys_fact_is_not_taken_for_the_mistake(tmp_path: Path) -> None:
+    """With MiniLM (as served): corrections of 20 elements' atomic numbers; drafts stating
+    other elements' numbers reach none of them, drafts repeating a mistake reach their own."""
+    from safework.engine.embedder import get_embedder
+    from safework.search.corpus import element_qa
+
+    facts = [i for i in element_qa() if i.kind == "atomic_number"][:40]
+    corrected, others = facts[:20], facts[20:]
+    with MemoryStore(tmp_path, get_embedder()) as s:
+        for f in corrected:
+            s.add(
+                "acme",
+                question=f.question,
+                reasoning=f"I think the atomic number of {f.subject} is 7.",
+                corrected_reasoning=f"No: the atomic number of {f.subject} is {f.answer}.",
+                model="m",
+            )
+
+        def hits(step: str) -> list[str]:
+            found = s.search_mistakes("acme", [step], k=5, min_similarity=0.65)[0]
+            return [
+                h.record.question
+                for h in found
+                if repeats(
+                    step,
+                    mistake_step(h.record.reasoning, h.record.corrected_reasoning),  # type: ignore[arg-type]
+                    h.similarity,
+                    0.65,
+                )
+            ]
+
+        for f in others:
+            assert hits(f"The atomic number of {f.subject} is {f.answer}.") == [], f.subject
+        for f in corrected[:5]:
+            assert hits(f"The atomic number of {f.subject} is 7.")[0] == f.question

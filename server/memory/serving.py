@@ -33,6 +33,7 @@ from safework.errors import (
     RequestError,
     UnavailableError,
 )
+from safework.memory.mistakes import mistake_step, repeats
 from safework.memory.records import PREFERENCE, PreferenceLimitError
 from safework.memory.store import CorrectionRecord, MemoryHit, MemoryStore
 
@@ -75,11 +76,11 @@ class MemorySettings:
     """Steps of each plain answer checked against the tenant's mistake keys while it is
     generated (``--memory-mistake-steps``; 0: recall by question only). ``watch.py``."""
     mistake_similarity: float = 0.65
-    """A draft step at least this similar to a corrected mistake is replaced by the correction
-    (``--memory-mistake-similarity``). Chosen with bench/memory_mistakes.py: at 0.65 no control
-    answer was touched and 1 of 58 hits was another fact's correction; at 0.6 a control was
-    (the capital of Ghana answered with Cameroon's); at 0.8 only 17 of 77 repeated mistakes
-    were caught."""
+    """A draft step at least this similar to a corrected mistake, and holding a word only the
+    mistake had (or at least ``SURE_SIMILARITY`` similar), is replaced by the correction
+    (``--memory-mistake-similarity``; ``memory/mistakes.py``'s ``repeats``). Chosen with
+    bench/memory_mistakes.py: at 0.6 a control answer was rewritten with another fact's
+    correction; at 0.8 alone only 17 of 77 repeated mistakes were caught."""
 
     def __post_init__(self) -> None:
         if self.top_k < 1:
@@ -116,6 +117,12 @@ def guidance(hits: list[MemoryHit], preferences: list[CorrectionRecord] | None =
         if r.answer:
             lines.append(f"   Answer: {_excerpt(r.answer)}")
     return "\n".join(lines)
+
+
+def _repeats(step: str, hit: MemoryHit, threshold: float) -> bool:
+    """Whether the draft ``step`` repeats the mistake of ``hit``'s record (``repeats``)."""
+    mistake = mistake_step(hit.record.reasoning, hit.record.corrected_reasoning)
+    return mistake is not None and repeats(step, mistake, hit.similarity, threshold)
 
 
 def not_found(record_id: str) -> NotFoundError:
@@ -200,14 +207,17 @@ class MemoryService:
             start = time.perf_counter()
             try:
                 found = await asyncio.to_thread(
-                    self.store.search_mistakes, tenant, [step], len(used) + 1, threshold
+                    self.store.search_mistakes, tenant, [step], len(used) + 3, threshold
                 )
             except Exception:  # fail open, like recall: the draft goes on unchecked
                 logger.exception("memory mistake search failed; the answer goes on unchecked")
                 self.metrics.memory_failures.labels("recall").inc()
                 return None
             self.metrics.memory_latency.observe(time.perf_counter() - start)
-            hit = next((h for h in found[0] if h.record.id not in used), None)
+            hit = next(
+                (h for h in found[0] if h.record.id not in used and _repeats(step, h, threshold)),
+                None,
+            )
             self.metrics.memory_mistakes.labels("kept" if hit is None else "replaced").inc()
             return hit
 

@@ -42,13 +42,14 @@ def correction(question: str, wrong: str, right: str) -> dict[str, Any]:
 
 def ask(server: RemoteServer, question: str, key: str | None = None, **safework: Any) -> Any:
     client = server.client() if key is None else server.client(api_key=key)
-    return client.chat.completions.create(
-        model=MODEL,
-        messages=[{"role": "user", "content": question}],
-        max_tokens=32,
-        temperature=0.0,
-        extra_body={"safework": safework} if safework else None,
-    )
+    with client:  # closed here, not by the garbage collector (an unclosed socket warns)
+        return client.chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": question}],
+            max_tokens=32,
+            temperature=0.0,
+            extra_body={"safework": safework} if safework else None,
+        )
 
 
 def hits(response: Any) -> list[dict[str, Any]]:
@@ -226,8 +227,8 @@ def test_a_standing_preference_changes_unrelated_answers(server: RemoteServer) -
         r = http.post("/v1/memory", json={"kind": "preference", "text": PREFERENCE})
         assert r.status_code == 200, r.text
         preference = r.json()["id"]
+    client = server.client(api_key=tenant_key)
     try:
-        client = server.client(api_key=tenant_key)
 
         def follows(memory_on: bool) -> int:
             followed = 0
@@ -251,6 +252,7 @@ def test_a_standing_preference_changes_unrelated_answers(server: RemoteServer) -
         print(f"\nunrelated answers following {PREFERENCE!r}: preference on {on}/20, off {off}/20")
         assert on > off
     finally:
+        client.close()
         with server.http(tenant_key) as http:
             http.delete(f"/v1/memory/{preference}")
 
@@ -283,8 +285,8 @@ def test_a_corrected_mistake_is_caught_in_a_different_question(server: RemoteSer
             )
             assert r.status_code == 200, r.text
             owner[r.json()["memory_id"]] = country
-    client = server.client()
     right_on = right_off = caught = 0
+    client = server.client()
     for country, _, right in MISTAKES:
         question = f"Which city is the seat of the government of {country}?"
         answers = {}
@@ -306,6 +308,7 @@ def test_a_corrected_mistake_is_caught_in_a_different_question(server: RemoteSer
         assert not hits(answers[False])
         right_on += answer_matches(text[True], right)
         right_off += answer_matches(text[False], right)
+    client.close()
     print(f"\nseat of government: right {right_on}/5 with mistake keys, {right_off}/5 memory off "
           f"({caught} drafts caught)")  # fmt: skip
     assert caught >= 3
