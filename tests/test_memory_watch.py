@@ -9,18 +9,24 @@ exactly what the model was asked to continue from.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from safework.engine.base import ChoiceDelta, EngineOutput, SamplingConfig
+from safework.memory.records import CorrectionRecord, MemoryHit
+from safework.server.chat.plan import Plan
+from safework.server.generation import plain
 from safework.server.memory import serving as memory_serving
 from safework.server.memory.serving import MemorySettings
+from safework.server.memory.watch import MistakeWatch
 
 from .conftest import serve
-from .fakes import BagOfWordsEncoder, ScriptEngine
+from .fakes import BagOfWordsEncoder, FakeEngine, ScriptEngine
 from .sse import sse_payloads
 
 ALICE = {"Authorization": "Bearer sk-alice-0001"}
@@ -169,3 +175,60 @@ def test_bad_watch_options_are_400(client: TestClient) -> None:
     )
     assert r.status_code == 400
     assert "mistake_similarity" in r.json()["error"]["message"]
+
+
+def _record(record_id: str) -> CorrectionRecord:
+    return CorrectionRecord(
+        id=record_id,
+        tenant="alice",
+        question="q",
+        reasoning="The capital of Turkey is Istanbul.",
+        corrected_reasoning="The capital of Turkey is Ankara.",
+        answer=None,
+        feedback=None,
+        model="m",
+        created_at=0.0,
+    )
+
+
+def test_a_record_used_both_ways_is_reported_once() -> None:
+    watch = MistakeWatch(lambda step, used: None)  # type: ignore[arg-type,return-value]
+    one, two = _record("mem_" + "1" * 24), _record("mem_" + "2" * 24)
+    watch.hits = [MemoryHit(one, 0.7, "mistake")]
+    plan = Plan(plain, [], memory_hits=[MemoryHit(one, 0.55), MemoryHit(two, 0.52)])
+    plan.mistakes = watch
+    hits = plan.block([])["memory"]["hits"]  # type: ignore[index]
+    assert hits == [
+        {"id": one.id, "similarity": 0.7, "kind": "mistake"},
+        {"id": two.id, "similarity": 0.52, "kind": "question"},
+    ]
+
+
+class RunOnEngine(FakeEngine):
+    """Writes a step that never ends ("and on and on ..."), then waits forever."""
+
+    async def _steps(
+        self, prompt: list[int], s: SamplingConfig, request_id: str
+    ) -> AsyncIterator[EngineOutput]:
+        for _ in range(200):
+            yield EngineOutput(
+                request_id, len(prompt), [ChoiceDelta(index=0, text="and on ", token_ids=[1])],
+                False,
+            )  # fmt: skip
+        await asyncio.Event().wait()
+        yield EngineOutput(request_id, len(prompt), [], True)  # never reached
+
+
+def test_a_step_that_never_ends_is_released_after_the_hold_limit() -> None:
+    async def find(step: str, used: frozenset[str]) -> MemoryHit | None:
+        return None
+
+    async def first_text() -> str:
+        watch = MistakeWatch(find)
+        stream = watch(RunOnEngine(), [1, 2], SamplingConfig(max_tokens=10_000), "r")
+        out = await anext(aiter(stream))
+        await stream.aclose()
+        return out.choices[0].text
+
+    text = asyncio.run(asyncio.wait_for(first_text(), timeout=10))
+    assert text == "and on "  # released, although no sentence ended

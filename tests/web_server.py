@@ -128,10 +128,12 @@ class WebEngine(FakeEngine):
 KEY, OTHER_KEY = "sk-site-alice-0001", "sk-site-bob-00002"
 
 
-def site_config(memory: Path | None) -> dict[str, Any]:
+def site_config(memory: Path | None, mistake_steps: int = 0) -> dict[str, Any]:
     """``ServerConfig`` fields for every profile and the memory, behind two keys (tenants
     ``alice`` and ``bob``): value model ``safety`` refuses steps saying "unsafe", ``values``
-    scores steps saying "rude" low; search over the fake documents."""
+    scores steps saying "rude" low; search over the fake documents. Answers are not checked
+    against corrected mistakes unless ``mistake_steps`` says so: the pages and the terminal
+    chat expect the scripted answer after a correction (``test_memory_watch.py`` tests that)."""
     return {
         "api_keys": {KEY: "alice", OTHER_KEY: "bob"},
         "value_models": ValueModelsConfig(
@@ -147,7 +149,11 @@ def site_config(memory: Path | None) -> dict[str, Any]:
             max_turns=4,
             timeout_s=2.0,
         ),
-        "memory": MemorySettings(folder=memory) if memory is not None else None,
+        "memory": (
+            MemorySettings(folder=memory, mistake_steps=mistake_steps)
+            if memory is not None
+            else None
+        ),
     }
 
 

@@ -87,11 +87,15 @@ class Plan:
         return blocks
 
     def _memory(self) -> dict[str, Any]:
-        found = [*self.memory_hits, *(self.mistakes.hits if self.mistakes else [])]
-        if not found and not self.memory_preferences:
+        # One entry per record: one the answer was rewritten with says "mistake" (in the place
+        # of its question hit, if it was one too), so clients count corrections, not uses.
+        by_id = {h.record.id: h for h in self.memory_hits}
+        by_id |= {h.record.id: h for h in (self.mistakes.hits if self.mistakes else [])}
+        if not by_id and not self.memory_preferences:
             return {}
         hits = [
-            {"id": h.record.id, "similarity": round(h.similarity, 4), "kind": h.kind} for h in found
+            {"id": h.record.id, "similarity": round(h.similarity, 4), "kind": h.kind}
+            for h in by_id.values()
         ]
         out: dict[str, Any] = {"hits": hits}
         if self.memory_preferences:

@@ -13,7 +13,8 @@ back until each is complete and checked: the step is compared with the tenant's 
 
 A record corrects one draft at most once, and at most ``max_hits`` steps are replaced. After
 ``steps`` checked steps everything streams as it comes. The client never sees a dropped step:
-only checked text is released.
+only checked text is released; a step still unfinished after ``HOLD_CHARS`` characters is
+checked as it stands.
 
 Cost (bench/memory_mistakes.py): the first tokens wait until the first step is complete, plus one
 embedding and one index search per checked step; nothing for a tenant without mistake keys.
@@ -29,10 +30,13 @@ from safework.engine.base import ChoiceDelta, Engine, EngineOutput, SamplingConf
 from safework.memory.mistakes import mistake_step, split_steps, step_ends
 from safework.memory.records import MemoryHit
 
-__all__ = ["MIN_STEP_WORDS", "FindMistake", "MistakeWatch"]
+__all__ = ["HOLD_CHARS", "MIN_STEP_WORDS", "FindMistake", "MistakeWatch"]
 
 MIN_STEP_WORDS = 3
 """Shorter steps ("Yes.", "1.") are released unchecked: too little to resemble a mistake."""
+HOLD_CHARS = 240
+"""The most text held back unchecked: a run-on step is checked (and released) at this length,
+so a model that never ends a sentence cannot hold the stream, or its first byte, for long."""
 
 FindMistake = Callable[[str, frozenset[str]], Awaitable[MemoryHit | None]]
 """``(step, record ids already used) -> the closest mistake at the threshold, or None``."""
@@ -119,7 +123,8 @@ class MistakeWatch:
         """Check each step completed in ``seg`` (the unfinished tail too when ``final``):
         ``(start, end, hit)`` of the first that repeats a mistake, else None."""
         ends = [seg.checked + e for e in step_ends(seg.text[seg.checked :])]
-        if final and seg.checked < len(seg.text):
+        last = ends[-1] if ends else seg.checked
+        if (final and last < len(seg.text)) or len(seg.text) - last >= HOLD_CHARS:
             ends.append(len(seg.text))
         for end in ends:
             if not self.watching:

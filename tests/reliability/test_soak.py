@@ -32,6 +32,7 @@ import httpx
 import psutil
 import pytest
 
+from safework.server.memory.serving import MemorySettings
 from safework.server.serving_common import tenant_cache_salt
 
 from ..web_server import LiveServer, WebEngine, fakes_installed, live_server, site_config
@@ -71,7 +72,8 @@ def soak_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveSe
     memory: Path = tmp_path_factory.mktemp("soak-memory")
     engine = WebEngine(step_delay=0.002)
     with fakes_installed():
-        config = {**site_config(memory), "api_keys": TENANTS}
+        steps = MemorySettings.mistake_steps  # the served default: drafts checked under load
+        config = {**site_config(memory, mistake_steps=steps), "api_keys": TENANTS}
         with live_server(engine, **config) as server:
             yield server, engine
 
