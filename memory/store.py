@@ -171,33 +171,25 @@ class MemoryStore:
         self.db: Database = open_database(self.folder, database)
         try:
             self._init_meta()
-            self.upkeep = IndexUpkeep(
-                self._reader,
-                self._snapshot,
-                self.db.highest_seq,
-                self._write_lock,
-                self.folder / "index",
-                params,
-                store_id=self.store_id,
-                dim=self.dim,
-                persist_every=persist_every,
-                enabled=indexes,
-                background=background,
-            )
-            self.mistakes = IndexUpkeep(
-                self._reader,
-                self._snapshot,
-                self.db.highest_seq,
-                self._write_lock,
-                self.folder / "mistakes",
-                params,
-                store_id=self.store_id,
-                dim=self.dim,
-                persist_every=persist_every,
-                enabled=indexes,
-                background=background,
-                column="mistake",
-            )
+
+            def upkeep(folder: str, column: str) -> IndexUpkeep:
+                return IndexUpkeep(
+                    self._reader,
+                    self._snapshot,
+                    self.db.highest_seq,
+                    self._write_lock,
+                    self.folder / folder,
+                    params,
+                    store_id=self.store_id,
+                    dim=self.dim,
+                    persist_every=persist_every,
+                    enabled=indexes,
+                    background=background,
+                    column=column,
+                )
+
+            self.upkeep = upkeep("index", "embedding")
+            self.mistakes = upkeep("mistakes", "mistake")
             """The tenants' mistake-key indexes (``mistakes.py``), kept like ``upkeep``'s."""
             self.writer = RecordWriter(
                 self.db,
