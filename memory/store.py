@@ -92,7 +92,7 @@ from .records import (
 )
 from .transfer import IMPORT_BATCH, RecordTransfer
 from .upkeep import IndexUpkeep
-from .writes import RecordWriter, mistake_column
+from .writes import RecordWriter
 
 __all__ = [
     "IMPORT_BATCH",
@@ -196,8 +196,8 @@ class MemoryStore:
                 self._transaction,
                 self._write_lock,
                 self.upkeep,
-                self.instance,
                 self.mistakes,
+                self.instance,
             )
             self.transfer = RecordTransfer(
                 self._reader,
@@ -211,7 +211,9 @@ class MemoryStore:
             if indexes:
                 with self._write_lock:
                     if encoder is not None:
-                        self._fill_mistake_keys()
+                        filled = self.writer.fill_mistake_keys(self._reader, self._mistake_keys)
+                        if filled:
+                            log.info("computed the mistake keys of %d older records", filled)
                     self.upkeep.load()
                     self.mistakes.load()
                 if self.db.shared:
@@ -570,35 +572,6 @@ class MemoryStore:
 
     def _mistake_keys(self, records: list[CorrectionRecord]) -> list[np.ndarray | None]:
         return mistake_keys(records, self._embed)
-
-    def _fill_mistake_keys(self) -> None:
-        """Compute the mistake keys of rows stored before there were any (NULL), in batches,
-        and announce them to other replicas (write lock; the indexes load afterwards)."""
-        filled = 0
-        while True:
-            with self._reader() as conn:
-                rows = conn.execute(
-                    f"SELECT seq, {FIELDS} FROM corrections WHERE mistake IS NULL "
-                    "ORDER BY seq LIMIT ?",
-                    (IMPORT_BATCH,),
-                ).fetchall()
-            if not rows:
-                break
-            keys = self._mistake_keys([_record(row[1:]) for row in rows])
-            tenants: dict[str, list[int]] = {}
-            with self._transaction() as conn:
-                for row, key in zip(rows, keys, strict=True):
-                    conn.execute(
-                        "UPDATE corrections SET mistake = ? WHERE seq = ? AND mistake IS NULL",
-                        (mistake_column(key), row[0]),
-                    )
-                    if key is not None:
-                        tenants.setdefault(row[2], []).append(int(row[0]))
-                for tenant, seqs in tenants.items():
-                    self.db.changed(conn, Change(tenant, self.instance, added=tuple(seqs)))
-            filled += len(rows)
-        if filled:
-            log.info("computed the mistake keys of %d records stored before them", filled)
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         """(N, dim) unit rows for ``texts``."""

@@ -21,7 +21,10 @@ from .records import FIELDS, CorrectionRecord, is_id
 from .transfer import Resolve
 from .upkeep import IndexUpkeep
 
-__all__ = ["RecordWriter", "mistake_column"]
+__all__ = ["FILL_BATCH", "RecordWriter", "mistake_column"]
+
+FILL_BATCH = 500
+"""Rows given their mistake key per transaction when a store opens on older rows."""
 
 
 class RecordWriter:
@@ -31,12 +34,12 @@ class RecordWriter:
         transaction: Callable[[], contextlib.AbstractContextManager[Any]],
         write_lock: threading.Lock,
         upkeep: IndexUpkeep,
+        mistakes: IndexUpkeep,
         instance: str,
-        mistakes: IndexUpkeep | None = None,
     ) -> None:
         """``transaction()``: a write transaction of the store (checked open); ``instance``:
         the store's id in change notices (its own are not applied to it again); ``upkeep``
-        and ``mistakes`` keep the question and the mistake-key indexes."""
+        and ``mistakes`` keep the question and the mistake-key indexes (``mistakes.py``)."""
         self.db = db
         self._transaction = transaction
         self._write_lock = write_lock
@@ -73,7 +76,7 @@ class RecordWriter:
                 vectors = np.stack([row[1] for row in rows])  # (N, dim)
                 self.upkeep.added(tenant, ids, vectors, generations[tenant], save=save)
                 keyed = [(seq, m) for seq, _, m in rows if m is not None and m.size]
-                if self.mistakes is not None and keyed:
+                if keyed:
                     self.mistakes.added(
                         tenant,
                         np.array([seq for seq, _ in keyed], dtype=np.int64),
@@ -99,9 +102,40 @@ class RecordWriter:
                 generation = self._bump(conn, tenant, -1)
                 self.db.changed(conn, Change(tenant, self.instance, removed=(int(row[0]),)))
             self.upkeep.removed(tenant, [row[0]], generation)
-            if self.mistakes is not None:
-                self.mistakes.removed(tenant, [row[0]], generation)
+            self.mistakes.removed(tenant, [row[0]], generation)
         return True
+
+    def fill_mistake_keys(
+        self,
+        reader: Callable[[], contextlib.AbstractContextManager[Any]],
+        keys: Callable[[list[CorrectionRecord]], list[np.ndarray | None]],
+    ) -> int:
+        """Give rows stored before mistake keys (NULL) theirs, computed by ``keys``, in
+        batches, and announce them to other replicas; returns how many rows. The caller holds
+        the write lock (the store, opening: its indexes load afterwards)."""
+        filled = 0
+        while True:
+            with reader() as conn:
+                rows = conn.execute(
+                    f"SELECT seq, {FIELDS} FROM corrections WHERE mistake IS NULL "
+                    "ORDER BY seq LIMIT ?",
+                    (FILL_BATCH,),
+                ).fetchall()
+            if not rows:
+                return filled
+            found = keys([CorrectionRecord(*row[1:]) for row in rows])
+            tenants: dict[str, list[int]] = {}
+            with self._transaction() as conn:
+                for row, key in zip(rows, found, strict=True):
+                    conn.execute(
+                        "UPDATE corrections SET mistake = ? WHERE seq = ? AND mistake IS NULL",
+                        (mistake_column(key), row[0]),
+                    )
+                    if key is not None:
+                        tenants.setdefault(row[2], []).append(int(row[0]))
+                for tenant, seqs in tenants.items():
+                    self.db.changed(conn, Change(tenant, self.instance, added=tuple(seqs)))
+            filled += len(rows)
 
     # (the caller holds the write lock and a transaction)
 

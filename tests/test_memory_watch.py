@@ -147,20 +147,15 @@ def test_the_watch_is_off_when_the_request_says_so_or_cannot_take_it(
     assert data["choices"][0]["message"]["content"] == DRAFT
 
 
-def test_the_server_can_turn_the_watch_off(engine: ScriptEngine, tmp_path: Path) -> None:
-    memory = MemorySettings(folder=tmp_path, mistake_steps=0)
+@pytest.mark.parametrize("steps", [0, 1])  # off; or only the first step, and the mistake is the 2nd
+def test_the_server_sets_how_many_steps_are_watched(
+    engine: ScriptEngine, tmp_path: Path, steps: int
+) -> None:
+    memory = MemorySettings(folder=tmp_path, mistake_steps=steps)
     with serve(engine, api_keys=KEYS, memory=memory) as c:
         c.post("/cot/edit", json=CORRECTION, headers=ALICE)
         data = ask(c, QUESTION).json()
     assert data["choices"][0]["message"]["content"] == DRAFT
-
-
-def test_only_the_first_steps_are_watched(engine: ScriptEngine, tmp_path: Path) -> None:
-    memory = MemorySettings(folder=tmp_path, mistake_steps=1)
-    with serve(engine, api_keys=KEYS, memory=memory) as c:
-        c.post("/cot/edit", json=CORRECTION, headers=ALICE)
-        data = ask(c, QUESTION).json()
-    assert data["choices"][0]["message"]["content"] == DRAFT  # the mistake is the 2nd step
 
 
 def test_bad_watch_options_are_400(client: TestClient) -> None:
