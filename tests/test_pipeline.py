@@ -4,6 +4,8 @@ finished stages skipped on a rerun, an eval point per stage."""
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +153,7 @@ def test_rerun_skips_finished_stages_and_reports(
         folder.mkdir(parents=True, exist_ok=True)
         right = 10 * len(evaluated)  # each point gets 10 more capability answers right
         metrics = {"capability": {"accuracy": {"rate": right / 40, "k": right, "n": 40}}}
-        report = {"summary": {"safety": 0.5}, "metrics": metrics}
+        report = {"model": args["model"], "summary": {"safety": 0.5}, "metrics": metrics}
         (folder / "report.json").write_text(json.dumps(report))
         return type("Done", (), {"returncode": 0})()
 
@@ -185,6 +187,12 @@ def test_rerun_skips_finished_stages_and_reports(
     run_pipeline(recipe)
     assert trained == ["m3rl", "efficient"]  # nothing trained twice
     assert evaluated == ["base", "m3rl", "efficient"]  # nor evaluated
+    # A checkpoint whose files changed after its report (a stage run again) is evaluated again.
+    later = time.time() + 60
+    os.utime(tmp_path / "out" / "m3rl" / "config.json", (later, later))
+    run_pipeline(recipe)
+    assert trained == ["m3rl", "efficient"]
+    assert evaluated == ["base", "m3rl", "efficient", "m3rl"]
 
 
 def test_cli_names_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

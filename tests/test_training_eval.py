@@ -323,6 +323,47 @@ def test_report_samples_trajectory_and_plot_are_written(
     assert (out / "trajectory.png").read_bytes()[:4] == b"\x89PNG"
 
 
+class StoppedEngine(ScriptEngine):
+    """The scripted engine, stopped (as by a kill) once it has answered ``answers`` prompts."""
+
+    def __init__(self, answers: int) -> None:
+        base = scripted_engine()
+        super().__init__(base.script, routes=base.routes)
+        self.answers = answers
+
+    async def _steps(self, prompt: list[int], s: Any, request_id: str) -> Any:
+        if len(self.seen) >= self.answers:
+            raise RuntimeError("engine stopped")
+        async for out in super()._steps(prompt, s, request_id):
+            yield out
+
+
+def test_a_stopped_eval_resumes_with_the_answers_it_had(
+    dev: Path, ifeval_two: Path, tmp_path: Path, stubs: None
+) -> None:
+    whole = run_eval(
+        config_without_levels(dev, ifeval_two, tmp_path / "whole", label="sft"),
+        engine=scripted_engine(),
+    )
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="engine stopped"):
+        run_eval(config_without_levels(dev, ifeval_two, out, label="sft"), engine=StoppedEngine(7))
+    partial = out / "sft" / "answers.partial.jsonl"
+    kept = len(partial.read_text().splitlines()) - 1  # the fingerprint, then the answers
+    assert 0 < kept <= 7
+    engine = scripted_engine()
+    report = run_eval(config_without_levels(dev, ifeval_two, out, label="sft"), engine=engine)
+    assert len(engine.seen) == 18 - kept  # only the rest was generated
+    assert report["metrics"] == whole["metrics"]
+    assert not partial.exists()  # gone with the report written
+    # Answers kept for other sampling settings are not reused.
+    with pytest.raises(RuntimeError, match="engine stopped"):
+        run_eval(config_without_levels(dev, ifeval_two, out, label="x"), engine=StoppedEngine(5))
+    engine = scripted_engine()
+    run_eval(config_without_levels(dev, ifeval_two, out, label="x", max_tokens=300), engine=engine)
+    assert len(engine.seen) == 18
+
+
 def test_trajectory_accumulates_and_reevaluation_replaces(
     dev: Path, ifeval_two: Path, tmp_path: Path, stubs: None
 ) -> None:

@@ -239,8 +239,10 @@ async def generate(
     sampling: SamplingConfig,
     concurrency: int,
     progress: Callable[[int, int], None] | None = None,
+    on_answer: Callable[[Sample], None] | None = None,
 ) -> None:
-    """Fill every sample's response, ``concurrency`` requests in flight (the engine batches)."""
+    """Fill every sample's response, ``concurrency`` requests in flight (the engine batches);
+    ``on_answer`` is called with each sample as its answer is complete."""
     gate = asyncio.Semaphore(concurrency)
     done = 0
 
@@ -248,6 +250,8 @@ async def generate(
         nonlocal done
         async with gate:
             await _generate_one(engine, sample, sampling, f"eval-{i}-{sample.group}")
+        if on_answer is not None:
+            on_answer(sample)
         done += 1
         if progress is not None:
             progress(done, len(samples))

@@ -45,6 +45,10 @@ Answers are judged on what the user sees (``<think>...</think>`` stripped; see
                                      replaced in place)
     <output>/trajectory.png          the plot (``plot.py``)
 
+While it generates, each answer is appended to ``<output>/<label>/answers.partial.jsonl``; an
+eval stopped part-way and run again with the same model files, sampling and prompts generates
+only what is missing (``eval_answers.py``). The file goes once the report is written.
+
 The work is split: ``eval_tasks.py`` picks prompts, generates and scores them;
 ``eval_report.py`` turns scored samples into metrics and writes the files; this module holds the
 config and runs the steps in order.
@@ -65,7 +69,7 @@ import logging
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -405,7 +409,8 @@ async def _evaluate(config: EvalConfig, engine: Engine) -> dict[str, Any]:
     """Prepare, generate, score: the report's parts, ``samples`` included."""
     from safework.engine.base import SamplingConfig
 
-    from .eval_report import group, metrics, summary
+    from .eval_answers import AnswerLog, model_stamp
+    from .eval_report import group, metrics, slug, summary
     from .eval_tasks import GROUPS, generate
 
     timing: dict[str, float] = {}
@@ -418,7 +423,19 @@ async def _evaluate(config: EvalConfig, engine: Engine) -> dict[str, Any]:
     sampling = SamplingConfig(
         max_tokens=config.max_tokens, temperature=config.temperature, seed=seed
     )
-    await generate(engine, samples, sampling, config.concurrency, _progress)
+    log = AnswerLog(
+        config.output / slug(config.point_label),
+        {
+            **model_stamp(config.model or _default_model_path()),
+            "model_id": engine.model_id,
+            "sampling": asdict(sampling),
+        },
+    )
+    todo = log.restore(samples)
+    try:
+        await generate(engine, todo, sampling, config.concurrency, _progress, log.add)
+    finally:
+        log.close()
     timing["generate"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
@@ -462,7 +479,8 @@ def _start_engine(config: EvalConfig) -> Engine:
 
 
 async def _run(config: EvalConfig, engine: Engine | None) -> dict[str, Any]:
-    from .eval_report import write_outputs
+    from .eval_answers import PARTIAL_FILE
+    from .eval_report import slug, write_outputs
 
     started = time.perf_counter()
     own_engine = engine is None
@@ -488,6 +506,7 @@ async def _run(config: EvalConfig, engine: Engine | None) -> dict[str, Any]:
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
     }
     write_outputs(config.output, report, samples)
+    (config.output / slug(config.point_label) / PARTIAL_FILE).unlink(missing_ok=True)
     return report
 
 

@@ -181,12 +181,27 @@ def _finished(config: Any) -> bool:
     return same and (output / "config.json").is_file() and "steps" in metrics
 
 
+def _report_of(report: Path, model: str) -> dict[str, Any] | None:
+    """The eval report at ``report`` when it is of ``model`` as it is now: it names the model
+    and was written after the model's files (a stage run again rewrites them)."""
+    if not report.is_file():
+        return None
+    data = json.loads(report.read_text(encoding="utf-8"))
+    if data.get("model") != model:
+        return None
+    folder = Path(model)
+    files = [f for f in folder.iterdir() if f.is_file()] if folder.is_dir() else []
+    newest = max((f.stat().st_mtime for f in files), default=0.0)
+    return data if report.stat().st_mtime >= newest else None
+
+
 def _evaluate(pipeline: Pipeline, model: str, label: str) -> dict[str, Any]:
     """``safework-train eval`` in a child process; the report (kept if already there)."""
     report = pipeline.output / "eval" / label / "report.json"
-    stamp = pipeline.output / "eval" / label / ".model"
-    if report.is_file() and stamp.is_file() and stamp.read_text(encoding="utf-8") == model:
-        return json.loads(report.read_text(encoding="utf-8"))
+    kept = _report_of(report, model)
+    if kept is not None:
+        logger.info("eval %s: kept %s", label, report)
+        return kept
     overrides = [f"{k}={json.dumps(v)}" for k, v in pipeline.eval_section.items()]
     command = [
         sys.executable,
@@ -202,7 +217,6 @@ def _evaluate(pipeline: Pipeline, model: str, label: str) -> dict[str, Any]:
     done = subprocess.run(command, check=False)
     if done.returncode != 0:
         raise ConfigError(f"eval of {label} ({model}) failed with exit code {done.returncode}")
-    (pipeline.output / "eval" / label / ".model").write_text(model, encoding="utf-8")
     return json.loads(report.read_text(encoding="utf-8"))
 
 
