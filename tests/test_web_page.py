@@ -216,6 +216,59 @@ def test_an_edited_reasoning_is_continued_and_stored(page: Any, site: LiveServer
     assert memory_id not in [r["id"] for r in remaining]
 
 
+def test_preferences_are_stored_followed_and_deleted(page: Any, site: LiveServer) -> None:
+    """The memory panel's form and the editor's box both store a standing preference."""
+    headers = {"Authorization": f"Bearer {KEY}"}
+
+    def preferences() -> dict[str, str]:
+        url = site.url + "/v1/memory?kind=preference"
+        return {r["id"]: r["text"] for r in httpx.get(url, headers=headers).json()["data"]}
+
+    connect(page, site.url)
+    by(page, "corrections-toggle").click()
+    by(page, "prefer-submit").click()  # nothing written: said, nothing sent
+    sync_api.expect(by(page, "prefer-error")).to_be_visible()
+    assert preferences() == {}
+    by(page, "prefer-text").fill("Answer in metric units.")
+    by(page, "prefer-submit").click()
+    item = by(page, "preference")
+    sync_api.expect(item).to_contain_text("Answer in metric units.")
+    sync_api.expect(by(page, "prefer-error")).to_be_hidden()
+    sync_api.expect(by(page, "prefer-text")).to_have_value("")
+    ((metric_id, text),) = preferences().items()
+    assert text == "Answer in metric units."
+
+    # Every answer follows it, whatever the question.
+    message = finished(ask(page, "How do I stay safe?"))
+    sync_api.expect(message.get_by_test_id("memory-preferences")).to_have_text(
+        f"Following 1 standing preference ({metric_id})."
+    )
+
+    # The editor keeps its note for every answer when asked, and needs the note for that.
+    message = finished(ask(page, QUESTION))
+    by(page, "edit-reasoning").last.click()
+    by(page, "edit-text").fill("Tungsten is W, number 74.")
+    by(page, "edit-always").check()
+    by(page, "edit-submit").click()
+    sync_api.expect(by(page, "edit-error")).to_have_text(
+        "Write the note to remember for every answer."
+    )
+    by(page, "edit-feedback").fill("Give the element's symbol too.")
+    by(page, "edit-submit").click()
+    finished(message)
+    note = message.get_by_test_id("memory-note")
+    sync_api.expect(note).to_contain_text("Preference stored as")
+    stored = preferences()
+    note_id = message.get_by_test_id("memory-id").inner_text()
+    assert stored[note_id] == "Give the element's symbol too."
+
+    sync_api.expect(by(page, "preference")).to_have_count(2)  # the open panel was refreshed
+    for record_id in (metric_id, note_id):
+        page.get_by_role("button", name=f"Delete preference {record_id}").click()
+        sync_api.expect(by(page, "preference").filter(has_text=record_id)).to_have_count(0)
+    assert preferences() == {}
+
+
 def test_stop_and_a_server_gone_mid_stream(page: Any) -> None:
     """Stop aborts the request; a server that goes away leaves a usable page and a note."""
     with live_server(WebEngine(), api_keys={KEY: "alice"}, memory=None) as server:

@@ -54,6 +54,11 @@ export class Api {
     return this.json("GET", `/v1/memory?limit=${limit}`);
   }
 
+  /** Store `text` as a standing preference: it guides every later answer of this key. */
+  prefer(text) {
+    return this.json("POST", "/v1/memory", { kind: "preference", text });
+  }
+
   deleteMemory(id) {
     return this.json("DELETE", `/v1/memory/${encodeURIComponent(id)}`);
   }

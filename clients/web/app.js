@@ -2,7 +2,8 @@
  * SafeWork chat: the page's state and controls (API key, profile, conversation, edits).
  *
  * index.html loads this ES module; `api.js` speaks HTTP, `render.js` draws messages,
- * `editor.js` is the reasoning editor and `corrections.js` the stored-corrections panel.
+ * `editor.js` is the reasoning editor and `corrections.js` the memory panel (stored
+ * corrections and preferences).
  *
  * The conversation lives in this page only: each turn sends the user and assistant contents
  * so far (never the reasoning), and a reload starts afresh. The API key is kept in
@@ -59,6 +60,10 @@ const corrections = new CorrectionsPanel(
     section: $("corrections"),
     list: $("corrections-list"),
     status: $("corrections-status"),
+    preferForm: $("prefer-form"),
+    preferText: $("prefer-text"),
+    preferSubmit: $("prefer-submit"),
+    preferError: $("prefer-error"),
   },
   { api: () => state.api, onRefused: () => askForKey(REFUSED) },
 );
@@ -164,7 +169,10 @@ async function runStream(turn, path, body) {
     await state.api.stream(path, body, onChunk, controller.signal);
   } catch (error) {
     // The server keeps no corrections: edit all the same, without asking it to remember.
-    if (error.code === "memory_off" && body.remember) retry = { ...body, remember: false };
+    if (error.code === "memory_off" && body.remember) {
+      retry = { ...body, remember: false };
+      delete retry.scope;
+    }
     else report(turn, error);
   } finally {
     turn.view.setStreaming(false);
@@ -218,7 +226,7 @@ function applyChunk(turn, chunk) {
   }
   if (chunk.safework) applySafework(turn, chunk.safework);
   if (chunk.memory_id) {
-    turn.view.showMemoryId(chunk.memory_id);
+    turn.view.showMemoryId(chunk.memory_id, turn.storedAs);
     if (corrections.isOpen()) corrections.refresh();
   }
 }
@@ -231,6 +239,7 @@ function applySafework(turn, block) {
     turn.view.showSearch(turn.search);
   }
   if (block.memory?.hits?.length) turn.view.showMemoryHits(block.memory.hits);
+  if (block.memory?.preferences?.length) turn.view.showPreferences(block.memory.preferences);
 }
 
 /** What each streamed `safework` event does to the message; unknown types are skipped. */
@@ -263,7 +272,7 @@ function openEditor(turn) {
 }
 
 /** Send the corrected reasoning to `/cot/edit`; the reply replaces the message's. */
-async function submitEdit(turn, { edited, feedback }) {
+async function submitEdit(turn, { edited, feedback, always }) {
   const body = {
     model: state.base,
     messages: turn.question,
@@ -274,6 +283,8 @@ async function submitEdit(turn, { edited, feedback }) {
     ...tokenLimit(),
   };
   if (feedback) body.feedback = feedback;
+  if (always && state.remember) body.scope = "always"; // the note becomes a preference
+  turn.storedAs = body.scope === "always" ? "Preference" : "Correction";
   turn.reasoning = turn.entry.content = "";
   turn.view.reset("Assistant · corrected reasoning");
   await runStream(turn, "/cot/edit", body);

@@ -1,11 +1,13 @@
 /**
  * The reasoning editor shown under an assistant message: the model's reasoning to correct
  * (or, for an answer given without reasoning, an empty field to write one), an optional
- * note on what was wrong, and buttons to send it or cancel (Escape cancels too).
+ * note on what was wrong, a box to keep that note for every answer (a standing preference),
+ * and buttons to send it or cancel (Escape cancels too).
  *
  * It checks what `POST /cot/edit` would refuse (empty text, `<think>` tags) before sending.
  */
 
+import { MAX_PREFERENCE_CHARS } from "./corrections.js";
 import { el } from "./render.js";
 
 const EDIT_HINT =
@@ -31,6 +33,11 @@ export function editorForm(reasoning, { onSubmit, onCancel }) {
     id: `${id}-feedback`,
     type: "text",
     "data-testid": "edit-feedback",
+  });
+  const always = el("input", {
+    id: `${id}-always`,
+    type: "checkbox",
+    "data-testid": "edit-always",
   });
   const problem = el("p", {
     class: "note error",
@@ -58,23 +65,34 @@ export function editorForm(reasoning, { onSubmit, onCancel }) {
     el("p", { id: `${id}-hint`, class: "hint", text: reasoning ? EDIT_HINT : WRITE_HINT }),
     el("label", { for: feedback.id, text: "What was wrong? (optional)" }),
     feedback,
+    el(
+      "label",
+      { class: "check", for: always.id },
+      always,
+      " Remember this note for every answer",
+    ),
     problem,
     el("div", { class: "row" }, submit, cancel),
   );
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    problem.textContent = editProblem(text.value);
+    const note = feedback.value.trim();
+    problem.textContent = editProblem(text.value, note, always.checked);
     problem.hidden = !problem.textContent;
-    if (problem.hidden) onSubmit({ edited: text.value, feedback: feedback.value.trim() });
+    if (problem.hidden) onSubmit({ edited: text.value, feedback: note, always: always.checked });
   });
   cancel.addEventListener("click", onCancel);
   form.addEventListener("keydown", (event) => event.key === "Escape" && onCancel());
   return { form, text };
 }
 
-/** Why the server would refuse this corrected reasoning, or "" when it is fine. */
-function editProblem(edited) {
+/** Why the server would refuse this edit, or "" when it is fine. */
+function editProblem(edited, note, always) {
   if (!edited.trim()) return "The corrected reasoning cannot be empty.";
   if (/<\/?think>/.test(edited)) return "Remove the <think> tags: the page adds them.";
+  if (always && !note) return "Write the note to remember for every answer.";
+  if (always && note.length > MAX_PREFERENCE_CHARS) {
+    return `A note to remember is at most ${MAX_PREFERENCE_CHARS} characters.`;
+  }
   return "";
 }

@@ -116,8 +116,14 @@ export class MessageView {
     this.note(`Guided by ${plural(hits.length, "past correction")} (${ids}).`, "memory-hits");
   }
 
-  showMemoryId(id) {
-    const note = this.note("Correction stored as ", "memory-note");
+  showPreferences(ids) {
+    const text = `Following ${plural(ids.length, "standing preference")} (${ids.join(", ")}).`;
+    this.note(text, "memory-preferences");
+  }
+
+  /** `what`: "Correction", or "Preference" for a note kept for every answer. */
+  showMemoryId(id, what = "Correction") {
+    const note = this.note(`${what} stored as `, "memory-note");
     note.append(el("code", { "data-testid": "memory-id", text: id }), ".");
   }
 
