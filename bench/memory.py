@@ -435,7 +435,9 @@ def main() -> None:
     parser.add_argument("--peer-queries", type=int, default=200, help="single exact-search queries")
     parser.add_argument("--adds", type=int, default=300, help="single durable adds per size")
     parser.add_argument("--hnsw-threshold", type=int, default=20_000)
-    parser.add_argument("--sweep", default="32,64,96,128,192,256", help="efSearch values to sweep")
+    parser.add_argument(
+        "--sweep", default="64,128,256,384,512,768", help="efSearch values to sweep"
+    )
     parser.add_argument("--no-embedder", action="store_true", help="skip the MiniLM rate")
     parser.add_argument("--no-concurrency", action="store_true", help="skip reads during import")
     parser.add_argument("--calibrate", action="store_true", help="only compare data statistics")

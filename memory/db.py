@@ -469,7 +469,10 @@ class PostgresDatabase(Database):
 class Change:
     """One committed write, as announced to the other replicas: the tenant, the announcing
     store, and the row numbers it added and removed (``None`` when there were too many to
-    send: the receiver then reconciles the tenant's whole index)."""
+    send: the receiver then reconciles the tenant's whole index).
+
+    On the wire, runs of consecutive row numbers travel as ``[first, last]`` pairs, so an
+    import batch (consecutive numbers) is one pair and the receiver reads just those rows."""
 
     tenant: str
     origin: str
@@ -477,12 +480,11 @@ class Change:
     removed: tuple[int, ...] | None = ()
 
     def payload(self) -> str:
-        rows = None if self.added is None or self.removed is None else (self.added, self.removed)
-        if rows is not None and len(rows[0]) + len(rows[1]) > MAX_NOTICE_ROWS:
-            rows = None  # NOTIFY payloads are bounded (8000 bytes)
         data: dict[str, Any] = {"tenant": self.tenant, "origin": self.origin}
-        if rows is not None:
-            data["added"], data["removed"] = list(rows[0]), list(rows[1])
+        if self.added is not None and self.removed is not None:
+            rows = {"added": _runs(self.added), "removed": _runs(self.removed)}
+            if len(json.dumps(rows)) <= MAX_NOTICE_ROWS_BYTES:
+                data |= rows  # else none: NOTIFY payloads are bounded (8000 bytes)
         return json.dumps(data)
 
     @classmethod
@@ -494,16 +496,45 @@ class Change:
             return cls(
                 str(data["tenant"]),
                 str(data.get("origin")),
-                None if rows is None else tuple(int(i) for i in rows[0]),
-                None if rows is None else tuple(int(i) for i in rows[1]),
+                None if rows is None else _expand(rows[0]),
+                None if rows is None else _expand(rows[1]),
             )
         except (ValueError, KeyError, TypeError):
             log.warning("memory store feed: ignored a malformed notification")
             return None
 
 
-MAX_NOTICE_ROWS = 400
-"""Row numbers one notice carries at most (an import batch of 500 sends none: a reconcile)."""
+MAX_NOTICE_ROWS_BYTES = 6000
+"""The most JSON a notice spends on row numbers (NOTIFY payloads stop at 8000 bytes); beyond
+it the notice carries none and the receiver reconciles the tenant."""
+MAX_NOTICE_RUN = 100_000
+"""The longest run of row numbers a notice may announce (more than any one write makes)."""
+
+
+def _runs(ids: tuple[int, ...]) -> list[int | list[int]]:
+    """Sorted row numbers with runs of three or more as ``[first, last]``."""
+    out: list[int | list[int]] = []
+    ordered = sorted(set(ids))
+    start = 0
+    for end in range(1, len(ordered) + 1):
+        if end == len(ordered) or ordered[end] != ordered[end - 1] + 1:
+            first, last = ordered[start], ordered[end - 1]
+            out += [[first, last]] if last - first >= 2 else list(range(first, last + 1))
+            start = end
+    return out
+
+
+def _expand(items: list[Any]) -> tuple[int, ...]:
+    out: list[int] = []
+    for item in items:
+        if isinstance(item, list):
+            first, last = int(item[0]), int(item[1])
+            if not 0 <= last - first < MAX_NOTICE_RUN or len(item) != 2:
+                raise ValueError("a bad run of row numbers")
+            out += range(first, last + 1)
+        else:
+            out.append(int(item))
+    return tuple(out)
 
 
 def redact_url(url: str) -> str:

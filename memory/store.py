@@ -136,7 +136,7 @@ class MemoryStore:
         hnsw_threshold: int = 20_000,
         hnsw_m: int = 32,
         ef_construction: int = 80,
-        ef_search: int = 256,
+        ef_search: int = 512,
         tombstone_ratio: float = 0.10,
         persist_every: int = 1000,
         indexes: bool = True,
@@ -474,9 +474,8 @@ class MemoryStore:
         if index is None or index.live == 0:
             return []
         query = self._embed([text[: TEXT_LIMITS["question"]]])  # (1, dim)
-        return self._hits(tenant, index, query, k + MAX_PREFERENCES, min_similarity, QUESTION)[0][
-            :k
-        ]
+        candidates = k + MAX_PREFERENCES
+        return self._hits(tenant, index, query, candidates, min_similarity, QUESTION, keep=k)[0]
 
     def search_mistakes(
         self, tenant: str, steps: list[str], k: int = 1, min_similarity: float = 0.0
@@ -516,9 +515,12 @@ class MemoryStore:
         k: int,
         min_similarity: float,
         kind: str,
+        keep: int | None = None,
     ) -> list[list[MemoryHit]]:
-        """Each query row's hits among the tenant's corrections (a record deleted since the
-        index was searched is left out, and so is a preference)."""
+        """Each query row's best ``keep`` (default ``k``) hits among the tenant's corrections,
+        from the index's ``k`` nearest (a record deleted since the index was searched is left
+        out, and so is a preference). Records are read for the best candidates first, one
+        query for all rows; further candidates only when some of those were left out."""
         scores, ids = index.search(queries, k)  # (Q, k') each
         found = [
             [
@@ -528,15 +530,26 @@ class MemoryStore:
             ]
             for row_ids, row_scores in zip(ids, scores, strict=True)
         ]
-        records = self._records_by_seq(tenant, sorted({i for row in found for i, _ in row}))
-        return [
-            [
-                MemoryHit(records[i], min(1.0, max(-1.0, s)), kind)
-                for i, s in row
-                if i in records and records[i].kind == CORRECTION
-            ]
-            for row in found
-        ]
+        keep = k if keep is None else keep
+        hits: list[list[MemoryHit]] = [[] for _ in found]
+        seen = [0] * len(found)
+        records: dict[int, CorrectionRecord | None] = {}
+        while True:
+            batches = []
+            for r, row in enumerate(found):
+                need = keep - len(hits[r])
+                batches.append(row[seen[r] : seen[r] + max(need, 0)])
+                seen[r] += len(batches[-1])
+            wanted = sorted({i for batch in batches for i, _ in batch} - records.keys())
+            if not any(batches):
+                return hits
+            got = self._records_by_seq(tenant, wanted)
+            records.update((i, got.get(i)) for i in wanted)
+            for r, batch in enumerate(batches):
+                for i, s in batch:
+                    record = records[i]
+                    if record is not None and record.kind == CORRECTION:
+                        hits[r].append(MemoryHit(record, min(1.0, max(-1.0, s)), kind))
 
     def count(self, tenant: str) -> int:
         tenant = check_tenant(tenant)

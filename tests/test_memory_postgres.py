@@ -166,22 +166,29 @@ def test_a_restarted_database_is_reconnected_to(tmp_path: Path, postgres: Postgr
         server.close()
 
 
-def test_notices_carry_rows_up_to_a_bound() -> None:
-    from safework.memory.db import MAX_NOTICE_ROWS, Change
+def test_notices_carry_rows_as_runs_up_to_a_bound() -> None:
+    from safework.memory.db import Change
 
     small = Change("acme", "a1", added=(1, 2), removed=(7,))
     assert Change.parse(small.payload()) == small
-    big = Change("acme", "a1", added=tuple(range(MAX_NOTICE_ROWS + 1)))
-    assert Change.parse(big.payload()) == Change("acme", "a1", None, None)  # reconcile instead
-    assert len(big.payload()) < 8000
+    batch = Change("acme", "a1", added=(*range(1000, 1500), 1502))  # an import batch
+    assert '"added": [[1000, 1499], 1502]' in batch.payload()
+    assert Change.parse(batch.payload()) == batch
+    scattered = Change("acme", "a1", added=tuple(range(0, 4000, 2)))  # no runs: too many
+    assert Change.parse(scattered.payload()) == Change("acme", "a1", None, None)  # reconcile
+    assert len(scattered.payload()) < 8000
     assert Change.parse("not json") is None
     assert Change.parse('{"origin": "x"}') is None
+    for bad in ("[[5, 1]]", "[[1, 2, 3]]", "[[0, 10000000]]", '["x"]'):
+        text = f'{{"tenant": "acme", "origin": "x", "added": {bad}, "removed": []}}'
+        assert Change.parse(text) is None
 
 
 def test_a_large_import_on_one_replica_reaches_the_other(
     replicas: tuple[MemoryStore, MemoryStore],
 ) -> None:
-    """500 rows in one transaction: the notice carries no rows, the other replica reconciles."""
+    """500 rows in one transaction: the notice carries them as one run, the other replica
+    reads just those."""
     a, b = replicas
     add(b, "acme", "an earlier question")  # b has an index for the tenant already
     rows = [

@@ -20,6 +20,7 @@ import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -415,6 +416,33 @@ def test_preferences_are_listed_apart_and_never_search_hits(store: MemoryStore) 
     assert pref.id not in {r.id for r in store.preferences("acme")}
     rows = [r for r in store.export("acme") if r["kind"] == "preference"]
     assert len(rows) == MAX_PREFERENCES - 1
+
+
+def test_a_search_reads_only_the_records_it_returns_unless_preferences_are_nearer(
+    store: MemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index is asked for k + MAX_PREFERENCES neighbours (it holds preferences too), but
+    records are read best first: k of them, and more only to replace preferences."""
+    corrections = [add(store, "acme", f"metric units question {i}") for i in range(6)]
+    reads: list[list[int]] = []
+    real = store._records_by_seq
+
+    def counted(tenant: str, seqs: list[int]) -> dict[int, Any]:
+        reads.append(seqs)
+        return real(tenant, seqs)
+
+    monkeypatch.setattr(store, "_records_by_seq", counted)
+    hits = store.search("acme", "metric units question 1", k=2)
+    assert [len(r) for r in reads] == [2]  # one read, of the two records returned
+    assert hits[0].record == corrections[1]
+    for i in range(3):  # nearer to the query than any correction
+        add(store, "acme", "metric units question 1", feedback=f"rule {i}", kind="preference")
+    reads.clear()
+    hits = store.search("acme", "metric units question 1", k=2)
+    assert [h.record.kind for h in hits] == ["correction", "correction"]
+    assert hits[0].record == corrections[1]
+    assert sum(len(r) for r in reads) <= 2 + 3  # at most the three preferences more
+    assert len(reads) >= 2
 
 
 def test_a_store_of_the_first_schema_is_migrated(
