@@ -180,6 +180,10 @@ class Database(ABC):
     def text_bytes(self, field: str) -> str:
         """An expression: UTF-8 bytes of the text column ``field`` (0 for NULL)."""
 
+    def settle(self) -> None:  # noqa: B027
+        """After a bulk load: do now the upkeep the database would otherwise do during later
+        reads (nothing for SQLite, whose reads of new rows cost what any read does)."""
+
     def changed(self, conn: Any, change: Change) -> None:  # noqa: B027
         """Inside a write transaction: announce ``change`` (PostgreSQL notifies the other
         replicas at commit; nothing to do for SQLite)."""
@@ -416,6 +420,14 @@ class PostgresDatabase(Database):
 
     def changed(self, conn: _PgConnection, change: Change) -> None:
         conn.execute("SELECT pg_notify(?, ?)", (CHANNEL, change.payload()))
+
+    def settle(self) -> None:
+        """``VACUUM (ANALYZE)`` the records: sets the new rows' visibility hints (otherwise the
+        first read of each page sets them) and the planner's statistics, rather than leaving
+        both to autovacuum running under the next queries. It blocks neither reads nor
+        writes."""
+        with self.pool.connection() as conn:  # autocommit: VACUUM runs outside transactions
+            conn.execute("VACUUM (ANALYZE) corrections")
 
     def listen(self, on_change: Callable[[Change | None], None]) -> None:
         if self._listener is not None:

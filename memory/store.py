@@ -207,6 +207,7 @@ class MemoryStore:
                 encoder_name=self.encoder_name,
                 dim=self.dim,
                 mistake_keys=self._mistake_keys if encoder is not None else None,
+                settle=self.db.settle,
             )
             if indexes:
                 with self._write_lock:

@@ -40,6 +40,9 @@ __all__ = ["EXPORT_CHUNK", "IMPORT_BATCH", "Commit", "RecordTransfer", "Resolve"
 
 IMPORT_BATCH = 500
 """Rows per import transaction: other writers and index updates interleave between batches."""
+SETTLE_AFTER = 10_000
+"""An import of this many rows is followed by the database's upkeep (``Database.settle``):
+on PostgreSQL the reads just after a large import otherwise pay for it (``bench/memory.py``)."""
 EXPORT_CHUNK = 1000
 
 
@@ -85,13 +88,17 @@ class RecordTransfer:
         encoder_name: str | None,
         dim: int | None,
         mistake_keys: Callable[[list[CorrectionRecord]], list[np.ndarray | None]] | None = None,
+        settle: Callable[[], None] = lambda: None,
     ) -> None:
         """``reader()``: a pooled read connection; ``commit``: the store's write (see
         ``Commit``); ``embed``: (N, dim) unit rows; ``save_if_due(tenant)``: saves the tenant's
         index once enough changed; ``encoder_name`` and ``dim``: the store's vectors';
         ``mistake_keys``: computes records' mistake keys (None without an embedder: they are
-        left ``PENDING``, for the next store opened with one)."""
+        left ``PENDING``, for the next store opened with one); ``settle()``: the database's
+        upkeep after a bulk load (``Database.settle``), run after imports of at least
+        ``SETTLE_AFTER`` rows."""
         self._mistake_keys = mistake_keys
+        self._settle = settle
         self._reader = reader
         self._commit = commit
         self._embed = embed
@@ -170,6 +177,8 @@ class RecordTransfer:
             touched |= {item.record.tenant for item in incoming}
         for owner in touched:
             self._save_if_due(owner)
+        if imported >= SETTLE_AFTER:
+            self._settle()
         return imported
 
     def _incoming(self, row: object, tenant: str | None) -> _Incoming:

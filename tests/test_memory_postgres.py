@@ -199,3 +199,34 @@ def test_a_large_import_on_one_replica_reaches_the_other(
     eventually(lambda: b.count("acme") == 501 and b.stats()["acme"]["index"]["vectors"] == 501)
     hits = b.search("acme", "imported question 321", k=5, min_similarity=0.999)
     assert "imported question 321" in {h.record.question for h in hits}  # hashed words may tie
+
+
+def test_a_large_import_is_followed_by_vacuum_analyze(
+    tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safework.memory import transfer
+
+    def vacuumed() -> tuple[object, object]:
+        with psycopg.connect(url) as conn:
+            row = conn.execute(
+                "SELECT last_vacuum, last_analyze FROM pg_stat_user_tables "
+                "WHERE relname = 'corrections'"
+            ).fetchone()
+        assert row is not None
+        return row[0], row[1]
+
+    monkeypatch.setattr(transfer, "SETTLE_AFTER", 20)
+    store = MemoryStore(tmp_path / "a", HashEncoder(), database=url)
+    try:
+        rows = [
+            {"question": f"q {i}", "corrected_reasoning": "c", "tenant": "acme"} for i in range(19)
+        ]
+        store.import_records(rows)
+        assert vacuumed() == (None, None)  # a small import leaves it to autovacuum
+        store.import_records({**r, "question": f"more {r['question']}"} for r in rows + rows[:1])
+        last_vacuum, last_analyze = vacuumed()
+        assert last_vacuum is not None
+        assert last_analyze is not None
+        assert store.count("acme") == 39
+    finally:
+        store.close()
