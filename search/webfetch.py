@@ -178,22 +178,49 @@ class SafeFetcher:
     async def fetch(self, url: str) -> Page:
         try:
             async with asyncio.timeout(self.timeout_s):
-                return await self._follow(url)
+                response, final = await self._follow(url)
+                return await self._page(response, final)
         except TimeoutError:
             raise FetchTimeout(f"no page within {self.timeout_s:g}s") from None
         except (httpx.HTTPError, httpx.InvalidURL) as e:
             raise FetchRefused(f"cannot fetch the page: {type(e).__name__}: {e}") from e
 
+    async def fetch_bytes(self, url: str, types: tuple[str, ...]) -> tuple[bytes, str]:
+        """The body of ``url`` (an image, say) and its content type, which must be one of
+        ``types``; under the same rules as ``fetch``, except that a body over ``max_bytes``
+        is refused rather than cut."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                response, _ = await self._follow(url)
+                try:
+                    if response.status_code != 200:
+                        raise FetchRefused(f"HTTP {response.status_code}")
+                    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+                    if kind not in types:
+                        raise FetchRefused(f"not an accepted type ({kind or 'none given'})")
+                    body, truncated = await self._body(response)
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            raise FetchTimeout(f"nothing within {self.timeout_s:g}s") from None
+        except (httpx.HTTPError, httpx.InvalidURL) as e:
+            raise FetchRefused(f"cannot fetch it: {type(e).__name__}: {e}") from e
+        if truncated:
+            raise FetchRefused(f"over {self.max_bytes:,} bytes")
+        return body, kind
+
     async def close(self) -> None:
         await self._client.aclose()
 
-    async def _follow(self, url: str) -> Page:
+    async def _follow(self, url: str) -> tuple[httpx.Response, str]:
+        """The first response that is not a redirect (open: the caller closes it), and its
+        URL."""
         for _ in range(self.max_redirects + 1):
             target = httpx.URL(url)
             address = await self.check(target)
             response = await self._send(target, address)
             if not response.is_redirect:
-                return await self._page(response, str(target))
+                return response, str(target)
             location = response.headers.get("location", "")
             await response.aclose()
             if not location:
