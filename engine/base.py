@@ -160,11 +160,26 @@ class Engine(abc.ABC):
     """The strings the tokenizer reads as special or added markup tokens (``<|im_end|>``...),
     for ``engine.control_tokens.defuse``; empty when the engine does not know them."""
 
+    image_placeholder: str | None = None
+    """For a model that reads images: the text standing for one image in a prompt (``<image>``
+    for Idefics3); ``None``: the model reads text only."""
+    image_token_id: int | None = None
+    """The token that stands for one image in prompt ids (vLLM expands each)."""
+    image_markers: tuple[str, ...] = ()
+    """Strings that would put an image token in a prompt (the placeholder, the image token's
+    text): user text may not spell them."""
+
     @abc.abstractmethod
     def generate(
-        self, prompt_token_ids: list[int], sampling: SamplingConfig, request_id: str
+        self,
+        prompt_token_ids: list[int],
+        sampling: SamplingConfig,
+        request_id: str,
+        *,
+        images: Sequence[Any] = (),
     ) -> AsyncIterator[EngineOutput]:
-        """Stream the request's progress; closing the iterator early aborts the request."""
+        """Stream the request's progress; closing the iterator early aborts the request.
+        ``images`` (PIL images, RGB): one per ``image_token_id`` in the prompt, in order."""
 
     @abc.abstractmethod
     async def abort(self, request_id: str) -> None:

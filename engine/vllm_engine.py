@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -68,6 +68,26 @@ def _vocab_size(model_config: Any, tokenizer: Any) -> int:
     return max(int(model_config.get_vocab_size()), -1 if top is None else int(top) + 1)
 
 
+def _image_placeholder(model_config: Any, tokenizer: Any) -> tuple[str | None, int | None]:
+    """For a model that reads images: the prompt text standing for one image, as vLLM's own
+    chat handling writes it (``get_placeholder_str``), and the token vLLM expands (the
+    config's ``image_token_id``, else the placeholder's only token); (None, None) for a
+    text-only model."""
+    if not model_config.is_multimodal_model:
+        return None, None
+    from vllm.model_executor.model_loader import get_model_cls
+
+    placeholder = get_model_cls(model_config).get_placeholder_str("image", 1)
+    if placeholder is None:
+        return None, None
+    hf = model_config.hf_config
+    token = getattr(hf, "image_token_id", None) or getattr(hf, "image_token_index", None)
+    if token is None:
+        ids = tokenizer.encode(placeholder, add_special_tokens=False)
+        token = ids[0] if len(ids) == 1 else None
+    return (placeholder, int(token)) if token is not None else (None, None)
+
+
 class VLLMEngine(Engine):
     """``Engine`` on ``vllm.v1.engine.async_llm.AsyncLLM``."""
 
@@ -84,6 +104,12 @@ class VLLMEngine(Engine):
         self._renderer = renderer or TemplateRenderer()
         """Chat templates render here, bounded, never in the tokenizer's pool."""
         self.sampling_defaults: dict[str, Any] = dict(llm.model_config.get_diff_sampling_param())
+        self.image_placeholder, self.image_token_id = _image_placeholder(
+            llm.model_config, self._tokenizer
+        )
+        if self.image_placeholder is not None and self.image_token_id is not None:
+            token_text = self._tokenizer.decode([self.image_token_id])
+            self.image_markers = tuple(dict.fromkeys((self.image_placeholder, token_text)))
 
     @classmethod
     def create(cls, options: EngineOptions) -> VLLMEngine:
@@ -136,12 +162,19 @@ class VLLMEngine(Engine):
         )
 
     async def generate(
-        self, prompt_token_ids: list[int], sampling: SamplingConfig, request_id: str
+        self,
+        prompt_token_ids: list[int],
+        sampling: SamplingConfig,
+        request_id: str,
+        *,
+        images: Sequence[Any] = (),
     ) -> AsyncIterator[EngineOutput]:
         from vllm.inputs import TokensPrompt
 
         params = self._sampling_params(sampling)
         prompt = TokensPrompt(prompt_token_ids=prompt_token_ids)
+        if images:  # vLLM expands each placeholder token into the image's own tokens
+            prompt["multi_modal_data"] = {"image": list(images)}
         if sampling.cache_salt is not None:
             prompt["cache_salt"] = sampling.cache_salt  # vLLM's per-request prefix-cache key
         stream = self._llm.generate(prompt, params, request_id)

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -68,6 +69,16 @@ def _owns_engine(model: object) -> bool:
     return bool(getattr(model, "owns_engine", False))
 
 
+def _image_fetcher(config: ServerConfig) -> Any:
+    """A ``SafeFetcher`` for http(s) image URLs when ``--image-fetch`` allows them."""
+    if not config.images.fetch:
+        return None
+    from safework.search.webfetch import SafeFetcher
+
+    images = config.images
+    return SafeFetcher(timeout_s=images.fetch_timeout_s, max_bytes=images.max_bytes)
+
+
 def create_app(
     config: ServerConfig,
     engine_factory: EngineFactory = _vllm_engine,
@@ -97,6 +108,7 @@ def create_app(
         app.state.alignment = alignment
         app.state.search = search
         app.state.memory = memory
+        image_fetcher = _image_fetcher(config)
         app.state.chat = ChatServing(
             engine,
             metrics,
@@ -107,6 +119,8 @@ def create_app(
             config.reasoning_output,
             trust_request_chat_template=config.trust_request_chat_template,
             limits=limits,
+            images=config.images,
+            image_fetcher=image_fetcher,
         )
         app.state.cot = CotEditServing(app.state.chat, memory)
         app.state.completions = CompletionServing(engine, metrics, config.max_n, limits)
@@ -120,6 +134,8 @@ def create_app(
             if memory is not None:
                 await memory.close()
             await search.close()
+            if image_fetcher is not None:
+                await image_fetcher.close()
             await alignment.close()
             await engine.shutdown()
 

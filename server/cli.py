@@ -46,6 +46,7 @@ from .config import (
     is_loopback,
     parse_api_keys,
 )
+from .images import ImageSettings
 from .memory.serving import MemorySettings
 from .search import CalibrationMode, SearchSettings
 
@@ -100,6 +101,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--max-n", type=int, default=ServerConfig.max_n, help="largest `n` a request may ask for"
     )
     add_limit_args(p)
+    add_image_args(p)
     p.add_argument(
         "--value-model",
         action="append",
@@ -384,6 +386,46 @@ def memory_from_args(args: argparse.Namespace, authenticated: bool) -> MemorySet
     )
 
 
+def add_image_args(p: argparse.ArgumentParser) -> None:
+    """Image parts of chat messages, for a model that reads images (``images.py``)."""
+    d = ImageSettings()
+    p.add_argument(
+        "--max-images",
+        type=int,
+        default=d.max_images,
+        help="images one request may carry (0: none)",
+    )
+    p.add_argument(
+        "--max-image-bytes",
+        type=int,
+        default=d.max_bytes,
+        help="encoded size of one image (raise --max-body-bytes too for large ones)",
+    )
+    p.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=d.max_pixels,
+        help="width x height of one image, checked before it is decoded",
+    )
+    p.add_argument(
+        "--image-fetch",
+        action="store_true",
+        help="fetch http(s) image URLs (public addresses only, as search reads); off, images "
+        "must come inline as data: URLs",
+    )
+
+
+def images_from_args(args: argparse.Namespace) -> ImageSettings:
+    if args.max_images < 0 or args.max_image_bytes < 1 or args.max_image_pixels < 1:
+        raise ConfigError("--max-images must be 0 or more, image byte and pixel limits positive")
+    return ImageSettings(
+        max_images=args.max_images,
+        max_bytes=args.max_image_bytes,
+        max_pixels=args.max_image_pixels,
+        fetch=args.image_fetch,
+    )
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     """The server ``safework serve`` starts: flags over the product's defaults."""
     api_keys = parse_api_keys([*ServerConfig.keys_from_env(), *args.api_key])
@@ -409,6 +451,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_prompts_times_n=args.max_prompts_times_n,
         max_tokens_cap=args.max_tokens_cap,
         allow_ignore_eos=args.allow_ignore_eos,
+        images=images_from_args(args),
         log_level=args.log_level,
     )
 

@@ -31,6 +31,7 @@ from safework.engine.options import EngineOptions
 from safework.errors import ConfigError
 from safework.value_models.registry import ValueModelEntry, ValueModelsConfig
 
+from .images import ImageSettings
 from .memory.serving import MemorySettings
 from .search import SearchSettings
 
@@ -166,6 +167,8 @@ class ServerConfig:
     400, one asking nothing gets at most this. ``None``: the model's context is the bound."""
     allow_ignore_eos: bool = False
     """Accept the ``ignore_eos`` request field (``--allow-ignore-eos``); off, it is a 400."""
+    images: ImageSettings = field(default_factory=ImageSettings)
+    """What image parts of chat messages may be (``--max-images``, ``--image-fetch``...)."""
     log_level: str = "info"
 
     def __post_init__(self) -> None:

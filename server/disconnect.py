@@ -21,6 +21,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
+from typing import Any
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -37,6 +38,9 @@ class RequestScope:
 
     def __init__(self) -> None:
         self._open: dict[str, Engine] = {}
+        self.images: list[Any] = []
+        """The request's decoded images (``images.py``): ``ServedEngine`` gives them to every
+        engine request whose prompt holds their placeholders, whichever strategy starts it."""
 
     @property
     def open_ids(self) -> list[str]:

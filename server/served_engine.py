@@ -17,13 +17,13 @@ default of ``Engine`` can hide the wrapped engine's own value.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import anyio
 
 from safework.engine.base import Engine, EngineOutput, SamplingConfig
-from safework.errors import EngineDeadError
+from safework.errors import EngineDeadError, RequestError
 
 from .disconnect import current_scope
 from .lifecycle import EngineMonitor
@@ -47,13 +47,21 @@ class ServedEngine:
         return self.monitor.dead or self.inner.is_dead
 
     async def generate(
-        self, prompt_token_ids: list[int], sampling: SamplingConfig, request_id: str
+        self,
+        prompt_token_ids: list[int],
+        sampling: SamplingConfig,
+        request_id: str,
+        *,
+        images: Sequence[Any] = (),
     ) -> AsyncIterator[EngineOutput]:
         self.monitor.ensure_alive()
         scope = current_scope()
+        given = list(images) or (scope.images if scope is not None else [])
+        images = self._images_for(prompt_token_ids, given)
         if scope is not None:
             scope.opened(self.inner, request_id)
-        stream = self.inner.generate(prompt_token_ids, sampling, request_id)
+        extra = {"images": images} if images else {}
+        stream = self.inner.generate(prompt_token_ids, sampling, request_id, **extra)
         try:
             async for out in stream:
                 yield out
@@ -65,6 +73,22 @@ class ServedEngine:
                 await _close(stream)
             if scope is not None:
                 scope.ended(request_id)
+
+    def _images_for(self, prompt_token_ids: list[int], images: list[Any]) -> list[Any]:
+        """The request's images if this prompt holds their placeholders, none if it holds no
+        placeholder (a judge's own prompt); a 400 for any other count."""
+        token = self.inner.image_token_id
+        if not images or token is None:
+            return []
+        found = prompt_token_ids.count(token)
+        if found == 0:
+            return []
+        if found != len(images):
+            raise RequestError(
+                f"the prompt holds {found} image placeholders for {len(images)} images",
+                param="messages",
+            )
+        return images
 
     async def abort(self, request_id: str) -> None:
         try:

@@ -24,7 +24,7 @@ from safework.engine.base import (
     TokenLogprob,
     TopLogprob,
 )
-from safework.errors import EngineDeadError, EngineError
+from safework.errors import EngineDeadError, EngineError, RequestError
 from safework.search.base import (
     Document,
     DocumentNotFound,
@@ -33,6 +33,11 @@ from safework.search.base import (
     SearchResult,
 )
 from safework.value_models.base import ValueModel, ValueScore
+
+IMAGE_TOKEN_ID = 0xF0000
+"""The fake engine's image placeholder token (a private-use code point)."""
+IMAGE_TOKENS = 16
+"""Prompt tokens one image counts for in the fake engine's usage."""
 
 
 class FakeEngine(Engine):
@@ -44,8 +49,15 @@ class FakeEngine(Engine):
         max_model_len: int = 512,
         step_delay: float = 0.0,
         fail_after: int | None = None,
+        reads_images: bool = False,
     ) -> None:
         self.model_id = model_id
+        if reads_images:  # "<image>" is one token, expanded into IMAGE_TOKENS by "the model"
+            self.image_placeholder = "<image>"
+            self.image_token_id = IMAGE_TOKEN_ID
+            self.image_markers = ("<image>",)
+        self.images: list[list[Any]] = []
+        """The images each request was given (an empty list for a text request)."""
         self.max_model_len = max_model_len
         self.vocab_size = 0x110000  # token ids are code points
         self.reply = reply
@@ -79,11 +91,19 @@ class FakeEngine(Engine):
         return words if index == 0 else [f"[{index}]", *words]
 
     async def generate(
-        self, prompt_token_ids: list[int], sampling: SamplingConfig, request_id: str
+        self,
+        prompt_token_ids: list[int],
+        sampling: SamplingConfig,
+        request_id: str,
+        *,
+        images: Sequence[Any] = (),
     ) -> AsyncIterator[EngineOutput]:
         if self.dead:
             raise EngineDeadError("the fake engine is dead")
+        if images and prompt_token_ids.count(IMAGE_TOKEN_ID) != len(images):
+            raise RequestError("placeholders and images differ")  # as vLLM refuses it
         self.requests.append((prompt_token_ids, sampling))
+        self.images.append(list(images))
         self.started.append(request_id)
         self.running.add(request_id)
         done = False
@@ -94,6 +114,7 @@ class FakeEngine(Engine):
                 if request_id not in self.running:  # aborted: the request stops
                     return
                 done = out.finished
+                out.prompt_tokens += (IMAGE_TOKENS - 1) * len(images)
                 yield out
         finally:
             if done:
@@ -169,6 +190,8 @@ class FakeEngine(Engine):
         return [rid for rid in self.started if rid not in ended]
 
     async def tokenize(self, text: str, *, add_special_tokens: bool = False) -> list[int]:
+        if self.image_placeholder is not None:
+            text = text.replace(self.image_placeholder, chr(IMAGE_TOKEN_ID))
         return [ord(c) for c in text]
 
     async def render_chat(

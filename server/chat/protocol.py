@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
 from safework.engine.base import StructuredOutput
 
+from ..images import ImagePart, hide_placeholder
 from ..protocol import (
     OpenAIBaseModel,
     ResponseFormat,
@@ -23,25 +25,58 @@ class TextPart(BaseModel):
     text: str
 
 
+ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+
+
 class ChatMessage(OpenAIBaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[ContentPart] | None = None
     name: str | None = None
     reasoning_content: str | None = None
 
+    @model_validator(mode="after")
+    def _images_from_the_user(self) -> ChatMessage:
+        if self.role != "user" and self.images:
+            raise ValueError("image parts are accepted in user messages only")
+        return self
+
     @property
     def text(self) -> str:
+        """The message's text parts, joined (images left out: memory keys and judges read
+        this)."""
         if isinstance(self.content, list):
-            return "".join(part.text for part in self.content)
+            return "".join(part.text for part in self.content if isinstance(part, TextPart))
         return self.content or ""
 
-    def to_template(self) -> dict[str, Any]:
-        """The dict a chat template expects (``developer`` is a system turn to templates)."""
+    @property
+    def images(self) -> list[tuple[int, ImagePart]]:
+        """The image parts, with their index in ``content``."""
+        if not isinstance(self.content, list):
+            return []
+        return [(i, p) for i, p in enumerate(self.content) if isinstance(p, ImagePart)]
+
+    def to_template(
+        self, placeholder: str | None = None, markers: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """The dict a chat template expects (``developer`` is a system turn to templates).
+        For a model that reads images: each image part becomes ``placeholder``, in place, and
+        no text may spell one of its ``markers`` (``hide_placeholder``)."""
         role = "system" if self.role == "developer" else self.role
-        message: dict[str, Any] = {"role": role, "content": self.text}
+        content = self.text
+        if placeholder is not None:
+            pieces = self.content if isinstance(self.content, list) else [content]
+            content = "".join(
+                placeholder if isinstance(p, ImagePart) else hide_placeholder(_text(p), markers)
+                for p in pieces
+            )
+        message: dict[str, Any] = {"role": role, "content": content}
         if self.reasoning_content:
             message["reasoning_content"] = self.reasoning_content
         return message
+
+
+def _text(part: TextPart | str) -> str:
+    return part if isinstance(part, str) else part.text
 
 
 class ChatCompletionRequest(SamplingRequest):
@@ -93,6 +128,15 @@ class ChatCompletionRequest(SamplingRequest):
     def question(self) -> str:
         """The last user turn: what value models judge the answer against."""
         return next((m.text for m in reversed(self.messages) if m.role == "user"), "")
+
+    @property
+    def image_parts(self) -> list[tuple[str, ImagePart]]:
+        """Every image part, in order, with its name for errors (``messages[0].content[1]``)."""
+        return [
+            (f"messages[{i}].content[{j}]", part)
+            for i, m in enumerate(self.messages)
+            for j, part in m.images
+        ]
 
     @property
     def completion_budget(self) -> int | None:

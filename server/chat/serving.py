@@ -34,7 +34,9 @@ from safework.value_models.registry import ValueModelsConfig
 
 from ..alignment import Alignment
 from ..config import DEFAULT_TENANT
+from ..disconnect import current_scope
 from ..generation import Generation, plain
+from ..images import ImageError, ImageSettings, load_images
 from ..limits import RequestLimits
 from ..memory.serving import MemoryService
 from ..memory.serving import guidance as memory_guidance
@@ -174,6 +176,8 @@ class ChatServing:
         *,
         trust_request_chat_template: bool = False,
         limits: RequestLimits | None = None,
+        images: ImageSettings | None = None,
+        image_fetcher: Any = None,
     ) -> None:
         reasoning_format(reasoning_output)  # an unknown name fails here, at startup
         self.engine = engine
@@ -187,6 +191,9 @@ class ChatServing:
         """What a request may send to the chat template (``engine/chat_template.py``)."""
         self.limits = limits or RequestLimits()
         """The max_tokens cap and ignore_eos policy (``limits.py``), for /cot/edit too."""
+        self.images = images or ImageSettings()
+        self.image_fetcher = image_fetcher
+        """A ``SafeFetcher`` for http(s) image URLs, when ``images.fetch`` allows them."""
 
     @property
     def services(self) -> Services:
@@ -204,7 +211,7 @@ class ChatServing:
         """The request's strategy from the registry (``strategies.py``); the tenant's standing
         preferences and recalled corrections go into the system message whatever the
         strategy."""
-        messages = [m.to_template() for m in request.messages]
+        messages = self.template_messages(request)
         preferences = preferences or []
         if hits or preferences:
             messages = with_system(messages, memory_guidance(hits, preferences))
@@ -214,6 +221,33 @@ class ChatServing:
         plan.memory_preferences = preferences
         return plan
 
+    def template_messages(self, request: ChatCompletionRequest) -> list[dict[str, Any]]:
+        """The request's messages for the chat template, image parts as the model's
+        placeholder (``ChatMessage.to_template``)."""
+        placeholder, markers = self.engine.image_placeholder, self.engine.image_markers
+        return [m.to_template(placeholder, markers) for m in request.messages]
+
+    async def load_images(self, request: ChatCompletionRequest, model: str) -> None:
+        """Check and decode the request's image parts (``images.py``) and give them to its
+        engine requests (``RequestScope.images``); a 400 naming the part otherwise, or when the
+        model reads text only."""
+        parts = request.image_parts
+        if not parts:
+            return
+        if self.engine.image_placeholder is None:
+            raise RequestError(
+                f"the model {model!r} reads text only: send no image parts",
+                param=parts[0][0],
+                code="images_not_supported",
+            )
+        try:
+            images = await load_images(parts, self.images, self.image_fetcher)
+        except ImageError as e:
+            raise RequestError(str(e), param=e.param, code="invalid_image") from None
+        scope = current_scope()
+        if scope is not None:
+            scope.images = images
+
     async def create(
         self, request: ChatCompletionRequest, tenant: str = DEFAULT_TENANT
     ) -> ChatCompletionResponse | AsyncIterator[str] | ErrorResponse:
@@ -222,6 +256,7 @@ class ChatServing:
             model = check_model(base, self.engine)
             check_profile(profile, self.services, request.model or "")
             check_n(request.n, self.max_n)
+            await self.load_images(request, model)
             hits: list[MemoryHit] = []
             preferences: list[CorrectionRecord] = []
             if self.memory is not None and not request.continue_final_message:

@@ -48,11 +48,12 @@ class CotEditServing:
                     code="memory_off",
                 )
             chat_request = request.chat_request()
+            await self.chat.load_images(chat_request, model)
             if request.remember and self.memory is not None:
                 reservation = self.memory.reserve(tenant, request.known_bytes(model))
         except RequestError as e:
             return ErrorResponse.of(e)
-        messages = [m.to_template() for m in chat_request.messages]
+        messages = self.chat.template_messages(chat_request)
         plan = STRATEGIES["continue"].factory(
             self.chat.services, chat_request, messages, tenant, request
         )

@@ -1,0 +1,123 @@
+"""Image parts through the server on the fake engine: a model that reads images gets them (one
+per placeholder, in order, for every engine request of the request), usage counts their
+tokens, and every refusal is a 400 naming the part before anything is generated. The real
+vision-language model end to end is ``tests/e2e``'s."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from safework.server.images import ImageSettings
+
+from .conftest import serve
+from .fakes import IMAGE_TOKEN_ID, IMAGE_TOKENS, FakeEngine
+from .test_images import data_url, encoded
+
+RED = data_url(encoded("PNG", (40, 30)))
+BLUE = data_url(encoded("JPEG", (20, 10)), "image/jpeg")
+
+
+def image(url: str) -> dict[str, Any]:
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def text(value: str) -> dict[str, Any]:
+    return {"type": "text", "text": value}
+
+
+def ask(client: Any, content: list[dict[str, Any]] | str, **body: Any) -> Any:
+    messages = [{"role": "user", "content": content}]
+    return client.post("/v1/chat/completions", json={"messages": messages, **body})
+
+
+def test_a_model_that_reads_images_gets_each_in_its_place() -> None:
+    engine = FakeEngine(reads_images=True)
+    with serve(engine) as client:
+        response = ask(
+            client, [image(RED), text("What is in these <image> pictures?"), image(BLUE)]
+        )
+    assert response.status_code == 200, response.text
+    (given,) = engine.images
+    assert [im.size for im in given] == [(40, 30), (20, 10)]
+    assert all(im.mode == "RGB" for im in given)
+    prompt = engine.requests[0][0]
+    assert prompt.count(IMAGE_TOKEN_ID) == 2  # the typed "<image>" is text, not an image
+    assert "< image>" in "".join(chr(t) for t in prompt if t != IMAGE_TOKEN_ID)
+    usage = response.json()["usage"]
+    assert usage["prompt_tokens"] == len(prompt) + 2 * (IMAGE_TOKENS - 1)
+
+
+def test_a_streamed_image_request_counts_the_image_tokens() -> None:
+    engine = FakeEngine(reads_images=True)
+    with serve(engine) as client:
+        response = ask(
+            client,
+            [text("Describe it."), image(RED)],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    assert response.status_code == 200
+    events = [line[6:] for line in response.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    usage = json.loads(events[-2])["usage"]
+    assert usage["prompt_tokens"] == len(engine.requests[0][0]) + IMAGE_TOKENS - 1
+    assert len(engine.images[0]) == 1
+
+
+def test_a_text_only_model_refuses_images_naming_the_part() -> None:
+    engine = FakeEngine()
+    with serve(engine) as client:
+        response = ask(client, [text("What is this?"), image(RED)])
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["param"] == "messages[0].content[1]"
+    assert error["code"] == "images_not_supported"
+    assert "'fake-model' reads text only" in error["message"]
+    assert engine.requests == []
+
+
+@pytest.mark.parametrize(
+    ("content", "param", "message"),
+    [
+        ([image("data:text/plain;base64,aGk=")], "messages[0].content[0]", "text/plain"),
+        ([text("x"), image("http://example.com/a.png")], "messages[0].content[1]", "fetch"),
+        ([image(RED)] * 3, "messages[0].content[2]", "at most 2 images"),
+        ([image(data_url(b"not an image"))], "messages[0].content[0]", "not a PNG"),
+    ],
+)
+def test_bad_images_are_400s_and_nothing_is_generated(
+    content: list[dict[str, Any]], param: str, message: str
+) -> None:
+    engine = FakeEngine(reads_images=True)
+    with serve(engine, images=ImageSettings(max_images=2)) as client:
+        response = ask(client, content)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == (param, "invalid_image")
+    assert message in error["message"]
+    assert engine.requests == []
+
+
+def test_images_come_from_the_user_only() -> None:
+    engine = FakeEngine(reads_images=True)
+    messages = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": [image(RED)]},
+        {"role": "user", "content": "And?"},
+    ]
+    with serve(engine) as client:
+        response = client.post("/v1/chat/completions", json={"messages": messages})
+    assert response.status_code == 400
+    assert "user messages only" in response.json()["error"]["message"]
+
+
+def test_a_text_request_to_a_model_that_reads_images_is_unchanged() -> None:
+    engine = FakeEngine(reads_images=True)
+    with serve(engine) as client:
+        response = ask(client, "Plain text, with a literal <image> tag.")
+    assert response.status_code == 200
+    assert engine.images == [[]]
+    assert IMAGE_TOKEN_ID not in engine.requests[0][0]
