@@ -38,6 +38,7 @@ from .chat_template import TemplateRenderer
 from .control_tokens import tokenizer_control_tokens
 from .default_model import DEFAULT_MODEL_ID, ensure_default_model
 from .options import EngineOptions, configure_cpu_environment
+from .tiny_vlm import TINY_VLM_ID, ensure_tiny_vlm
 
 if TYPE_CHECKING:
     from vllm import CompletionOutput, SamplingParams
@@ -124,6 +125,11 @@ class VLLMEngine(Engine):
         if options.model is None:
             model_path = str(ensure_default_model())
             served = options.served_model_name or DEFAULT_MODEL_ID
+        elif options.model == TINY_VLM_ID:
+            model_path = str(ensure_tiny_vlm())
+            served = options.served_model_name or TINY_VLM_ID
+            if on_cpu and options.dtype == "auto":  # the dtype check reads text models only
+                options = replace(options, dtype="float32")
         else:
             model_path = options.model
             served = options.served_model_name or served_name_for(options.model)
