@@ -40,6 +40,15 @@ IMAGE_TOKENS = 16
 """Prompt tokens one image counts for in the fake engine's usage."""
 
 
+def reading_images(engine: FakeEngine) -> FakeEngine:
+    """``engine`` as a model that reads images: ``<image>`` is one token, which "the model"
+    expands into ``IMAGE_TOKENS`` (counted in ``prompt_tokens``)."""
+    engine.image_placeholder = "<image>"
+    engine.image_token_id = IMAGE_TOKEN_ID
+    engine.image_markers = ("<image>",)
+    return engine
+
+
 class FakeEngine(Engine):
     def __init__(
         self,
@@ -52,10 +61,8 @@ class FakeEngine(Engine):
         reads_images: bool = False,
     ) -> None:
         self.model_id = model_id
-        if reads_images:  # "<image>" is one token, expanded into IMAGE_TOKENS by "the model"
-            self.image_placeholder = "<image>"
-            self.image_token_id = IMAGE_TOKEN_ID
-            self.image_markers = ("<image>",)
+        if reads_images:
+            reading_images(self)
         self.images: list[list[Any]] = []
         """The images each request was given (an empty list for a text request)."""
         self.max_model_len = max_model_len

@@ -13,7 +13,15 @@ import pytest
 from safework.server.images import ImageSettings
 
 from .conftest import serve
-from .fakes import IMAGE_TOKEN_ID, IMAGE_TOKENS, FakeEngine
+from .fakes import (
+    IMAGE_TOKEN_ID,
+    IMAGE_TOKENS,
+    BagOfWordsEncoder,
+    FakeEngine,
+    ScriptEngine,
+    StepEngine,
+    reading_images,
+)
 from .test_images import data_url, encoded
 
 RED = data_url(encoded("PNG", (40, 30)))
@@ -121,3 +129,34 @@ def test_a_text_request_to_a_model_that_reads_images_is_unchanged() -> None:
     assert response.status_code == 200
     assert engine.images == [[]]
     assert IMAGE_TOKEN_ID not in engine.requests[0][0]
+
+
+def test_every_strategy_gives_the_images_to_each_of_its_engine_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Aligned decoding (candidates per step), search (one request per turn) and /cot/edit
+    (reasoning, then answer) each start several engine requests: all get the image."""
+    from . import test_alignment_server as aligned
+    from . import test_search_server as search
+
+    monkeypatch.setitem(aligned.registry.LOADERS, "fake", "tests.fakes:load_fake_value_model")
+    monkeypatch.setitem(search.search_base.LOADERS, "fake", "tests.fakes:load_fake_search")
+    monkeypatch.setattr(search.server_search, "default_encoder", lambda cache: BagOfWordsEncoder())
+    content = [image(RED), text("How do I stay safe?")]
+    step_engine = reading_images(StepEngine(aligned.SCRIPT))
+    with serve(step_engine, value_models=aligned.value_models()) as client:
+        assert ask(client, content, model="fake-model:aligned").status_code == 200
+    script_engine = reading_images(ScriptEngine(search.PROTOCOL_MODEL))
+    with serve(script_engine, search=search.settings()) as client:
+        assert ask(client, content, model="fake-model:search").status_code == 200
+    edit_engine = FakeEngine(reads_images=True)
+    body = {
+        "messages": [{"role": "user", "content": content}],
+        "edited_reasoning": "Think about the picture first.",
+        "remember": False,
+    }
+    with serve(edit_engine) as client:
+        assert client.post("/cot/edit", json=body).status_code == 200
+    for engine in (step_engine, script_engine, edit_engine):
+        assert len(engine.images) >= 2
+        assert all([im.size for im in given] == [(40, 30)] for given in engine.images)
