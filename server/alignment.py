@@ -22,11 +22,12 @@ from safework.value_models.registry import (
     load_value_model,
 )
 
+from .disconnect import current_scope
 from .metrics import ServerMetrics
 from .protocol import AlignmentOptions, ValueModelSetting
 
 logger = logging.getLogger("safework.server")
-GUIDANCE_KEYS = {f.name for f in fields(GuidanceConfig)} - {"models"}
+GUIDANCE_KEYS = {f.name for f in fields(GuidanceConfig)} - {"models", "images"}
 
 
 @dataclass
@@ -88,8 +89,10 @@ class Alignment:
                 f"beam_width may be at most {self.max_beam_width} on this server",
                 param="safework.alignment.beam_width",
             )
+        scope = current_scope()
+        images = tuple(scope.images) if scope is not None else ()
         try:
-            return GuidanceConfig(models=tuple(weighted), **settings)
+            return GuidanceConfig(models=tuple(weighted), images=images, **settings)
         except ValueError as e:
             raise RequestError(str(e), param="safework.alignment") from e
 

@@ -160,3 +160,67 @@ def test_every_strategy_gives_the_images_to_each_of_its_engine_requests(
     for engine in (step_engine, script_engine, edit_engine):
         assert len(engine.images) >= 2
         assert all([im.size for im in given] == [(40, 30)] for given in engine.images)
+
+
+def test_a_judge_on_a_model_that_reads_images_sees_them() -> None:
+    """judge:served on a vision-language model gets each pair's images, one placeholder per
+    image before its instruction; on a text model the images are left out."""
+    import asyncio
+
+    from PIL import Image
+
+    from safework.value_models.judge import TEMPLATES, JudgeValueModel
+
+    picture = Image.new("RGB", (8, 8))
+    vlm = FakeEngine("safe", reads_images=True)
+    judge = JudgeValueModel("judge", "judge:served", vlm, TEMPLATES["llama-guard"])
+    assert judge.reads_images
+    scores = asyncio.run(
+        judge.score_with_images(["What is this?", "Hi"], ["A cat.", "Hello."], [[picture], []])
+    )
+    assert [s.score for s in scores] == [1.0, 1.0]
+    assert sorted(len(given) for given in vlm.images) == [0, 1]
+    pairs = zip(vlm.requests, vlm.images, strict=True)
+    with_image = next(ids for (ids, _), given in pairs if given)
+    assert with_image.count(IMAGE_TOKEN_ID) == 1
+    text = FakeEngine("safe")
+    blind = JudgeValueModel("judge", "judge:served", text, TEMPLATES["llama-guard"])
+    assert not blind.reads_images
+    asyncio.run(blind.score_with_images(["What is this?"], ["A cat."], [[picture]]))
+    assert text.images == [[]]
+
+
+def test_guided_decoding_gives_the_images_to_the_models_that_read_them() -> None:
+    import asyncio
+
+    from safework.value_models.base import ValueModel, ValueScore
+    from safework.value_models.steps import (
+        Candidate,
+        GuidanceConfig,
+        GuidanceStats,
+        WeightedModel,
+        score_candidates,
+    )
+
+    class Recorder(ValueModel):
+        def __init__(self, name: str, reads: bool) -> None:
+            self.name, self.spec, self.reads_images = name, "test", reads
+            self.seen: list[Any] = []
+
+        async def score(self, prompts: list[str], responses: list[str]) -> list[ValueScore]:
+            self.seen.append(None)
+            return [ValueScore(self.name, 1.0) for _ in prompts]
+
+        async def score_with_images(
+            self, prompts: list[str], responses: list[str], images: Any
+        ) -> list[ValueScore]:
+            self.seen.append(images)
+            return [ValueScore(self.name, 1.0) for _ in prompts]
+
+    eyes, text = Recorder("eyes", True), Recorder("text", False)
+    models = (WeightedModel(eyes, 1.0, 0.0), WeightedModel(text, 1.0, 0.0))
+    config = GuidanceConfig(models=models, images=("picture",))
+    candidates = [Candidate("a\n", [1], False), Candidate("b\n", [2], False)]
+    asyncio.run(score_candidates(config, "q", "", candidates, GuidanceStats()))
+    assert eyes.seen == [[("picture",), ("picture",)]]
+    assert text.seen == [None]

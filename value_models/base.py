@@ -12,7 +12,9 @@ Implementations are picked by a spec string through ``registry.load_value_model`
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,17 @@ class ValueModel(abc.ABC):
     @abc.abstractmethod
     async def score(self, prompts: list[str], responses: list[str]) -> list[ValueScore]:
         """One ``ValueScore`` per pair, in order; ``len(prompts) == len(responses)``."""
+
+    reads_images: bool = False
+    """Whether ``score_with_images`` looks at the images (a judge on a vision-language
+    model); the others score the text alone."""
+
+    async def score_with_images(
+        self, prompts: list[str], responses: list[str], images: Sequence[Sequence[Any]]
+    ) -> list[ValueScore]:
+        """``score``, each pair with the images the user sent along with its prompt (PIL,
+        RGB; possibly none). By default the images are not looked at."""
+        return await self.score(prompts, responses)
 
     prompt_threshold: float | None = None
     """The probability above which ``prompt_risk`` calls a request harmful; None: the model

@@ -30,7 +30,9 @@ import contextlib
 import math
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from safework.engine.base import Engine, SamplingConfig
 from safework.engine.control_tokens import defuse
@@ -152,14 +154,25 @@ class JudgeValueModel(ValueModel):
         self.tokens = engine.control_tokens
         """The judge tokenizer's special-token strings, broken in every pasted text."""
 
-    async def _one(self, question: str, response: str) -> ValueScore:
-        prompt = await self.engine.render_chat(
-            [{"role": "user", "content": self.template.prompt(question, response, self.tokens)}]
-        )
+    @property
+    def reads_images(self) -> bool:  # type: ignore[override]
+        """A judge on a vision-language model sees the user's images."""
+        return self.engine.image_placeholder is not None
+
+    async def _one(self, question: str, response: str, images: Sequence[Any] = ()) -> ValueScore:
+        content = self.template.prompt(question, response, self.tokens)
+        if images and self.engine.image_placeholder is not None:
+            # the pictures the user sent, then the instruction that judges the exchange
+            content = self.engine.image_placeholder * len(images) + "\n" + content
+        else:
+            images = ()
+        prompt = await self.engine.render_chat([{"role": "user", "content": content}])
         ids = await self.engine.tokenize(prompt)
         sampling = SamplingConfig(max_tokens=12, temperature=0.0, logprobs=20)
         text, first = "", None
-        stream = self.engine.generate(ids, sampling, f"judge-{uuid.uuid4().hex}")
+        rid = f"judge-{uuid.uuid4().hex}"
+        extra = {"images": images} if images else {}
+        stream = self.engine.generate(ids, sampling, rid, **extra)
         async with contextlib.aclosing(stream) as outputs:
             async for out in outputs:
                 for d in out.choices:
@@ -182,6 +195,12 @@ class JudgeValueModel(ValueModel):
                 *(self._one(p, r) for p, r in zip(prompts, responses, strict=True))
             )
         )
+
+    async def score_with_images(
+        self, prompts: list[str], responses: list[str], images: Sequence[Sequence[Any]]
+    ) -> list[ValueScore]:
+        pairs = zip(prompts, responses, images, strict=True)
+        return list(await asyncio.gather(*(self._one(p, r, im) for p, r, im in pairs)))
 
     async def close(self) -> None:
         if self.owns_engine:

@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from safework.engine.base import ChoiceDelta, Engine, EngineOutput, FinishReason, SamplingConfig
 from safework.engine.events import CandidateReport, Event
@@ -86,6 +86,10 @@ class GuidanceConfig:
     reject any start the model gives, so the request itself is what they object to; steering
     costs another K-round and mostly ends in a refusal anyway). ``True`` steers there too, as
     exhaustive mode does. A request the prompt classifiers passed is always steered once."""
+
+    images: tuple[Any, ...] = ()
+    """The images the user sent with the request: given to the value models that read them
+    (``ValueModel.reads_images``) with every pair they score."""
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -171,7 +175,11 @@ async def score_candidates(
 
     async def run(wm: WeightedModel) -> list[ValueScore]:
         start = time.perf_counter()
-        scores = await wm.model.score(prompts, responses)
+        if config.images and wm.model.reads_images:
+            images = [config.images] * len(responses)
+            scores = await wm.model.score_with_images(prompts, responses, images)
+        else:
+            scores = await wm.model.score(prompts, responses)
         stats.model_seconds.append((wm.model.name, time.perf_counter() - start))
         return scores
 
