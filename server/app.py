@@ -124,7 +124,9 @@ def create_app(
         )
         app.state.cot = CotEditServing(app.state.chat, memory)
         app.state.completions = CompletionServing(engine, metrics, config.max_n, limits)
-        app.state.moderations = ModerationServing(alignment)
+        app.state.moderations = ModerationServing(
+            alignment, images=config.images, image_fetcher=image_fetcher
+        )
         logger.info("serving %s (context %d tokens)", engine.model_id, engine.max_model_len)
         watchdog = asyncio.create_task(monitor.watch())
         try:

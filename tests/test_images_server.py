@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from safework.server.images import ImageSettings
+from safework.value_models import registry
 
 from .conftest import serve
 from .fakes import (
@@ -224,3 +225,37 @@ def test_guided_decoding_gives_the_images_to_the_models_that_read_them() -> None
     asyncio.run(score_candidates(config, "q", "", candidates, GuidanceStats()))
     assert eyes.seen == [[("picture",), ("picture",)]]
     assert text.seen == [None]
+
+
+def moderate(client: Any, parts: list[dict[str, Any]]) -> Any:
+    return client.post("/v1/moderations", json={"input": parts})
+
+
+def test_moderation_of_an_image_needs_a_model_that_reads_images(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from safework.value_models.registry import ValueModelEntry, ValueModelsConfig
+
+    monkeypatch.setitem(registry.LOADERS, "fake", "tests.fakes:load_fake_value_model")
+    parts = [text("Is this allowed?"), image(RED)]
+    blind = ValueModelsConfig({"safety": ValueModelEntry("fake:unsafe")})
+    with serve(FakeEngine(reads_images=True), value_models=blind) as client:
+        response = moderate(client, parts)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == ("input[1]", "images_not_supported")
+
+    engine = FakeEngine("unsafe\nS9", reads_images=True)  # the judge's verdict
+    judge = ValueModelsConfig({"judge": ValueModelEntry("judge:served")})
+    with serve(engine, value_models=judge) as client:
+        response = moderate(client, parts)
+        bad = moderate(client, [text("And this?"), image("data:image/png;base64,AAAA")])
+    assert response.status_code == 200, response.text
+    (result,) = response.json()["results"]  # text and image: one input
+    assert result["flagged"] is True
+    assert result["categories"]["judge"] is True
+    (given,) = engine.images
+    assert [im.size for im in given] == [(40, 30)]
+    assert engine.requests[0][0].count(IMAGE_TOKEN_ID) == 1
+    assert bad.status_code == 400
+    assert bad.json()["error"]["code"] == "invalid_image"

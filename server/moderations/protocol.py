@@ -1,7 +1,9 @@
 """``/v1/moderations``: request and response models in the OpenAI shape, with one extension.
 
 OpenAI's ``input`` (a string, a list of strings, or a list of ``{"type": "text", "text": ...}``
-objects) is judged as what a user sends: each text as a prompt. SafeWork's extension
+objects) is judged as what a user sends: each text as a prompt. A list of parts that holds
+``{"type": "image_url", ...}`` parts is one input, as in OpenAI's API: its texts joined, judged
+with its images by the value models that read them. SafeWork's extension
 ``messages`` judges chat turns in context, one conversation (a list of ``{"role", "content"}``)
 or a list of them: the last turn of each is judged, an ``assistant`` turn as a response to the
 ``user`` turn before it, a ``user`` turn as a prompt. Results come in order: ``input`` first,
@@ -10,10 +12,11 @@ then ``messages``.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from ..images import ImagePart
 from ..protocol import OpenAIBaseModel, random_id
 
 __all__ = [
@@ -27,10 +30,13 @@ __all__ = [
 
 
 class TextInput(BaseModel):
-    """OpenAI's text input object (images are not supported)."""
+    """OpenAI's text input object."""
 
     type: Literal["text"]
     text: str
+
+
+InputPart = Annotated[TextInput | ImagePart, Field(discriminator="type")]
 
 
 class ChatTurn(BaseModel):
@@ -45,11 +51,15 @@ class JudgedItem(BaseModel):
     response: str | None = None
     param: str = "input"
     """Where the item came from (``input[0]``, ``messages[1]``), for errors."""
+    images: list[tuple[str, ImagePart]] = Field(default_factory=list)
+    """Image parts sent with the prompt, each with its name (``input[1]``)."""
 
 
 class ModerationRequest(OpenAIBaseModel):
-    input: str | list[str] | list[TextInput] | None = Field(
-        default=None, description="Text, or a list of texts, to classify as user prompts."
+    input: str | list[str] | list[InputPart] | None = Field(
+        default=None,
+        description="Text, or a list of texts, to classify as user prompts; a list of parts "
+        "with images is one input.",
     )
     model: str | None = None
     # --- SafeWork extension ---
@@ -73,15 +83,21 @@ class ModerationRequest(OpenAIBaseModel):
     def items(self) -> list[JudgedItem]:
         """What to classify, in the order of the results."""
         texts: list[Any] = []
-        if isinstance(self.input, str):
-            texts = [self.input]
-        elif self.input is not None:
-            texts = [t.text if isinstance(t, TextInput) else t for t in self.input]
-        one = isinstance(self.input, str)
-        items = [
-            JudgedItem(prompt=t, param="input" if one else f"input[{i}]")
-            for i, t in enumerate(texts)
-        ]
+        parts = self.input if isinstance(self.input, list) else []
+        images = [(f"input[{i}]", p) for i, p in enumerate(parts) if isinstance(p, ImagePart)]
+        if images:  # text and images together: one input
+            text = "\n".join(p.text for p in parts if isinstance(p, TextInput))
+            items = [JudgedItem(prompt=text, param="input", images=images)]
+        else:
+            if isinstance(self.input, str):
+                texts = [self.input]
+            elif self.input is not None:
+                texts = [t.text if isinstance(t, TextInput) else t for t in self.input]
+            one = isinstance(self.input, str)
+            items = [
+                JudgedItem(prompt=t, param="input" if one else f"input[{i}]")
+                for i, t in enumerate(texts)
+            ]
         if self.messages:
             first = self.messages[0]
             if isinstance(first, ChatTurn):

@@ -25,6 +25,11 @@ cancelled) leaves at most one chunk's scoring running in a worker thread. Sizes 
 before any model runs: at most ``MAX_INPUTS`` items, ``MAX_INPUT_CHARS`` per judged text and
 ``MAX_TOTAL_CHARS`` in all, each a 400 (``string_above_max_length``) naming the item; the body
 itself is capped by ``--max-body-bytes`` (413).
+
+An input with images (``protocol.py``) needs a value model that reads them
+(``ValueModel.reads_images``: ``judge:served`` on a vision-language model), else it is a 400
+``images_not_supported``; the images are checked as chat's are (``images.py``) and given to
+those models with the input's text, while the others judge the text alone.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from safework.errors import RequestError
 from safework.value_models.base import ValueModel, ValueScore
 
 from ..alignment import Alignment
+from ..images import ImageError, ImageSettings, load_images
 from ..protocol import ErrorResponse
 from .protocol import JudgedItem, ModerationRequest, ModerationResponse, ModerationResult
 
@@ -62,8 +68,12 @@ class ModerationServing:
         max_input_chars: int = MAX_INPUT_CHARS,
         max_total_chars: int = MAX_TOTAL_CHARS,
         chunk: int = CHUNK,
+        images: ImageSettings | None = None,
+        image_fetcher: Any = None,
     ) -> None:
         self.alignment = alignment
+        self.images = images or ImageSettings()
+        self.image_fetcher = image_fetcher
         self.chunk = chunk
         self.max_inputs = max_inputs
         self.max_input_chars = max_input_chars
@@ -91,6 +101,7 @@ class ModerationServing:
             if not items or len(items) > self.max_inputs:
                 raise RequestError(f"give 1 to {self.max_inputs} inputs", param="input")
             self._check_sizes(items)
+            pictures = await self._load_images(items)
         except RequestError as e:
             return ErrorResponse.of(e)
         builtin = self._builtin()
@@ -104,12 +115,30 @@ class ModerationServing:
             if builtin is not None:
                 await asyncio.to_thread(self._builtin_verdicts, builtin, items[part], results[part])
             if custom:
-                await self._custom_verdicts(custom, items[part], results[part])
+                await self._custom_verdicts(custom, items[part], results[part], pictures[part])
         for r in results:
             r.flagged = any(r.categories.values())
         names = [builtin[0]] if builtin else []
         model = request.model or "+".join(names + custom)
         return ModerationResponse(model=model, results=results)
+
+    async def _load_images(self, items: list[JudgedItem]) -> list[list[Any]]:
+        """Each item's decoded images (``images.py``); a 400 when an item has images and no
+        configured value model reads them, or for an image the server refuses."""
+        if not any(item.images for item in items):
+            return [[] for _ in items]
+        if not any(m.reads_images for m in self.alignment.models.values()):
+            param = next(item.images[0][0] for item in items if item.images)
+            raise RequestError(
+                "no value model on this server reads images: configure one that does "
+                "(judge:served on a vision-language model) to moderate them",
+                param=param,
+                code="images_not_supported",
+            )
+        try:
+            return [await load_images(i.images, self.images, self.image_fetcher) for i in items]
+        except ImageError as e:
+            raise RequestError(str(e), param=e.param, code="invalid_image") from None
 
     def _check_sizes(self, items: list[JudgedItem]) -> None:
         """A 400 naming the first text over the per-item limit, or the total over its own."""
@@ -171,14 +200,22 @@ class ModerationServing:
                 result.categories[top] = True
 
     async def _custom_verdicts(
-        self, names: list[str], items: list[JudgedItem], results: list[ModerationResult]
+        self,
+        names: list[str],
+        items: list[JudgedItem],
+        results: list[ModerationResult],
+        images: list[list[Any]],
     ) -> None:
         prompts = [i.prompt if i.response is not None else "" for i in items]
         texts = [i.response if i.response is not None else i.prompt for i in items]
         models = [self.alignment.models[n] for n in names]
-        scored: list[list[ValueScore]] = await asyncio.gather(
-            *(m.score(prompts, texts) for m in models)
-        )
+
+        def scoring(model: ValueModel) -> Any:
+            if model.reads_images and any(images):
+                return model.score_with_images(prompts, texts, images)
+            return model.score(prompts, texts)
+
+        scored: list[list[ValueScore]] = await asyncio.gather(*(scoring(m) for m in models))
         for name, model, per_model in zip(names, models, scored, strict=True):
             threshold = self._threshold(name, model, 0.5)
             for verdict, result in zip(per_model, results, strict=True):
