@@ -12,10 +12,11 @@ Its URL is either
   ``fetch_timeout_s``. Otherwise it is refused (the server never reaches out on a client's
   word by default).
 
-Pillow decodes the bytes in a thread. The format must be one of the four and, for a data URL,
-the one it declares; the size is read from the header and checked against ``max_pixels``
-before any pixel is decoded (a 100-byte PNG can claim 60,000 x 60,000 pixels: a decompression
-bomb); an animated image gives its first frame; the result is RGB. ``detail`` is accepted and
+Pillow decodes the bytes in a thread. The format must be one of the four and the one declared
+(by the data: URL, or by the response's ``Content-Type``); the size is read from the header and
+checked against ``max_pixels`` before any pixel is decoded (a 100-byte PNG can claim 60,000 x
+60,000 pixels: a decompression bomb); an animated image gives its first frame; the result is
+RGB. ``detail`` is accepted and
 not used: the model's own processor decides the resolution. A request carries at most
 ``max_images`` images.
 
@@ -120,7 +121,8 @@ async def load_images(
 async def _read(
     param: str, url: str, settings: ImageSettings, fetcher: Any
 ) -> tuple[bytes, str | None]:
-    """The image's bytes and the MIME type its URL declares (None for a fetched one)."""
+    """The image's bytes and the MIME type declared for them (the data: URL's, or the
+    response's ``Content-Type``)."""
     if url[:5].lower() == "data:":
         return _from_data_url(param, url, settings.max_bytes)
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
@@ -134,13 +136,13 @@ async def _read(
     from safework.search.webfetch import FetchRefused, FetchTimeout
 
     try:
-        data, _kind = await fetcher.fetch_bytes(url, tuple(FORMATS))
+        data, kind = await fetcher.fetch_bytes(url, tuple(FORMATS))
     except FetchTimeout:
         message = f"the image did not arrive within {settings.fetch_timeout_s:g}s"
         raise ImageError(message, param) from None
     except FetchRefused as e:
         raise ImageError(f"the image URL was not fetched: {e}", param) from None
-    return data, None
+    return data, kind
 
 
 def _from_data_url(param: str, url: str, max_bytes: int) -> tuple[bytes, str]:

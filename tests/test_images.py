@@ -119,6 +119,9 @@ class ImageNet(Net):
             {
                 "/cat.png": httpx.Response(200, content=png, headers={"content-type": "image/png"}),
                 "/page": httpx.Response(200, html="<p>not an image</p>"),
+                "/liar.jpg": httpx.Response(
+                    200, content=png, headers={"content-type": "image/jpeg"}
+                ),
                 "/huge.png": httpx.Response(
                     200, content=b"\0" * 50_000, headers={"content-type": "image/png"}
                 ),
@@ -144,4 +147,6 @@ def test_image_urls_are_fetched_only_when_allowed_and_only_from_public_addresses
         ["http://img.example/page"], allowed, fetcher
     )
     assert "over 20,000 bytes" in refused(["http://img.example/huge.png"], allowed, fetcher)
+    liar = refused(["http://img.example/liar.jpg"], allowed, fetcher)
+    assert "the data is PNG, not the declared image/jpeg" in liar
     assert all(r.url.host == "93.184.216.34" for r in net.requests)  # pinned to the checked IP
