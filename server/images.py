@@ -16,9 +16,8 @@ Pillow decodes the bytes in a thread. The format must be one of the four and the
 (by the data: URL, or by the response's ``Content-Type``); the size is read from the header and
 checked against ``max_pixels`` before any pixel is decoded (a 100-byte PNG can claim 60,000 x
 60,000 pixels: a decompression bomb); an animated image gives its first frame; the result is
-RGB. ``detail`` is accepted and
-not used: the model's own processor decides the resolution. A request carries at most
-``max_images`` images.
+RGB. ``detail`` is accepted and not used: the model's own processor decides the resolution. A
+request carries at most ``max_images`` images.
 
 Anything wrong is an ``ImageError`` naming the part (``messages[1].content[0]``); the server
 answers it as a 400 before any generation starts.
