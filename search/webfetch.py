@@ -192,15 +192,7 @@ class SafeFetcher:
         try:
             async with asyncio.timeout(self.timeout_s):
                 response, _ = await self._follow(url)
-                try:
-                    if response.status_code != 200:
-                        raise FetchRefused(f"HTTP {response.status_code}")
-                    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
-                    if kind not in types:
-                        raise FetchRefused(f"not an accepted type ({kind or 'none given'})")
-                    body, truncated = await self._body(response)
-                finally:
-                    await response.aclose()
+                kind, body, truncated = await self._read(response, types, "an accepted type")
         except TimeoutError:
             raise FetchTimeout(f"nothing within {self.timeout_s:g}s") from None
         except (httpx.HTTPError, httpx.InvalidURL) as e:
@@ -268,16 +260,24 @@ class SafeFetcher:
         request = self._client.build_request("GET", pinned, headers=headers, extensions=extensions)
         return await self._client.send(request, stream=True)
 
-    async def _page(self, response: httpx.Response, url: str) -> Page:
+    async def _read(
+        self, response: httpx.Response, types: tuple[str, ...], what: str, default: str = ""
+    ) -> tuple[str, bytes, bool]:
+        """(content type, body, cut) of a 200 response whose type is one of ``types`` (a
+        missing header counts as ``default``); ``FetchRefused`` otherwise. Closes it."""
         try:
             if response.status_code != 200:
                 raise FetchRefused(f"HTTP {response.status_code}")
-            kind = response.headers.get("content-type", "text/html").split(";")[0].strip().lower()
-            if kind not in TEXT_TYPES:
-                raise FetchRefused(f"not a text page ({kind})")
+            kind = response.headers.get("content-type", default).split(";")[0].strip().lower()
+            if kind not in types:
+                raise FetchRefused(f"not {what} ({kind or 'none given'})")
             body, truncated = await self._body(response)
         finally:
             await response.aclose()
+        return kind, body, truncated
+
+    async def _page(self, response: httpx.Response, url: str) -> Page:
+        kind, body, truncated = await self._read(response, TEXT_TYPES, "a text page", "text/html")
         try:
             text = body.decode(response.charset_encoding or "utf-8", "replace")
         except LookupError:  # a charset Python does not know
