@@ -96,9 +96,13 @@ def _build_into(out: Path, text_folder: Path) -> dict[str, Any]:
         Idefics3ForConditionalGeneration,
         Idefics3Processor,
     )
-    from transformers.models.idefics3.image_processing_pil_idefics3 import (
-        Idefics3ImageProcessorPil,
-    )
+
+    try:  # transformers 5: the PIL image processor (no torchvision needed)
+        from transformers.models.idefics3.image_processing_pil_idefics3 import (
+            Idefics3ImageProcessorPil as ImageProcessor,
+        )
+    except ImportError:  # transformers 4: the slow one is PIL-based
+        from transformers import Idefics3ImageProcessor as ImageProcessor
 
     tokenizer = AutoTokenizer.from_pretrained(text_folder)
     tokenizer.add_special_tokens({"additional_special_tokens": IMAGE_TOKENS})
@@ -117,7 +121,7 @@ def _build_into(out: Path, text_folder: Path) -> dict[str, Any]:
     model.model.text_model.load_state_dict(text.model.state_dict())
     model.lm_head.weight.data.copy_(text.lm_head.weight.data)
     model.to(torch.bfloat16).save_pretrained(out)
-    images = Idefics3ImageProcessorPil(
+    images = ImageProcessor(
         do_image_splitting=False,
         size={"longest_edge": IMAGE_SIZE},
         max_image_size={"longest_edge": IMAGE_SIZE},
