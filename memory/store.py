@@ -53,6 +53,7 @@ Tests: ``pytest tests/test_memory_store.py tests/test_memory_index.py``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -67,6 +68,7 @@ from safework.engine.embedder import Encoder
 from safework.errors import ConfigError
 
 from .db import Change, Database, open_database
+from .hits import read_hits
 from .index import IndexParams, TenantIndex
 from .mistakes import MAX_STEP_CHARS, mistake_keys, mistake_step
 from .records import (
@@ -519,9 +521,7 @@ class MemoryStore:
         keep: int | None = None,
     ) -> list[list[MemoryHit]]:
         """Each query row's best ``keep`` (default ``k``) hits among the tenant's corrections,
-        from the index's ``k`` nearest (a record deleted since the index was searched is left
-        out, and so is a preference). Records are read for the best candidates first, one
-        query for all rows; further candidates only when some of those were left out."""
+        from the index's ``k`` nearest (``hits.read_hits``: records read best first)."""
         scores, ids = index.search(queries, k)  # (Q, k') each
         found = [
             [
@@ -531,26 +531,8 @@ class MemoryStore:
             ]
             for row_ids, row_scores in zip(ids, scores, strict=True)
         ]
-        keep = k if keep is None else keep
-        hits: list[list[MemoryHit]] = [[] for _ in found]
-        seen = [0] * len(found)
-        records: dict[int, CorrectionRecord | None] = {}
-        while True:
-            batches = []
-            for r, row in enumerate(found):
-                need = keep - len(hits[r])
-                batches.append(row[seen[r] : seen[r] + max(need, 0)])
-                seen[r] += len(batches[-1])
-            wanted = sorted({i for batch in batches for i, _ in batch} - records.keys())
-            if not any(batches):
-                return hits
-            got = self._records_by_seq(tenant, wanted)
-            records.update((i, got.get(i)) for i in wanted)
-            for r, batch in enumerate(batches):
-                for i, s in batch:
-                    record = records[i]
-                    if record is not None and record.kind == CORRECTION:
-                        hits[r].append(MemoryHit(record, min(1.0, max(-1.0, s)), kind))
+        read = functools.partial(self._records_by_seq, tenant)
+        return read_hits(found, k if keep is None else keep, read, kind)
 
     def count(self, tenant: str) -> int:
         tenant = check_tenant(tenant)
