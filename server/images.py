@@ -122,8 +122,8 @@ async def _read(
 ) -> tuple[bytes, str | None]:
     """The image's bytes and the MIME type declared for them (the data: URL's, or the
     response's ``Content-Type``)."""
-    if url[:5].lower() == "data:":
-        return _from_data_url(param, url, settings.max_bytes)
+    if url[:5].lower() == "data:":  # megabytes of base64: decoded off the event loop
+        return await asyncio.to_thread(_from_data_url, param, url, settings.max_bytes)
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme not in ("http", "https"):
         raise ImageError("an image URL must be a data: URL (or http(s), where allowed)", param)
