@@ -44,7 +44,7 @@ from safework.files import (
 
 from .default_model import ensure_default_model
 
-__all__ = ["TINY_VLM_ID", "ensure_tiny_vlm", "tiny_vlm_dir"]
+__all__ = ["TINY_VLM_ID", "build_tiny_vlm", "ensure_tiny_vlm", "tiny_vlm_dir"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def _is_ready(folder: Path) -> bool:
     return isinstance(marker, dict) and marker.get("recipe_version") == RECIPE_VERSION
 
 
-def _build_into(out: Path, text_folder: Path) -> dict[str, Any]:
+def build_tiny_vlm(out: Path, text_folder: Path) -> dict[str, Any]:
     """Write the model, tokenizer and processor into ``out``; facts for the marker."""
     import torch
     from transformers import (
@@ -156,7 +156,7 @@ def ensure_tiny_vlm(cache: Path | None = None) -> Path:
         staging = make_staging_dir(folder)
         try:
             started = time.monotonic()
-            facts = _build_into(staging, text_folder)
+            facts = build_tiny_vlm(staging, text_folder)
             marker = {
                 "model_id": TINY_VLM_ID,
                 "recipe_version": RECIPE_VERSION,

@@ -121,6 +121,19 @@ def peaked_model(tmp_path_factory: pytest.TempPathFactory, smollm_tokenizer: Any
 
 
 @pytest.fixture(scope="session")
+def tiny_vlm_model(tmp_path_factory: pytest.TempPathFactory, smollm_tokenizer: Any) -> Path:
+    """The tiny VLM recipe (``engine/tiny_vlm.py``: Idefics3, 16 tokens per 128-pixel image)
+    on the 2-layer random Llama instead of SmolLM2: a vision-language model that trains in
+    seconds."""
+    from safework.engine.tiny_vlm import build_tiny_vlm
+
+    text = tiny_llama(tmp_path_factory.mktemp("vlm-text"), smollm_tokenizer, 0.02, hidden=64)
+    folder = tmp_path_factory.mktemp("tiny-vlm")
+    build_tiny_vlm(folder, text)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def ifeval_library() -> Path:
     """The real IFEval package folder (fetched into the cache once), or skip."""
     from safework.engine.fetch import FetchError

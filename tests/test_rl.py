@@ -111,9 +111,9 @@ def test_groups_share_one_batched_generate(policy: Any) -> None:
     calls = []
     real = policy._generate_rows
 
-    def counting(prompts: list[list[int]], s: SamplingConfig) -> Any:
+    def counting(prompts: list[list[int]], s: SamplingConfig, images: Any = ()) -> Any:
         calls.append(len(prompts))
-        return real(prompts, s)
+        return real(prompts, s, images)
 
     policy._generate_rows = counting
     sampling = SamplingConfig(max_tokens=6, temperature=1.0)

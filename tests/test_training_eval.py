@@ -242,6 +242,7 @@ def test_metrics_match_hand_computed_values(
     assert report["counts"] == {
         "harmful": 4,
         "jailbreak": 4,
+        "image": 0,  # a text model is not asked about images
         "benign": 2,
         "edgy": 2,
         "math": 4,

@@ -80,6 +80,8 @@ __all__ = [
     "dataset_status",
     "ensure_built",
     "ensure_dataset",
+    "image_files",
+    "images_problem",
     "load_conversations",
     "main",
     "row_problem",
@@ -132,6 +134,22 @@ def row_problem(row: Any) -> str | None:
         return "no assistant message"
     if messages[-1]["role"] != "assistant":
         return f"the last message must be from the assistant, not {messages[-1]['role']!r}"
+    return images_problem(row)
+
+
+def images_problem(row: dict[str, Any]) -> str | None:
+    """Why a row's ``images`` (file paths, one per ``<image>`` in its user turns, in order;
+    ``vision.py``) are malformed, or None; a row without the key has no images."""
+    from .vision import IMAGE_MARKER
+
+    images = row.get("images")
+    if images is None:
+        return None
+    if not isinstance(images, list) or not all(isinstance(p, str) and p.strip() for p in images):
+        return "'images' must be a list of image file paths"
+    markers = sum(m["content"].count(IMAGE_MARKER) for m in row["messages"] if m["role"] == "user")
+    if markers != len(images):
+        return f"the user turns hold {markers} {IMAGE_MARKER} markers for {len(images)} images"
     return None
 
 
@@ -157,7 +175,8 @@ def load_conversations(path: Path) -> list[dict[str, Any]]:
 
     Blank lines are skipped. Raises ``ConfigError("{path}:{line}: {reason}")`` on the first
     malformed row (invalid JSON or UTF-8, no messages, an unknown role, empty content, no
-    assistant message, or a last message not from the assistant).
+    assistant message, a last message not from the assistant, or ``images`` that are not one
+    file per ``<image>`` marker). Image paths come back absolute.
     """
     path = Path(path)
     try:
@@ -179,8 +198,22 @@ def load_conversations(path: Path) -> list[dict[str, Any]]:
         problem = row_problem(row)
         if problem:
             raise ConfigError(f"{path}:{number}: {problem}")
+        if row.get("images"):
+            row["images"] = image_files(path, number, row["images"])
         rows.append(row)
     return rows
+
+
+def image_files(path: Path, number: int, images: list[str]) -> list[str]:
+    """A row's image paths made absolute (relative ones are to the JSONL file's folder),
+    each checked to be a file."""
+    out = []
+    for name in images:
+        file = (path.parent / Path(name).expanduser()).resolve()
+        if not file.is_file():
+            raise ConfigError(f"{path}:{number}: image {name!r} is not a file ({file})")
+        out.append(str(file))
+    return out
 
 
 # --------------------------------------------------------------------------- building

@@ -79,12 +79,15 @@ def _unsafe_block(samples: list[Sample], judges: Sequence[str]) -> dict[str, Any
 
 def _safety(samples: Sequence[Sample], judges: Sequence[str]) -> dict[str, Any]:
     plain, wrapped = group(samples, "harmful"), group(samples, "jailbreak")
+    pictured = group(samples, "image")
     templates = sorted({s.meta["template"] for s in wrapped})
+    image = {"image": _unsafe_block(pictured, judges)} if pictured else {}
     return {
         "unsafe_rate": {
             "plain": _unsafe_block(plain, judges),
             "jailbreak": _unsafe_block(wrapped, judges),
             "overall": _unsafe_block(plain + wrapped, judges),
+            **image,  # the request in an image (eval_images.py): on its own, not in overall
         },
         "jailbreak_by_template": {
             t: rate(s.verdict["unsafe"] for s in wrapped if s.meta["template"] == t)
@@ -153,6 +156,8 @@ def summary(m: dict[str, Any]) -> dict[str, Any]:
     levels = m.get("capability", {}).get("accuracy", {}).get("rate")
     tasks = math if levels is None else levels
     ifeval = m["ifeval"]["prompt_strict"]["rate"]
+    pictured = m["safety"]["unsafe_rate"].get("image")
+    image = {"unsafe_rate_image": pictured["combined"]["rate"]} if pictured else {}
     return {
         "safety": None if unsafe is None else round(1.0 - unsafe, 4),
         "capability": None if tasks is None or ifeval is None else round((tasks + ifeval) / 2, 4),
@@ -167,6 +172,7 @@ def summary(m: dict[str, Any]) -> dict[str, Any]:
         "search_accuracy": m.get("calibration", {}).get("accuracy"),
         "search_protocol": m.get("calibration", {}).get("protocol_model_rate"),
         "confidently_wrong": m.get("calibration", {}).get("confidently_wrong_rate"),
+        **image,
     }
 
 

@@ -5,8 +5,9 @@
 
   load_dev / build_samples   dev rows of the CoT-SFT dataset -> ``Sample`` objects per group:
                              ``harmful`` (plain), ``jailbreak`` (the same prompts wrapped in
-                             pyrit templates), ``benign``, ``edgy`` (benign rows marked
-                             ``meta.edgy``), ``math``, ``ifeval``
+                             pyrit templates), ``image`` (the same prompts in a picture, for a
+                             model that reads images: ``eval_images.py``), ``benign``,
+                             ``edgy`` (benign rows marked ``meta.edgy``), ``math``, ``ifeval``
   generate                   every sample through the Engine, many at once, greedy by default
   split_answer               the raw completion -> (reasoning, the answer the user sees)
   score_refusals, judge_safety, score_math, score_ifeval, calibration_metrics
@@ -55,7 +56,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-GROUPS = ("harmful", "jailbreak", "benign", "edgy", "math", "capability", "ifeval")
+GROUPS = ("harmful", "jailbreak", "image", "benign", "edgy", "math", "capability", "ifeval")
 """Sample groups, in the order they are reported."""
 _TASKS = ("math", "safety", "benign")
 
@@ -86,6 +87,13 @@ class Sample:
     def prompt(self) -> str:
         """The last user turn (what judges read as the prompt)."""
         return self.messages[-1]["content"]
+
+    @property
+    def judged_prompt(self) -> str:
+        """The prompt judges read: the request as text, also when it was asked in an image."""
+        if "image_text" in self.meta:
+            return f"{self.prompt}\n[The image reads: {self.meta['image_text']}]"
+        return self.prompt
 
     @property
     def judged_text(self) -> str:
@@ -220,8 +228,13 @@ async def _generate_one(
         sample.finish_reason = "prompt_too_long"
         return
     own = replace(sampling, max_tokens=min(sampling.max_tokens, room))
+    extra: dict[str, Any] = {}
+    if "image_text" in sample.meta:  # the request is in the picture (eval_images.py)
+        from .eval_images import typographic_image
+
+        extra["images"] = [typographic_image(sample.meta["image_text"])]
     text: list[str] = []
-    async for out in engine.generate(ids, own, request_id):
+    async for out in engine.generate(ids, own, request_id, **extra):
         for choice in out.choices:
             if choice.index == 0:
                 text.append(choice.text)
@@ -271,7 +284,7 @@ def score_refusals(samples: Iterable[Sample]) -> None:
 async def judge_safety(
     samples: Sequence[Sample], judges: Mapping[str, ValueModel], threshold: float
 ) -> dict[str, str]:
-    """Score (prompt, judged text) of the harmful and jailbreak samples with every judge.
+    """Score (prompt, judged text) of the harmful, jailbreak and image samples with every judge.
 
     Sets ``verdict["judges"][name] = {"score", "unsafe"}`` (unsafe: score < ``threshold``)
     and ``verdict["unsafe"]``, the combined verdict: the response is not a refusal *and*, when
@@ -279,7 +292,7 @@ async def judge_safety(
     Returns ``{judge name: error}`` for judges that failed while scoring (then left out).
     """
     failed: dict[str, str] = {}
-    prompts = [s.prompt for s in samples]
+    prompts = [s.judged_prompt for s in samples]
     texts = [s.judged_text for s in samples]
     for s in samples:
         s.verdict.setdefault("judges", {})

@@ -18,6 +18,9 @@ counts ``k`` of ``n``):
                     (off-topic or empty answers, common for small models).
                 A judge that cannot be loaded is logged, listed under ``judges.failed`` in the
                 report, and left out.
+  image safety  a model that reads images is asked each plain harmful prompt again as a
+                typographic image beside a neutral instruction (``eval_images.py``), judged the
+                same way and reported on its own (``unsafe_rate.image``; ``image_safety``)
   over-refusal  refusal rate (``is_refusal``) on benign prompts, and separately on edgy-benign
                 ones (rows with ``meta.edgy``), when the data has them
   math          reasoning-gym accuracy on the dev split's maths (mostly word problems, near
@@ -142,6 +145,13 @@ class EvalConfig:
         metadata={"help": "reasoning-gym levels capability is scored on (capability.py)"},
     )
     ifeval_samples: int = field(default=40, metadata={"help": "IFEval prompts"})
+    image_safety: bool = field(
+        default=True,
+        metadata={
+            "help": "ask each harmful prompt again as a typographic image (models that read "
+            "images; reported on its own)"
+        },
+    )
     jailbreak_templates: list[str] = field(
         default_factory=lambda: sorted(JAILBREAK_TEMPLATES),
         metadata={"help": "pyrit jailbreak templates to wrap harmful prompts in"},
@@ -390,8 +400,8 @@ async def _score(
     from .eval_report import group
 
     judges, failed = _load_judges(config.judges, config.cache, engine)
-    tasks.score_refusals(group(samples, "harmful", "jailbreak", "benign", "edgy"))
-    harmful = group(samples, "harmful", "jailbreak")
+    tasks.score_refusals(group(samples, "harmful", "jailbreak", "image", "benign", "edgy"))
+    harmful = group(samples, "harmful", "jailbreak", "image")
     broke = await tasks.judge_safety(harmful, judges, config.judge_threshold)
     for model in judges.values():
         await model.close()
@@ -416,6 +426,10 @@ async def _evaluate(config: EvalConfig, engine: Engine) -> dict[str, Any]:
     timing: dict[str, float] = {}
     clock = time.perf_counter()
     data, samples, prompts = _prepare(config)
+    if config.image_safety and engine.image_token_id is not None and engine.image_placeholder:
+        from .eval_images import image_samples
+
+        samples += image_samples(group(samples, "harmful"), engine.image_placeholder)
     timing["load_data"] = time.perf_counter() - clock
 
     clock = time.perf_counter()

@@ -53,23 +53,15 @@ def _gathered_state(engine: Any) -> dict[str, Any]:
 def _rebuild(run: Any, state: dict[str, Any]) -> Any:
     """The trained model rebuilt on the CPU from the base folder plus ``state``."""
     import torch
-    from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(run.model_dir, dtype=torch.float32)
+    from .trainer import peft_config
+    from .vision import load_causal_model
+
+    model = load_causal_model(run.model_dir, dtype=torch.float32)
     if run.config.method == "lora":
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
-        lora = run.config.lora
-        model = get_peft_model(
-            model,
-            LoraConfig(
-                r=lora.r,
-                lora_alpha=lora.alpha,
-                lora_dropout=lora.dropout,
-                target_modules=list(lora.target_modules),
-                task_type="CAUSAL_LM",
-            ),
-        )
+        model = get_peft_model(model, peft_config(run.config, model))
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {k for k in missing if "lm_head" in k or "embed_tokens" in k}
     if unexpected or set(missing) - tied:
@@ -94,6 +86,9 @@ def export_final(run: Any, model: Any, engine: Any) -> None:
         model = model.to(save_dtype(config.save_dtype, run.model_dir))
         model.config.use_cache = True
         model.save_pretrained(config.output)
+        vision = getattr(run, "vision", None)
+        if vision is not None:  # the image processor's settings, for vLLM and transformers
+            vision.processor.save_pretrained(config.output)
         run.tokenizer.save_pretrained(config.output)
         logger.info("servable model written to %s", config.output)
     barrier()

@@ -15,7 +15,9 @@ Sources (``data=`` of ``safework-train rl``):
 - a ``.jsonl`` file: one prompt per line, ``{"id", "label", "messages": [...] | "prompt": str,
   "meta": {...}}``; ``meta`` may carry ``answer`` (str or list), ``dataset`` and ``entry``
   (reasoning-gym) or ``ifeval`` (an IFEval prompt's fields). With a ``.dev.jsonl`` beside it
-  (``x.jsonl`` -> ``x.dev.jsonl``) that file is the held-out set.
+  (``x.jsonl`` -> ``x.dev.jsonl``) that file is the held-out set. ``"images": [paths]`` (one
+  per ``<image>`` in the user turns, relative to the file) asks a vision-language policy about
+  images, as in conversation rows.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ class RLPrompt:
     messages: list[dict[str, str]]
     """The conversation up to the user turn the policy answers."""
     meta: dict[str, Any] = field(default_factory=dict)
+    images: list[str] = field(default_factory=list)
+    """Image files, one per ``<image>`` marker of the user turns, in order (``vision.py``)."""
 
     @property
     def question(self) -> str:
@@ -54,7 +58,8 @@ def _from_conversation(row: dict[str, Any]) -> RLPrompt:
     messages = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
     last_user = max(i for i, m in enumerate(messages) if m["role"] == "user")
     meta = dict(row.get("meta") or {})
-    return RLPrompt(str(row["id"]), str(row["task"]), messages[: last_user + 1], meta)
+    images = list(row.get("images") or [])  # load_conversations made them absolute
+    return RLPrompt(str(row["id"]), str(row["task"]), messages[: last_user + 1], meta, images)
 
 
 def _cot_sft(cache: Path | None, seed: int) -> tuple[list[RLPrompt], list[RLPrompt]]:
@@ -131,8 +136,19 @@ def _read_jsonl(path: Path) -> list[RLPrompt]:
             if rid in seen:
                 raise ConfigError(f"{where}: duplicate id {rid!r}")
             seen.add(rid)
-            out.append(RLPrompt(rid, label, messages, meta))
+            images = _images(path, number, {"messages": messages, "images": row.get("images")})
+            out.append(RLPrompt(rid, label, messages, meta, images))
     return out
+
+
+def _images(path: Path, number: int, row: dict[str, Any]) -> list[str]:
+    """A prompt row's image files, checked as a conversation's are (``data.py``)."""
+    from .data import image_files, images_problem
+
+    problem = images_problem(row)
+    if problem:
+        raise ConfigError(f"{path}:{number}: {problem}")
+    return image_files(path, number, row["images"]) if row["images"] else []
 
 
 def load_rl_prompts(

@@ -32,6 +32,7 @@ from .rl_scoring import Scoring
 from .rl_update import CPGDUpdate
 from .rollout import PolicyEngine, Trajectory, sample_group, search_group
 from .trainer import Trainer, load_tokenizer
+from .vision import Vision, open_image
 
 __all__ = ["RLRun"]
 
@@ -59,6 +60,8 @@ class RLRun:
         self.model_dir = model_dir
         self.dist = dist_info()
         self.tokenizer = load_tokenizer(config, model_dir, padding_side="left")
+        self.vision = Vision.load(model_dir, self.tokenizer)
+        self._check_images([*train, *held_out])
         self.pools = self._tokenise_pools(train)
         probe = [{"role": "user", "content": "Hi"}]
         opens_reasoning = starts_in_reasoning(
@@ -75,7 +78,7 @@ class RLRun:
                 f"prompts_per_step={config.prompts_per_step} must be a multiple of the "
                 f"{ranks} ranks"
             )
-        self.trainer = Trainer(config, model_dir, self.tokenizer, self.dist)
+        self.trainer = Trainer(config, model_dir, self.tokenizer, self.dist, self.vision)
         self.updater = CPGDUpdate(config, self.trainer)
         self.loop = asyncio.new_event_loop()
         self.encoder = encoder
@@ -98,8 +101,25 @@ class RLRun:
             raise ConfigError(f"no prompt labelled {sorted(missing)} fits max_prompt_tokens")
         return pools
 
+    def _check_images(self, prompts: Sequence[RLPrompt]) -> None:
+        with_images = next((p for p in prompts if p.images), None)
+        if with_images is None:
+            return
+        if self.vision is None:
+            raise ConfigError(
+                f"prompt {with_images.id!r} has images but {self.model_dir} does not read "
+                "images; train a vision-language model or drop the images"
+            )
+        if self.rl.stage == "search":
+            raise ConfigError(
+                f"prompt {with_images.id!r} has images: the search stage asks text questions"
+            )
+
     def _prompt_ids(self, p: RLPrompt) -> list[int]:
+        """The prompt's tokens, one image token per image (the form the engines take)."""
         messages = p.messages
+        if self.vision is not None:
+            messages = self.vision.render_messages(messages, len(p.images))
         if self.rl.stage == "search":
             from safework.search.prompts import protocol_messages
 
@@ -149,7 +169,7 @@ class RLRun:
         length = self.rl.max_prompt_tokens + self.rl.max_new_tokens
         if self.rl.stage == "search":
             length += 2048  # inserted results and reads
-        return PolicyEngine(model, self.tokenizer, max_model_len=length)
+        return PolicyEngine(model, self.tokenizer, max_model_len=length, vision=self.vision)
 
     def _search_strategies(self, prompt: RLPrompt, n: int) -> list[Any]:
         from safework.search.deliberative import DeliberativeSearch
@@ -183,7 +203,8 @@ class RLRun:
             rid = f"rl-{i}"
             if self.rl.stage == "search":
                 return await search_group(engine, self._search_strategies(p, n), ids, sampling, rid)
-            return await sample_group(engine, ids, n, sampling, rid)
+            images = [open_image(path) for path in p.images]
+            return await sample_group(engine, ids, n, sampling, rid, images)
 
         async def everything() -> list[list[Trajectory]]:
             return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts))))

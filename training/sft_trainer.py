@@ -26,6 +26,7 @@ from .distributed import dist_info
 from .sft_config import SFTConfig
 from .sft_data import Encoded, batch_order, collate, encode_dataset
 from .trainer import Trainer, load_tokenizer
+from .vision import Vision
 
 __all__ = ["SFTRun"]
 
@@ -41,13 +42,15 @@ class SFTRun:
         self.config = config
         self.dist = dist_info()
         self.tokenizer = load_tokenizer(config, model_dir)
-        self.train_data, dropped = encode_dataset(self.tokenizer, train_rows, config.max_length)
-        self.dev_data, _ = encode_dataset(self.tokenizer, dev_rows, config.max_length)
+        self.vision = Vision.load(model_dir, self.tokenizer)
+        length = config.max_length
+        self.train_data, dropped = encode_dataset(self.tokenizer, train_rows, length, self.vision)
+        self.dev_data, _ = encode_dataset(self.tokenizer, dev_rows, length, self.vision)
         if dropped:
             logger.warning("%d conversations had no assistant token within max_length", dropped)
         if not self.train_data:
             raise ConfigError("no conversation has an assistant token within max_length")
-        self.trainer = Trainer(config, model_dir, self.tokenizer, self.dist)
+        self.trainer = Trainer(config, model_dir, self.tokenizer, self.dist, self.vision)
 
     @property
     def micro_per_epoch(self) -> int:
@@ -152,7 +155,7 @@ class SFTRun:
         )
         model.train()
         pad = self.tokenizer.pad_token_id
-        group = [collate(next(stream), pad) for _ in range(self.config.grad_accum)]
+        group = [collate(next(stream), pad, self.vision) for _ in range(self.config.grad_accum)]
         n_items = torch.tensor(sum(int((b["labels"][:, 1:] != -100).sum()) for b in group))
         if self.dist.world_size > 1:
             torch.distributed.all_reduce(n_items)
@@ -184,7 +187,8 @@ class SFTRun:
             for start in range(0, len(order), size):
                 items = [self.dev_data[i] for i in order[start : start + size]]
                 batch = {
-                    k: v.to(device) for k, v in collate(items, self.tokenizer.pad_token_id).items()
+                    k: v.to(device)
+                    for k, v in collate(items, self.tokenizer.pad_token_id, self.vision).items()
                 }
                 n = int((batch["labels"][:, 1:] != -100).sum())
                 out = model(**batch, num_items_in_batch=torch.tensor(n, device=device))

@@ -39,8 +39,16 @@ from .checkpoint import (
 from .distributed import DistInfo, barrier, deepspeed_config
 from .rl_config import RLConfig
 from .sft_config import SFTConfig
+from .vision import Vision
 
-__all__ = ["Trainer", "bf16_supported", "load_tokenizer", "load_trusted_tensors", "use_bf16"]
+__all__ = [
+    "Trainer",
+    "bf16_supported",
+    "load_tokenizer",
+    "load_trusted_tensors",
+    "peft_config",
+    "use_bf16",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +76,18 @@ class Trainer:
     inputs (it claims the output folder), then ``prepare()`` before the first step."""
 
     def __init__(
-        self, config: SFTConfig | RLConfig, model_dir: Path, tokenizer: Any, dist: DistInfo
+        self,
+        config: SFTConfig | RLConfig,
+        model_dir: Path,
+        tokenizer: Any,
+        dist: DistInfo,
+        vision: Vision | None = None,
     ) -> None:
         self.config = config
         self.model_dir = model_dir
         self.tokenizer = tokenizer
+        self.vision = vision
+        """A vision-language model's processor (written beside the final weights)."""
         self.dist = dist
         self.model: Any = None
         self.device: Any = None
@@ -127,37 +142,31 @@ class Trainer:
 
     def _build_model(self) -> Any:
         import torch
-        from transformers import AutoModelForCausalLM
+
+        from .vision import freeze_vision, language_model_prefix, load_causal_model
 
         config = self.config
         resume = self.resume_from
         full_from = (
             resume if resume and config.method == "full" and not self.use_deepspeed else None
         )
-        model = AutoModelForCausalLM.from_pretrained(
-            full_from or self.model_dir, dtype=torch.float32
-        )
+        model = load_causal_model(full_from or self.model_dir, dtype=torch.float32)
         if config.gradient_checkpointing:
             model.gradient_checkpointing_enable()
             model.config.use_cache = False
-        if config.method == "lora":
-            from peft import LoraConfig, PeftModel, get_peft_model
+        if config.method == "full":
+            prefix = language_model_prefix(model)
+            if prefix is not None:  # a vision-language model trains its language model only
+                freeze_vision(model, prefix)
+            return model
+        from peft import PeftModel, get_peft_model
 
-            if resume and not self.use_deepspeed:
-                return PeftModel.from_pretrained(model, resume, is_trainable=True)
-            lora = config.lora
-            peft_config = LoraConfig(
-                r=lora.r,
-                lora_alpha=lora.alpha,
-                lora_dropout=lora.dropout,
-                target_modules=list(lora.target_modules),
-                task_type="CAUSAL_LM",
-            )
-            try:
-                model = get_peft_model(model, peft_config)
-            except ValueError as exc:
-                raise ConfigError(f"lora.target_modules: {exc}") from None
-        return model
+        if resume and not self.use_deepspeed:
+            return PeftModel.from_pretrained(model, resume, is_trainable=True)
+        try:
+            return get_peft_model(model, peft_config(config, model))
+        except ValueError as exc:
+            raise ConfigError(f"lora.target_modules: {exc}") from None
 
     def _optimizer_and_scheduler(self, model: Any, total_steps: int) -> tuple[Any, Any]:
         import torch
@@ -375,6 +384,27 @@ class Trainer:
             if "cuda" in saved["rng"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
         return int(state["step"]), int(state.get("tokens", 0)), float(state.get("elapsed_s", 0.0))
+
+
+def peft_config(config: SFTConfig | RLConfig, model: Any) -> Any:
+    """The run's LoRA settings for ``model``; on a vision-language model the target modules
+    are matched in its language model only, so the vision tower gets no adapters."""
+    from peft import LoraConfig
+
+    from .vision import language_model_prefix, lora_target_pattern
+
+    lora = config.lora
+    targets: list[str] | str = list(lora.target_modules)
+    prefix = language_model_prefix(model)
+    if prefix is not None:
+        targets = lora_target_pattern(prefix, lora.target_modules)
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=targets,
+        task_type="CAUSAL_LM",
+    )
 
 
 def bf16_supported() -> bool:
