@@ -41,6 +41,10 @@ class RequestScope:
         self.images: list[Any] = []
         """The request's decoded images (``images.py``): ``ServedEngine`` gives them to every
         engine request whose prompt holds their placeholders, whichever strategy starts it."""
+        self.image_tokens_added = 0
+        """Prompt tokens the engine counted for those images beyond their placeholders (known
+        once an engine request with them has answered): usage counts them for strategies that
+        report their prompt as its placeholder tokens (``generation.py``)."""
 
     @property
     def open_ids(self) -> list[str]:

@@ -19,6 +19,7 @@ import anyio
 
 from safework.engine.base import Engine, EngineOutput, SamplingConfig
 
+from .disconnect import current_scope
 from .metrics import ServerMetrics
 
 Strategy = Callable[[Engine, list[int], SamplingConfig, str], AsyncIterator[EngineOutput]]
@@ -81,6 +82,11 @@ class Generation:
 
     def _observe(self, out: EngineOutput) -> None:
         self.prompt_tokens = out.prompt_tokens
+        scope = current_scope()
+        if scope is not None and out.prompt_tokens == len(self.prompt_token_ids):
+            # a strategy that writes its own outputs (guided, search, a continuation) counts
+            # the prompt as its ids, one per image: add what the engine counted for the images
+            self.prompt_tokens += scope.image_tokens_added
         self.cached_tokens = max(self.cached_tokens, out.cached_tokens)
         new = sum(len(c.token_ids) for c in out.choices)
         if new and not self._seen_token:

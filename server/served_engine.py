@@ -64,6 +64,8 @@ class ServedEngine:
         stream = self.inner.generate(prompt_token_ids, sampling, request_id, **extra)
         try:
             async for out in stream:
+                if images and scope is not None and not scope.image_tokens_added:
+                    scope.image_tokens_added = out.prompt_tokens - len(prompt_token_ids)
                 yield out
         except EngineDeadError:
             self.monitor.report("a request found the engine dead")

@@ -144,12 +144,18 @@ def test_every_strategy_gives_the_images_to_each_of_its_engine_requests(
     monkeypatch.setitem(search.search_base.LOADERS, "fake", "tests.fakes:load_fake_search")
     monkeypatch.setattr(search.server_search, "default_encoder", lambda cache: BagOfWordsEncoder())
     content = [image(RED), text("How do I stay safe?")]
+    usage: dict[str, int] = {}
     step_engine = reading_images(StepEngine(aligned.SCRIPT))
     with serve(step_engine, value_models=aligned.value_models()) as client:
-        assert ask(client, content, model="fake-model:aligned").status_code == 200
+        for model in ("fake-model", "fake-model:aligned"):
+            response = ask(client, content, model=model)
+            assert response.status_code == 200
+            usage[model] = response.json()["usage"]["prompt_tokens"]
     script_engine = reading_images(ScriptEngine(search.PROTOCOL_MODEL))
     with serve(script_engine, search=search.settings()) as client:
-        assert ask(client, content, model="fake-model:search").status_code == 200
+        response = ask(client, content, model="fake-model:search")
+        assert response.status_code == 200
+        usage["search"] = response.json()["usage"]["prompt_tokens"]
     edit_engine = FakeEngine(reads_images=True)
     body = {
         "messages": [{"role": "user", "content": content}],
@@ -157,10 +163,17 @@ def test_every_strategy_gives_the_images_to_each_of_its_engine_requests(
         "remember": False,
     }
     with serve(edit_engine) as client:
-        assert client.post("/cot/edit", json=body).status_code == 200
+        response = client.post("/cot/edit", json=body)
+        assert response.status_code == 200
+        usage["cot/edit"] = response.json()["usage"]["prompt_tokens"]
     for engine in (step_engine, script_engine, edit_engine):
         assert len(engine.images) >= 2
         assert all([im.size for im in given] == [(40, 30)] for given in engine.images)
+    # usage counts the image's tokens whichever strategy wrote the answer
+    assert usage["fake-model:aligned"] == usage["fake-model"]
+    search_prompt = len(script_engine.requests[0][0])
+    assert usage["search"] == search_prompt + IMAGE_TOKENS - 1
+    assert usage["cot/edit"] == len(edit_engine.requests[0][0]) + IMAGE_TOKENS - 1
 
 
 def test_a_judge_on_a_model_that_reads_images_sees_them() -> None:

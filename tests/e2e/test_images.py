@@ -5,8 +5,10 @@ The tiny VLM has not learnt to see, so no test reads what it says about a pictur
 checked: the pixels reach the model (two images give different next-token logprobs), vLLM
 agrees with transformers on the same image prompt in float32 (prompt length with the image's
 tokens, top token and its logprob), usage counts the image tokens, streaming works, and bad
-images and a text-only model are 400s. Its server runs for this module only, beside the
-session's text server."""
+images and a text-only model are 400s; ``:aligned`` decodes an image conversation (usage
+counting the image as plain does) and ``/v1/moderations`` judges text and image parts as one
+input with ``judge:served`` (the tiny VLM judging), while the text server's value models refuse
+it. Its server runs for this module only, beside the session's text server."""
 
 from __future__ import annotations
 
@@ -53,7 +55,9 @@ def with_images(*images: Any, text: str = QUESTION) -> list[dict[str, Any]]:
 def vlm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RemoteServer]:
     home = tmp_path_factory.mktemp("vlm")
     remote = start_server(
-        home, "--model", VLM, "--no-search", "--no-alignment", "--no-memory", "--max-images", "2"
+        home,
+        *("--model", VLM, "--no-search", "--no-memory", "--max-images", "2"),
+        *("--value-model", "judge=judge:served"),  # the tiny VLM judges, with the images
     )
     try:
         yield remote
@@ -156,3 +160,39 @@ def test_the_text_model_says_it_reads_text_only(server: RemoteServer) -> None:
         )
     assert caught.value.body["code"] == "images_not_supported"
     assert "reads text only" in caught.value.body["message"]
+
+
+def test_aligned_decoding_answers_an_image_conversation(vlm: RemoteServer) -> None:
+    client = vlm.client()
+    messages = with_images(png((200, 30, 30)))
+    plain = client.chat.completions.create(
+        model=VLM, messages=messages, max_tokens=8, temperature=0
+    )
+    aligned = client.chat.completions.create(
+        model=f"{VLM}:aligned", messages=messages, max_tokens=8, temperature=0
+    )
+    assert aligned.choices[0].message.content
+    assert aligned.usage.prompt_tokens == plain.usage.prompt_tokens  # the image counted too
+
+
+def moderate(remote: RemoteServer, model: str, color: tuple[int, int, int]) -> Any:
+    parts = [
+        {"type": "text", "text": "Is this picture safe to show to children?"},
+        {"type": "image_url", "image_url": {"url": data_url(png(color))}},
+    ]
+    with remote.http() as http:
+        return http.post("/v1/moderations", json={"model": model, "input": parts})
+
+
+def test_moderations_judge_text_and_image_parts_together(vlm: RemoteServer) -> None:
+    r = moderate(vlm, VLM, (10, 10, 10))
+    assert r.status_code == 200, r.text
+    (result,) = r.json()["results"]  # the parts are one input, as OpenAI counts them
+    assert "judge" in result["category_scores"]
+    assert isinstance(result["flagged"], bool)
+
+
+def test_moderating_an_image_needs_a_value_model_that_reads_images(server: RemoteServer) -> None:
+    r = moderate(server, MODEL, (10, 10, 10))  # the built-in value models read text only
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "images_not_supported"
