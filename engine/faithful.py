@@ -508,12 +508,27 @@ def choose_cpu_dtype(
     return decision
 
 
+def is_vision_language(folder: str | Path) -> bool:
+    """Whether the HF folder holds a model transformers loads as image-text-to-text."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    try:
+        config = json.loads((Path(folder) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return config.get("model_type") in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+
 def faithful_cpu_dtype(folder: str | Path) -> str:
-    """The dtype to serve ``folder`` in on this CPU (``auto`` where no check can run)."""
+    """The dtype to serve ``folder`` in on this CPU (``auto`` where no check can run;
+    ``float32`` for a vision-language model, which the text check cannot read)."""
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         logger.info("dtype check skipped: %s is not a local model folder", folder)
         return "auto"
+    if is_vision_language(folder):
+        logger.info("dtype check skipped: %s reads images; serving float32", folder.name)
+        return "float32"
     if not _fits_in_memory(folder):
         logger.warning("dtype check skipped: a float32 reference of %s would not fit", folder)
         return "auto"

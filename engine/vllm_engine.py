@@ -128,8 +128,6 @@ class VLLMEngine(Engine):
         elif options.model == TINY_VLM_ID:
             model_path = str(ensure_tiny_vlm())
             served = options.served_model_name or TINY_VLM_ID
-            if on_cpu and options.dtype == "auto":  # the dtype check reads text models only
-                options = replace(options, dtype="float32")
         else:
             model_path = options.model
             served = options.served_model_name or served_name_for(options.model)

@@ -343,3 +343,54 @@ def test_a_text_model_refuses_image_rows(
         train(load_config(SFTConfig, None, values))
     assert not (tmp_path / "s").exists()
     assert not (tmp_path / "rl").exists()
+
+
+# --------------------------------------------------------------------------- the image dataset
+
+
+def test_image_dataset_asks_the_text_rows_in_pictures(tmp_path: Path) -> None:
+    from safework.training.image_data import main
+
+    source = tmp_path / "text"
+    source.mkdir()
+    for split, n in (("train", 6), ("dev", 4)):
+        rows = []
+        for i in range(n):
+            for task in ("safety", "benign", "math"):
+                answer = f"<think>\nabout {task} {i}\n</think>\n\nanswer {i}"
+                rows.append(
+                    {
+                        "id": f"{split}-{task}-{i}",
+                        "task": task,
+                        "source": "test",
+                        "meta": {},
+                        "messages": [
+                            {"role": "user", "content": f"A {task} question number {i}?"},
+                            {"role": "assistant", "content": answer},
+                        ],
+                    }
+                )
+        (source / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "images"
+    assert main(["--data", str(source), "--output", str(out), "--rows", "4"]) == 0
+    train = load_conversations(out / "train.jsonl")  # valid image rows, files checked
+    dev = load_conversations(out / "dev.jsonl")
+    assert len(train) == len(dev) == 4
+    assert {r["task"] for r in train} == {"safety", "benign"}  # two of each, no maths
+    assert all(r["id"].startswith("dev-") for r in dev)  # dev pictures come from dev rows
+    for row in train:
+        user, answer = row["messages"]
+        assert user["content"].startswith("<image>\n")
+        assert "question number" not in user["content"]  # the request is only in the picture
+        assert "question number" in row["meta"]["image_text"]
+        assert answer["content"].startswith("<think>")
+        with Image.open(row["images"][0]) as picture:
+            assert picture.width == 512
+    assert main(["--data", str(source), "--output", str(out)]) == 1  # never over a dataset
+
+
+def test_a_vision_language_model_is_served_in_float32_on_a_cpu(tiny_vlm_model: Path) -> None:
+    """The CPU dtype check reads text models only; a VLM skips it (no reference is run)."""
+    from safework.engine.faithful import faithful_cpu_dtype
+
+    assert faithful_cpu_dtype(tiny_vlm_model) == "float32"

