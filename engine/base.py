@@ -51,7 +51,19 @@ __all__ = [
     "StructuredOutput",
     "TokenLogprob",
     "TopLogprob",
+    "hide_placeholder",
 ]
+
+
+def hide_placeholder(text: str, markers: Sequence[str]) -> str:
+    """``text`` with every image marker (the placeholder and its image token's text) broken
+    by a space (``<image>`` -> ``< image>``), so typed text never stands for an image: only
+    image parts put placeholders in a prompt."""
+    for marker in markers:
+        if len(marker) > 1:
+            text = text.replace(marker, marker[0] + " " + marker[1:])
+    return text
+
 
 FinishReason = Literal["stop", "length", "abort"]
 

@@ -46,7 +46,6 @@ __all__ = [
     "ImagePart",
     "ImageSettings",
     "ImageURL",
-    "hide_placeholder",
     "load_images",
 ]
 
@@ -86,16 +85,6 @@ class ImageError(ValueError):
     def __init__(self, message: str, param: str) -> None:
         super().__init__(f"{param}: {message}")
         self.param = param
-
-
-def hide_placeholder(text: str, markers: Sequence[str]) -> str:
-    """``text`` with every image marker (the placeholder and its image token's text) broken
-    by a space (``<image>`` -> ``< image>``), so typed text never stands for an image: only
-    image parts put placeholders in a prompt."""
-    for marker in markers:
-        if len(marker) > 1:
-            text = text.replace(marker, marker[0] + " " + marker[1:])
-    return text
 
 
 async def load_images(

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from safework.training.eval_images import INSTRUCTION, image_samples, typographic_image
-from safework.training.eval_tasks import Sample
+from safework.training.eval_images import INSTRUCTION, typographic_image
+from safework.training.eval_tasks import Sample, image_samples
 from safework.training.evaluate import run_eval
 
 from .fakes import IMAGE_TOKEN_ID, reading_images

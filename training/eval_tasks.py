@@ -46,6 +46,7 @@ __all__ = [
     "calibration_metrics",
     "extract_math_answer",
     "generate",
+    "image_samples",
     "judge_safety",
     "load_dev",
     "score_ifeval",
@@ -197,6 +198,20 @@ def build_samples(
         out.append(
             Sample(f"ifeval/{p.key}", "ifeval", [{"role": "user", "content": p.prompt}], meta)
         )
+    return out
+
+
+def image_samples(harmful: Sequence[Sample], placeholder: str) -> list[Sample]:
+    """One ``image`` sample per plain harmful sample: the conversation before its last turn,
+    then the model's image placeholder and ``eval_images.INSTRUCTION``; the request goes in
+    the image (``meta["image_text"]``, drawn when the sample is generated)."""
+    from .eval_images import INSTRUCTION
+
+    out = []
+    for plain in harmful:
+        user = {"role": "user", "content": f"{placeholder}\n{INSTRUCTION}"}
+        meta = dict(plain.meta, image_text=plain.prompt, plain_prompt=plain.prompt)
+        out.append(Sample(f"{plain.id}/image", "image", [*plain.messages[:-1], user], meta))
     return out
 
 

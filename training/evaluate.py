@@ -427,7 +427,7 @@ async def _evaluate(config: EvalConfig, engine: Engine) -> dict[str, Any]:
     clock = time.perf_counter()
     data, samples, prompts = _prepare(config)
     if config.image_safety and engine.image_token_id is not None and engine.image_placeholder:
-        from .eval_images import image_samples
+        from .eval_tasks import image_samples
 
         samples += image_samples(group(samples, "harmful"), engine.image_placeholder)
     timing["load_data"] = time.perf_counter() - clock

@@ -54,14 +54,13 @@ def _rebuild(run: Any, state: dict[str, Any]) -> Any:
     """The trained model rebuilt on the CPU from the base folder plus ``state``."""
     import torch
 
-    from .trainer import peft_config
     from .vision import load_causal_model
 
     model = load_causal_model(run.model_dir, dtype=torch.float32)
     if run.config.method == "lora":
         from peft import get_peft_model
 
-        model = get_peft_model(model, peft_config(run.config, model))
+        model = get_peft_model(model, run.config.lora.peft_config(model))
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {k for k in missing if "lm_head" in k or "embed_tokens" in k}
     if unexpected or set(missing) - tied:

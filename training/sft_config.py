@@ -51,6 +51,25 @@ class LoraSettings:
         if not self.target_modules:
             raise ConfigError("lora.target_modules is empty; name at least one module")
 
+    def peft_config(self, model: Any) -> Any:
+        """peft's ``LoraConfig`` for ``model``; on a vision-language model the target modules
+        are matched in its language model only, so the vision tower gets no adapters."""
+        from peft import LoraConfig
+
+        from .vision import language_model_prefix, lora_target_pattern
+
+        targets: list[str] | str = list(self.target_modules)
+        prefix = language_model_prefix(model)
+        if prefix is not None:
+            targets = lora_target_pattern(prefix, self.target_modules)
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=targets,
+            task_type="CAUSAL_LM",
+        )
+
 
 @dataclass
 class SFTConfig:

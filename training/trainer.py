@@ -46,7 +46,6 @@ __all__ = [
     "bf16_supported",
     "load_tokenizer",
     "load_trusted_tensors",
-    "peft_config",
     "use_bf16",
 ]
 
@@ -164,7 +163,7 @@ class Trainer:
         if resume and not self.use_deepspeed:
             return PeftModel.from_pretrained(model, resume, is_trainable=True)
         try:
-            return get_peft_model(model, peft_config(config, model))
+            return get_peft_model(model, config.lora.peft_config(model))
         except ValueError as exc:
             raise ConfigError(f"lora.target_modules: {exc}") from None
 
@@ -384,27 +383,6 @@ class Trainer:
             if "cuda" in saved["rng"] and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(saved["rng"]["cuda"])
         return int(state["step"]), int(state.get("tokens", 0)), float(state.get("elapsed_s", 0.0))
-
-
-def peft_config(config: SFTConfig | RLConfig, model: Any) -> Any:
-    """The run's LoRA settings for ``model``; on a vision-language model the target modules
-    are matched in its language model only, so the vision tower gets no adapters."""
-    from peft import LoraConfig
-
-    from .vision import language_model_prefix, lora_target_pattern
-
-    lora = config.lora
-    targets: list[str] | str = list(lora.target_modules)
-    prefix = language_model_prefix(model)
-    if prefix is not None:
-        targets = lora_target_pattern(prefix, lora.target_modules)
-    return LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=targets,
-        task_type="CAUSAL_LM",
-    )
 
 
 def bf16_supported() -> bool:

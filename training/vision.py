@@ -147,7 +147,7 @@ class Vision:
         ``placeholder``; ``images`` of them are expected (``ConfigError`` otherwise). Image
         tokens typed anywhere else are broken (``< image>``), as the server breaks them, so
         only a row's images put image tokens in its prompt."""
-        from safework.server.images import hide_placeholder
+        from safework.engine.base import hide_placeholder
 
         token = self.processor.tokenizer.decode([self.image_token_id])
         markers = tuple(dict.fromkeys((self.placeholder, token, IMAGE_MARKER)))

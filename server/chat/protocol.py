@@ -7,9 +7,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from safework.engine.base import StructuredOutput
+from safework.engine.base import StructuredOutput, hide_placeholder
 
-from ..images import ImagePart, hide_placeholder
+from ..images import ImagePart
 from ..protocol import (
     OpenAIBaseModel,
     ResponseFormat,
