@@ -13,6 +13,7 @@ A thin CLI: each subcommand is a small object with ``add_arguments`` and ``run``
 
   rl         an RL stage: ``--stage m3rl|efficient|search`` (``rl.py``)
   pipeline   sft -> m3rl -> efficient -> search, eval after each (``pipeline.py``)
+  analyze    ``analyze mi``: MI between hidden states and a reference, its peaks (``analyze.py``)
 
 Run::
 
@@ -41,6 +42,7 @@ from safework.training.config import add_config_arguments, config_from_args
 
 __all__ = [
     "COMMANDS",
+    "AnalyzeCommand",
     "CalibrateCommand",
     "Command",
     "ConfigCommand",
@@ -212,6 +214,14 @@ class RLCommand(ConfigCommand):
         return super().run(args)
 
 
+class AnalyzeCommand(ConfigCommand):
+    """``safework-train analyze mi [KEY=VALUE ...]``: the analysis is named first."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("analysis", choices=("mi",), help="what to analyse")
+        super().add_arguments(parser)
+
+
 class PipelineCommand:
     """``safework-train pipeline recipe.yaml [KEY=VALUE ...]``."""
 
@@ -260,6 +270,11 @@ COMMANDS: tuple[Command, ...] = (
         "rl",
         "a SafeLadder RL stage with CPGD: --stage m3rl, efficient or search",
         "safework.training.rl:RLConfig:train_rl",
+    ),
+    AnalyzeCommand(
+        "analyze",
+        "mi: where a checkpoint's hidden states carry the reference answer (MI peaks)",
+        "safework.training.analyze:MIConfig:run_mi",
     ),
     PipelineCommand(),
     EffectsCommand(),
