@@ -93,23 +93,11 @@ class Prompt:
 
 
 def _read_prompts(path: Path) -> list[Prompt]:
+    from .rl_data import read_prompt_rows
+
     out = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    for number, row, messages in read_prompt_rows(path):
         where = f"{path}:{number}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{where}: not JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise ConfigError(f"{where}: a row must be a JSON object")
-        if isinstance(row.get("prompt"), str) and row["prompt"].strip():
-            messages = [{"role": "user", "content": row["prompt"]}]
-        elif isinstance(row.get("messages"), list) and row["messages"]:
-            messages = row["messages"]
-        else:
-            raise ConfigError(f"{where}: give 'prompt' (text) or 'messages' (a list)")
         reference = row.get("reference")
         if not isinstance(reference, str) or not reference.strip():
             raise ConfigError(f"{where}: 'reference' must be a non-empty string")

@@ -23,13 +23,14 @@ Sources (``data=`` of ``safework-train rl``):
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from safework.errors import ConfigError
 
-__all__ = ["RLPrompt", "load_rl_prompts", "reward_meta"]
+__all__ = ["RLPrompt", "load_rl_prompts", "read_prompt_rows", "reward_meta"]
 
 _META_KEYS = ("answer", "dataset", "entry", "ifeval")
 
@@ -96,9 +97,10 @@ def _element_qa(cache: Path | None) -> tuple[list[RLPrompt], list[RLPrompt]]:
     return [prompt(i) for i in fit], [prompt(i) for i in held_out]
 
 
-def _read_jsonl(path: Path) -> list[RLPrompt]:
-    out: list[RLPrompt] = []
-    seen: set[str] = set()
+def read_prompt_rows(path: Path) -> Iterator[tuple[int, dict[str, Any], list[dict[str, str]]]]:
+    """Each non-blank line of a prompts JSONL as ``(line number, row, messages)``: a JSON
+    object with ``prompt`` (text) or ``messages`` (role/content objects ending with a user
+    turn); ``ConfigError`` naming ``file:line`` otherwise."""
     with path.open(encoding="utf-8") as fh:
         for number, line in enumerate(fh, 1):
             if not line.strip():
@@ -110,9 +112,6 @@ def _read_jsonl(path: Path) -> list[RLPrompt]:
                 raise ConfigError(f"{where}: not JSON ({exc.msg})") from None
             if not isinstance(row, dict):
                 raise ConfigError(f"{where}: a row must be a JSON object")
-            label = row.get("label")
-            if not isinstance(label, str) or not label:
-                raise ConfigError(f"{where}: 'label' must be a non-empty string")
             if isinstance(row.get("prompt"), str) and row["prompt"].strip():
                 messages = [{"role": "user", "content": row["prompt"]}]
             elif isinstance(row.get("messages"), list) and row["messages"]:
@@ -129,15 +128,26 @@ def _read_jsonl(path: Path) -> list[RLPrompt]:
                     )
             else:
                 raise ConfigError(f"{where}: give 'prompt' (text) or 'messages' (a list)")
-            meta = row.get("meta") or {}
-            if not isinstance(meta, dict):
-                raise ConfigError(f"{where}: 'meta' must be an object")
-            rid = str(row.get("id", f"{path.stem}-{number}"))
-            if rid in seen:
-                raise ConfigError(f"{where}: duplicate id {rid!r}")
-            seen.add(rid)
-            images = _images(path, number, {"messages": messages, "images": row.get("images")})
-            out.append(RLPrompt(rid, label, messages, meta, images))
+            yield number, row, messages
+
+
+def _read_jsonl(path: Path) -> list[RLPrompt]:
+    out: list[RLPrompt] = []
+    seen: set[str] = set()
+    for number, row, messages in read_prompt_rows(path):
+        where = f"{path}:{number}"
+        label = row.get("label")
+        if not isinstance(label, str) or not label:
+            raise ConfigError(f"{where}: 'label' must be a non-empty string")
+        meta = row.get("meta") or {}
+        if not isinstance(meta, dict):
+            raise ConfigError(f"{where}: 'meta' must be an object")
+        rid = str(row.get("id", f"{path.stem}-{number}"))
+        if rid in seen:
+            raise ConfigError(f"{where}: duplicate id {rid!r}")
+        seen.add(rid)
+        images = _images(path, number, {"messages": messages, "images": row.get("images")})
+        out.append(RLPrompt(rid, label, messages, meta, images))
     return out
 
 
