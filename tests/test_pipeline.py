@@ -198,3 +198,79 @@ def test_rerun_skips_finished_stages_and_reports(
 def test_cli_names_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["pipeline", str(tmp_path / "missing.yaml")]) == 1
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_an_analyze_section_adds_mi_peaks_after_every_eval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``analyze mi`` runs (as a child process, here recorded) after each eval; its summary
+    joins the report and the trajectory point, ``mi_peaks.md`` tables them, and a rerun keeps
+    every ``mi.json``."""
+    analysed: list[str] = []
+
+    def fake_train(config: Any) -> dict[str, Any]:
+        out = Path(config.output)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "run.json").write_text(json.dumps(config.identity(), sort_keys=True))
+        (out / "config.json").write_text("{}")
+        (out / "metrics.json").write_text(json.dumps({"steps": config.max_steps}))
+        return {"steps": config.max_steps}
+
+    def fake_cli(command: list[str], check: bool) -> Any:
+        args = dict(a.split("=", 1) for a in command if "=" in a)
+        if "analyze" in command:
+            analysed.append(args["model"])
+            assert args["n"] == "8"  # the recipe's section reaches the command
+            folder = Path(args["output"])
+            folder.mkdir(parents=True, exist_ok=True)
+            k = 2 * len(analysed)
+            part = {
+                "peak_rate": {"rate": 0.1, "k": 10, "n": 100},
+                "safety_share": {"rate": k / 10, "k": k, "n": 10},
+                "words": [["remember", k]],
+            }
+            mi = {"model": args["model"], "estimator": "gaussian", "summary": {"30": {"all": part}}}
+            (folder / "mi.json").write_text(json.dumps(mi))
+        else:
+            folder = Path(args["output"]) / args["label"]
+            folder.mkdir(parents=True, exist_ok=True)
+            report = {"model": args["model"], "summary": {"safety": 0.5}, "metrics": {}}
+            (folder / "report.json").write_text(json.dumps(report))
+            points = [{"label": label} for label in ("base", "m3rl")]
+            (Path(args["output"]) / "trajectory.json").write_text(json.dumps({"points": points}))
+        return type("Done", (), {"returncode": 0})()
+
+    import safework.training.rl as rl
+
+    monkeypatch.setattr(rl, "train_rl", fake_train)
+    monkeypatch.setattr(pipeline.subprocess, "run", fake_cli)
+    recipe = _recipe(
+        tmp_path,
+        {
+            "output": str(tmp_path / "out"),
+            "model": str(tmp_path),
+            "stages": ["m3rl"],
+            "m3rl": {"max_steps": 3},
+            "analyze": {"n": 8},
+        },
+    )
+    summary = run_pipeline(recipe)
+    assert analysed == [str(tmp_path), str(tmp_path / "out" / "m3rl")]
+    report = json.loads((tmp_path / "out" / "eval" / "m3rl" / "report.json").read_text())
+    assert report["mi_peaks"]["layers"]["30"]["all"]["safety_share"]["k"] == 4
+    points = json.loads((tmp_path / "out" / "eval" / "trajectory.json").read_text())["points"]
+    assert points[1]["mi_peaks"] == report["mi_peaks"]
+    table = Path(summary["mi_peaks"]).read_text()
+    assert "| base | 30 | all | 10/100 | 2/10 | remember (2) |" in table
+    assert "| m3rl | 30 | all | 10/100 | 4/10 | remember (4) |" in table
+    run_pipeline(recipe)
+    assert len(analysed) == 2  # kept, not analysed again
+
+
+def test_an_analyze_section_is_checked_with_the_recipe(tmp_path: Path) -> None:
+    recipe = _recipe(tmp_path, {"stages": ["m3rl"], "analyze": {"estimator": "knn"}})
+    with pytest.raises(ConfigError, match="estimator 'knn'"):
+        load_pipeline(recipe)
+    recipe = _recipe(tmp_path, {"stages": ["m3rl"], "analyze": {"model": "x"}})
+    with pytest.raises(ConfigError, match="analyze section sets 'model'"):
+        load_pipeline(recipe)

@@ -13,6 +13,7 @@ command), plus an ``eval`` section used after every stage::
     m3rl: {max_steps: 60, lr: 5e-5}
     efficient: {max_steps: 30}
     search: {max_steps: 30}
+    analyze: {n: 50}               # optional: `analyze mi` after every eval (MI peaks)
 
 Keys on the command line win over the recipe: ``output=runs/short`` replaces a top-level key,
 ``sft.max_steps=20`` or ``eval.capability_samples=8`` sets one key of a section.
@@ -25,7 +26,10 @@ checked before anything runs, so a typo in the last section fails in the first s
 the same recipe again resumes: a finished stage (its ``metrics.json`` written for this same run)
 is skipped, an interrupted one continues from its latest checkpoint, and a checkpoint already
 evaluated keeps its report. Each eval adds the stage's point to ``OUTPUT/eval/trajectory.png``
-(base -> sft -> m3rl -> ...). Evals run as child processes so vLLM's memory is returned before
+(base -> sft -> m3rl -> ...). With an ``analyze`` section, ``safework-train analyze mi`` runs
+after each eval: its summary joins the report and the trajectory point as ``mi_peaks``, and
+``OUTPUT/eval/mi_peaks.md`` tables every checkpoint's peak rate and safety share of peaks.
+Evals run as child processes so vLLM's memory is returned before
 the next stage trains.
 """
 
@@ -50,7 +54,7 @@ __all__ = ["PIPELINE_STAGES", "Pipeline", "load_pipeline", "run_pipeline"]
 logger = logging.getLogger(__name__)
 
 PIPELINE_STAGES = ("sft", "m3rl", "efficient", "search")
-_SECTIONS = ("data", "eval", *PIPELINE_STAGES)
+_SECTIONS = ("data", "eval", "analyze", *PIPELINE_STAGES)
 _TOP_KEYS = {"output", "model", "stages", "eval_base", *_SECTIONS}
 
 
@@ -65,6 +69,8 @@ class Pipeline:
     eval_section: dict[str, Any] = field(default_factory=dict)
     data: Any = None
     """The recipe's ``DataConfig`` (its ``data`` section), built before the first stage."""
+    analyze: dict[str, Any] | None = None
+    """The recipe's ``analyze`` section (``analyze mi`` keys): run after every eval when set."""
 
 
 def _stage_config(name: str, section: dict[str, Any], model: str, output: Path) -> Any:
@@ -145,6 +151,17 @@ def load_pipeline(path: Path, overrides: dict[str, Any] | None = None) -> Pipeli
     if pipeline.data is not None:  # built when the pipeline runs, so checked without it
         eval_section = {"data": str(output / "data"), **eval_section}
     pipeline.eval_section = eval_section
+    analyze = data.get("analyze")
+    if analyze is not None:
+        from .analyze import MIConfig
+
+        if not isinstance(analyze, dict):
+            raise ConfigError("recipe: 'analyze' must be a mapping of `analyze mi` keys")
+        for key in ("model", "output"):
+            if key in analyze:
+                raise ConfigError(f"recipe analyze section sets {key!r}; the pipeline sets it")
+        load_config(MIConfig, None, {**analyze, "output": str(output / "eval")})
+        pipeline.analyze = analyze
     return pipeline
 
 
@@ -220,6 +237,67 @@ def _evaluate(pipeline: Pipeline, model: str, label: str) -> dict[str, Any]:
     return json.loads(report.read_text(encoding="utf-8"))
 
 
+def _analyze(pipeline: Pipeline, model: str, label: str, report: dict[str, Any]) -> dict:
+    """``safework-train analyze mi`` of the checkpoint in a child process (its ``mi.json``
+    kept if already there); its summary goes into the eval report and the trajectory point
+    as ``mi_peaks``."""
+    folder = pipeline.output / "eval" / label
+    result = _report_of(folder / "mi" / "mi.json", model)
+    if result is None:
+        assert pipeline.analyze is not None
+        overrides = [f"{k}={json.dumps(v)}" for k, v in pipeline.analyze.items()]
+        command = [
+            sys.executable,
+            "-m",
+            "safework.training.cli",
+            "analyze",
+            "mi",
+            f"model={model}",
+            f"output={folder / 'mi'}",
+            *overrides,
+        ]
+        logger.info("analyze %s: %s", label, " ".join(command))
+        done = subprocess.run(command, check=False)
+        if done.returncode != 0:
+            raise ConfigError(f"analyze mi of {label} ({model}) failed: exit {done.returncode}")
+        result = json.loads((folder / "mi" / "mi.json").read_text(encoding="utf-8"))
+    peaks = {"estimator": result["estimator"], "layers": result["summary"]}
+    report["mi_peaks"] = peaks
+    (folder / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    trajectory = pipeline.output / "eval" / "trajectory.json"
+    if trajectory.is_file():
+        from safework.files import write_json_atomic
+
+        data = json.loads(trajectory.read_text(encoding="utf-8"))
+        for point in data.get("points", []):
+            if point.get("label") == label:
+                point["mi_peaks"] = peaks
+        write_json_atomic(trajectory, data)
+    return peaks
+
+
+def _write_mi_table(folder: Path, rows: list[tuple[str, dict[str, Any]]]) -> str:
+    """``mi_peaks.md``: per checkpoint and layer, the peak rate and the safety share of
+    peaks (all prompts, then each kind) as k/n."""
+    lines = [
+        "# MI peaks along the ladder (`safework-train analyze mi`)\n",
+        "| checkpoint | layer | prompts | peak rate | safety share of peaks | top words |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, peaks in rows:
+        for layer, by_kind in peaks["layers"].items():
+            for kind, part in by_kind.items():
+                rate, share = part["peak_rate"], part["safety_share"]
+                words = ", ".join(f"{w} ({c})" for w, c in part["words"][:5])
+                lines.append(
+                    f"| {label} | {layer} | {kind} | {rate['k']}/{rate['n']} | "
+                    f"{share['k']}/{share['n']} | {words} |"
+                )
+    path = folder / "mi_peaks.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
 def run_pipeline(recipe: Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run (or resume) every stage of ``recipe``; returns each stage's summary and eval."""
     from .rl import train_rl
@@ -234,6 +312,7 @@ def run_pipeline(recipe: Path, overrides: dict[str, Any] | None = None) -> dict[
     )
     summary: dict[str, Any] = {"output": str(pipeline.output), "stages": {}}
     reports: list[tuple[str, dict[str, Any]]] = []
+    mi_rows: list[tuple[str, dict[str, Any]]] = []
     if pipeline.data is not None:
         from .data import ensure_built
 
@@ -243,6 +322,8 @@ def run_pipeline(recipe: Path, overrides: dict[str, Any] | None = None) -> dict[
         report = _evaluate(pipeline, base, "base")
         reports.append(("base", report))
         summary["base_eval"] = _summary_of(report)
+        if pipeline.analyze is not None:
+            mi_rows.append(("base", _analyze(pipeline, base, "base", report)))
     for name in pipeline.stages:
         config = pipeline.configs[name]
         if _finished(config):
@@ -253,6 +334,9 @@ def run_pipeline(recipe: Path, overrides: dict[str, Any] | None = None) -> dict[
         report = _evaluate(pipeline, str(config.output), name)
         reports.append((name, report))
         result["eval"] = _summary_of(report)
+        if pipeline.analyze is not None:
+            mi_rows.append((name, _analyze(pipeline, str(config.output), name, report)))
+            summary["mi_peaks"] = _write_mi_table(pipeline.output / "eval", mi_rows)
         summary["stages"][name] = result
         summary["effects"] = _write_effects(pipeline.output / "eval", reports)
     summary["trajectory"] = str(pipeline.output / "eval" / "trajectory.png")
