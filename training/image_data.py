@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             source = ensure_dataset(args.data, seed=args.seed)
         counts = build_image_dataset(source, args.output, args.rows, args.seed)
     except ConfigError as e:
-        print(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
         return 1
     print(json.dumps({"output": str(args.output), "rows": counts}))
     return 0
