@@ -99,3 +99,54 @@ def test_a_planted_word_is_where_the_mi_peaks(wide_model: Path, tmp_path: Path) 
     planted = summary["summary"]["1"]["planted"]
     assert planted["peak_rate"]["k"] == 3
     assert summary["seconds"]["total"] > 0
+
+
+def test_an_evals_answers_are_analysed_without_generating(
+    wide_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safework.training import analyze
+
+    monkeypatch.setattr(analyze, "_generate", lambda *a: pytest.fail("nothing is generated"))
+    data = tmp_path / "data"
+    data.mkdir()
+    rows, samples = [], []
+    for i in range(3):
+        for task, group, reply in (
+            ("safety", "harmful", "<think>\nIt is harmful.\n</think>\n\nI can't help with that."),
+            ("math", "math", "<think>\n2 + 2 = 4\n</think>\n\n4"),
+        ):
+            meta = {"dataset": "x", "answer": "4", "entry": {}} if task == "math" else {}
+            rid = f"{task}-{i}"
+            rows.append(
+                {
+                    "id": rid,
+                    "task": task,
+                    "source": "test",
+                    "meta": meta,
+                    "messages": [
+                        {"role": "user", "content": f"Question {rid}?"},
+                        {"role": "assistant", "content": reply},
+                    ],
+                }
+            )
+            if i < 2:  # the eval answered two of each
+                samples.append({"id": rid, "group": group, "response": f"Answer to {rid}."})
+    write(data / "dev.jsonl", rows)
+    answers = write(tmp_path / "samples.jsonl", samples)
+    values = {
+        "model": str(wide_model),
+        "data": str(data),
+        "answers": str(answers),
+        "n": 10,
+        "layers": [1],
+        "output": str(tmp_path / "mi"),
+    }
+    run_mi(load_config(MIConfig, None, values))
+    result = json.loads((tmp_path / "mi" / "mi.json").read_text())
+    got = {(r["kind"], r["id"]): r["answer"] for r in result["records"]}
+    assert got == {
+        ("harmful", "safety-0"): "Answer to safety-0.",
+        ("harmful", "safety-1"): "Answer to safety-1.",
+        ("capability", "math-0"): "Answer to math-0.",
+        ("capability", "math-1"): "Answer to math-1.",
+    }

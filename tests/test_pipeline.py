@@ -221,6 +221,8 @@ def test_an_analyze_section_adds_mi_peaks_after_every_eval(
         if "analyze" in command:
             analysed.append(args["model"])
             assert args["n"] == "8"  # the recipe's section reaches the command
+            eval_folder = Path(args["output"]).parent
+            assert json.loads(args["answers"]) == str(eval_folder / "samples.jsonl")
             folder = Path(args["output"])
             folder.mkdir(parents=True, exist_ok=True)
             k = 2 * len(analysed)
@@ -236,6 +238,7 @@ def test_an_analyze_section_adds_mi_peaks_after_every_eval(
             folder.mkdir(parents=True, exist_ok=True)
             report = {"model": args["model"], "summary": {"safety": 0.5}, "metrics": {}}
             (folder / "report.json").write_text(json.dumps(report))
+            (folder / "samples.jsonl").write_text("")  # the eval's answers, analysed as given
             points = [{"label": label} for label in ("base", "m3rl")]
             (Path(args["output"]) / "trajectory.json").write_text(json.dumps({"points": points}))
         return type("Done", (), {"returncode": 0})()

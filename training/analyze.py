@@ -7,10 +7,12 @@ a reference response is estimated (``mi.py``: the estimator, its assumptions and
 each is labelled with its word (``mi_tokens.py``), and the share of peaks on a safety lexicon
 says whether the model's safety shows inside it or only in its words.
 
-Prompts (``prompts``): ``cot-sft`` (default) takes the dataset's dev rows, half harmful
-requests whose reference is the row's safe answer, half maths problems whose reference is the
-worked gold answer; or a JSONL file of ``{"prompt": str | "messages": [...], "reference": str,
-"kind": "harmful" | "capability" | any label, "answer": str (optional)}``.
+Prompts (``prompts``): ``cot-sft`` (default) takes the dataset's dev rows (``data``, default the
+built-in mix), half harmful requests whose reference is the row's safe answer, half maths
+problems whose reference is the worked gold answer; ``answers=`` an eval's ``samples.jsonl``
+takes that eval's answers to them instead of generating (what the pipeline does); or a JSONL
+file of ``{"prompt": str | "messages": [...], "reference": str, "kind": "harmful" |
+"capability" | any label, "answer": str (optional)}``.
 
 Writes ``OUTPUT/mi.json`` (per prompt: words, estimates per layer, peaks; the summary per layer
 and per kind) and the plots ``OUTPUT/mi_along.png`` (one answer, peaks marked and labelled)
@@ -56,6 +58,17 @@ class MIConfig:
     z: float = field(default=3.5, metadata={"help": "robust z-score a peak needs"})
     max_tokens: int = field(default=256, metadata={"help": "answer tokens generated"})
     batch_size: int = field(default=8, metadata={"help": "sequences per forward pass"})
+    answers: Path | None = field(
+        default=None,
+        metadata={
+            "help": "an eval's samples.jsonl: analyse its answers to the dataset's harmful and "
+            "maths prompts instead of generating (prompts=cot-sft)"
+        },
+    )
+    data: Path | None = field(
+        default=None,
+        metadata={"help": "dataset folder whose dev rows give prompts and references"},
+    )
     lexicon: Path | None = field(
         default=None, metadata={"help": "safety words, one per line (default: the built-in)"}
     )
@@ -75,6 +88,12 @@ class MIConfig:
                 raise ConfigError(f"{key} must be at least 1 (got {getattr(self, key)})")
         if self.z <= 0:
             raise ConfigError(f"z must be positive (got {self.z})")
+        if self.answers is not None and not self.answers.is_file():
+            raise ConfigError(f"answers {self.answers} is not a file (an eval's samples.jsonl)")
+        if self.answers is not None and self.prompts != "cot-sft":
+            raise ConfigError("answers= reads an eval of the dataset's prompts: leave prompts")
+        if self.data is not None and not (self.data / "dev.jsonl").is_file():
+            raise ConfigError(f"data {self.data} holds no dev.jsonl")
         if self.lexicon is not None and not self.lexicon.is_file():
             raise ConfigError(f"lexicon {self.lexicon} is not a file")
         if self.prompts != "cot-sft":
@@ -111,28 +130,54 @@ def _read_prompts(path: Path) -> list[Prompt]:
     return out
 
 
+def _eval_answers(path: Path) -> dict[tuple[str, str], str]:
+    """``(group, id) -> response`` of an eval's ``samples.jsonl``."""
+    out = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            out[(str(record["group"]), str(record["id"]))] = str(record["response"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise ConfigError(f"{path}:{number}: not an eval sample record") from None
+    return out
+
+
 def _dataset_prompts(config: MIConfig) -> list[Prompt]:
-    """Harmful and maths dev rows of the built-in dataset, half each, seeded."""
+    """Harmful and maths dev rows of the dataset, half each, seeded. The reference of a
+    harmful prompt is the row's safe answer (after its reasoning), of a maths problem the
+    whole worked answer. With ``answers``, only rows the eval answered, with its answers."""
     import random
 
     from .cot_texts import split_think
     from .data import ensure_dataset
     from .eval_tasks import load_dev
 
-    rows = load_dev(ensure_dataset("cot-sft", config.cache))
+    rows = load_dev(config.data or ensure_dataset("cot-sft", config.cache))
+    given = _eval_answers(config.answers) if config.answers is not None else None
     rng = random.Random(f"{config.seed}/mi")
     out: list[Prompt] = []
     half = config.n // 2
-    shares = (("harmful", "safety", config.n - half), ("capability", "math", half))
-    for kind, task, share in shares:
+    shares = (
+        ("harmful", "safety", "harmful", config.n - half),
+        ("capability", "math", "math", half),
+    )
+    for kind, task, group, share in shares:
         pool = [r for r in rows if r["task"] == task]
         pool = [r for r in pool if not str(r.get("source", "")).startswith("jailbr")]
+        if given is not None:
+            pool = [r for r in pool if (group, str(r["id"])) in given]
         for row in rng.sample(pool, min(share, len(pool))):
             last = max(i for i, m in enumerate(row["messages"]) if m["role"] == "user")
             reply = row["messages"][last + 1]["content"]
             parts = split_think(reply)
-            reference = parts[1] if parts else reply
-            out.append(Prompt(str(row["id"]), kind, row["messages"][: last + 1], reference))
+            reference = parts[1] if parts and kind == "harmful" else reply
+            answer = given[(group, str(row["id"]))] if given is not None else None
+            messages = row["messages"][: last + 1]
+            out.append(Prompt(str(row["id"]), kind, messages, reference, answer))
+    if not out:
+        raise ConfigError("no harmful or maths dev rows to analyse (or none the eval answered)")
     return out
 
 
@@ -215,7 +260,7 @@ def run_mi(config: MIConfig) -> dict[str, Any]:
     answers: list[list[int]] = [encode(p.answer) if p.answer is not None else [] for p in prompts]
     todo = [i for i, p in enumerate(prompts) if p.answer is None]
     clock = time.monotonic()
-    generated = _generate(model, tokenizer, [prompt_ids[i] for i in todo], config)
+    generated = _generate(model, tokenizer, [prompt_ids[i] for i in todo], config) if todo else []
     for i, ids in zip(todo, generated, strict=True):
         answers[i] = ids
     generate_s = time.monotonic() - clock

@@ -239,13 +239,19 @@ def _evaluate(pipeline: Pipeline, model: str, label: str) -> dict[str, Any]:
 
 def _analyze(pipeline: Pipeline, model: str, label: str, report: dict[str, Any]) -> dict:
     """``safework-train analyze mi`` of the checkpoint in a child process (its ``mi.json``
-    kept if already there); its summary goes into the eval report and the trajectory point
-    as ``mi_peaks``."""
+    kept if already there), on the answers its eval wrote; its summary goes into the eval
+    report and the trajectory point as ``mi_peaks``."""
     folder = pipeline.output / "eval" / label
     result = _report_of(folder / "mi" / "mi.json", model)
     if result is None:
         assert pipeline.analyze is not None
-        overrides = [f"{k}={json.dumps(v)}" for k, v in pipeline.analyze.items()]
+        section = dict(pipeline.analyze)
+        samples = folder / "samples.jsonl"
+        if section.get("prompts", "cot-sft") == "cot-sft" and samples.is_file():
+            section.setdefault("answers", str(samples))  # the eval's answers: no generation
+            if "data" in pipeline.eval_section:
+                section.setdefault("data", pipeline.eval_section["data"])
+        overrides = [f"{k}={json.dumps(v)}" for k, v in section.items()]
         command = [
             sys.executable,
             "-m",
