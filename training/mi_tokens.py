@@ -2,12 +2,12 @@
 
 A peak is found at a token, but tokens are pieces of words (``remem`` + ``ber``), so each
 token is labelled with the whole word it belongs to (``words_of``: the answer decoded token by
-token, each token's characters mapped to the word around them; a token of only spaces or
-punctuation is labelled with that text, stripped). The safety lexicon is a set of lowercase
-words (``SAFETY_LEXICON``, the kind of words the report's Figure 3 shows at its peaks:
-"remember", "avoid", "safety"...); ``load_lexicon`` reads another from a file, one word per
-line, ``#`` starting a comment. ``peak_summary`` counts the words at peaks and the share of
-peaks on a lexicon word, with its counts.
+token, each token's characters mapped to the word around them; a token of punctuation is
+labelled with that text, stripped, and one of only whitespace keeps it, e.g. a newline). The
+safety lexicon is a set of lowercase words (``SAFETY_LEXICON``, the kind of words the
+report's Figure 3 shows at its peaks: "remember", "avoid", "safety"...); ``load_lexicon``
+reads another from a file, one word per line, ``#`` starting a comment. ``peak_summary``
+counts the words at peaks and the share of peaks on a lexicon word, with its counts.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def words_of(tokenizer: Any, ids: Sequence[int]) -> list[str]:
     for end in ends:
         piece = text[start:end]
         word = next((text[a:b] for a, b in spans if a < end and b > start), None)
-        out.append(word if word is not None and piece.strip() else piece.strip())
+        out.append(word if word is not None and piece.strip() else piece.strip() or piece)
         start = max(start, end)
     return out
 
