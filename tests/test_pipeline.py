@@ -129,6 +129,16 @@ def test_shipped_recipe_loads() -> None:
     assert p.stages == ["sft", "m3rl", "efficient", "search"]
 
 
+def _finished_run(config: Any) -> dict[str, Any]:
+    """What a stage leaves when it has trained to the end (run.json, config.json, metrics)."""
+    out = Path(config.output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "run.json").write_text(json.dumps(config.identity(), sort_keys=True))
+    (out / "config.json").write_text("{}")
+    (out / "metrics.json").write_text(json.dumps({"steps": config.max_steps}))
+    return {"steps": config.max_steps}
+
+
 def test_rerun_skips_finished_stages_and_reports(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -139,12 +149,7 @@ def test_rerun_skips_finished_stages_and_reports(
 
     def fake_train(config: Any) -> dict[str, Any]:
         trained.append(config.stage)
-        out = Path(config.output)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "run.json").write_text(json.dumps(config.identity(), sort_keys=True))
-        (out / "config.json").write_text("{}")
-        (out / "metrics.json").write_text(json.dumps({"steps": config.max_steps}))
-        return {"steps": config.max_steps}
+        return _finished_run(config)
 
     def fake_eval_cli(command: list[str], check: bool) -> Any:
         args = dict(a.split("=", 1) for a in command if "=" in a)
@@ -208,14 +213,6 @@ def test_an_analyze_section_adds_mi_peaks_after_every_eval(
     every ``mi.json``."""
     analysed: list[str] = []
 
-    def fake_train(config: Any) -> dict[str, Any]:
-        out = Path(config.output)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "run.json").write_text(json.dumps(config.identity(), sort_keys=True))
-        (out / "config.json").write_text("{}")
-        (out / "metrics.json").write_text(json.dumps({"steps": config.max_steps}))
-        return {"steps": config.max_steps}
-
     def fake_cli(command: list[str], check: bool) -> Any:
         args = dict(a.split("=", 1) for a in command if "=" in a)
         if "analyze" in command:
@@ -245,7 +242,7 @@ def test_an_analyze_section_adds_mi_peaks_after_every_eval(
 
     import safework.training.rl as rl
 
-    monkeypatch.setattr(rl, "train_rl", fake_train)
+    monkeypatch.setattr(rl, "train_rl", _finished_run)
     monkeypatch.setattr(pipeline.subprocess, "run", fake_cli)
     recipe = _recipe(
         tmp_path,

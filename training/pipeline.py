@@ -219,22 +219,20 @@ def _evaluate(pipeline: Pipeline, model: str, label: str) -> dict[str, Any]:
     if kept is not None:
         logger.info("eval %s: kept %s", label, report)
         return kept
-    overrides = [f"{k}={json.dumps(v)}" for k, v in pipeline.eval_section.items()]
-    command = [
-        sys.executable,
-        "-m",
-        "safework.training.cli",
-        "eval",
-        f"model={model}",
-        f"label={label}",
-        f"output={pipeline.output / 'eval'}",
-        *overrides,
-    ]
-    logger.info("eval %s: %s", label, " ".join(command))
-    done = subprocess.run(command, check=False)
-    if done.returncode != 0:
-        raise ConfigError(f"eval of {label} ({model}) failed with exit code {done.returncode}")
+    args = ["eval", f"model={model}", f"label={label}", f"output={pipeline.output / 'eval'}"]
+    code = _child(args, pipeline.eval_section, f"eval {label}")
+    if code != 0:
+        raise ConfigError(f"eval of {label} ({model}) failed with exit code {code}")
     return json.loads(report.read_text(encoding="utf-8"))
+
+
+def _child(args: list[str], section: dict[str, Any], what: str) -> int:
+    """``safework-train ARGS`` plus the section's keys as ``KEY=JSON``, in a child process
+    (so vLLM's memory goes back when it ends); its exit code."""
+    overrides = [f"{k}={json.dumps(v)}" for k, v in section.items()]
+    command = [sys.executable, "-m", "safework.training.cli", *args, *overrides]
+    logger.info("%s: %s", what, " ".join(command))
+    return subprocess.run(command, check=False).returncode
 
 
 def _analyze(pipeline: Pipeline, model: str, label: str, report: dict[str, Any]) -> dict:
@@ -251,21 +249,10 @@ def _analyze(pipeline: Pipeline, model: str, label: str, report: dict[str, Any])
             section.setdefault("answers", str(samples))  # the eval's answers: no generation
             if "data" in pipeline.eval_section:
                 section.setdefault("data", pipeline.eval_section["data"])
-        overrides = [f"{k}={json.dumps(v)}" for k, v in section.items()]
-        command = [
-            sys.executable,
-            "-m",
-            "safework.training.cli",
-            "analyze",
-            "mi",
-            f"model={model}",
-            f"output={folder / 'mi'}",
-            *overrides,
-        ]
-        logger.info("analyze %s: %s", label, " ".join(command))
-        done = subprocess.run(command, check=False)
-        if done.returncode != 0:
-            raise ConfigError(f"analyze mi of {label} ({model}) failed: exit {done.returncode}")
+        args = ["analyze", "mi", f"model={model}", f"output={folder / 'mi'}"]
+        code = _child(args, section, f"analyze {label}")
+        if code != 0:
+            raise ConfigError(f"analyze mi of {label} ({model}) failed: exit {code}")
         result = json.loads((folder / "mi" / "mi.json").read_text(encoding="utf-8"))
     peaks = {"estimator": result["estimator"], "layers": result["summary"]}
     report["mi_peaks"] = peaks
