@@ -58,6 +58,7 @@ def _prompts(path: Path, labels: dict[str, int]) -> Path:
         ({"rewards": {"math": {"format": 1.0}}}, "no reward route"),
         ({"cpgd": {"clip_eps": 1.5}}, "clip_eps"),
         ({"temperature": 0}, "temperature"),
+        ({"micro_batch_tokens": -1}, "micro_batch_tokens must be 0 or more"),
     ],
 )
 def test_bad_settings_are_refused_before_any_compute(values: dict, message: str) -> None:
@@ -200,6 +201,29 @@ def test_batch_mask_lines_up_with_the_completion(tiny_model: Path) -> None:
     assert batch["mask"][1].tolist() == [1, 0, 0, 0, 0, 0]
     assert batch["input_ids"][0].tolist() == [11, 12, 13, 21, 22, 23, 24]
     assert batch["advantages"].tolist() == [0.5, -1.0]
+
+
+@pytest.mark.parametrize(
+    ("lengths", "size", "tokens", "runs"),
+    [
+        ([5, 3, 4, 1], 8, 0, [[3, 1, 2, 0]]),  # sorted by length, one run
+        ([5, 3, 4, 1], 2, 0, [[3, 1], [2, 0]]),
+        ([100, 10, 10, 10, 60], 8, 120, [[1, 2, 3], [4], [0]]),  # 4 x 60 > 120
+        ([500, 20], 8, 100, [[1], [0]]),  # longer than the budget: alone
+    ],
+)
+def test_micro_batches_hold_at_most_size_sequences_and_the_token_budget(
+    lengths: list[int], size: int, tokens: int, runs: list[list[int]]
+) -> None:
+    from safework.training.rl_update import micro_batches
+
+    got = micro_batches(lengths, size, tokens)
+    assert got == runs
+    assert sorted(i for run in got for i in run) == list(range(len(lengths)))
+    for run in got:
+        width = max(lengths[i] for i in run)
+        assert len(run) <= size
+        assert not tokens or len(run) == 1 or len(run) * width <= tokens
 
 
 # --------------------------------------------------------------------------- smoke runs

@@ -38,6 +38,7 @@ _RUN_SWITCHES = (
     "max_minutes",
     # these change how an update is computed, never what it is
     "micro_batch_size",
+    "micro_batch_tokens",
     "rollout_engine",
     "rollout_dtype",
     "gradient_checkpointing",
@@ -179,6 +180,12 @@ class RLConfig:
     ppo_epochs: int = field(default=1, metadata=help_text("passes over each step's samples"))
     mini_batches: int = field(default=1, metadata=help_text("optimizer steps per pass"))
     micro_batch_size: int = field(default=8, metadata=help_text("sequences per forward pass"))
+    micro_batch_tokens: int = field(
+        default=4096,
+        metadata=help_text(
+            "padded tokens per forward pass at most (0: no limit; one long sequence goes alone)"
+        ),
+    )
     lr: float = field(default=2e-5, metadata=help_text("learning rate (LoRA: 1e-5..1e-4)"))
     weight_decay: float = field(default=0.0, metadata=help_text("AdamW weight decay"))
     warmup_ratio: float = field(default=0.0, metadata=help_text("share of updates warming up"))
@@ -262,7 +269,7 @@ class RLConfig:
         for key in ("ppo_epochs", "mini_batches", "micro_batch_size", "log_every"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
-        for key in ("save_every", "save_total_limit", "held_out"):
+        for key in ("save_every", "save_total_limit", "held_out", "micro_batch_tokens"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be 0 or more, got {getattr(self, key)}")
         if self.temperature <= 0 or not 0 < self.top_p <= 1:

@@ -1,13 +1,14 @@
 """The policy update of one RL step: batch preparation, then CPGD optimizer steps.
 
 ``CPGDUpdate`` is a collaborator of ``RLRun`` (``rl_trainer.py``), which hands it a step's kept
-samples (trajectory, advantage). ``prepare`` sorts them into micro-batches of
-``micro_batch_size`` (same-length neighbours together) and measures the sampling policy's and
-the reference policy's log-probs before anything changes; then ``ppo_epochs`` passes each run
-``mini_batches`` CPGD steps (``step``) over a seeded split of the micro-batches. The loss of a
-micro-batch is normalised by the trained tokens (or sequences) of its whole mini-batch, so
-micro-batching never changes the update. Backward passes and optimizer steps are the shared
-``Trainer``'s (``trainer.py``).
+samples (trajectory, advantage). ``prepare`` sorts them into micro-batches of at most
+``micro_batch_size`` sequences and ``micro_batch_tokens`` padded tokens (same-length neighbours
+together; ``micro_batches``), so long search transcripts run a few at a time, and measures the
+sampling policy's and the reference policy's log-probs before anything changes; then
+``ppo_epochs`` passes each run ``mini_batches`` CPGD steps (``step``) over a seeded split of
+the micro-batches. The loss of a micro-batch is normalised by the trained tokens (or
+sequences) of its whole mini-batch, so micro-batching never changes the update. Backward
+passes and optimizer steps are the shared ``Trainer``'s (``trainer.py``).
 
 Under the ``deepspeed`` launcher the normaliser is summed over ranks, and ranks with fewer
 micro-batches run zero-weighted ones (the step's ``filler`` trajectory) so every rank joins the
@@ -27,9 +28,27 @@ from .rollout import Trajectory
 from .trainer import Trainer
 from .vision import Vision
 
-__all__ = ["CPGDUpdate", "PreparedStep", "collate_samples"]
+__all__ = ["CPGDUpdate", "PreparedStep", "collate_samples", "micro_batches"]
 
 Sample = tuple[Trajectory, float]  # a trajectory and its advantage
+
+
+def micro_batches(lengths: Sequence[int], size: int, tokens: int = 0) -> list[list[int]]:
+    """Indices of ``lengths`` sorted by length and cut into runs of at most ``size`` whose
+    padded width (count x longest) is at most ``tokens`` (0: no token limit). A sequence
+    longer than ``tokens`` goes alone. The forward pass's memory grows with the padded
+    tokens, so a token budget keeps a batch of long transcripts from holding all of them at
+    once while short ones still go ``size`` at a time."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    out: list[list[int]] = []
+    for i in order:
+        run = out[-1] if out else None
+        # sorted ascending: this sequence is the run's longest
+        if run and len(run) < size and (not tokens or (len(run) + 1) * lengths[i] <= tokens):
+            run.append(i)
+        else:
+            out.append([i])
+    return out
 
 
 def collate_samples(
@@ -164,8 +183,9 @@ class CPGDUpdate:
         config, trainer = self.config, self.trainer
         model, device, micro = trainer.policy, trainer.device, config.micro_batch_size
         pad = trainer.tokenizer.pad_token_id
-        samples = sorted(samples, key=lambda s: len(s[0].prompt_ids) + len(s[0].completion_ids))
-        chunks = [samples[i : i + micro] for i in range(0, len(samples), micro)]
+        lengths = [len(t.prompt_ids) + len(t.completion_ids) for t, _ in samples]
+        runs = micro_batches(lengths, micro, config.micro_batch_tokens)
+        chunks = [[samples[i] for i in run] for run in runs]
         vision = self.trainer.vision
         batches = [collate_samples(c, pad, device, vision) for c in chunks]
         spare = None if filler is None else collate_samples([(filler, 0.0)], pad, device, vision)
