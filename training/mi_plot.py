@@ -51,7 +51,7 @@ def plot_mi(result: dict[str, Any], output: Path) -> list[Path]:
             colour = SAFETY if word.lower() in lexicon else OTHER
             ax.plot(t, values[t], "o", color=colour)
             ax.annotate(
-                word,
+                _shown(word),
                 (t, values[t]),
                 textcoords="offset points",
                 xytext=(0, 6),
@@ -73,7 +73,7 @@ def plot_mi(result: dict[str, Any], output: Path) -> list[Path]:
     labels = [w for w, _ in words][::-1]
     counts = [c for _, c in words][::-1]
     colours = [SAFETY if w in lexicon else OTHER for w in labels]
-    ax.barh(labels, counts, color=colours)
+    ax.barh([_shown(w) for w in labels], counts, color=colours)
     share = result["summary"][layer]["all"]["safety_share"]
     ax.set_title(
         f"words at MI peaks, layer {layer}: {share['k']}/{share['n']} on the safety lexicon"
@@ -85,6 +85,13 @@ def plot_mi(result: dict[str, Any], output: Path) -> list[Path]:
     plt.close(fig)
     written.append(path)
     return written
+
+
+def _shown(word: str) -> str:
+    """A word as a plot label: whitespace shown (a newline reads as ``\\n``, a space as a
+    middle dot), ``$`` kept literal (matplotlib would start maths there)."""
+    text = repr(word)[1:-1].replace(" ", "\u00b7") if not word.strip() else word
+    return text.replace("$", r"\$")
 
 
 if __name__ == "__main__":
