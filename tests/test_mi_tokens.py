@@ -40,3 +40,12 @@ def test_a_lexicon_file_replaces_the_default(tmp_path: Path) -> None:
     (tmp_path / "empty.txt").write_text("# nothing\n")
     with pytest.raises(ValueError, match="holds no word"):
         load_lexicon(tmp_path / "empty.txt")
+
+
+def test_plot_labels_show_whitespace_and_keep_dollars_literal() -> None:
+    from safework.training.mi_plot import _shown
+
+    assert _shown("\n") == "\\n"
+    assert _shown("  ") == "\u00b7\u00b7"
+    assert _shown("$5") == "\\$5"
+    assert _shown("avoid") == "avoid"
