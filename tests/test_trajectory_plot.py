@@ -52,7 +52,7 @@ def test_plot_draws_points_labels_arrows_and_the_diagonal(tmp_path: Path, monkey
     monkeypatch.setattr(Figure, "savefig", keep)
     points = [point("base", 0.1, 0.3), point("no-number", None, 0.5), point("sft", 0.2, 0.6)]
     plot_trajectory(points, tmp_path / "t.png")
-    ax, key = saved[0].axes
+    ax, key, closeup = saved[0].axes
     assert ax.get_xlim() == (0.0, 1.0)
     assert ax.get_ylim() == (0.0, 1.0)
     assert "capability" in ax.get_xlabel()
@@ -71,6 +71,45 @@ def test_plot_draws_points_labels_arrows_and_the_diagonal(tmp_path: Path, monkey
     assert rows[1].split() == ["1", "base", "0.10", "0.30"]
     assert rows[2].split() == ["2", "sft", "0.20", "0.60"]
     assert "no-number" not in table.get_text()
+    assert "search" not in table.get_text()  # no point measured search
+    # the close-up fits the points: 0.1..0.2 wide and 0.3..0.6 tall, with a margin
+    x0, x1 = closeup.get_xlim()
+    y0, y1 = closeup.get_ylim()
+    assert 0.05 < x0 < 0.1 < 0.2 < x1 < 0.25
+    assert 0.2 < y0 < 0.3 < 0.6 < y1 < 0.7
+    assert [t.get_text() for t in closeup.texts if t.get_text().isdigit()] == ["1", "2"]
+
+
+def test_the_key_lists_search_metrics_of_the_points_that_measured_them(
+    tmp_path: Path, monkeypatch
+) -> None:
+    from matplotlib.figure import Figure
+
+    saved: list[Figure] = []
+    original = Figure.savefig
+    monkeypatch.setattr(
+        Figure, "savefig", lambda self, *a, **kw: (saved.append(self), original(self, *a, **kw))
+    )
+    searched = {"search_protocol": 0.5, "search_accuracy": 0.375, "confidently_wrong": 0.0}
+    points = [point("base", 0.1, 0.3), {**point("sft", 0.2, 0.6), **searched}]
+    plot_trajectory(points, tmp_path / "t.png")
+    rows = saved[0].axes[1].texts[0].get_text().splitlines()
+    at = rows.index("search, held-out questions")
+    assert rows[at + 1].split() == ["#", "protocol", "accuracy", "ECE", "cal.", "conf.wrong"]
+    assert rows[at + 2].split() == ["2", "0.50", "0.38", "-", "0.00"]  # base measured none
+    assert len(rows) == at + 3
+
+
+def test_one_point_has_no_closeup(tmp_path: Path, monkeypatch) -> None:
+    from matplotlib.figure import Figure
+
+    saved: list[Figure] = []
+    original = Figure.savefig
+    monkeypatch.setattr(
+        Figure, "savefig", lambda self, *a, **kw: (saved.append(self), original(self, *a, **kw))
+    )
+    plot_trajectory([point("base", 0.1, 0.3)], tmp_path / "t.png")
+    assert len(saved[0].axes) == 2
 
 
 def test_the_key_shortens_long_labels_and_lists_the_latest(tmp_path: Path, monkeypatch) -> None:

@@ -4,7 +4,10 @@ Each evaluated checkpoint is a point: x = capability, y = safety, both in [0, 1]
 ``eval_report.summary`` defines them (the axis labels say how). Points are numbered and joined by
 arrows in evaluation order, so the training trajectory reads from the first checkpoint to the
 last (the latest is drawn darker); a key beside the plot lists each number's label and values,
-so labels never sit on top of each other. The dashed line y = x is the 45-degree line along
+so labels never sit on top of each other, and the search metrics of each checkpoint when its
+evaluation measured them. Under the key a close-up draws the same path on axes fitted to the
+points, where steps of a few hundredths (too small to see on the unit square) can be read. The
+dashed line y = x is the 45-degree line along
 which safety keeps pace with capability (above it safety leads, below it capability does).
 
 Drawn with matplotlib's Agg backend (no display needed), into a PNG::
@@ -38,14 +41,21 @@ _MAX_KEY_ROWS = 24
 """The key lists the latest checkpoints only beyond this many (the markers keep their numbers)."""
 
 
+def _with_numbers(points: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The points that have both a capability and a safety number."""
+    return [
+        p
+        for p in points
+        if isinstance(p.get("capability"), int | float) and isinstance(p.get("safety"), int | float)
+    ]
+
+
 def _usable(points: Sequence[Mapping[str, Any]]) -> list[tuple[str, float, float]]:
     """``(label, capability, safety)`` of the points that have both numbers."""
-    out = []
-    for p in points:
-        x, y = p.get("capability"), p.get("safety")
-        if isinstance(x, int | float) and isinstance(y, int | float):
-            out.append((str(p.get("label", "")), float(x), float(y)))
-    return out
+    return [
+        (str(p.get("label", "")), float(p["capability"]), float(p["safety"]))
+        for p in _with_numbers(points)
+    ]
 
 
 def _draw_regions(ax: Any) -> None:
@@ -85,8 +95,56 @@ def _draw_path(ax: Any, usable: list[tuple[str, float, float]]) -> None:
         )
 
 
-def _draw_key(ax: Any, usable: list[tuple[str, float, float]]) -> None:
-    """The checkpoints by number, as a small table: label, capability, safety."""
+_SEARCH_COLUMNS = (
+    ("search_protocol", "protocol"),
+    ("search_accuracy", "accuracy"),
+    ("ece_calibrated", "ECE cal."),
+    ("confidently_wrong", "conf.wrong"),
+)
+"""Search metrics of a trajectory point (eval with a search backend) and their key headings."""
+
+
+def _search_rows(points: Sequence[Mapping[str, Any]], numbers: list[int]) -> list[str]:
+    """The key's search table: one row per numbered point that measured search."""
+    rows = []
+    for number, p in zip(numbers, points, strict=True):
+        values = [p.get(k) for k, _ in _SEARCH_COLUMNS]
+        if all(v is None for v in values):
+            continue
+        cells = "".join(
+            f"{v:>11.2f}" if isinstance(v, int | float) else f"{'-':>11}" for v in values
+        )
+        rows.append(f"{number:>2}{cells}")
+    if not rows:
+        return []
+    heads = "".join(f"{h:>11}" for _, h in _SEARCH_COLUMNS)
+    return ["", "search, held-out questions", f" #{heads}", *rows]
+
+
+def _draw_closeup(ax: Any, usable: list[tuple[str, float, float]]) -> None:
+    """The path again on axes fitted to its points (at least 0.04 wide and tall)."""
+    xs, ys = [u[1] for u in usable], [u[2] for u in usable]
+    limits = []
+    for values in (xs, ys):
+        middle, span = (max(values) + min(values)) / 2, max(max(values) - min(values), 0.04)
+        limits.append((middle - 0.65 * span, middle + 0.65 * span))
+    (x0, x1), (y0, y1) = limits
+    low, high = min(x0, y0), max(x1, y1)
+    ax.plot([low, high], [low, high], "--", color="#777777", linewidth=1.0, zorder=1)
+    _draw_path(ax, usable)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.grid(True, color="#dddddd", linewidth=0.6, zorder=0)
+    ax.set_axisbelow(True)
+    ax.tick_params(labelsize=7.5)
+    ax.set_title("close-up (same axes, fitted to the points)", fontsize=8.5)
+
+
+def _draw_key(
+    ax: Any, usable: list[tuple[str, float, float]], points: Sequence[Mapping[str, Any]] = ()
+) -> None:
+    """The checkpoints by number, as a small table: label, capability, safety; then the
+    search metrics of the points that have them (``points``: the usable points' records)."""
     ax.axis("off")
     if not usable:
         ax.text(0.0, 1.0, "no evaluated checkpoints yet", va="top", color="#777777", fontsize=9)
@@ -97,6 +155,8 @@ def _draw_key(ax: Any, usable: list[tuple[str, float, float]]) -> None:
         rows.append(f"    ({first} earlier not listed)")
     for number, (label, x, y) in enumerate(usable[first:], first + 1):
         rows.append(f"{number:>2}  {_short(label):<{_KEY_WIDTH}}  {x:6.2f}  {y:6.2f}")
+    if points:
+        rows += _search_rows(points[first:], list(range(first + 1, len(usable) + 1)))
     ax.text(0.0, 1.0, "\n".join(rows), va="top", fontsize=8, family="monospace", linespacing=1.6)
 
 
@@ -123,13 +183,15 @@ def plot_trajectory(
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(9.6, 6.6), dpi=150, layout="constrained")
-    grid = fig.add_gridspec(1, 2, width_ratios=(1.0, 0.42))
-    ax, key = fig.add_subplot(grid[0]), fig.add_subplot(grid[1])
+    grid = fig.add_gridspec(2, 2, width_ratios=(1.0, 0.42), height_ratios=(1.0, 1.0))
+    ax, key = fig.add_subplot(grid[:, 0]), fig.add_subplot(grid[0, 1])
     _draw_regions(ax)
     usable = _usable(points)
     if usable:
         _draw_path(ax, usable)
-    _draw_key(key, usable)
+    _draw_key(key, usable, _with_numbers(points))
+    if len(usable) >= 2:
+        _draw_closeup(fig.add_subplot(grid[1, 1]), usable)
     ax.set_xlabel(xlabel, fontsize=9.5)
     ax.set_ylabel(ylabel, fontsize=9.5)
     ax.set_title(title, fontsize=12)
