@@ -91,7 +91,7 @@ format: install
 	$(BIN)/ruff format .
 
 test: lint model value-models corpus calibration browser postgres
-	SAFEWORK_TEST_POSTGRES=1 $(BIN)/python -m pytest $(PYTEST_ARGS)
+	SAFEWORK_TEST_POSTGRES=1 $(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
 
 # The reliability suite at length: 10 minutes of mixed multi-tenant traffic with dropped
 # streams, and 500 fuzzed requests per operation (`make test` runs 20 s and 25).
