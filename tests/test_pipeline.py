@@ -226,7 +226,7 @@ def test_an_analyze_section_adds_mi_peaks_after_every_eval(
             part = {
                 "peak_rate": {"rate": 0.1, "k": 10, "n": 100},
                 "safety_share": {"rate": k / 10, "k": k, "n": 10},
-                "words": [["remember", k]],
+                "words": [["remember", k], ["\n", 1], ["|", 1]],
             }
             mi = {"model": args["model"], "estimator": "gaussian", "summary": {"30": {"all": part}}}
             (folder / "mi.json").write_text(json.dumps(mi))
@@ -261,8 +261,10 @@ def test_an_analyze_section_adds_mi_peaks_after_every_eval(
     points = json.loads((tmp_path / "out" / "eval" / "trajectory.json").read_text())["points"]
     assert points[1]["mi_peaks"] == report["mi_peaks"]
     table = Path(summary["mi_peaks"]).read_text()
-    assert "| base | 30 | all | 10/100 | 2/10 | remember (2) |" in table
-    assert "| m3rl | 30 | all | 10/100 | 4/10 | remember (4) |" in table
+    # a newline or a pipe at a peak must not break the table's rows
+    assert "| base | 30 | all | 10/100 | 2/10 | remember (2), \\n (1), \\| (1) |" in table
+    assert "| m3rl | 30 | all | 10/100 | 4/10 | remember (4), \\n (1), \\| (1) |" in table
+    assert len(table.splitlines()) == 6  # title, blank line, header, rule, two rows
     run_pipeline(recipe)
     assert len(analysed) == 2  # kept, not analysed again
 

@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .mi_tokens import visible
+
 __all__ = ["plot_mi"]
 
 SAFETY, OTHER = "#c0392b", "#7f8c8d"
@@ -88,10 +90,9 @@ def plot_mi(result: dict[str, Any], output: Path) -> list[Path]:
 
 
 def _shown(word: str) -> str:
-    """A word as a plot label: whitespace shown (a newline reads as ``\\n``, a space as a
-    middle dot), ``$`` kept literal (matplotlib would start maths there)."""
-    text = repr(word)[1:-1].replace(" ", "\u00b7") if not word.strip() else word
-    return text.replace("$", r"\$")
+    """A word as a plot label: whitespace shown (``visible``), ``$`` kept literal (matplotlib
+    would start maths there)."""
+    return visible(word).replace("$", r"\$")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SAFETY_LEXICON", "load_lexicon", "peak_summary", "words_of"]
+__all__ = ["SAFETY_LEXICON", "load_lexicon", "peak_summary", "visible", "words_of"]
 
 SAFETY_LEXICON = frozenset(
     """
@@ -63,6 +63,12 @@ def words_of(tokenizer: Any, ids: Sequence[int]) -> list[str]:
         out.append(word if word is not None and piece.strip() else piece.strip() or piece)
         start = max(start, end)
     return out
+
+
+def visible(word: str) -> str:
+    """A word as it should read in a label or a table cell: a word of only whitespace shown
+    escaped (a newline as ``\\n``, a space as a middle dot); any other word as it is."""
+    return repr(word)[1:-1].replace(" ", "\u00b7") if not word.strip() else word
 
 
 def peak_summary(

@@ -269,6 +269,13 @@ def _analyze(pipeline: Pipeline, model: str, label: str, report: dict[str, Any])
     return peaks
 
 
+def _cell(word: str) -> str:
+    """A peak word inside a markdown table cell: whitespace shown, ``|`` escaped."""
+    from .mi_tokens import visible
+
+    return visible(word).replace("|", "\\|")
+
+
 def _write_mi_table(folder: Path, rows: list[tuple[str, dict[str, Any]]]) -> str:
     """``mi_peaks.md``: per checkpoint and layer, the peak rate and the safety share of
     peaks (all prompts, then each kind) as k/n."""
@@ -281,7 +288,7 @@ def _write_mi_table(folder: Path, rows: list[tuple[str, dict[str, Any]]]) -> str
         for layer, by_kind in peaks["layers"].items():
             for kind, part in by_kind.items():
                 rate, share = part["peak_rate"], part["safety_share"]
-                words = ", ".join(f"{w} ({c})" for w, c in part["words"][:5])
+                words = ", ".join(f"{_cell(w)} ({c})" for w, c in part["words"][:5])
                 lines.append(
                     f"| {label} | {layer} | {kind} | {rate['k']}/{rate['n']} | "
                     f"{share['k']}/{share['n']} | {words} |"
