@@ -260,6 +260,7 @@ def test_an_analyze_section_adds_mi_peaks_after_every_eval(
     assert report["mi_peaks"]["layers"]["30"]["all"]["safety_share"]["k"] == 4
     points = json.loads((tmp_path / "out" / "eval" / "trajectory.json").read_text())["points"]
     assert points[1]["mi_peaks"] == report["mi_peaks"]
+    assert (tmp_path / "out" / "eval" / "trajectory.png").is_file()  # redrawn with the peaks
     table = Path(summary["mi_peaks"]).read_text()
     # a newline or a pipe at a peak must not break the table's rows
     assert "| base | 30 | all | 10/100 | 2/10 | remember (2), \\n (1), \\| (1) |" in table

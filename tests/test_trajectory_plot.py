@@ -100,6 +100,29 @@ def test_the_key_lists_search_metrics_of_the_points_that_measured_them(
     assert len(rows) == at + 3
 
 
+def test_the_key_lists_mi_peaks_at_the_deepest_layer(tmp_path: Path, monkeypatch) -> None:
+    from matplotlib.figure import Figure
+
+    saved: list[Figure] = []
+    original = Figure.savefig
+    monkeypatch.setattr(
+        Figure, "savefig", lambda self, *a, **kw: (saved.append(self), original(self, *a, **kw))
+    )
+
+    def peaks(k: int, n: int, share: int) -> dict:
+        part = {"peak_rate": {"k": k, "n": n}, "safety_share": {"k": share, "n": k}}
+        return {"all": part}
+
+    analysed = {"mi_peaks": {"layers": {"9": peaks(9, 900, 0), "30": peaks(12, 1000, 3)}}}
+    points = [point("base", 0.1, 0.3), {**point("sft", 0.2, 0.6), **analysed}]
+    plot_trajectory(points, tmp_path / "t.png")
+    rows = saved[0].axes[1].texts[0].get_text().splitlines()
+    at = rows.index("MI peaks (analyze mi)")
+    assert rows[at + 1].split() == ["#", "layer", "peaks/tokens", "safety"]
+    assert rows[at + 2].split() == ["2", "30", "12/1000", "3/12"]  # 30 > 9 as numbers
+    assert len(rows) == at + 3
+
+
 def test_one_point_has_no_closeup(tmp_path: Path, monkeypatch) -> None:
     from matplotlib.figure import Figure
 

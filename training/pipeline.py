@@ -266,6 +266,9 @@ def _analyze(pipeline: Pipeline, model: str, label: str, report: dict[str, Any])
             if point.get("label") == label:
                 point["mi_peaks"] = peaks
         write_json_atomic(trajectory, data)
+        from .plot import plot_trajectory
+
+        plot_trajectory(data.get("points", []), trajectory.with_suffix(".png"))
     return peaks
 
 

@@ -121,6 +121,25 @@ def _search_rows(points: Sequence[Mapping[str, Any]], numbers: list[int]) -> lis
     return ["", "search, held-out questions", f" #{heads}", *rows]
 
 
+def _mi_rows(points: Sequence[Mapping[str, Any]], numbers: list[int]) -> list[str]:
+    """The key's MI-peak table (``analyze mi`` in a pipeline): per numbered point, at its
+    deepest analysed layer, the peaks per answer token and the safety share of peaks, k/n."""
+    rows = []
+    for number, p in zip(numbers, points, strict=True):
+        layers = (p.get("mi_peaks") or {}).get("layers") or {}
+        if not layers:
+            continue
+        layer = max(layers, key=int)
+        part = layers[layer].get("all", {})
+        rate, share = part.get("peak_rate", {}), part.get("safety_share", {})
+        peaks = f"{rate.get('k', '-')}/{rate.get('n', '-')}"
+        safety = f"{share.get('k', '-')}/{share.get('n', '-')}"
+        rows.append(f"{number:>2}{layer:>7}{peaks:>14}{safety:>11}")
+    if not rows:
+        return []
+    return ["", "MI peaks (analyze mi)", f" #{'layer':>7}{'peaks/tokens':>14}{'safety':>11}", *rows]
+
+
 def _draw_closeup(ax: Any, usable: list[tuple[str, float, float]]) -> None:
     """The path again on axes fitted to its points (at least 0.04 wide and tall)."""
     xs, ys = [u[1] for u in usable], [u[2] for u in usable]
@@ -144,7 +163,8 @@ def _draw_key(
     ax: Any, usable: list[tuple[str, float, float]], points: Sequence[Mapping[str, Any]] = ()
 ) -> None:
     """The checkpoints by number, as a small table: label, capability, safety; then the
-    search metrics of the points that have them (``points``: the usable points' records)."""
+    search metrics and MI peaks of the points that have them (``points``: the usable points'
+    records)."""
     ax.axis("off")
     if not usable:
         ax.text(0.0, 1.0, "no evaluated checkpoints yet", va="top", color="#777777", fontsize=9)
@@ -156,7 +176,8 @@ def _draw_key(
     for number, (label, x, y) in enumerate(usable[first:], first + 1):
         rows.append(f"{number:>2}  {_short(label):<{_KEY_WIDTH}}  {x:6.2f}  {y:6.2f}")
     if points:
-        rows += _search_rows(points[first:], list(range(first + 1, len(usable) + 1)))
+        numbers = list(range(first + 1, len(usable) + 1))
+        rows += _search_rows(points[first:], numbers) + _mi_rows(points[first:], numbers)
     ax.text(0.0, 1.0, "\n".join(rows), va="top", fontsize=8, family="monospace", linespacing=1.6)
 
 
