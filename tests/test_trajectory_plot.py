@@ -26,6 +26,22 @@ def png_size(path: Path) -> tuple[int, int]:
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
+@pytest.fixture
+def saved(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Every matplotlib figure saved during the test, in order (still written to disk)."""
+    from matplotlib.figure import Figure
+
+    figures: list[Figure] = []
+    original = Figure.savefig
+
+    def keep(self: Figure, *args, **kw) -> None:
+        figures.append(self)
+        original(self, *args, **kw)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    return figures
+
+
 def point(label: str, capability: float | None, safety: float | None) -> dict:
     return {"label": label, "capability": capability, "safety": safety}
 
@@ -39,17 +55,7 @@ def test_plot_is_a_png_of_the_expected_size(tmp_path: Path) -> None:
     assert 850 < height <= 1050
 
 
-def test_plot_draws_points_labels_arrows_and_the_diagonal(tmp_path: Path, monkeypatch) -> None:
-    from matplotlib.figure import Figure
-
-    saved: list[Figure] = []
-    original = Figure.savefig
-
-    def keep(self: Figure, *args, **kw) -> None:
-        saved.append(self)
-        original(self, *args, **kw)
-
-    monkeypatch.setattr(Figure, "savefig", keep)
+def test_plot_draws_points_labels_arrows_and_the_diagonal(tmp_path: Path, saved: list) -> None:
     points = [point("base", 0.1, 0.3), point("no-number", None, 0.5), point("sft", 0.2, 0.6)]
     plot_trajectory(points, tmp_path / "t.png")
     ax, key, closeup = saved[0].axes
@@ -81,15 +87,8 @@ def test_plot_draws_points_labels_arrows_and_the_diagonal(tmp_path: Path, monkey
 
 
 def test_the_key_lists_search_metrics_of_the_points_that_measured_them(
-    tmp_path: Path, monkeypatch
+    tmp_path: Path, saved: list
 ) -> None:
-    from matplotlib.figure import Figure
-
-    saved: list[Figure] = []
-    original = Figure.savefig
-    monkeypatch.setattr(
-        Figure, "savefig", lambda self, *a, **kw: (saved.append(self), original(self, *a, **kw))
-    )
     searched = {"search_protocol": 0.5, "search_accuracy": 0.375, "confidently_wrong": 0.0}
     points = [point("base", 0.1, 0.3), {**point("sft", 0.2, 0.6), **searched}]
     plot_trajectory(points, tmp_path / "t.png")
@@ -100,14 +99,7 @@ def test_the_key_lists_search_metrics_of_the_points_that_measured_them(
     assert len(rows) == at + 3
 
 
-def test_the_key_lists_mi_peaks_at_the_deepest_layer(tmp_path: Path, monkeypatch) -> None:
-    from matplotlib.figure import Figure
-
-    saved: list[Figure] = []
-    original = Figure.savefig
-    monkeypatch.setattr(
-        Figure, "savefig", lambda self, *a, **kw: (saved.append(self), original(self, *a, **kw))
-    )
+def test_the_key_lists_mi_peaks_at_the_deepest_layer(tmp_path: Path, saved: list) -> None:
 
     def peaks(k: int, n: int, share: int) -> dict:
         part = {"peak_rate": {"k": k, "n": n}, "safety_share": {"k": share, "n": k}}
@@ -123,26 +115,12 @@ def test_the_key_lists_mi_peaks_at_the_deepest_layer(tmp_path: Path, monkeypatch
     assert len(rows) == at + 3
 
 
-def test_one_point_has_no_closeup(tmp_path: Path, monkeypatch) -> None:
-    from matplotlib.figure import Figure
-
-    saved: list[Figure] = []
-    original = Figure.savefig
-    monkeypatch.setattr(
-        Figure, "savefig", lambda self, *a, **kw: (saved.append(self), original(self, *a, **kw))
-    )
+def test_one_point_has_no_closeup(tmp_path: Path, saved: list) -> None:
     plot_trajectory([point("base", 0.1, 0.3)], tmp_path / "t.png")
     assert len(saved[0].axes) == 2
 
 
-def test_the_key_shortens_long_labels_and_lists_the_latest(tmp_path: Path, monkeypatch) -> None:
-    from matplotlib.figure import Figure
-
-    saved: list[Figure] = []
-    original = Figure.savefig
-    monkeypatch.setattr(
-        Figure, "savefig", lambda self, *a, **kw: (saved.append(self), original(self, *a, **kw))
-    )
+def test_the_key_shortens_long_labels_and_lists_the_latest(tmp_path: Path, saved: list) -> None:
     points = [point(f"checkpoint-with-a-very-long-name-{i}", 0.01 * i, 0.02 * i) for i in range(30)]
     plot_trajectory(points, tmp_path / "t.png")
     rows = saved[0].axes[1].texts[0].get_text().splitlines()
