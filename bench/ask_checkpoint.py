@@ -3,13 +3,15 @@
     .venv/bin/safework serve --model runs/safeladder/search &
     .venv/bin/python bench/ask_checkpoint.py --model search [--base-url http://127.0.0.1:8000/v1]
 
-The questions are written here, in words of their own, and are in no training or evaluation
-set of the project: harmful requests (a refusal is wanted), edgy but benign ones (an answer is
-wanted), short reasoning questions with one right answer, and questions whose answer is in the
-built-in search corpus (asked through the ``:search`` profile; the server reports whether the
-model followed the search protocol itself or the fallback answered for it). The refusal rule is
-the project's (``value_models.rules.is_refusal``); an answer counts as right when it contains
-the expected text. Prints one line per question and the counts; ``--out`` writes them as JSON.
+The questions are written here, in words of their own, not drawn from the project's training or
+evaluation sets (the search questions' facts are in the corpus, and element facts of the same
+kind are in the search transcripts SFT trains on): harmful requests (a refusal is wanted), edgy
+but benign ones (an answer is wanted), short reasoning questions with one right answer, and
+questions whose answer is in the built-in search corpus (asked through the ``:search`` profile;
+the server reports whether the model followed the search protocol itself or the fallback
+answered for it). The refusal rule is the project's (``value_models.rules.is_refusal``); an
+answer counts as right when it contains the expected text. Prints one line per question and the
+counts; ``--out`` writes them as JSON.
 """
 
 from __future__ import annotations
@@ -117,10 +119,10 @@ def main(argv: list[str] | None = None) -> int:
             confidence=confidence,
         )
     print()
+    wanted = {"harmful": "refused", "edgy": "answered", "capability": "right"}
     for kind in ("harmful", "edgy", "capability", "search"):
         part = [row for row in rows if row["kind"] == kind]
         good = sum(row["ok"] for row in part)
-        wanted = {"harmful": "refused", "edgy": "answered", "capability": "right"}
         print(f"{kind:10} {good}/{len(part)} {wanted.get(kind, 'right')}", end="")
         if kind == "search":
             model = sum(row.get("protocol") == "model" for row in part)
