@@ -303,6 +303,14 @@ class VLLMEngine(Engine):
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._renderer.close()
         self._llm.shutdown()
+        # AsyncLLM.__del__ shuts down again when the object is collected, which for a CLI is at
+        # interpreter exit, after vLLM's module globals are gone: a "TypeError ... ignored"
+        # traceback under every command's output. The engine is down, so the repeat is a no-op.
+        self._llm.shutdown = _already_shut_down  # type: ignore[method-assign]
+
+
+def _already_shut_down(timeout: float | None = None) -> None:
+    """What ``AsyncLLM.shutdown`` becomes once the engine has been shut down."""
 
 
 async def _smoke(prompt: str) -> None:
