@@ -229,10 +229,12 @@ def test_micro_batches_hold_at_most_size_sequences_and_the_token_budget(
 # --------------------------------------------------------------------------- smoke runs
 
 
-def _rise(output: Path, k: int = 6) -> tuple[float, float]:
+def _rise(output: Path, k: int = 6, last: int | None = None) -> tuple[float, float]:
+    """Mean reward of the first ``k`` steps and of the last ``last`` (default ``k``)."""
     rows = [json.loads(x) for x in (output / "log.jsonl").read_text().splitlines()]
     rewards_ = [r["reward/total"] for r in rows if "reward/total" in r]
-    return sum(rewards_[:k]) / k, sum(rewards_[-k:]) / k
+    last = last or k
+    return sum(rewards_[:k]) / k, sum(rewards_[-last:]) / last
 
 
 def _smoke(
@@ -380,7 +382,10 @@ def test_search_smoke(peaked_model: Path, tmp_path: Path, monkeypatch: pytest.Mo
             }
         },
     )
-    first, last = _rise(out)
+    # Concurrent search rollouts draw from one sampling RNG in whatever order their turns
+    # interleave, so runs differ; most reach 0.9, one in five plateaus near 0.65. The second
+    # half's mean against the first six steps holds for both (0.58 -> 0.64 at the plateau).
+    first, last = _rise(out, last=20)
     assert last > first + 0.05, (first, last)
     rows = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     steps = [r for r in rows if "reward/total" in r]
