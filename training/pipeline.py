@@ -48,6 +48,7 @@ import yaml
 from safework.errors import ConfigError
 
 from .config import config_to_dict, load_config
+from .eval_report import TRAJECTORY_FILE, load_trajectory, update_trajectory
 
 __all__ = ["PIPELINE_STAGES", "Pipeline", "load_pipeline", "run_pipeline"]
 
@@ -257,18 +258,11 @@ def _analyze(pipeline: Pipeline, model: str, label: str, report: dict[str, Any])
     peaks = {"estimator": result["estimator"], "layers": result["summary"]}
     report["mi_peaks"] = peaks
     (folder / "report.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
-    trajectory = pipeline.output / "eval" / "trajectory.json"
-    if trajectory.is_file():
-        from safework.files import write_json_atomic
-
-        data = json.loads(trajectory.read_text(encoding="utf-8"))
-        for point in data.get("points", []):
+    evals = pipeline.output / "eval"
+    if (evals / TRAJECTORY_FILE).is_file():
+        for point in load_trajectory(evals / TRAJECTORY_FILE):
             if point.get("label") == label:
-                point["mi_peaks"] = peaks
-        write_json_atomic(trajectory, data)
-        from .plot import plot_trajectory
-
-        plot_trajectory(data.get("points", []), trajectory.with_suffix(".png"))
+                update_trajectory(evals, {**point, "mi_peaks": peaks})  # the plot redrawn too
     return peaks
 
 
