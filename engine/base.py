@@ -15,6 +15,7 @@ attaches to its steps are typed in ``events.py``; this module re-exports them.
 from __future__ import annotations
 
 import abc
+import hashlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -51,8 +52,19 @@ __all__ = [
     "StructuredOutput",
     "TokenLogprob",
     "TopLogprob",
+    "derive_seed",
     "hide_placeholder",
 ]
+
+
+def derive_seed(seed: int | None, *parts: object) -> int | None:
+    """A seed for one part of a seeded job (a search turn, one rollout of a step): the same
+    ``seed`` and ``parts`` always give the same 63-bit seed, different parts unrelated ones.
+    ``None`` (an unseeded job) stays ``None``."""
+    if seed is None:
+        return None
+    key = "/".join(map(str, (seed, *parts))).encode()
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") >> 1
 
 
 def hide_placeholder(text: str, markers: Sequence[str]) -> str:

@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-from safework.engine.base import ChoiceDelta, Engine, EngineOutput, SamplingConfig
+from safework.engine.base import ChoiceDelta, Engine, EngineOutput, SamplingConfig, derive_seed
 from safework.engine.embedder import Encoder
 from safework.engine.events import Confidence, Event, SearchAnswer, SearchQuery, SearchRead
 
@@ -393,7 +393,9 @@ class DeliberativeSearch:
                 break
             self.state.stats.turns += 1
             turn = Turn()
-            s = replace(turn_sampling, max_tokens=budget)
+            s = replace(
+                turn_sampling, max_tokens=budget, seed=derive_seed(sampling.seed, "turn", turn_no)
+            )
             turn_stream = self._generate(engine, ids, s, f"{rid}-t{turn_no}", n_prompt, turn)
             async with contextlib.aclosing(turn_stream) as outputs:
                 async for out in outputs:
@@ -444,6 +446,7 @@ class DeliberativeSearch:
             sampling,
             n=1,
             max_tokens=budget,
+            seed=derive_seed(sampling.seed, "answer"),
             stop=["</answer>", *sampling.stop],
             include_stop_str_in_output=False,
             logprobs=0,
@@ -497,7 +500,9 @@ class DeliberativeSearch:
     ) -> Answer:
         """Confidence = the share of sampled answers that agree with the given one."""
         n = self.config.samples
-        sampled = replace(s, n=n, temperature=max(s.temperature, 0.7), logprobs=None, seed=None)
+        # a seed of its own: the answer's would draw the answer itself again as sample 0
+        seed = derive_seed(s.seed, "agree")
+        sampled = replace(s, n=n, temperature=max(s.temperature, 0.7), logprobs=None, seed=seed)
         texts = [""] * n
         async with contextlib.aclosing(engine.generate(ids, sampled, f"{rid}-agree")) as steps:
             async for step in steps:

