@@ -87,11 +87,12 @@ class Trajectory:
 class RowSampler:
     """A ``transformers`` logits processor that samples every row from its own generator.
 
-    Each step it applies the temperature and the top-p cut, draws one token per row by the
-    exponential race (``argmax(logp - log E)``, ``E ~ Exp(1)`` from the row's generator: an
-    exact draw from ``softmax(logp)``), records the drawn token's log-probability under that
-    distribution, and returns scores on which greedy search picks exactly the drawn token.
-    A row's draws depend only on its seed and its own scores, never on the other rows.
+    Each step it applies the temperature and the top-p cut, draws one token per row by
+    inverting the distribution's cumulative sum at one uniform number from the row's generator
+    (an exact draw, one random number per row and step), records the drawn token's
+    log-probability under that distribution, and returns scores on which greedy search picks
+    exactly the drawn token. A row's draws depend only on its seed and its own scores, never
+    on the other rows.
     """
 
     def __init__(self, seeds: Sequence[int], temperature: float, top_p: float) -> None:
@@ -111,10 +112,14 @@ class RowSampler:
         for warp in self.warpers:
             scores = warp(input_ids, scores)
         logp = scores.float().log_softmax(-1)
-        race = torch.stack(
-            [torch.empty(logp.shape[-1]).exponential_(generator=g) for g in self.generators]
-        ).to(logp.device)
-        drawn = (logp - race.log()).argmax(-1, keepdim=True)
+        cdf = logp.double().exp().cumsum(-1)
+        uniform = torch.cat(
+            [torch.rand(1, generator=g, dtype=torch.float64) for g in self.generators]
+        )
+        at = uniform.to(cdf.device)[:, None] * cdf[:, -1:]
+        # the first token whose cumulative mass passes the draw: a token the cut left at
+        # probability 0 never does
+        drawn = torch.searchsorted(cdf, at, right=True).clamp_(max=cdf.shape[-1] - 1)
         self.logprobs.append(logp.gather(-1, drawn).squeeze(-1).cpu())
         picked = torch.full_like(scores, float("-inf"))
         return picked.scatter_(-1, drawn, 0.0)
