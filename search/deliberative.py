@@ -10,9 +10,10 @@ inserts them as ``<information>...</information>``; the model goes on. The model
 Models that do not follow the protocol (small ones) still get a sound answer: with
 ``retrieve_first`` the server searches the question before the model's first turn, and when a
 turn ends without an action the server reads the best document itself and asks for the answer
-by opening ``<answer>``. Confidence is the stated one when the model gives it, else the
-answer tokens' probability (or agreement across samples), mapped through the model's fitted
-calibration.
+by opening ``<answer>`` (a reasoning model's answer there is what follows its ``</think>``,
+which the server writes itself when the answer budget cuts the reasoning). Confidence is the
+stated one when the model gives it, else the answer tokens' probability (or agreement across
+samples), mapped through the model's fitted calibration.
 
 ``DeliberativeSearch`` is a server strategy: its ``EngineOutput`` steps carry the transcript
 as text inside ``<think>...</think>`` (so clients see the trace in ``reasoning_content``)
@@ -38,6 +39,7 @@ from typing import Any, Literal
 from safework.engine.base import ChoiceDelta, Engine, EngineOutput, SamplingConfig, derive_seed
 from safework.engine.embedder import Encoder
 from safework.engine.events import Confidence, Event, SearchAnswer, SearchQuery, SearchRead
+from safework.engine.reasoning import CLOSE_TAG, OPEN_TAG, starts_in_reasoning
 
 from . import tags
 from .answers import answers_agree
@@ -436,7 +438,8 @@ class DeliberativeSearch:
             yield self._insert(tags.information(body), n_prompt, rid)
         yield self._insert("<answer>", n_prompt, rid)
         messages = grounded_messages(self.messages, self.question, "\n\n".join(self.state.bodies))
-        ids = await engine.tokenize(await engine.render_chat(messages))
+        prompt = await engine.render_chat(messages)
+        ids = await engine.tokenize(prompt)
         budget = min(self.config.answer_max_tokens, sampling.max_tokens - used)
         budget = min(budget, engine.max_model_len - len(ids))
         if budget <= 0:
@@ -458,8 +461,32 @@ class DeliberativeSearch:
             async for out in outputs:
                 yield out
         self.state.segments.append(Segment(turn.text, generated=True))
+        thinking = starts_in_reasoning(prompt) or turn.text.lstrip().startswith(OPEN_TAG)
+        _, closed, after = turn.text.partition(CLOSE_TAG)
+        if thinking and not first_line(after):
+            # A reasoning model answers after its reasoning, which the budget cut (or which it
+            # closed with nothing after): the server closes it and asks for the answer itself.
+            close = "\n\n" if closed else f"\n{CLOSE_TAG}\n\n"
+            yield self._insert(close, n_prompt, rid)
+            ids = await engine.tokenize(prompt + turn.text + close)
+            room = min(
+                self.config.answer_max_tokens,
+                sampling.max_tokens - used - turn.tokens,
+                engine.max_model_len - len(ids),
+            )
+            forced = Turn()
+            if room > 0:
+                s = replace(s, max_tokens=room, seed=derive_seed(sampling.seed, "answer", 2))
+                stream = self._generate(engine, ids, s, f"{rid}-answer-2", n_prompt, forced)
+                async with contextlib.aclosing(stream) as outputs:
+                    async for out in outputs:
+                        yield out
+                self.state.segments.append(Segment(forced.text, generated=True))
+            turn, after = forced, forced.text
+        elif not thinking:
+            after = turn.text
         yield self._insert("</answer>", n_prompt, rid)
-        answer = self._make_answer(first_line(turn.text), turn, None)
+        answer = self._make_answer(first_line(after), turn, None)
         if self.config.confidence == "agreement" and answer.text:
             answer = await self._agreement(engine, ids, s, rid, answer)
         yield answer

@@ -138,6 +138,36 @@ async def test_a_small_model_that_ignores_the_protocol_gets_a_grounded_answer() 
     assert "<search>" not in grounded  # the fallback prompt carries no protocol
 
 
+async def test_a_reasoning_model_answers_after_its_reasoning_in_the_fallback() -> None:
+    """A fine-tuned model writes ``<think>`` before answering, also in the fallback's grounded
+    prompt: the answer is what follows its reasoning, never the reasoning's first line. When
+    the answer budget cuts the reasoning, the server closes it and asks for the answer."""
+    reasoning = "<think>\nThe information gives the atomic number. " + "I check it again. " * 20
+    engine = ScriptEngine(
+        ["Tungsten is a metal that is very heavy."],
+        routes={"</think>": "74\nIt is dense.", GROUNDED: reasoning},
+    )
+    session, outs = await run(engine, answer_max_tokens=48)
+    event = answer_event(outs)
+    assert event["protocol"] == "fallback"
+    assert event["answer"] == "74"
+    forced = next(p for p in engine.seen if "</think>" in p)
+    assert forced.endswith(reasoning[:48] + "\n</think>\n\n")  # its own reasoning, closed
+    inserted = [s.text for s in session.state.segments if not s.generated]
+    assert "\n</think>\n\n" in inserted  # the server's words: no token ids, never trained
+    generated = "".join(s.text for s in session.state.segments if s.generated)
+    assert generated.endswith(reasoning[:48] + "74\nIt is dense.")
+
+    # reasoning closed within the budget: the answer after it, from the same call
+    engine = ScriptEngine(
+        ["Tungsten is a metal that is very heavy."],
+        routes={GROUNDED: "<think>\nIt says 74.\n</think>\n\n74"},
+    )
+    session, outs = await run(engine)
+    assert answer_event(outs)["answer"] == "74"
+    assert not any("</think>" in p for p in engine.seen)
+
+
 async def test_retrieve_first_searches_the_question_before_the_model_speaks() -> None:
     engine = ScriptEngine(["<answer>74</answer>"])
     session, _ = await run(engine)
