@@ -308,14 +308,27 @@ class DeliberativeSearch:
         return EngineOutput(rid, n_prompt, [delta], False, events=events)
 
     async def _closed_book(self, engine: Engine, rid: str, salt: str | None) -> str | None:
-        """The model's own answer, without search (greedy, one line, the request's cache)."""
-        ids = await engine.tokenize(await engine.render_chat(self.messages))
+        """The model's own answer, without search (greedy, one line, the request's cache). A
+        reasoning model is asked with an empty reasoning block, so the line is its answer."""
+        prompt = await engine.render_chat(self.messages)
+        in_reasoning = starts_in_reasoning(prompt)
+        text = None if in_reasoning else await self._one_line(engine, prompt, f"{rid}-prior", salt)
+        if in_reasoning or (text or "").startswith(OPEN_TAG):
+            opening = "" if in_reasoning else f"{OPEN_TAG}\n"
+            prompt = f"{prompt}{opening}\n{CLOSE_TAG}\n\n"
+            text = await self._one_line(engine, prompt, f"{rid}-prior-2", salt)
+        return text
+
+    async def _one_line(
+        self, engine: Engine, prompt: str, rid: str, salt: str | None
+    ) -> str | None:
+        ids = await engine.tokenize(prompt)
         budget = min(32, engine.max_model_len - len(ids))
         if budget <= 0:
             return None
         sampling = SamplingConfig(max_tokens=budget, temperature=0.0, stop=["\n"], cache_salt=salt)
         text = ""
-        async with contextlib.aclosing(engine.generate(ids, sampling, f"{rid}-prior")) as steps:
+        async with contextlib.aclosing(engine.generate(ids, sampling, rid)) as steps:
             async for step in steps:
                 text += "".join(d.text for d in step.choices if d.index == 0)
                 self.state.stats.generated_tokens += sum(len(d.token_ids) for d in step.choices)

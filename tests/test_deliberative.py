@@ -258,6 +258,21 @@ async def test_the_closed_book_answer_is_compared_with_the_sources() -> None:
     assert any("contradict" in n for n in event["notes"])
 
 
+async def test_a_reasoning_models_closed_book_answer_is_its_answer_not_its_think_tag() -> None:
+    asked = "<user>What is the atomic number of tungsten?</><assistant>"
+    engine = ScriptEngine(
+        ["<answer>74</answer>"],
+        routes={
+            f"{asked}<think>\n\n</think>\n\n": "It is 79.\nMore.",  # an empty reasoning block
+            asked: "<think>\nTungsten is heavy.\n</think>\n\nIt is 79.",
+        },
+    )
+    _, outs = await run(engine, prior_check=True)
+    event = answer_event(outs)
+    assert event["prior_answer"] == "It is 79."
+    assert any("contradict" in n for n in event["notes"])
+
+
 async def test_a_fitted_calibration_maps_the_raw_confidence() -> None:
     engine = ScriptEngine(["<answer>74</answer><confidence>9</confidence>"])
     calibration = Calibration(
