@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from safework.engine.base import Engine, SamplingConfig
 from safework.engine.embedder import Encoder
+from safework.engine.reasoning import split_reasoning, starts_in_reasoning
 
 from .base import SearchBackend
 from .calibration import Calibration, CalibrationMap, Method, answer_probability
@@ -126,7 +127,8 @@ async def answer_closed_book(
             for d in out.choices:
                 text += d.text
                 logprobs += [lp.logprob for lp in d.logprobs or []]
-        prediction = first_line(text)
+        # a reasoning model's answer is what follows its reasoning (none if the budget cut it)
+        prediction = first_line(split_reasoning(text, starts_in_reasoning(prompt))[1])
         conf = round(answer_probability(logprobs), 4)
         return QAResult(
             item,

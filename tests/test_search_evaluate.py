@@ -54,6 +54,9 @@ async def test_closed_book_uses_the_answer_token_probability() -> None:
     assert [r.prediction for r in results] == ["74", "74"]
     assert results[0].confidence == pytest.approx(0.9048, abs=1e-3)  # exp(-0.1)
     assert "<search>" not in engine.seen[0]
+    # a reasoning model: the answer after its reasoning, not the reasoning's first line
+    engine = ScriptEngine(["<think>\nIt is heavy.\n</think>\n\n74\nbecause"])
+    assert [r.prediction for r in await answer_closed_book(engine, QUESTIONS[:1])] == ["74"]
 
 
 async def test_calibration_fitted_on_dev_lowers_the_held_out_error() -> None:
