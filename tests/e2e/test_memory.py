@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,13 @@ def ask(server: RemoteServer, question: str, key: str | None = None, **safework:
             temperature=0.0,
             extra_body={"safework": safework} if safework else None,
         )
+
+
+def each(fn: Callable[[Any], Any], items: Iterable[Any], workers: int = 8) -> list[Any]:
+    """``fn`` over ``items``, ``workers`` requests in flight (the engine batches them), results
+    in order: a test's 40 answers take the time of a few batches, not of 40 requests."""
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(fn, items))
 
 
 def hits(response: Any) -> list[dict[str, Any]]:
@@ -108,25 +117,27 @@ def test_corrections_change_later_answers(server: RemoteServer) -> None:
     facts = random.Random(3).sample(facts, 20)
     key = OTHER_KEY  # bob's memory holds only these (the tenant-isolation test adds one)
     with server.http(key) as http:
-        for item in facts:
-            r = http.post(
-                "/cot/edit",
-                json=correction(
-                    item.question,
-                    f"I think the atomic number of {item.subject} is 7.",
-                    f"No: the atomic number of {item.subject} is {item.answer}.",
-                ),
+
+        def post(item: Any) -> None:
+            body = correction(
+                item.question,
+                f"I think the atomic number of {item.subject} is 7.",
+                f"No: the atomic number of {item.subject} is {item.answer}.",
             )
+            r = http.post("/cot/edit", json=body)
             assert r.status_code == 200, r.text
 
+        each(post, facts)
+
     def follows(memory_on: bool) -> tuple[int, int]:
-        followed = recalled = 0
-        for item in facts:
+        def one(item: Any) -> tuple[bool, bool]:
             question = f"Tell me the atomic number of the element {item.subject}."
             response = ask(server, question, key=key, memory={"enabled": memory_on})
-            recalled += bool(hits(response))
-            followed += answer_matches(response.choices[0].message.content or "", item.answer)
-        return followed, recalled
+            answer = response.choices[0].message.content or ""
+            return bool(hits(response)), answer_matches(answer, item.answer)
+
+        results = each(one, facts)
+        return sum(f for _, f in results), sum(r for r, _ in results)
 
     on, recalled = follows(True)
     off, _ = follows(False)
@@ -231,8 +242,7 @@ def test_a_standing_preference_changes_unrelated_answers(server: RemoteServer) -
     try:
 
         def follows(memory_on: bool) -> int:
-            followed = 0
-            for question in UNRELATED:
+            def one(question: str) -> bool:
                 response = client.chat.completions.create(
                     model=MODEL,
                     messages=[{"role": "user", "content": question}],
@@ -245,8 +255,9 @@ def test_a_standing_preference_changes_unrelated_answers(server: RemoteServer) -
                 assert (preference in given) == memory_on
                 choice = response.choices[0]
                 words = len((choice.message.content or "").split())
-                followed += choice.finish_reason == "stop" and words <= 20
-            return followed
+                return choice.finish_reason == "stop" and words <= 20
+
+            return sum(each(one, UNRELATED))
 
         on, off = follows(True), follows(False)
         print(f"\nunrelated answers following {PREFERENCE!r}: preference on {on}/20, off {off}/20")
