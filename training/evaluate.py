@@ -72,6 +72,7 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -321,8 +322,9 @@ async def _calibration(engine: Engine, config: EvalConfig) -> dict[str, Any]:
     items = rng.sample(held_out, n)
     calibration = load_calibration(engine.model_id, cache=config.cache)
     # A checkpoint without its own map (every stage of a pipeline) gets one fitted here on
-    # as many questions of the other half, so calibrated ECE is measured at every stage.
-    fit_items = rng.sample(dev, min(n, len(dev))) if calibration is None else ()
+    # as many questions of the other half, of the same kinds, so calibrated ECE is measured
+    # at every stage.
+    fit_items = same_kinds(dev, items, rng) if calibration is None else ()
     backend = load_backend(config.search_backend or "", ctx=BackendContext(cache=config.cache))
     try:
         out = await calibration_metrics(
@@ -339,6 +341,21 @@ async def _calibration(engine: Engine, config: EvalConfig) -> dict[str, Any]:
         await backend.close()
     out["backend"] = config.search_backend
     return out
+
+
+def same_kinds(pool: Sequence[Any], like: Sequence[Any], rng: random.Random) -> list[Any]:
+    """As many questions of ``pool`` as ``like`` holds, drawn kind by kind in ``like``'s
+    proportions (topped up from any kind where one runs short). A map is fitted on questions
+    like the ones it is tested on: a model right on 9 in 10 "symbol of X" questions and 1 in 4
+    "element with symbol X" ones, stating 9 on both, gets a map that depends on the mix."""
+    want = Counter(q.kind for q in like)
+    picked: list[Any] = []
+    for kind in sorted(want):
+        of_kind = [q for q in pool if q.kind == kind]
+        picked += rng.sample(of_kind, min(want[kind], len(of_kind)))
+    rest = [q for q in pool if q not in picked]
+    picked += rng.sample(rest, min(len(like) - len(picked), len(rest)))
+    return picked
 
 
 def _progress(done: int, total: int) -> None:
