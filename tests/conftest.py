@@ -143,3 +143,15 @@ def ifeval_library() -> Path:
         return ifeval_dir()
     except FetchError as e:
         pytest.skip(f"the IFEval library is not cached and cannot be fetched: {e}")
+
+
+@pytest.fixture(scope="module")
+def policy(tiny_model: Path) -> Any:
+    """A ``PolicyEngine`` (the RL rollouts' engine) over the tiny Llama."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from safework.training.rollout import PolicyEngine
+
+    tok = AutoTokenizer.from_pretrained(tiny_model, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    return PolicyEngine(model, tok, max_model_len=256)
