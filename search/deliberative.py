@@ -39,7 +39,12 @@ from typing import Any, Literal
 from safework.engine.base import ChoiceDelta, Engine, EngineOutput, SamplingConfig, derive_seed
 from safework.engine.embedder import Encoder
 from safework.engine.events import Confidence, Event, SearchAnswer, SearchQuery, SearchRead
-from safework.engine.reasoning import CLOSE_TAG, OPEN_TAG, starts_in_reasoning
+from safework.engine.reasoning import (
+    CLOSE_TAG,
+    OPEN_TAG,
+    split_reasoning,
+    starts_in_reasoning,
+)
 
 from . import tags
 from .answers import answers_agree
@@ -474,12 +479,11 @@ class DeliberativeSearch:
             async for out in outputs:
                 yield out
         self.state.segments.append(Segment(turn.text, generated=True))
-        thinking = starts_in_reasoning(prompt) or turn.text.lstrip().startswith(OPEN_TAG)
-        _, closed, after = turn.text.partition(CLOSE_TAG)
-        if thinking and not first_line(after):
+        reasoning, after = split_reasoning(turn.text, starts_in_reasoning(prompt))
+        if reasoning is not None and not first_line(after):
             # A reasoning model answers after its reasoning, which the budget cut (or which it
             # closed with nothing after): the server closes it and asks for the answer itself.
-            close = "\n\n" if closed else f"\n{CLOSE_TAG}\n\n"
+            close = "\n\n" if CLOSE_TAG in turn.text else f"\n{CLOSE_TAG}\n\n"
             yield self._insert(close, n_prompt, rid)
             ids = await engine.tokenize(prompt + turn.text + close)
             room = min(
@@ -496,8 +500,6 @@ class DeliberativeSearch:
                         yield out
                 self.state.segments.append(Segment(forced.text, generated=True))
             turn, after = forced, forced.text
-        elif not thinking:
-            after = turn.text
         yield self._insert("</answer>", n_prompt, rid)
         answer = self._make_answer(first_line(after), turn, None)
         if self.config.confidence == "agreement" and answer.text:
