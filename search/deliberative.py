@@ -13,7 +13,8 @@ turn ends without an action the server reads the best document itself and asks f
 by opening ``<answer>`` (a reasoning model's answer there is what follows its ``</think>``,
 which the server writes itself when the answer budget cuts the reasoning). Confidence is the
 stated one when the model gives it, else the answer tokens' probability (or agreement across
-samples), mapped through the model's fitted calibration.
+samples), mapped through the model's fitted calibration (``answering.py`` builds the answer
+and asks the closed-book prior).
 
 ``DeliberativeSearch`` is a server strategy: its ``EngineOutput`` steps carry the transcript
 as text inside ``<think>...</think>`` (so clients see the trace in ``reasoning_content``)
@@ -30,26 +31,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
 from safework.engine.base import ChoiceDelta, Engine, EngineOutput, SamplingConfig, derive_seed
 from safework.engine.embedder import Encoder
 from safework.engine.events import Confidence, Event, SearchAnswer, SearchQuery, SearchRead
-from safework.engine.reasoning import (
-    CLOSE_TAG,
-    OPEN_TAG,
-    split_reasoning,
-    starts_in_reasoning,
-)
+from safework.engine.reasoning import CLOSE_TAG, split_reasoning, starts_in_reasoning
 
 from . import tags
+from .answering import ConfidenceSource, closed_book, make_answer
 from .answers import answers_agree
 from .base import Document, SearchBackend, SearchError, SearchResult, SearchTimeout
-from .calibration import Calibration, answer_probability
+from .calibration import Calibration
 from .filtering import (
     RelevanceFilter,
     ScoredResult,
@@ -72,7 +68,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-ConfidenceSource = Literal["auto", "stated", "logprob", "agreement"]
 
 
 @dataclass(frozen=True)
@@ -312,33 +307,6 @@ class DeliberativeSearch:
         delta = ChoiceDelta(index=0, text=text, token_ids=[])
         return EngineOutput(rid, n_prompt, [delta], False, events=events)
 
-    async def _closed_book(self, engine: Engine, rid: str, salt: str | None) -> str | None:
-        """The model's own answer, without search (greedy, one line, the request's cache). A
-        reasoning model is asked with an empty reasoning block, so the line is its answer."""
-        prompt = await engine.render_chat(self.messages)
-        in_reasoning = starts_in_reasoning(prompt)
-        text = None if in_reasoning else await self._one_line(engine, prompt, f"{rid}-prior", salt)
-        if in_reasoning or (text or "").startswith(OPEN_TAG):
-            opening = "" if in_reasoning else f"{OPEN_TAG}\n"
-            prompt = f"{prompt}{opening}\n{CLOSE_TAG}\n\n"
-            text = await self._one_line(engine, prompt, f"{rid}-prior-2", salt)
-        return text
-
-    async def _one_line(
-        self, engine: Engine, prompt: str, rid: str, salt: str | None
-    ) -> str | None:
-        ids = await engine.tokenize(prompt)
-        budget = min(32, engine.max_model_len - len(ids))
-        if budget <= 0:
-            return None
-        sampling = SamplingConfig(max_tokens=budget, temperature=0.0, stop=["\n"], cache_salt=salt)
-        text = ""
-        async with contextlib.aclosing(engine.generate(ids, sampling, rid)) as steps:
-            async for step in steps:
-                text += "".join(d.text for d in step.choices if d.index == 0)
-                self.state.stats.generated_tokens += sum(len(d.token_ids) for d in step.choices)
-        return text.strip() or None
-
     async def __call__(
         self, engine: Engine, prompt_ids: list[int], sampling: SamplingConfig, request_id: str
     ) -> AsyncIterator[EngineOutput]:
@@ -348,7 +316,7 @@ class DeliberativeSearch:
         prior_task = None
         if cfg.prior_check:
             prior_task = asyncio.create_task(
-                self._closed_book(engine, request_id, sampling.cache_salt)
+                closed_book(engine, self.messages, request_id, sampling.cache_salt)
             )
         try:
             opening = "" if self.in_reasoning else "<think>\n"
@@ -366,7 +334,8 @@ class DeliberativeSearch:
             prior = None
             if prior_task is not None:
                 with contextlib.suppress(Exception):
-                    prior = await prior_task
+                    prior, prior_tokens = await prior_task
+                    self.state.stats.generated_tokens += prior_tokens
             yield self._final(request_id, n_prompt, answer, prior)
         finally:
             if prior_task is not None and not prior_task.done():
@@ -431,7 +400,7 @@ class DeliberativeSearch:
                 body = await self._read(action.argument, turn_no, room)
                 yield self._insert(tags.information(body), n_prompt, rid)
             elif action.kind == "answer":  # the stated confidence, if any, is in this turn
-                yield self._make_answer(action.argument, turn, turn.text)
+                yield self._answer(action.argument, turn, turn.text)
                 return
             else:
                 break  # no action: the model ignored the protocol or ran out of room
@@ -501,41 +470,13 @@ class DeliberativeSearch:
                 self.state.segments.append(Segment(forced.text, generated=True))
             turn, after = forced, forced.text
         yield self._insert("</answer>", n_prompt, rid)
-        answer = self._make_answer(first_line(after), turn, None)
+        answer = self._answer(first_line(after), turn, None)
         if self.config.confidence == "agreement" and answer.text:
             answer = await self._agreement(engine, ids, s, rid, answer)
         yield answer
 
-    def _make_answer(self, text: str, turn: Turn, stated_text: str | None) -> Answer:
-        cfg = self.config
-        stated = tags.parse_confidence(stated_text) if stated_text else None
-        raw, source = None, None
-        if stated is not None and cfg.confidence in ("auto", "stated"):
-            raw, source = stated, "stated"
-        elif cfg.confidence in ("auto", "logprob") and turn.logprobs:
-            raw, source = answer_probability(self._answer_logprobs(text, turn)), "logprob"
-        calibrated = None
-        if raw is not None and self.calibration is not None and source is not None:
-            calibrated = self.calibration.calibrate(source, raw)
-        finish = "length" if turn.finish_reason == "length" and not text else "stop"
-        reasoning = None
-        if stated_text is not None:  # the model's own answering turn: its words before it
-            reasoning = re.split(r"<\s*answer\s*>", stated_text, maxsplit=1, flags=re.I)[0]
-        raw = None if raw is None else round(raw, 4)
-        return Answer(text, raw, source, calibrated, finish, reasoning)
-
-    @staticmethod
-    def _answer_logprobs(answer: str, turn: Turn) -> list[float]:
-        """Logprobs of the tokens that overlap the answer's characters in the turn."""
-        start = turn.text.find(answer) if answer else -1
-        if start < 0:
-            return [lp.logprob for lp in turn.logprobs]
-        end, pos, out = start + len(answer), 0, []
-        for lp in turn.logprobs:
-            lo, pos = pos, pos + len(lp.token)
-            if pos > start and lo < end:
-                out.append(lp.logprob)
-        return out or [lp.logprob for lp in turn.logprobs]
+    def _answer(self, text: str, turn: Turn, stated_text: str | None) -> Answer:
+        return make_answer(text, turn, stated_text, self.config.confidence, self.calibration)
 
     async def _agreement(
         self, engine: Engine, ids: list[int], s: SamplingConfig, rid: str, answer: Answer
