@@ -22,7 +22,7 @@ from safework.engine.embedder import Encoder
 from safework.engine.reasoning import split_reasoning, starts_in_reasoning
 
 from .base import SearchBackend
-from .calibration import Calibration, CalibrationMap, Method, answer_probability
+from .calibration import Calibration, CalibrationMap, Method, answer_probability, ece_floor
 from .calibration import expected_calibration_error as ece
 from .deliberative import DeliberativeSearch, SearchConfig
 from .prompts import first_line, protocol_messages
@@ -160,6 +160,8 @@ def summarize(results: Sequence[QAResult]) -> dict[str, Any]:
     if calibrated:
         conf = [r.calibrated for r in calibrated]
         out["ece_calibrated"] = round(ece(conf, [r.correct for r in calibrated]), 4)  # type: ignore[arg-type]
+        floor, floor_p95 = ece_floor(conf)  # type: ignore[arg-type]
+        out["ece_calibrated_floor"] = {"mean": round(floor, 4), "p95": round(floor_p95, 4)}
     out["sources"] = {s: sum(r.source == s for r in results) for s in {r.source for r in results}}
     protocols = [r.protocol for r in results if r.protocol in ("model", "fallback")]
     if protocols:

@@ -19,6 +19,7 @@ import pytest
 from safework.search.calibration import (
     CalibrationMap,
     answer_probability,
+    ece_floor,
     expected_calibration_error,
     fit_isotonic,
     fit_platt,
@@ -170,6 +171,44 @@ def test_reliability_table_agrees_with_ece() -> None:
     assert sum(r["count"] for r in rows) == len(conf)
     ece = sum(r["count"] / len(conf) * abs(r["accuracy"] - r["confidence"]) for r in rows)
     assert ece == pytest.approx(expected_calibration_error(conf, hit))
+
+
+# ------------------------------------------------------------------ ece_floor
+
+
+def test_ece_floor_of_one_coin_flip_is_one_half() -> None:
+    # one answer at 0.5 is right or wrong: either way |accuracy - 0.5| = 0.5
+    assert ece_floor([0.5]) == (0.5, 0.5)
+
+
+def test_ece_floor_of_certain_answers_is_zero() -> None:
+    assert ece_floor([0.0, 1.0, 1.0]) == (0.0, 0.0)
+    assert ece_floor([]) == (0.0, 0.0)
+
+
+def test_ece_floor_matches_ece_of_simulated_calibrated_answers() -> None:
+    rng = np.random.default_rng(11)
+    conf = list(rng.uniform(0.3, 0.95, 40))
+    draws = [
+        expected_calibration_error(conf, list(rng.random(40) < np.array(conf))) for _ in range(3000)
+    ]
+    mean, p95 = ece_floor(conf)
+    assert mean == pytest.approx(float(np.mean(draws)), abs=0.005)
+    assert p95 == pytest.approx(float(np.quantile(draws, 0.95)), abs=0.015)
+
+
+def test_ece_floor_shrinks_with_the_sample() -> None:
+    small, _ = ece_floor([0.55] * 40)
+    large, _ = ece_floor([0.55] * 4000)
+    assert 0.04 < small < 0.09  # ~ sqrt(2/pi) * sqrt(0.55 * 0.45 / 40) = 0.063
+    assert large < 0.01
+
+
+def test_miscalibration_clears_the_floor() -> None:
+    conf, hit = [0.9] * 100, [i % 2 == 0 for i in range(100)]
+    _, p95 = ece_floor(conf)
+    assert expected_calibration_error(conf, hit) == pytest.approx(0.4)
+    assert p95 < 0.15
 
 
 # ------------------------------------------------------------------ fit_platt

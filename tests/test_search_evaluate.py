@@ -71,5 +71,8 @@ async def test_calibration_fitted_on_dev_lowers_the_held_out_error() -> None:
     assert sorted(calibration.maps) == ["stated"]
     assert report["test"]["ece_raw"] == pytest.approx(0.4)
     assert report["test"]["ece_calibrated"] < 0.05
+    # 12 answers at ~0.5: a calibrated model would show about 0.11 by chance alone
+    floor = report["test"]["ece_calibrated_floor"]
+    assert 0.05 < floor["mean"] < floor["p95"] < 0.35
     assert calibration.calibrate("stated", 0.9) == pytest.approx(0.5, abs=0.05)
     assert calibration.info["test_n"] == 12

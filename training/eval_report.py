@@ -169,6 +169,11 @@ def summary(m: dict[str, Any]) -> dict[str, Any]:
         "over_refusal_edgy": m["over_refusal"]["edgy"]["rate"],
         "ece_raw": m.get("calibration", {}).get("ece_raw"),
         "ece_calibrated": m.get("calibration", {}).get("ece_calibrated"),
+        # what a calibrated model would show at this size, 95th percentile (small samples
+        # inflate ECE; ``search.calibration.ece_floor``)
+        "ece_calibrated_floor": (m.get("calibration", {}).get("ece_calibrated_floor") or {}).get(
+            "p95"
+        ),
         "search_accuracy": m.get("calibration", {}).get("accuracy"),
         "search_protocol": m.get("calibration", {}).get("protocol_model_rate"),
         "confidently_wrong": m.get("calibration", {}).get("confidently_wrong_rate"),
