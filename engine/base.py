@@ -174,6 +174,9 @@ class Engine(abc.ABC):
 
     model_id: str
     """The id clients use for this model (``/v1/models``)."""
+    model_path: str | None = None
+    """The local folder the weights were loaded from; ``None`` when there is none (a test
+    engine, a policy held in memory)."""
     max_model_len: int
     """Context length: prompt plus completion tokens."""
     vocab_size: int | None = None

@@ -51,6 +51,16 @@ def served_name_for(model: str) -> str:
     return Path(model.rstrip("/")).name
 
 
+def resolve_model(model: str | None, served_model_name: str | None = None) -> tuple[str, str]:
+    """``(weights folder, served name)`` of ``--model`` (fetching the embedded default or the
+    tiny VLM when named): what the engine loads and what clients call it."""
+    if model is None:
+        return str(ensure_default_model()), served_model_name or DEFAULT_MODEL_ID
+    if model == TINY_VLM_ID:
+        return str(ensure_tiny_vlm()), served_model_name or TINY_VLM_ID
+    return model, served_model_name or served_name_for(model)
+
+
 def _serving_dtype(options: EngineOptions, model_path: str, on_cpu: bool) -> str:
     """The user's ``--dtype``; else, on a CPU, the fastest one faithful to the model
     (``faithful.py``: checked once per CPU and model); else vLLM's own ``auto``."""
@@ -122,20 +132,14 @@ class VLLMEngine(Engine):
         on_cpu = current_platform.is_cpu()
         if on_cpu:
             configure_cpu_environment()
-        if options.model is None:
-            model_path = str(ensure_default_model())
-            served = options.served_model_name or DEFAULT_MODEL_ID
-        elif options.model == TINY_VLM_ID:
-            model_path = str(ensure_tiny_vlm())
-            served = options.served_model_name or TINY_VLM_ID
-        else:
-            model_path = options.model
-            served = options.served_model_name or served_name_for(options.model)
+        model_path, served = resolve_model(options.model, options.served_model_name)
         options = replace(options, dtype=_serving_dtype(options, model_path, on_cpu))
         kwargs = options.vllm_kwargs(model_path, served, on_cpu)
         logger.info("starting vLLM (%s) with %s", "cpu" if on_cpu else "gpu", kwargs)
         llm = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs))
-        return cls(llm, served)
+        engine = cls(llm, served)
+        engine.model_path = model_path
+        return engine
 
     def _sampling_params(self, s: SamplingConfig) -> SamplingParams:
         from vllm import SamplingParams

@@ -34,6 +34,7 @@ __all__ = [
     "remove_path",
     "replace_dir",
     "sha256_file",
+    "weights_digest",
     "write_json_atomic",
 ]
 
@@ -52,6 +53,25 @@ def sha256_file(path: Path) -> str:
     """The sha256 hex digest of the file at ``path``."""
     with path.open("rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
+
+
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
+
+
+def weights_digest(folder: Path) -> str | None:
+    """The sha256 of a model folder's weight files (names and contents, in name order);
+    ``None`` when the folder holds none. What is fitted to one checkpoint's outputs (its
+    confidence calibration) is stored under this, so a retrained checkpoint served under the
+    same name, or another run's folder of the same name, never picks it up. Reads every
+    weight byte: ~0.2 s for a 135M model, seconds for a 7B one."""
+    files = sorted({p for pattern in WEIGHT_PATTERNS for p in folder.glob(pattern) if p.is_file()})
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.name}\0".encode())
+        digest.update(bytes.fromhex(sha256_file(path)))
+    return digest.hexdigest()
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

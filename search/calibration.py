@@ -4,7 +4,8 @@ A raw confidence (the model's stated ``<confidence>``, or one derived from its a
 probabilities or from agreement across samples) is rarely a probability of being right.
 ``Calibration`` holds one fitted map per confidence source, per model, fitted by
 ``safework-train calibrate`` on questions with known answers and stored as JSON in the cache
-(``calibration/<model>.json``); the server applies it to every search answer.
+(``calibration/<model>-<weights digest>.json``: a map belongs to one set of weights); the
+server applies it to every search answer.
 
 Maps: ``platt`` (logistic regression on the logit of the raw confidence, two parameters,
 Newton's method) and ``isotonic`` (pool-adjacent-violators, monotone step function with
@@ -28,7 +29,7 @@ from typing import Any, Literal
 import numpy as np
 
 from safework.errors import ConfigError
-from safework.files import cache_dir
+from safework.files import cache_dir, weights_digest
 
 logger = logging.getLogger(__name__)
 Method = Literal["platt", "isotonic"]
@@ -271,6 +272,23 @@ def calibration_path(model: str, cache: Path | None = None) -> Path:
     """``<cache>/calibration/<model>.json`` (the model id made filename-safe)."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", model).strip("._") or "model"
     return (cache or cache_dir()) / "calibration" / f"{safe}.json"
+
+
+def calibration_id(model_id: str, model_path: str | Path | None) -> str:
+    """What a model's calibration is stored under: its id and, for weights loaded from a
+    folder, a digest of them (``search-3f9a1c0e7b2d``). A map belongs to one set of weights:
+    keyed by the served name alone, a second training run's ``search`` checkpoint would be
+    served (and evaluated) with the first run's map."""
+    folder = Path(model_path) if model_path is not None else None
+    digest = weights_digest(folder) if folder is not None and folder.is_dir() else None
+    return model_id if digest is None else f"{model_id}-{digest[:12]}"
+
+
+def model_calibration_path(
+    model_id: str, model_path: str | Path | None, cache: Path | None = None
+) -> Path:
+    """Where the calibration of these weights lives (``calibration_id``; reads the weights)."""
+    return calibration_path(calibration_id(model_id, model_path), cache)
 
 
 def load_calibration(

@@ -41,7 +41,7 @@ from safework.errors import ConfigError
 from safework.files import file_lock, lock_path_for
 
 from .base import SearchBackend
-from .calibration import Method, calibration_path
+from .calibration import Method, model_calibration_path
 from .corpus import QAItem, element_qa, split_qa
 from .deliberative import SearchConfig
 from .evaluate import calibrate
@@ -162,7 +162,9 @@ async def ensure_calibration(
     A file already there is kept whoever fitted it (``safework-train calibrate`` with other
     settings included); ``safework-train calibrate`` without ``--if-missing`` refits.
     """
-    path = path or calibration_path(engine.model_id, cache)
+    path = path or await asyncio.to_thread(
+        model_calibration_path, engine.model_id, engine.model_path, cache
+    )
     if path.exists():
         return None
     async with _locked(path):

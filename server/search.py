@@ -24,7 +24,7 @@ from safework.engine.base import Engine
 from safework.engine.embedder import Encoder
 from safework.errors import ConfigError, RequestError
 from safework.search.base import BackendContext, SearchBackend, load_backend
-from safework.search.calibration import CalibrationFile, calibration_path
+from safework.search.calibration import CalibrationFile, model_calibration_path
 from safework.search.deliberative import DeliberativeSearch, SearchConfig, SearchStats
 from safework.search.fit_calibration import FIT_BACKEND, FitRecipe, ensure_calibration
 
@@ -117,7 +117,9 @@ class SearchService:
         if settings.calibration_mode == "off":
             logger.info("confidence calibration off: search answers carry raw confidences only")
             return None
-        path = settings.calibration or calibration_path(engine.model_id, cache)
+        path = settings.calibration or await asyncio.to_thread(
+            model_calibration_path, engine.model_id, engine.model_path, cache
+        )
         if settings.calibration_mode == "fit" and not path.exists():
             await self._fit(engine, path)
         calibration = CalibrationFile(path)

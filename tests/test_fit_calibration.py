@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from safework.errors import ConfigError
+from safework.files import weights_digest
 from safework.search import fit_calibration
-from safework.search.calibration import Calibration, calibration_path
+from safework.search.calibration import Calibration, calibration_id, calibration_path
 from safework.search.fit_calibration import FitRecipe, ensure_calibration, fit_and_save
 from safework.training import cli as train_cli
 
@@ -72,6 +73,49 @@ async def test_ensure_fits_into_the_cache_then_keeps_the_file(tmp_path: Path) ->
     assert engine.calls == calls
 
 
+def checkpoint(folder: Path, weights: bytes) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(weights)
+    return folder
+
+
+async def test_a_map_belongs_to_its_weights_not_to_the_served_name(tmp_path: Path) -> None:
+    """Two runs' ``search`` checkpoints are both served as "search": the second is fitted
+    anew, never served with the first one's map."""
+    first, _, _ = parts()
+    first.model_id, first.model_path = "search", str(checkpoint(tmp_path / "run1/search", b"a"))
+    backend, encoder = FakeSearchBackend(SEARCH_DOCS), BagOfWordsEncoder()
+    assert await ensure_calibration(first, backend, encoder, cache=tmp_path) is not None
+    second, _, _ = parts()
+    second.model_id, second.model_path = "search", str(checkpoint(tmp_path / "run2/search", b"b"))
+    assert await ensure_calibration(second, backend, encoder, cache=tmp_path) is not None
+    files = sorted(p.name for p in (tmp_path / "calibration").glob("*.json"))
+    assert files == sorted(
+        f"{calibration_id('search', e.model_path)}.json" for e in (first, second)
+    )
+    assert len(set(files)) == 2
+    assert all(f.startswith("search-") for f in files)
+    # the same weights again (a restart, a copy elsewhere): the map is found
+    again, _, _ = parts()
+    again.model_id, again.model_path = "search", str(checkpoint(tmp_path / "copy/search", b"b"))
+    assert await ensure_calibration(again, backend, encoder, cache=tmp_path) is None
+
+
+def test_the_weights_digest_follows_the_weights(tmp_path: Path) -> None:
+    one = checkpoint(tmp_path / "one", b"weights")
+    two = checkpoint(tmp_path / "two", b"weights")
+    (two / "config.json").write_text('{"note": "not a weight file"}')
+    assert weights_digest(one) == weights_digest(two)
+    (two / "model.safetensors").write_bytes(b"weightz")
+    assert weights_digest(one) != weights_digest(two)
+    (two / "model.safetensors").rename(two / "model-00001.safetensors")
+    (two / "model-00001.safetensors").write_bytes(b"weights")
+    assert weights_digest(one) != weights_digest(two)  # file names count too
+    assert weights_digest(tmp_path / "one" / "none") is None
+    assert calibration_id("org/m", "org/m") == "org/m"  # a name, not a folder: the name
+
+
 async def test_two_concurrent_ensures_fit_once(tmp_path: Path) -> None:
     """The second waits on the file lock (in a thread), then finds the file."""
     engine, backend, encoder = parts()
@@ -112,7 +156,9 @@ def test_if_missing_keeps_a_fitted_file_without_starting_vllm(
     monkeypatch.setattr(vllm_engine.VLLMEngine, "create", no_engine)
     monkeypatch.setattr(base, "load_backend", lambda *a, **kw: FakeSearchBackend(SEARCH_DOCS))
     monkeypatch.setattr(embedder, "get_embedder", lambda cache=None: BagOfWordsEncoder())
-    path = calibration_path("smollm2-135m-instruct", tmp_path)
+    default = checkpoint(tmp_path / "default-model", b"smollm2")
+    monkeypatch.setattr(vllm_engine, "ensure_default_model", lambda: default)
+    path = calibration_path(calibration_id("smollm2-135m-instruct", default), tmp_path)
     Calibration("smollm2-135m-instruct", info={"test_n": 80, "test_ece_raw": 0.2}).save(path)
     assert train_cli.main(["calibrate", "--if-missing", "--cache", str(tmp_path)]) == 0
     out = json.loads(capsys.readouterr().out)

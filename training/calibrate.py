@@ -70,15 +70,15 @@ def recipe_from_args(args: argparse.Namespace) -> FitRecipe:
 
 
 def target_path(args: argparse.Namespace) -> Path:
-    """``--output``, else the served model's place in the cache (known without vLLM)."""
-    from safework.engine.default_model import DEFAULT_MODEL_ID
-    from safework.engine.vllm_engine import served_name_for
-    from safework.search.calibration import calibration_path
+    """``--output``, else the place in the cache of the served model's weights (known without
+    vLLM)."""
+    from safework.engine.vllm_engine import resolve_model
+    from safework.search.calibration import model_calibration_path
 
     if args.output is not None:
         return args.output
-    model_id = DEFAULT_MODEL_ID if args.model is None else served_name_for(args.model)
-    return calibration_path(model_id, args.cache)
+    folder, served = resolve_model(args.model)
+    return model_calibration_path(served, folder, args.cache)
 
 
 def existing_summary(path: Path) -> dict[str, Any]:

@@ -311,7 +311,7 @@ def _load_judges(
 async def _calibration(engine: Engine, config: EvalConfig) -> dict[str, Any]:
     from safework.engine.embedder import get_embedder
     from safework.search.base import BackendContext, load_backend
-    from safework.search.calibration import load_calibration
+    from safework.search.calibration import Calibration, model_calibration_path
     from safework.search.corpus import element_qa, ensure_builtin_corpus, split_qa
 
     from .eval_tasks import calibration_metrics
@@ -320,7 +320,10 @@ async def _calibration(engine: Engine, config: EvalConfig) -> dict[str, Any]:
     rng = random.Random(f"{config.seed}/calibration")
     n = min(config.calibration_samples, len(held_out))
     items = rng.sample(held_out, n)
-    calibration = load_calibration(engine.model_id, cache=config.cache)
+    stored = await asyncio.to_thread(
+        model_calibration_path, engine.model_id, engine.model_path, config.cache
+    )
+    calibration = Calibration.load(stored) if stored.exists() else None
     # A checkpoint without its own map (every stage of a pipeline) gets one fitted here on
     # as many questions of the other half, of the same kinds, so calibrated ECE is measured
     # at every stage.
