@@ -63,7 +63,7 @@ def weights_digest(folder: Path) -> str | None:
     ``None`` when the folder holds none. What is fitted to one checkpoint's outputs (its
     confidence calibration) is stored under this, so a retrained checkpoint served under the
     same name, or another run's folder of the same name, never picks it up. Reads every
-    weight byte: ~0.2 s for a 135M model, seconds for a 7B one."""
+    weight byte: 0.27 s for the 135M default model here, seconds for a 7B one."""
     files = sorted({p for pattern in WEIGHT_PATTERNS for p in folder.glob(pattern) if p.is_file()})
     if not files:
         return None

@@ -294,7 +294,8 @@ def model_calibration_path(
 def load_calibration(
     model: str, path: Path | None = None, cache: Path | None = None
 ) -> Calibration | None:
-    """The stored calibration of ``model`` (or the file given), ``None`` when never fitted."""
+    """The calibration stored under ``model`` (a ``calibration_id``: for a model loaded from a
+    folder, its name and weights digest), or the file given; ``None`` when never fitted."""
     if path is not None:
         return Calibration.load(path)
     default = calibration_path(model, cache)
