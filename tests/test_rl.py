@@ -477,6 +477,30 @@ def test_prompts_follow_the_curriculum_and_are_a_function_of_the_step(tiny_model
     assert sorted(math_ids[:5]) == [f"math-{i}" for i in range(5)]  # an epoch sees each once
 
 
+def test_a_label_listed_twice_is_drawn_twice_as_often_without_repeats(tiny_model: Path) -> None:
+    from collections import Counter
+
+    from safework.training.rl_data import RLPrompt
+
+    run = _bare_run(
+        tiny_model,
+        stage="efficient",
+        max_steps=6,
+        prompts_per_step=8,
+        labels=["math", "safety", "benign", "benign"],
+    )
+    run.pools = {
+        label: [
+            RLPrompt(f"{label}-{i}", label, [{"role": "user", "content": "q"}]) for i in range(12)
+        ]
+        for label in ("math", "safety", "benign")
+    }
+    drawn = [p for s in range(3) for p in run.step_prompts(s)]
+    assert Counter(p.label for p in drawn) == {"benign": 12, "math": 6, "safety": 6}
+    benign = [p.id for p in drawn if p.label == "benign"]
+    assert sorted(benign) == sorted(f"benign-{i}" for i in range(12))  # one epoch, each once
+
+
 class _Crash(Exception):
     pass
 

@@ -145,16 +145,20 @@ class RLRun:
         return picked
 
     def step_prompts(self, step: int) -> list[RLPrompt]:
-        """This rank's prompts of ``step``: slot ``g`` takes label ``g mod L`` and the next
-        prompt of that label's seeded per-epoch order."""
+        """This rank's prompts of ``step``: slot ``g`` takes label ``labels[g mod L]`` and the
+        next prompt of that label's seeded per-epoch order. A label listed twice is drawn twice
+        as often (``[math, safety, benign, benign]``), each draw a different prompt."""
         labels = self.rl.labels_at(step)
         per = self.rl.prompts_per_step
         out = []
         for j in range(self.dist.rank, per, self.dist.world_size):
             g = step * per + j
-            label = labels[g % len(labels)]
+            turn, slot = divmod(g, len(labels))
+            label = labels[slot]
+            # the how-many-th draw of this label: whole turns so far, then earlier slots
+            draw = turn * labels.count(label) + labels[:slot].count(label)
             pool = self.pools[label]
-            epoch, pos = divmod(g // len(labels), len(pool))
+            epoch, pos = divmod(draw, len(pool))
             order = list(range(len(pool)))
             random.Random(f"{self.rl.seed}-{label}-{epoch}").shuffle(order)
             out.append(pool[order[pos]])
