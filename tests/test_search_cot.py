@@ -38,6 +38,8 @@ from safework.training.mix import quotas
 from safework.training.search_cot import (
     CONFIDENCE,
     SEARCH_MIX,
+    UNSURE_CONFIDENCE,
+    UNSURE_KINDS,
     Transcript,
     pick_questions,
     write_transcript,
@@ -171,7 +173,10 @@ def test_transcripts_have_the_loops_shape_and_honest_confidence(
         assert tags.DATA_NOTE not in own
         assert own.rstrip().endswith(f"<confidence>{t.confidence}</confidence>")
         assert tags.parse_confidence(own) == t.confidence / 10
-        assert t.confidence == CONFIDENCE[t.outcome]
+        if t.question.item.kind in UNSURE_KINDS and t.outcome in ("found", "read"):
+            assert t.confidence == UNSURE_CONFIDENCE
+        else:
+            assert t.confidence == CONFIDENCE[t.outcome]
         last_turn = own.split("</read>")[-1].split("</search>")[-1].split("<answer>")[0]
         assert classify(last_turn) == wording_for(t.confidence / 10)  # its confidence in words
         if t.confidence >= 7:
@@ -200,6 +205,34 @@ def test_found_answers_are_in_the_retrieved_text(transcripts: list[Transcript]) 
         q = element.question
         assert element.correct, q.item.id
         assert f"gives {q.asked}: {q.item.answer}." in _model_text(element)
+
+
+def test_reverse_element_lookups_are_stated_unsure_even_when_found(
+    pools: dict[str, list[SearchQuestion]], backend: SearchBackend
+) -> None:
+    from safework.engine.embedder import get_embedder
+
+    encoder = get_embedder(REAL_CACHE)
+    picked = {}
+    for q in pools["element"]:
+        picked.setdefault(q.item.kind, q)
+    assert set(UNSURE_KINDS) <= set(picked)
+
+    async def write() -> list[Transcript]:
+        return [await write_transcript(q, backend, encoder) for q in picked.values()]
+
+    for t in asyncio.run(write()):
+        own = _model_text(t)
+        stated = tags.parse_confidence(own)
+        if t.outcome == "missing":
+            assert stated == 0.1
+        elif t.question.item.kind in UNSURE_KINDS:
+            assert stated == UNSURE_CONFIDENCE / 10, t.question.item.id
+            assert "I am not sure of it." in own
+            assert classify(own.split("<answer>")[0].split("</search>")[-1]) == "unverified"
+        else:
+            assert stated >= 0.8, t.question.item.id
+            assert "I'm confident of this." in own
 
 
 def test_element_questions_rotate_kinds_two_per_element() -> None:

@@ -25,7 +25,11 @@ The writer (``Teacher``) knows the gold answer, but says only what the retrieved
 share (``NO_RETRIEVE_FIRST``), where the model writes its first ``<search>`` itself.
 The last reflection also says its confidence in words, in the band of the stated number
 (``search/verbal.py``: "I'm confident of this." for 8-10, "I could not verify it." for 1), so
-the model learns to word its answers as sure as they are (linguistic calibration).
+the model learns to word its answers as sure as they are (linguistic calibration). Reverse
+element lookups (``UNSURE_KINDS``: the element from its symbol or number) are stated at 4 with
+"... so I am not sure of it." even when found: such answers were right far less often than the
+others on held-out questions, and the stated number must tell the two apart for the
+calibration map, and the wording, to carry information.
 A transcript is kept only if the loop took the model's path (no fallback), its answer is the
 writer's, and a confident answer scores correct (``QAItem.is_correct``).
 
@@ -62,6 +66,8 @@ from .search_qa import SearchQuestion
 __all__ = [
     "CONFIDENCE",
     "NO_RETRIEVE_FIRST",
+    "UNSURE_CONFIDENCE",
+    "UNSURE_KINDS",
     "Teacher",
     "TeacherEngine",
     "Transcript",
@@ -73,6 +79,16 @@ NO_RETRIEVE_FIRST = 0.25
 """Share of transcripts written with ``retrieve_first`` off (the model searches first)."""
 CONFIDENCE = {"found": 9, "read": 8, "known": 10, "missing": 1}
 """Stated confidence (0-10) by how the answer was reached."""
+UNSURE_KINDS = {
+    "element_by_symbol": "the element from its symbol",
+    "element_by_number": "the element from its atomic number",
+}
+"""Question kinds whose answers are stated with ``UNSURE_CONFIDENCE`` even when a result gives
+them: a model that asks the way back from a value often takes the wrong record as its source.
+On the 480-transcript ladder's held-out eval, answers to these kinds were right 4 times in 11,
+the other element kinds 28 in 29, nearly all stated 9 ("The ladder with three times the search
+transcripts"); one number for both left the calibration map nothing to tell them apart by."""
+UNSURE_CONFIDENCE = 4
 _ENTRY = re.compile(r"^\[(\d+)\] (.*) \(id: (.*)\)$", re.M)
 
 
@@ -155,6 +171,10 @@ class Teacher:
     def _finish(self, outcome: str, note: str, answer: str) -> str:
         self.outcome, self.answer, self.confidence = outcome, answer, CONFIDENCE[outcome]
         cue = CUES[wording_for(self.confidence / 10)]  # its confidence in words, too
+        unsure = UNSURE_KINDS.get(self.question.item.kind)
+        if unsure is not None and outcome in ("found", "read"):
+            self.confidence = UNSURE_CONFIDENCE
+            cue = f"Looking up {unsure} often lands on the wrong record, so I am not sure of it."
         return (
             f"{note} {cue}\n<answer>{answer}</answer>\n<confidence>{self.confidence}</confidence>"
         )
