@@ -156,9 +156,16 @@ def test_rerun_skips_finished_stages_and_reports(
         evaluated.append(args["label"])
         folder = Path(args["output"]) / args["label"]
         folder.mkdir(parents=True, exist_ok=True)
-        right = 10 * len(evaluated)  # each point gets 10 more capability answers right
+        right = 10 * min(len(evaluated), 4)  # each point gets 10 more right, up to 40/40
         metrics = {"capability": {"accuracy": {"rate": right / 40, "k": right, "n": 40}}}
-        report = {"model": args["model"], "summary": {"safety": 0.5}, "metrics": metrics}
+        plain = ("model", "label", "output")  # the rest are the recipe's eval keys, as JSON
+        settings = {k: json.loads(v) for k, v in args.items() if k not in plain}
+        report = {
+            "model": args["model"],
+            "summary": {"safety": 0.5},
+            "metrics": metrics,
+            "config": settings,
+        }
         (folder / "report.json").write_text(json.dumps(report))
         return type("Done", (), {"returncode": 0})()
 
@@ -198,6 +205,12 @@ def test_rerun_skips_finished_stages_and_reports(
     run_pipeline(recipe)
     assert trained == ["m3rl", "efficient"]
     assert evaluated == ["base", "m3rl", "efficient", "m3rl"]
+    # Other eval settings in the recipe: every point is evaluated again, once.
+    earlier = time.time() - 60
+    os.utime(tmp_path / "out" / "m3rl" / "config.json", (earlier, earlier))
+    for _ in range(2):
+        run_pipeline(recipe, {"eval.group_max_tokens": {"ifeval": 512}})
+    assert evaluated == ["base", "m3rl", "efficient", "m3rl", "base", "m3rl", "efficient"]
 
 
 def test_cli_names_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -365,6 +365,25 @@ def test_a_stopped_eval_resumes_with_the_answers_it_had(
     assert len(engine.seen) == 18
 
 
+def test_a_group_can_have_its_own_token_budget(
+    dev: Path, ifeval_two: Path, tmp_path: Path, stubs: None
+) -> None:
+    out = tmp_path / "out"
+    cfg = config_without_levels(
+        dev, ifeval_two, out, label="b", max_tokens=12, group_max_tokens={"ifeval": 4000}
+    )
+    run_eval(cfg, engine=scripted_engine())
+    rows = [json.loads(line) for line in (out / "b" / "samples.jsonl").read_text().splitlines()]
+    finish = {(r["group"], r["finish_reason"]) for r in rows}
+    assert ("ifeval", "stop") in finish
+    assert ("ifeval", "length") not in finish  # the script's replies fit 4000 characters
+    assert {f for g, f in finish if g != "ifeval"} == {"length"}  # 12 fit none of the others
+    with pytest.raises(ConfigError, match="group_max_tokens: unknown group 'essays'"):
+        load_config(EvalConfig, overrides=["group_max_tokens={essays: 512}"])
+    with pytest.raises(ConfigError, match=r"group_max_tokens\.ifeval must be a whole number"):
+        load_config(EvalConfig, overrides=["group_max_tokens={ifeval: 0}"])
+
+
 def test_trajectory_accumulates_and_reevaluation_replaces(
     dev: Path, ifeval_two: Path, tmp_path: Path, stubs: None
 ) -> None:

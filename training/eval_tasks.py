@@ -268,16 +268,22 @@ async def generate(
     concurrency: int,
     progress: Callable[[int, int], None] | None = None,
     on_answer: Callable[[Sample], None] | None = None,
+    *,
+    budgets: Mapping[str, int] | None = None,
 ) -> None:
     """Fill every sample's response, ``concurrency`` requests in flight (the engine batches);
-    ``on_answer`` is called with each sample as its answer is complete."""
+    ``on_answer`` is called with each sample as its answer is complete. ``budgets`` gives some
+    groups their own ``max_tokens`` (the others keep ``sampling``'s)."""
     gate = asyncio.Semaphore(concurrency)
     done = 0
 
     async def one(i: int, sample: Sample) -> None:
         nonlocal done
         async with gate:
-            await _generate_one(engine, sample, sampling, f"eval-{i}-{sample.group}")
+            own = sampling
+            if budgets and sample.group in budgets:
+                own = replace(sampling, max_tokens=budgets[sample.group])
+            await _generate_one(engine, sample, own, f"eval-{i}-{sample.group}")
         if on_answer is not None:
             on_answer(sample)
         done += 1

@@ -175,6 +175,13 @@ class EvalConfig:
         default=256,
         metadata={"help": "completion tokens per answer (raise it for long-reasoning models)"},
     )
+    group_max_tokens: dict[str, int] = field(
+        default_factory=dict,
+        metadata={
+            "help": "completion tokens for some groups instead of max_tokens (e.g. {ifeval: "
+            "512}: long-form writing needs more room than short reasoning)"
+        },
+    )
     temperature: float = field(default=0.0, metadata={"help": "sampling temperature (0 = greedy)"})
     seed: int = field(default=0, metadata={"help": "seed for sampling prompts and generation"})
     concurrency: int = field(default=32, metadata={"help": "requests in flight at once"})
@@ -198,6 +205,15 @@ class EvalConfig:
                 raise ConfigError(f"{key} must be at least 1 (got {value}); set {key}=N")
         if self.max_tokens < 1:
             raise ConfigError(f"max_tokens must be at least 1 (got {self.max_tokens})")
+        from .eval_tasks import GROUPS
+
+        for name, tokens in self.group_max_tokens.items():
+            if name not in GROUPS:
+                raise ConfigError(
+                    f"group_max_tokens: unknown group {name!r}; use {', '.join(GROUPS)}"
+                )
+            if not isinstance(tokens, int) or isinstance(tokens, bool) or tokens < 1:
+                raise ConfigError(f"group_max_tokens.{name} must be a whole number >= 1")
         if self.concurrency < 1:
             raise ConfigError(f"concurrency must be at least 1 (got {self.concurrency})")
         if self.temperature < 0:
@@ -457,17 +473,25 @@ async def _evaluate(config: EvalConfig, engine: Engine) -> dict[str, Any]:
     sampling = SamplingConfig(
         max_tokens=config.max_tokens, temperature=config.temperature, seed=seed
     )
-    log = AnswerLog(
-        config.output / slug(config.point_label),
-        {
-            **model_stamp(config.model or _default_model_path()),
-            "model_id": engine.model_id,
-            "sampling": asdict(sampling),
-        },
-    )
+    stamp = {
+        **model_stamp(config.model or _default_model_path()),
+        "model_id": engine.model_id,
+        "sampling": asdict(sampling),
+    }
+    if config.group_max_tokens:  # only when set: answers logged before the key are still reused
+        stamp["group_max_tokens"] = dict(sorted(config.group_max_tokens.items()))
+    log = AnswerLog(config.output / slug(config.point_label), stamp)
     todo = log.restore(samples)
     try:
-        await generate(engine, todo, sampling, config.concurrency, _progress, log.add)
+        await generate(
+            engine,
+            todo,
+            sampling,
+            config.concurrency,
+            _progress,
+            log.add,
+            budgets=config.group_max_tokens,
+        )
     finally:
         log.close()
     timing["generate"] = time.perf_counter() - clock

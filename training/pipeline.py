@@ -25,7 +25,8 @@ Each stage starts from the previous stage's servable folder. Every stage config 
 checked before anything runs, so a typo in the last section fails in the first second. Running
 the same recipe again resumes: a finished stage (its ``metrics.json`` written for this same run)
 is skipped, an interrupted one continues from its latest checkpoint, and a checkpoint already
-evaluated keeps its report. Each eval adds the stage's point to ``OUTPUT/eval/trajectory.png``
+evaluated with the recipe's eval settings keeps its report (change ``eval`` and every point is
+evaluated again). Each eval adds the stage's point to ``OUTPUT/eval/trajectory.png``
 (base -> sft -> m3rl -> ...). With an ``analyze`` section, ``safework-train analyze mi`` runs
 after each eval: its summary joins the report and the trajectory point as ``mi_peaks``, and
 ``OUTPUT/eval/mi_peaks.md`` tables every checkpoint's peak rate and safety share of peaks.
@@ -199,24 +200,37 @@ def _finished(config: Any) -> bool:
     return same and (output / "config.json").is_file() and "steps" in metrics
 
 
-def _report_of(report: Path, model: str) -> dict[str, Any] | None:
-    """The eval report at ``report`` when it is of ``model`` as it is now: it names the model
-    and was written after the model's files (a stage run again rewrites them)."""
+def _report_of(
+    report: Path, model: str, settings: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The eval report at ``report`` when it is of ``model`` as it is now, with ``settings``
+    (the recipe's eval keys): it names the model, records the same values for those keys, and
+    was written after the model's files (a stage run again rewrites them)."""
     if not report.is_file():
         return None
     data = json.loads(report.read_text(encoding="utf-8"))
     if data.get("model") != model:
         return None
+    recorded = data.get("config") or {}
+    for key, value in (settings or {}).items():
+        if key not in recorded or _plain(recorded[key]) != _plain(value):
+            return None
     folder = Path(model)
     files = [f for f in folder.iterdir() if f.is_file()] if folder.is_dir() else []
     newest = max((f.stat().st_mtime for f in files), default=0.0)
     return data if report.stat().st_mtime >= newest else None
 
 
+def _plain(value: Any) -> Any:
+    """``value`` as JSON reads it back (paths as text), for comparing settings."""
+    return json.loads(json.dumps(value, default=str))
+
+
 def _evaluate(pipeline: Pipeline, model: str, label: str) -> dict[str, Any]:
-    """``safework-train eval`` in a child process; the report (kept if already there)."""
+    """``safework-train eval`` in a child process; the report (kept if already there, made
+    with the recipe's eval settings)."""
     report = pipeline.output / "eval" / label / "report.json"
-    kept = _report_of(report, model)
+    kept = _report_of(report, model, pipeline.eval_section)
     if kept is not None:
         logger.info("eval %s: kept %s", label, report)
         return kept
