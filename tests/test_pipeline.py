@@ -213,6 +213,44 @@ def test_rerun_skips_finished_stages_and_reports(
     assert evaluated == ["base", "m3rl", "efficient", "m3rl", "base", "m3rl", "efficient"]
 
 
+def test_a_stage_is_trained_again_when_the_one_before_finished_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trained: list[str] = []
+
+    def fake_train(config: Any) -> dict[str, Any]:
+        trained.append(config.stage)
+        return _finished_run(config)
+
+    def fake_eval_cli(command: list[str], check: bool) -> Any:
+        args = dict(a.split("=", 1) for a in command if "=" in a)
+        folder = Path(args["output"]) / args["label"]
+        folder.mkdir(parents=True, exist_ok=True)
+        report = {"model": args["model"], "summary": {}, "metrics": {}}
+        (folder / "report.json").write_text(json.dumps(report))
+        return type("Done", (), {"returncode": 0})()
+
+    import safework.training.rl as rl
+
+    monkeypatch.setattr(rl, "train_rl", fake_train)
+    monkeypatch.setattr(pipeline.subprocess, "run", fake_eval_cli)
+    out = tmp_path / "out"
+    recipe = _recipe(
+        tmp_path,
+        {"output": str(out), "model": str(tmp_path), "stages": ["m3rl", "efficient"]},
+    )
+    run_pipeline(recipe)
+    assert trained == ["m3rl", "efficient"]
+    # m3rl made again (say, by hand) after efficient had finished: efficient's start is gone
+    now = time.time()
+    os.utime(out / "efficient" / "metrics.json", (now - 120, now - 120))
+    os.utime(out / "m3rl" / "metrics.json", (now - 60, now - 60))
+    run_pipeline(recipe)
+    assert trained == ["m3rl", "efficient", "efficient"]
+    run_pipeline(recipe)
+    assert trained == ["m3rl", "efficient", "efficient"]
+
+
 def test_cli_names_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["pipeline", str(tmp_path / "missing.yaml")]) == 1
     assert "does not exist" in capsys.readouterr().err

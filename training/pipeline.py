@@ -23,15 +23,15 @@ only when its settings or code change) and is what SFT trains on, what the CoT R
 draw prompts from and what eval's dev groups read, unless a section names its own ``data``.
 Each stage starts from the previous stage's servable folder. Every stage config is loaded and
 checked before anything runs, so a typo in the last section fails in the first second. Running
-the same recipe again resumes: a finished stage (its ``metrics.json`` written for this same run)
-is skipped, an interrupted one continues from its latest checkpoint, and a checkpoint already
-evaluated with the recipe's eval settings keeps its report (change ``eval`` and every point is
-evaluated again). Each eval adds the stage's point to ``OUTPUT/eval/trajectory.png``
-(base -> sft -> m3rl -> ...). With an ``analyze`` section, ``safework-train analyze mi`` runs
-after each eval: its summary joins the report and the trajectory point as ``mi_peaks``, and
-``OUTPUT/eval/mi_peaks.md`` tables every checkpoint's peak rate and safety share of peaks.
-Evals run as child processes so vLLM's memory is returned before
-the next stage trains.
+the same recipe again resumes: a finished stage (its ``metrics.json`` written for this same
+run, after its dataset was built and the stage before it finished) is skipped, an interrupted
+one continues from its latest checkpoint, and a checkpoint already evaluated with the recipe's
+eval settings keeps its report (change ``eval`` and every point is evaluated again). Each eval
+adds the stage's point to ``OUTPUT/eval/trajectory.png`` (base -> sft -> m3rl -> ...). With an
+``analyze`` section, ``safework-train analyze mi`` runs after each eval: its summary joins the
+report and the trajectory point as ``mi_peaks``, and ``OUTPUT/eval/mi_peaks.md`` tables every
+checkpoint's peak rate and safety share of peaks. Evals run as child processes so vLLM's memory
+is returned before the next stage trains.
 """
 
 from __future__ import annotations
@@ -188,16 +188,28 @@ def _apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> None:
         current[rest] = value
 
 
-def _finished(config: Any) -> bool:
-    """The stage's folder holds this same run, trained to the end."""
+def _finished(config: Any, inputs_at: float = 0.0) -> bool:
+    """The stage's folder holds this same run, trained to the end after ``inputs_at`` (when
+    its dataset was built and the stage before it finished: a stage whose inputs were made
+    again since is trained again, though its settings name the same folders)."""
     output = Path(config.output)
     try:
         run = json.loads((output / "run.json").read_text(encoding="utf-8"))
         metrics = json.loads((output / "metrics.json").read_text(encoding="utf-8"))
+        finished_at = (output / "metrics.json").stat().st_mtime
     except (OSError, json.JSONDecodeError):
         return False
     same = run == json.loads(json.dumps(config.identity(), sort_keys=True))
-    return same and (output / "config.json").is_file() and "steps" in metrics
+    fresh = finished_at >= inputs_at
+    return same and fresh and (output / "config.json").is_file() and "steps" in metrics
+
+
+def _mtime(path: Path) -> float:
+    """``path``'s modification time, 0 when it is absent."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _report_of(
@@ -324,10 +336,13 @@ def run_pipeline(recipe: Path, overrides: dict[str, Any] | None = None) -> dict[
     summary: dict[str, Any] = {"output": str(pipeline.output), "stages": {}}
     reports: list[tuple[str, dict[str, Any]]] = []
     mi_rows: list[tuple[str, dict[str, Any]]] = []
+    data_at = 0.0
     if pipeline.data is not None:
-        from .data import ensure_built
+        from .data import MANIFEST, ensure_built
 
         summary["data"] = str(ensure_built(pipeline.data))
+        data_at = _mtime(Path(summary["data"]) / MANIFEST)
+    before_at = 0.0  # when the stage before finished
     if pipeline.eval_base:
         base = str(resolve_model(pipeline.model)) if pipeline.model == "default" else pipeline.model
         report = _evaluate(pipeline, base, "base")
@@ -337,11 +352,13 @@ def run_pipeline(recipe: Path, overrides: dict[str, Any] | None = None) -> dict[
             mi_rows.append(("base", _analyze(pipeline, base, "base", report)))
     for name in pipeline.stages:
         config = pipeline.configs[name]
-        if _finished(config):
+        uses_data = pipeline.data is not None and name != "search"
+        if _finished(config, max(before_at, data_at if uses_data else 0.0)):
             logger.info("stage %s: already finished in %s", name, config.output)
             result: dict[str, Any] = {"skipped": "finished"}
         else:
             result = train_sft(config) if name == "sft" else train_rl(config)
+        before_at = _mtime(Path(config.output) / "metrics.json")
         report = _evaluate(pipeline, str(config.output), name)
         reports.append((name, report))
         result["eval"] = _summary_of(report)
