@@ -18,8 +18,6 @@ from __future__ import annotations
 import doctest
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +28,6 @@ from safework.search.corpus import QAItem
 from safework.search.deliberative import SearchConfig
 from safework.training import eval_report, eval_tasks, evaluate
 from safework.training.capability import CANDIDATE_LEVELS, capability_samples
-from safework.training.config import config_help, load_config
 from safework.training.eval_report import load_trajectory
 from safework.training.eval_tasks import Sample, build_samples, extract_math_answer, load_dev
 from safework.training.evaluate import EvalConfig, run_eval
@@ -378,10 +375,6 @@ def test_a_group_can_have_its_own_token_budget(
     assert ("ifeval", "stop") in finish
     assert ("ifeval", "length") not in finish  # the script's replies fit 4000 characters
     assert {f for g, f in finish if g != "ifeval"} == {"length"}  # 12 fit none of the others
-    with pytest.raises(ConfigError, match="group_max_tokens: unknown group 'essays'"):
-        load_config(EvalConfig, overrides=["group_max_tokens={essays: 512}"])
-    with pytest.raises(ConfigError, match=r"group_max_tokens\.ifeval must be a whole number"):
-        load_config(EvalConfig, overrides=["group_max_tokens={ifeval: 0}"])
 
 
 def test_trajectory_accumulates_and_reevaluation_replaces(
@@ -584,51 +577,3 @@ async def test_a_checkpoint_without_a_map_is_calibrated_on_other_questions() -> 
     assert out["ece_calibrated"] < 0.05  # the map learnt that a stated 9 is right half the time
     assert out["confidently_wrong"] == 0
     assert out["wording"]["bands"] == {"likely": {"n": 12, "correct": 6, "accuracy": 0.5}}
-
-
-# --------------------------------------------------------------------------- config
-
-
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        (["bogus=1"], "unknown config key 'bogus'"),
-        (["safety_samples=0"], "safety_samples must be at least 1"),
-        (["ifeval_samples=-2"], "ifeval_samples must be at least 1"),
-        (["max_tokens=0"], "max_tokens"),
-        (["model=/no/such/checkpoint"], "model: /no/such/checkpoint is not an HF model folder"),
-        (["data=/no/such/data"], "data: /no/such/data holds no dev.jsonl"),
-        (["judges=[nope:x]"], "judges: unknown value model spec"),
-        (["jailbreak_templates=[dan]"], "jailbreak_templates: unknown"),
-        (["judge_threshold=2"], "judge_threshold"),
-        (["search_backend=gopher:x"], "search_backend:"),
-        (["engine={tensor_parallel: 2}"], "engine: unknown vLLM options"),
-        (["engine={seed: 3}"], "engine: set seed with the top-level seed key"),
-        (["label= "], "label must not be empty"),
-    ],
-)
-def test_bad_config_names_the_key(overrides: list[str], message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        load_config(EvalConfig, overrides=overrides)
-
-
-def test_config_defaults_and_label(tmp_path: Path) -> None:
-    (tmp_path / "ckpt-100").mkdir()
-    (tmp_path / "ckpt-100" / "config.json").write_text("{}")
-    cfg = load_config(EvalConfig, overrides=[f"model={tmp_path / 'ckpt-100'}/"])
-    assert cfg.point_label == "ckpt-100"
-    assert EvalConfig().point_label == "smollm2-135m-instruct"
-    assert EvalConfig().judges == ["builtin:safety"]
-    assert EvalConfig().search_backend is None
-    keys = config_help(EvalConfig)
-    for name in ("safety_samples", "judges", "search_backend", "label", "max_tokens", "seed"):
-        assert f"  {name} (" in keys
-
-
-def test_importing_the_module_stays_cheap() -> None:
-    code = (
-        "import sys, safework.training.evaluate, safework.training.plot;"
-        "heavy = {'torch', 'vllm', 'matplotlib', 'reasoning_gym'} & set(sys.modules);"
-        "assert not heavy, heavy"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
