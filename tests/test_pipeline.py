@@ -15,6 +15,7 @@ import yaml
 from safework.errors import ConfigError
 from safework.training import pipeline
 from safework.training.cli import main
+from safework.training.eval_report import load_trajectory
 from safework.training.pipeline import load_pipeline, run_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -196,9 +197,17 @@ def test_rerun_skips_finished_stages_and_reports(
     )
     table = Path(first["effects"]).read_text()
     assert "| capability levels | 10/40 | 20/40 | +25.0 |" in table
+    (tmp_path / "out" / "eval" / "trajectory.json").unlink(missing_ok=True)
     run_pipeline(recipe)
     assert trained == ["m3rl", "efficient"]  # nothing trained twice
     assert evaluated == ["base", "m3rl", "efficient"]  # nor evaluated
+    # ... and the kept reports' points are back in a lost trajectory, in order
+    points = load_trajectory(tmp_path / "out" / "eval" / "trajectory.json")
+    assert [(p["label"], p["safety"]) for p in points] == [
+        ("base", 0.5),
+        ("m3rl", 0.5),
+        ("efficient", 0.5),
+    ]
     # A checkpoint whose files changed after its report (a stage run again) is evaluated again.
     later = time.time() + 60
     os.utime(tmp_path / "out" / "m3rl" / "config.json", (later, later))

@@ -39,6 +39,7 @@ __all__ = [
     "metrics",
     "slug",
     "summary",
+    "trajectory_point",
     "update_trajectory",
     "write_outputs",
 ]
@@ -220,6 +221,21 @@ def update_trajectory(output: Path, point: dict[str, Any]) -> tuple[Path, Path]:
     return path, plot_trajectory(points, path.with_suffix(".png"))
 
 
+def trajectory_point(report: dict[str, Any]) -> dict[str, Any]:
+    """A report's point on the trajectory: its label, model and summary (and MI peaks, when
+    ``analyze mi`` has added them)."""
+    point = {
+        "label": report["label"],
+        "model": report["model"],
+        **report["summary"],
+        "report": str(Path(slug(report["label"])) / REPORT_FILE),
+        "evaluated_at": report.get("evaluated_at"),
+    }
+    if "mi_peaks" in report:
+        point["mi_peaks"] = report["mi_peaks"]
+    return point
+
+
 def write_outputs(output: Path, report: dict[str, Any], samples: Sequence[Sample]) -> None:
     """The report folder, the trajectory point and the plot; ``report["files"]`` names them."""
     folder = output / slug(report["label"])
@@ -227,14 +243,7 @@ def write_outputs(output: Path, report: dict[str, Any], samples: Sequence[Sample
     with (folder / SAMPLES_FILE).open("w", encoding="utf-8") as f:
         for s in samples:
             f.write(json.dumps(s.record(), ensure_ascii=False) + "\n")
-    point = {
-        "label": report["label"],
-        "model": report["model"],
-        **report["summary"],
-        "report": str(Path(slug(report["label"])) / REPORT_FILE),
-        "evaluated_at": report["evaluated_at"],
-    }
-    trajectory, png = update_trajectory(output, point)
+    trajectory, png = update_trajectory(output, trajectory_point(report))
     report["files"] = {
         "report": str(folder / REPORT_FILE),
         "samples": str(folder / SAMPLES_FILE),

@@ -49,7 +49,7 @@ import yaml
 from safework.errors import ConfigError
 
 from .config import config_to_dict, load_config
-from .eval_report import TRAJECTORY_FILE, load_trajectory, update_trajectory
+from .eval_report import TRAJECTORY_FILE, load_trajectory, trajectory_point, update_trajectory
 
 __all__ = ["PIPELINE_STAGES", "Pipeline", "load_pipeline", "run_pipeline"]
 
@@ -245,6 +245,9 @@ def _evaluate(pipeline: Pipeline, model: str, label: str) -> dict[str, Any]:
     kept = _report_of(report, model, pipeline.eval_section)
     if kept is not None:
         logger.info("eval %s: kept %s", label, report)
+        evals = pipeline.output / "eval"
+        if label not in [p.get("label") for p in load_trajectory(evals / TRAJECTORY_FILE)]:
+            update_trajectory(evals, trajectory_point({**kept, "label": label}))  # lost: put back
         return kept
     args = ["eval", f"model={model}", f"label={label}", f"output={pipeline.output / 'eval'}"]
     code = _child(args, pipeline.eval_section, f"eval {label}")
