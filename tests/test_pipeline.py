@@ -140,6 +140,16 @@ def _finished_run(config: Any) -> dict[str, Any]:
     return {"steps": config.max_steps}
 
 
+def _train_recorder(trained: list[str]) -> Any:
+    """A stand-in for ``train_rl`` that notes the stage and leaves it finished."""
+
+    def fake_train(config: Any) -> dict[str, Any]:
+        trained.append(config.stage)
+        return _finished_run(config)
+
+    return fake_train
+
+
 def test_rerun_skips_finished_stages_and_reports(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -147,10 +157,6 @@ def test_rerun_skips_finished_stages_and_reports(
     nothing again."""
     trained: list[str] = []
     evaluated: list[str] = []
-
-    def fake_train(config: Any) -> dict[str, Any]:
-        trained.append(config.stage)
-        return _finished_run(config)
 
     def fake_eval_cli(command: list[str], check: bool) -> Any:
         args = dict(a.split("=", 1) for a in command if "=" in a)
@@ -172,7 +178,7 @@ def test_rerun_skips_finished_stages_and_reports(
 
     import safework.training.rl as rl
 
-    monkeypatch.setattr(rl, "train_rl", fake_train)
+    monkeypatch.setattr(rl, "train_rl", _train_recorder(trained))
     monkeypatch.setattr(pipeline.subprocess, "run", fake_eval_cli)
     recipe = _recipe(
         tmp_path,
@@ -227,10 +233,6 @@ def test_a_stage_is_trained_again_when_the_one_before_finished_later(
 ) -> None:
     trained: list[str] = []
 
-    def fake_train(config: Any) -> dict[str, Any]:
-        trained.append(config.stage)
-        return _finished_run(config)
-
     def fake_eval_cli(command: list[str], check: bool) -> Any:
         args = dict(a.split("=", 1) for a in command if "=" in a)
         folder = Path(args["output"]) / args["label"]
@@ -241,7 +243,7 @@ def test_a_stage_is_trained_again_when_the_one_before_finished_later(
 
     import safework.training.rl as rl
 
-    monkeypatch.setattr(rl, "train_rl", fake_train)
+    monkeypatch.setattr(rl, "train_rl", _train_recorder(trained))
     monkeypatch.setattr(pipeline.subprocess, "run", fake_eval_cli)
     out = tmp_path / "out"
     recipe = _recipe(

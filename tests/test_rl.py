@@ -451,9 +451,16 @@ def test_efficient_good_rule_reads_outcomes_not_format_and_drops_cut_off_samples
     assert [strict.scoring.good(result, flat, i) for i in range(4)] == [False, True, False, False]
 
 
-def test_prompts_follow_the_curriculum_and_are_a_function_of_the_step(tiny_model: Path) -> None:
+def _pools(n: int) -> dict[str, list[Any]]:
+    """``n`` one-line prompts for each of math, safety and benign (ids ``label-i``)."""
     from safework.training.rl_data import RLPrompt
 
+    user = [{"role": "user", "content": "q"}]
+    labels = ("math", "safety", "benign")
+    return {label: [RLPrompt(f"{label}-{i}", label, user) for i in range(n)] for label in labels}
+
+
+def test_prompts_follow_the_curriculum_and_are_a_function_of_the_step(tiny_model: Path) -> None:
     run = _bare_run(
         tiny_model,
         stage="m3rl",
@@ -462,12 +469,7 @@ def test_prompts_follow_the_curriculum_and_are_a_function_of_the_step(tiny_model
         phase1_share=0.3,
         phase2_labels=["math", "safety", "benign"],
     )
-    run.pools = {
-        label: [
-            RLPrompt(f"{label}-{i}", label, [{"role": "user", "content": "q"}]) for i in range(5)
-        ]
-        for label in ("math", "safety", "benign")
-    }
+    run.pools = _pools(5)
     labels = [[p.label for p in run.step_prompts(s)] for s in range(10)]
     assert all(set(ls) == {"math"} for ls in labels[:3])  # phase 1: 30% of 10 steps
     assert all({"safety", "benign"} <= set(ls) for ls in labels[3:])
@@ -480,8 +482,6 @@ def test_prompts_follow_the_curriculum_and_are_a_function_of_the_step(tiny_model
 def test_a_label_listed_twice_is_drawn_twice_as_often_without_repeats(tiny_model: Path) -> None:
     from collections import Counter
 
-    from safework.training.rl_data import RLPrompt
-
     run = _bare_run(
         tiny_model,
         stage="efficient",
@@ -489,12 +489,7 @@ def test_a_label_listed_twice_is_drawn_twice_as_often_without_repeats(tiny_model
         prompts_per_step=8,
         labels=["math", "safety", "benign", "benign"],
     )
-    run.pools = {
-        label: [
-            RLPrompt(f"{label}-{i}", label, [{"role": "user", "content": "q"}]) for i in range(12)
-        ]
-        for label in ("math", "safety", "benign")
-    }
+    run.pools = _pools(12)
     drawn = [p for s in range(3) for p in run.step_prompts(s)]
     assert Counter(p.label for p in drawn) == {"benign": 12, "math": 6, "safety": 6}
     benign = [p.id for p in drawn if p.label == "benign"]
