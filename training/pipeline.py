@@ -241,15 +241,15 @@ def _plain(value: Any) -> Any:
 def _evaluate(pipeline: Pipeline, model: str, label: str) -> dict[str, Any]:
     """``safework-train eval`` in a child process; the report (kept if already there, made
     with the recipe's eval settings)."""
-    report = pipeline.output / "eval" / label / "report.json"
+    evals = pipeline.output / "eval"
+    report = evals / label / "report.json"
     kept = _report_of(report, model, pipeline.eval_section)
     if kept is not None:
         logger.info("eval %s: kept %s", label, report)
-        evals = pipeline.output / "eval"
         if label not in [p.get("label") for p in load_trajectory(evals / TRAJECTORY_FILE)]:
             update_trajectory(evals, trajectory_point({**kept, "label": label}))  # lost: put back
         return kept
-    args = ["eval", f"model={model}", f"label={label}", f"output={pipeline.output / 'eval'}"]
+    args = ["eval", f"model={model}", f"label={label}", f"output={evals}"]
     code = _child(args, pipeline.eval_section, f"eval {label}")
     if code != 0:
         raise ConfigError(f"eval of {label} ({model}) failed with exit code {code}")
