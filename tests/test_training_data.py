@@ -449,6 +449,26 @@ def test_dev_does_not_depend_on_train_sizes(env: Env, built: Built) -> None:
     assert (bigger.folder() / "dev.jsonl").read_bytes() == (built.folder / "dev.jsonl").read_bytes()
 
 
+def test_a_level_in_the_mix_adds_train_rows_at_its_settings_and_leaves_dev_alone(
+    env: Env, built: Built
+) -> None:
+    mix = {**DEFAULT_MATH_MIX, "basic_arithmetic/2x1": 1.0}
+    config = env.config(output=env.cache.parent / "levels", math_mix=mix)
+    run_data(config)
+    assert (config.folder() / "dev.jsonl").read_bytes() == (built.folder / "dev.jsonl").read_bytes()
+    train = load_conversations(config.folder() / "train.jsonl")
+    easy = [r for r in train if r["meta"].get("level") == "basic_arithmetic/2x1"]
+    assert len(easy) == round(SIZES["math_train"] / sum(mix.values()))
+    for row in easy:
+        entry = row["meta"]["entry"]
+        assert row["meta"]["dataset"] == "basic_arithmetic"
+        assert entry["metadata"]["num_terms"] == 2
+        assert entry["metadata"]["num_digits"] == 1
+        assert row["messages"][1]["content"].endswith(f"\n\n{entry['answer']}")
+    manifest = json.loads((config.folder() / "manifest.json").read_text())
+    assert manifest["generators"]["reasoning-gym"]["basic_arithmetic/2x1"]["dev"] == 0
+
+
 def test_existing_dataset_is_kept_replaced_or_refused(env: Env) -> None:
     config = env.config(output=env.cache.parent / "ds")
     assert run_data(config)["status"] == "built"

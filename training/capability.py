@@ -8,8 +8,9 @@ settings; ``CAPABILITY_LEVELS`` are the ones the base model answers neither alwa
 
 Questions are generated on demand with seeds of their own (``derive_seed(seed,
 "capability", level)``: never the seeds the CoT-SFT or RL data use), and a question whose
-normalized text is in ``exclude`` (the training rows' questions) is skipped, so every checkpoint
-meets them fresh. Each becomes an ``eval_tasks.Sample`` whose ``meta`` holds what
+normalized text or problem (``problem_key``: the expression, or a GCD's or LCM's numbers in any
+order) is in ``exclude`` (the training rows') is skipped, as is a repeat, so every checkpoint
+meets them fresh and none twice. Each becomes an ``eval_tasks.Sample`` whose ``meta`` holds what
 ``score_math`` needs (``dataset``, ``answer``, ``entry``) and the ``level``.
 """
 
@@ -23,7 +24,14 @@ from safework.errors import ConfigError
 
 from .eval_tasks import Sample
 
-__all__ = ["CANDIDATE_LEVELS", "CAPABILITY_LEVELS", "CapabilityLevel", "capability_samples"]
+__all__ = [
+    "CANDIDATE_LEVELS",
+    "CAPABILITY_LEVELS",
+    "CapabilityLevel",
+    "capability_samples",
+    "math_source",
+    "problem_key",
+]
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,46 @@ sorting, spelling backward, word reversal, gsm_symbolic), which the dev split's 
 and ``--levels candidates`` still report."""
 
 
+def math_source(key: str) -> tuple[str, dict[str, Any]]:
+    """The reasoning-gym dataset and generator settings a ``math_mix`` key names.
+
+    A dataset with a step writer (``math_cot.SOLVERS``) is generated at its
+    ``GENERATOR_SETTINGS``; a candidate level's name (``"chain_sum/2x1"``) at that level's
+    settings, so the SFT and RL data can hold the easy end of a family as well as the harder
+    default. Raises ``ConfigError`` for anything else.
+    """
+    from .math_cot import GENERATOR_SETTINGS, SOLVERS
+
+    if key in SOLVERS:
+        return key, dict(GENERATOR_SETTINGS.get(key, {}))
+    levels = {
+        level.name: level
+        for level in CANDIDATE_LEVELS
+        if level.dataset in SOLVERS and level.name not in SOLVERS
+    }
+    if key in levels:
+        return levels[key].dataset, dict(levels[key].settings)
+    raise ConfigError(
+        f"math_mix: no step writer for {key!r}; choose a dataset among {sorted(SOLVERS)} or a "
+        f"level among {sorted(levels)}"
+    )
+
+
+def problem_key(entry: Mapping[str, Any]) -> str | None:
+    """What a reasoning-gym entry asks, whatever its wording: the expression (``4 - 9``, in
+    a chain sum or basic arithmetic alike) or the unordered numbers of a GCD or LCM. None for
+    the others, whose question text is the key."""
+    meta = entry.get("metadata") or {}
+    expression = meta.get("expression")
+    if isinstance(expression, str) and expression.strip():
+        return "expression:" + "".join(expression.split())
+    numbers = meta.get("numbers")
+    dataset = meta.get("source_dataset")
+    if dataset in ("gcd", "lcm") and isinstance(numbers, list):
+        return f"{dataset}:{sorted(numbers)}"
+    return None
+
+
 def capability_samples(
     levels: Sequence[CapabilityLevel],
     per_level: int,
@@ -125,7 +173,8 @@ def capability_samples(
 ) -> list[Sample]:
     """``per_level`` fresh questions of every level, as ``capability`` samples.
 
-    Raises ``ConfigError`` when a level cannot give that many questions outside ``exclude``.
+    ``exclude`` holds normalized question texts and ``problem_key`` values. Raises
+    ``ConfigError`` when a level cannot give that many questions outside it.
     """
     import reasoning_gym
 
@@ -147,10 +196,10 @@ def capability_samples(
         taken = 0
         for index in range(limit):
             entry = json_safe(dataset[index])
-            key = normalize(entry["question"])
-            if key in seen:
+            keys = {normalize(entry["question"]), problem_key(entry)} - {None}
+            if keys & seen:
                 continue
-            seen.add(key)
+            seen |= keys
             meta = {
                 "dataset": level.dataset,
                 "answer": entry["answer"],

@@ -15,8 +15,9 @@ from typing import Any
 from safework.errors import ConfigError
 from safework.files import cache_dir
 
+from .capability import math_source
 from .config import help_text
-from .math_cot import DEFAULT_MATH_MIX, SOLVERS
+from .math_cot import DEFAULT_MATH_MIX
 
 __all__ = ["DATA_KEYS", "RECIPE_NAMES", "DataConfig", "default_output"]
 
@@ -66,7 +67,10 @@ class DataConfig:
     )
     math_mix: dict[str, float] = field(
         default_factory=lambda: dict(DEFAULT_MATH_MIX),
-        metadata=help_text("reasoning-gym dataset -> share of the maths rows"),
+        metadata=help_text(
+            "reasoning-gym dataset, or capability level such as chain_sum/2x1 (train rows only), "
+            "-> share of the maths rows"
+        ),
     )
     search_train: int = field(
         default=0,
@@ -107,10 +111,7 @@ class DataConfig:
                 raise ConfigError("math_mix: give at least one reasoning-gym dataset and weight")
             return
         for name, weight in self.math_mix.items():
-            if name not in SOLVERS:
-                raise ConfigError(
-                    f"math_mix: no step writer for {name!r}; choose among {sorted(SOLVERS)}"
-                )
+            math_source(name)
             if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
                 raise ConfigError(f"math_mix.{name}: weight must be a number > 0, got {weight!r}")
 

@@ -408,10 +408,11 @@ def _prepare(config: EvalConfig) -> tuple[Path, list[Sample], list[IFEvalPrompt]
 
 
 def _capability(config: EvalConfig, data: Path) -> list[Sample]:
-    """Fresh questions of the capability levels, none the dataset trains or evaluates on."""
+    """Fresh questions of the capability levels: no question, nor problem in other words, that
+    the dataset trains or evaluates on."""
     from safework.value_models.data import normalize
 
-    from .capability import capability_samples
+    from .capability import capability_samples, problem_key
     from .data import load_conversations
 
     if config.capability_samples == 0:
@@ -423,6 +424,10 @@ def _capability(config: EvalConfig, data: Path) -> list[Sample]:
                 taken.update(
                     normalize(m["content"]) for m in row["messages"] if m["role"] == "user"
                 )
+                entry = (row.get("meta") or {}).get("entry")
+                key = problem_key(entry) if isinstance(entry, dict) else None
+                if key is not None:
+                    taken.add(key)
     chosen = [level for level in CANDIDATE_LEVELS if level.name in config.capability_levels]
     return capability_samples(chosen, config.capability_samples, config.seed, exclude=taken)
 

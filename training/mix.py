@@ -3,8 +3,10 @@
 What ``cot-sft`` holds (sizes from ``DataConfig``; defaults 600/400/400 train, 60/60/60 dev):
 
   math     reasoning-gym questions (``math_mix``: gsm_symbolic, basic_arithmetic,
-           simple_equations, leg_counting, chain_sum) with step-by-step reasoning that
-           ``math_cot.solve`` checked against the gold answer; the answer is the gold answer
+           simple_equations, leg_counting, chain_sum, products, gcd, lcm; a capability
+           level's name, e.g. ``chain_sum/2x1``, adds train rows at that level's settings)
+           with step-by-step reasoning that ``math_cot.solve`` checked against the gold
+           answer; the answer is the gold answer
   safety   Do-Not-Answer (harmful subset, ``dna_is_harmful``) and AdvBench prompts, plain (no
            jailbreak wrapper); reasoning names the risk, the answer declines briefly and offers
            a safe alternative (``cot_texts.safety_turn``)
@@ -47,9 +49,10 @@ from safework.value_models.data import normalize, parse_alpaca, parse_donotanswe
 from safework.value_models.risks import ADVBENCH_MAIN_CATEGORIES, RISKS, classify
 from safework.value_models.texts import EDGY_TOPICS, edgy_prompts
 
+from .capability import math_source
 from .cot_texts import assistant_content, benign_turn, edgy_turn, math_turn, safety_turn
 from .data_config import DataConfig
-from .math_cot import GENERATOR_SETTINGS, SOLVERS, json_safe, score
+from .math_cot import SOLVERS, json_safe, score
 from .sources import ALPACA_ASSET, DATA_ASSETS, PYRIT_ASSET
 
 __all__ = [
@@ -191,9 +194,9 @@ def math_rows(
     import reasoning_gym
 
     limit = 20 * n + 1000
-    settings = GENERATOR_SETTINGS.get(name, {})
+    source, settings = math_source(name)
     dataset = reasoning_gym.create_dataset(
-        name, size=limit, seed=derive_seed(seed, "math", name, split), **settings
+        source, size=limit, seed=derive_seed(seed, "math", name, split), **settings
     )
     rows: list[Row] = []
     for index in range(limit):
@@ -203,17 +206,19 @@ def math_rows(
             dropped["math: repeated question (or also in dev)"] += 1
             continue
         taken.add(key)
-        solution = SOLVERS[name](entry)
+        solution = SOLVERS[source](entry)
         if solution is None:
             dropped["math: steps not written (e.g. a division that is not exact)"] += 1
-        elif score(name, solution.result, entry) != 1.0:
+        elif score(source, solution.result, entry) != 1.0:
             dropped["math: written steps disagree with the gold answer"] += 1
-        elif score(name, entry["answer"], entry) != 1.0:
+        elif score(source, entry["answer"], entry) != 1.0:
             dropped["math: gold answer does not score 1.0"] += 1
         else:
             content = assistant_content(*math_turn(solution, entry["answer"]))
-            meta = {"dataset": name, "answer": entry["answer"], "entry": entry}
-            rows.append(Row("math", f"reasoning-gym/{name}", entry["question"], content, meta))
+            meta = {"dataset": source, "answer": entry["answer"], "entry": entry}
+            if name != source:
+                meta["level"] = name
+            rows.append(Row("math", f"reasoning-gym/{source}", entry["question"], content, meta))
             if len(rows) == n:
                 return rows
     raise ConfigError(
@@ -224,7 +229,10 @@ def math_rows(
 
 def _math(config: DataConfig, dropped: Counter[str]) -> tuple[list[Row], list[Row], dict]:
     names = sorted(config.math_mix)  # the rows must not depend on the order keys were given in
-    dev_q = quotas(config.math_dev, config.math_mix)
+    # A level key (``chain_sum/2x1``) adds train rows only: the dev split's maths keeps the
+    # datasets' own settings, and evaluation measures the levels on fresh questions.
+    datasets = {k: w for k, w in config.math_mix.items() if k in SOLVERS} or config.math_mix
+    dev_q = {name: 0 for name in names} | quotas(config.math_dev, datasets)
     train_q = quotas(config.math_train, config.math_mix)
     taken: set[str] = set()
     dev = [
@@ -240,7 +248,7 @@ def _math(config: DataConfig, dropped: Counter[str]) -> tuple[list[Row], list[Ro
     info = {
         name: {
             "weight": config.math_mix[name],
-            "settings": GENERATOR_SETTINGS.get(name, {}),
+            "settings": math_source(name)[1],
             "dev": dev_q[name],
             "train": train_q[name],
         }
