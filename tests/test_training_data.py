@@ -469,6 +469,32 @@ def test_a_level_in_the_mix_adds_train_rows_at_its_settings_and_leaves_dev_alone
     assert manifest["generators"]["reasoning-gym"]["basic_arithmetic/2x1"]["dev"] == 0
 
 
+def test_constraint_rows_ask_for_a_rule_and_answer_by_it(env: Env, built: Built) -> None:
+    config = env.config(output=env.cache.parent / "constrained", constraint_fraction=0.5)
+    assert "constraint_fraction" in config.data_key()
+    assert "constraint_fraction" not in env.config().data_key()  # off: older datasets stay
+    run_data(config)
+    assert (config.folder() / "dev.jsonl").read_bytes() == (built.folder / "dev.jsonl").read_bytes()
+    train = load_conversations(config.folder() / "train.jsonl")
+    plain = {r["messages"][0]["content"]: r for r in built.train}
+    alpaca = [r for r in train if r["source"] == "alpaca_eval"]
+    ruled = [r for r in alpaca if "constraint" in r["meta"]]
+    assert len(ruled) == round(0.5 * len(alpaca))
+    assert len({r["meta"]["constraint"]["instruction_id"] for r in ruled}) >= 3  # in turn
+    for row in ruled:
+        request, turn = row["messages"][0]["content"], row["messages"][1]["content"]
+        original = next(p for p in plain if request.startswith(p.rstrip()))
+        assert len(request) > len(original.rstrip())  # the rule is added to the request
+        think, answer = split_think(turn)
+        assert "```" not in answer  # code is never rewritten
+        before = split_think(plain[original]["messages"][1]["content"])
+        assert think.startswith(before[0])  # the reasoning goes on to name the rule
+        kind = row["meta"]["constraint"]["instruction_id"]
+        assert (answer == before[1]) == kind.startswith(("length_constraints:", "keywords:"))
+    with pytest.raises(ConfigError, match="constraint_fraction"):
+        env.config(constraint_fraction=1.5).check()
+
+
 def test_existing_dataset_is_kept_replaced_or_refused(env: Env) -> None:
     config = env.config(output=env.cache.parent / "ds")
     assert run_data(config)["status"] == "built"

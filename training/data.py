@@ -94,6 +94,7 @@ BUILDER_VERSION = 1
 _BUILDER_MODULES = (
     "safework.training.mix",
     "safework.training.capability",
+    "safework.training.constraints",
     "safework.training.cot_texts",
     "safework.value_models.risks",
     "safework.training.math_cot",

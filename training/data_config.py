@@ -65,6 +65,13 @@ class DataConfig:
         default=0.25,
         metadata=help_text("share of the benign rows that are edgy-benign (risky-sounding topics)"),
     )
+    constraint_fraction: float = field(
+        default=0.0,
+        metadata=help_text(
+            "share of the AlpacaEval train rows that add a verifiable constraint (lowercase, no "
+            "commas, an end phrase...) and answer by it (constraints.py)"
+        ),
+    )
     math_mix: dict[str, float] = field(
         default_factory=lambda: dict(DEFAULT_MATH_MIX),
         metadata=help_text(
@@ -101,8 +108,12 @@ class DataConfig:
             raise ConfigError(
                 "math_train, safety_train, benign_train, search_train: all are 0; set one above 0"
             )
-        if not 0.0 <= self.edgy_fraction <= 1.0:
-            raise ConfigError(f"edgy_fraction: must be between 0 and 1, got {self.edgy_fraction}")
+        for key in ("edgy_fraction", "constraint_fraction"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{key}: must be a number between 0 and 1, got {value!r}")
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{key}: must be between 0 and 1, got {value}")
         self._check_mix()
 
     def _check_mix(self) -> None:
@@ -128,6 +139,8 @@ class DataConfig:
         out = {key: getattr(self, key) for key in DATA_KEYS}
         out["math_mix"] = {k: float(v) for k, v in self.math_mix.items()}
         out["edgy_fraction"] = float(self.edgy_fraction)
+        if self.constraint_fraction:  # absent when off: datasets built before it stay current
+            out["constraint_fraction"] = float(self.constraint_fraction)
         return out
 
 

@@ -12,7 +12,9 @@ What ``cot-sft`` holds (sizes from ``DataConfig``; defaults 600/400/400 train, 6
            a safe alternative (``cot_texts.safety_turn``)
   benign   AlpacaEval instructions with their reference answers (brief planning reasoning), and
            a share ``edgy_fraction`` of edgy-benign questions on risky-sounding topics with
-           helpful answers, so the model does not learn to over-refuse
+           helpful answers, so the model does not learn to over-refuse; a share
+           ``constraint_fraction`` of the AlpacaEval train rows adds a verifiable constraint
+           ("no commas", "end with ...") and answers by it (``constraints.py``)
   search   (off by default: ``search_train``/``search_dev``) transcripts of the search
            protocol written through the server's loop on ``local:builtin`` (``search_cot.py``),
            on FOLDOC/Wikipedia/no-search questions (``search_qa.py``), never the element
@@ -50,7 +52,15 @@ from safework.value_models.risks import ADVBENCH_MAIN_CATEGORIES, RISKS, classif
 from safework.value_models.texts import EDGY_TOPICS, edgy_prompts
 
 from .capability import math_source
-from .cot_texts import assistant_content, benign_turn, edgy_turn, math_turn, safety_turn
+from .constraints import KINDS, constrain
+from .cot_texts import (
+    assistant_content,
+    benign_turn,
+    edgy_turn,
+    math_turn,
+    safety_turn,
+    split_think,
+)
 from .data_config import DataConfig
 from .math_cot import SOLVERS, json_safe, score
 from .sources import ALPACA_ASSET, DATA_ASSETS, PYRIT_ASSET
@@ -326,6 +336,11 @@ def _safety_row(item: Harmful, seed: int) -> Row:
 
 # --------------------------------------------------------------------------- benign
 
+_CONSTRAINED_MAX_WORDS = 300
+"""A constrained row's reference answer is at most this long, so all of the rewritten answer
+fits the evaluation's token budget (a rule the answer keeps only up to where it was cut off
+teaches nothing)."""
+
 
 def _alpaca_rows(folder: Path, seed: int, dropped: Counter[str]) -> list[Row]:
     prompts, refused = parse_alpaca(Path(folder) / _ALPACA)
@@ -336,6 +351,40 @@ def _alpaca_rows(folder: Path, seed: int, dropped: Counter[str]) -> list[Row]:
         meta = {"edgy": False, "subset": p.category.split("/", 1)[-1]}
         rows.append(Row("benign", "alpaca_eval", p.text, assistant_content(think, answer), meta))
     return rows
+
+
+def _constrained(rows: Sequence[Row], fraction: float, seed: int) -> list[Row]:
+    """``rows`` (AlpacaEval train rows) with a share ``fraction`` of them asking for a
+    verifiable constraint and answering by it (``constraints.py``), the kinds taken in turn;
+    the reasoning ends by naming the constraint. Raises ``ConfigError`` if too few answers fit.
+    """
+    want = round(fraction * len(rows))
+    out, kinds, made = list(rows), list(KINDS), 0
+    for index in _shuffled(range(len(rows)), seed, "constraints"):
+        if made == want:
+            break
+        row, parts = rows[index], split_think(rows[index].content)
+        if parts is None or len(parts[1].split()) > _CONSTRAINED_MAX_WORDS:
+            continue
+        think, answer = parts
+        turn = made % len(kinds)
+        result = constrain(
+            _rng(seed, "constraint", row.key), row.prompt, answer, kinds[turn:] + kinds[:turn]
+        )
+        if result is None:
+            continue
+        joint = "\n\n" if "\n" in row.prompt.strip() else " "
+        prompt = f"{row.prompt.rstrip()}{joint}{result.text}"
+        content = assistant_content(f"{think} {result.note}", result.answer)
+        meta = {**row.meta, "constraint": result.meta()}
+        out[index] = Row(row.task, row.source, prompt, content, meta)
+        made += 1
+    if made < want:
+        raise ConfigError(
+            f"constraint_fraction: only {made} of the {want} rows asked for have an answer a "
+            "constraint fits; lower constraint_fraction"
+        )
+    return out
 
 
 def _edgy_groups(seed: int) -> list[list[Row]]:
@@ -490,6 +539,7 @@ def build_cot_sft(config: DataConfig, folders: Mapping[str, Path]) -> Mix:
     _need(
         alpaca_train, config.benign_train - edgy_train_n, "benign_train", "AlpacaEval instructions"
     )
+    alpaca_train = _constrained(alpaca_train, config.constraint_fraction, seed)
 
     search_dev, search_train, search_info = _search(config)
     dev = math_dev + safety_dev + alpaca_dev + edgy_dev + search_dev
