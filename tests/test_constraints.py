@@ -91,3 +91,15 @@ def test_the_rewrites_are_the_stated_ones() -> None:
     assert " ".join(line[2:] for line in lines).replace("\n", " ") == " ".join(
         ANSWERS["paragraphs"].split()
     )
+
+
+def test_the_rl_ifeval_reward_scores_a_constrained_row(ifeval_library: Path) -> None:
+    from safework.training.rewards import RewardContext, load_reward
+
+    reward = load_reward("ifeval", RewardContext())
+    made = constrain(random.Random(0), REQUEST, ANSWERS["paragraphs"], ["punctuation:no_comma"])
+    assert made is not None
+    prompt = f"{REQUEST} {made.text}"
+    spec = {**made.ifeval(7, prompt), "library": str(ifeval_library)}
+    completions = [f"<think>No commas.</think>{made.answer}", ANSWERS["paragraphs"]]
+    assert reward([prompt] * 2, completions, ifeval=[spec, spec]) == [1.0, 0.0]

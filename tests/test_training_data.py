@@ -478,9 +478,10 @@ def test_constraint_rows_ask_for_a_rule_and_answer_by_it(env: Env, built: Built)
     train = load_conversations(config.folder() / "train.jsonl")
     plain = {r["messages"][0]["content"]: r for r in built.train}
     alpaca = [r for r in train if r["source"] == "alpaca_eval"]
-    ruled = [r for r in alpaca if "constraint" in r["meta"]]
+    ruled = [r for r in alpaca if r["task"] == "ifeval"]
     assert len(ruled) == round(0.5 * len(alpaca))
-    assert len({r["meta"]["constraint"]["instruction_id"] for r in ruled}) >= 3  # in turn
+    assert {r["task"] for r in alpaca} == {"benign", "ifeval"}
+    assert len({r["meta"]["ifeval"]["instruction_id_list"][0] for r in ruled}) >= 3  # in turn
     for row in ruled:
         request, turn = row["messages"][0]["content"], row["messages"][1]["content"]
         original = next(p for p in plain if request.startswith(p.rstrip()))
@@ -489,7 +490,9 @@ def test_constraint_rows_ask_for_a_rule_and_answer_by_it(env: Env, built: Built)
         assert "```" not in answer  # code is never rewritten
         before = split_think(plain[original]["messages"][1]["content"])
         assert think.startswith(before[0])  # the reasoning goes on to name the rule
-        kind = row["meta"]["constraint"]["instruction_id"]
+        spec = row["meta"]["ifeval"]
+        assert spec["prompt"] == request
+        kind = spec["instruction_id_list"][0]
         assert (answer == before[1]) == kind.startswith(("length_constraints:", "keywords:"))
     with pytest.raises(ConfigError, match="constraint_fraction"):
         env.config(constraint_fraction=1.5).check()

@@ -66,9 +66,15 @@ class Constrained:
     answer: str
     """The reference answer, rewritten to keep it."""
 
-    def meta(self) -> dict[str, Any]:
-        """What a row records: the id and arguments an IFEval checker needs."""
-        return {"instruction_id": self.instruction_id, "kwargs": self.kwargs}
+    def ifeval(self, key: int, prompt: str) -> dict[str, Any]:
+        """The row's IFEval record (``key``, the whole ``prompt``, the instruction and its
+        arguments), as the RL ``ifeval`` reward reads it."""
+        return {
+            "key": key,
+            "prompt": prompt,
+            "instruction_id_list": [self.instruction_id],
+            "kwargs": [self.kwargs],
+        }
 
 
 Rewrite = Callable[[random.Random, str, str], Constrained | None]

@@ -225,7 +225,7 @@ def _counts(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     tasks = Counter(r["task"] for r in records)
     risks = Counter(r["meta"]["risk"] for r in records if r["task"] == "safety")
     return {
-        **{task: tasks.get(task, 0) for task in ("math", "safety", "benign", "search")},
+        **{task: tasks.get(task, 0) for task in ("math", "safety", "benign", "ifeval", "search")},
         "total": len(records),
         "by_source": dict(sorted(Counter(r["source"] for r in records).items())),
         "edgy": sum(1 for r in records if r["meta"].get("edgy") is True),

@@ -12,9 +12,11 @@ What ``cot-sft`` holds (sizes from ``DataConfig``; defaults 600/400/400 train, 6
            a safe alternative (``cot_texts.safety_turn``)
   benign   AlpacaEval instructions with their reference answers (brief planning reasoning), and
            a share ``edgy_fraction`` of edgy-benign questions on risky-sounding topics with
-           helpful answers, so the model does not learn to over-refuse; a share
-           ``constraint_fraction`` of the AlpacaEval train rows adds a verifiable constraint
-           ("no commas", "end with ...") and answers by it (``constraints.py``)
+           helpful answers, so the model does not learn to over-refuse
+  ifeval   (off by default: ``constraint_fraction``) that share of the AlpacaEval train rows,
+           each with a verifiable constraint added ("no commas", "end with ...") and the answer
+           rewritten to keep it (``constraints.py``); ``meta.ifeval`` is what IFEval's
+           checkers (and the RL ``ifeval`` reward) need
   search   (off by default: ``search_train``/``search_dev``) transcripts of the search
            protocol written through the server's loop on ``local:builtin`` (``search_cot.py``),
            on FOLDOC/Wikipedia/no-search questions (``search_qa.py``), never the element
@@ -79,7 +81,7 @@ __all__ = [
     "quotas",
 ]
 
-TASKS = ("math", "safety", "benign", "search")
+TASKS = ("math", "safety", "benign", "ifeval", "search")
 _ADVBENCH = next(m for m in PYRIT_ASSET.members if m.endswith("adv_bench.prompt"))
 _ALPACA = next(iter(ALPACA_ASSET.members))
 
@@ -356,7 +358,9 @@ def _alpaca_rows(folder: Path, seed: int, dropped: Counter[str]) -> list[Row]:
 def _constrained(rows: Sequence[Row], fraction: float, seed: int) -> list[Row]:
     """``rows`` (AlpacaEval train rows) with a share ``fraction`` of them asking for a
     verifiable constraint and answering by it (``constraints.py``), the kinds taken in turn;
-    the reasoning ends by naming the constraint. Raises ``ConfigError`` if too few answers fit.
+    the reasoning ends by naming the constraint. Those rows become task ``ifeval``, with the
+    ``ifeval`` meta the RL reward of that name checks. Raises ``ConfigError`` if too few
+    answers fit.
     """
     want = round(fraction * len(rows))
     out, kinds, made = list(rows), list(KINDS), 0
@@ -376,8 +380,8 @@ def _constrained(rows: Sequence[Row], fraction: float, seed: int) -> list[Row]:
         joint = "\n\n" if "\n" in row.prompt.strip() else " "
         prompt = f"{row.prompt.rstrip()}{joint}{result.text}"
         content = assistant_content(f"{think} {result.note}", result.answer)
-        meta = {**row.meta, "constraint": result.meta()}
-        out[index] = Row(row.task, row.source, prompt, content, meta)
+        meta = {**row.meta, "ifeval": result.ifeval(made, prompt)}
+        out[index] = Row("ifeval", row.source, prompt, content, meta)
         made += 1
     if made < want:
         raise ConfigError(
