@@ -479,6 +479,17 @@ def test_prompts_follow_the_curriculum_and_are_a_function_of_the_step(tiny_model
     assert sorted(math_ids[:5]) == [f"math-{i}" for i in range(5)]  # an epoch sees each once
 
 
+def test_a_stage_gets_the_default_routes_of_the_labels_it_names() -> None:
+    m3rl = RLConfig(stage="m3rl", phase1_labels=["math", "ifeval"])
+    assert set(m3rl.routes()) == {"math", "ifeval", "safety", "benign"}
+    assert m3rl.routes()["ifeval"] == {"format": 0.2, "ifeval": 0.8}
+    assert set(RLConfig(stage="m3rl").routes()) == {"math", "safety", "benign"}
+    assert set(RLConfig(stage="efficient").routes()) == {"math", "safety", "benign"}
+    assert set(RLConfig(stage="efficient", labels=["math"]).routes()) == {"math"}
+    with pytest.raises(ConfigError, match="no reward route"):
+        RLConfig(stage="efficient", labels=["poetry"]).check()
+
+
 def test_a_label_listed_twice_is_drawn_twice_as_often_without_repeats(tiny_model: Path) -> None:
     from collections import Counter
 

@@ -306,7 +306,11 @@ class RLConfig:
             return parse_routes(self.rewards, "rewards")
         if self.stage == "search":
             return parse_routes({"search": DEFAULT_ROUTES["search"]})
-        return parse_routes({k: DEFAULT_ROUTES[k] for k in ("math", "safety", "benign")})
+        # the labels the stage names (an ``ifeval`` in phase 1 brings its route), else these
+        named = [*self.phase1_labels, *self.phase2_labels] if self.stage == "m3rl" else self.labels
+        wanted = set(named) or {"math", "safety", "benign"}
+        chosen = {k: v for k, v in DEFAULT_ROUTES.items() if k in wanted}
+        return parse_routes(chosen) if chosen else {}  # none known: check() names the labels
 
     def stage_labels(self) -> list[str]:
         """Every label this stage trains on."""
