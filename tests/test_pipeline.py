@@ -262,6 +262,50 @@ def test_a_stage_is_trained_again_when_the_one_before_finished_later(
     assert trained == ["m3rl", "efficient", "efficient"]
 
 
+def test_a_rebuilt_dataset_makes_every_stage_and_eval_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The base point too: its questions are the dataset's dev rows, its capability questions
+    are kept off the dataset's train rows, so a report from before the dataset is not kept."""
+    trained: list[str] = []
+    evaluated: list[str] = []
+
+    def fake_eval_cli(command: list[str], check: bool) -> Any:
+        args = dict(a.split("=", 1) for a in command if "=" in a)
+        evaluated.append(args["label"])
+        folder = Path(args["output"]) / args["label"]
+        folder.mkdir(parents=True, exist_ok=True)
+        plain = ("model", "label", "output")
+        settings = {k: json.loads(v) for k, v in args.items() if k not in plain}
+        report = {"model": args["model"], "summary": {}, "metrics": {}, "config": settings}
+        (folder / "report.json").write_text(json.dumps(report))
+        return type("Done", (), {"returncode": 0})()
+
+    import safework.training.data as data_mod
+    import safework.training.rl as rl
+
+    out = tmp_path / "out"
+    dataset = out / "data"
+    dataset.mkdir(parents=True)
+    (dataset / "manifest.json").write_text("{}")
+    past = time.time() - 600
+    os.utime(dataset / "manifest.json", (past, past))
+    monkeypatch.setattr(data_mod, "ensure_built", lambda config: dataset)
+    monkeypatch.setattr(rl, "train_rl", _train_recorder(trained))
+    monkeypatch.setattr(pipeline.subprocess, "run", fake_eval_cli)
+    recipe = _recipe(
+        tmp_path,
+        {"output": str(out), "model": str(tmp_path), "stages": ["m3rl"], "data": {}},
+    )
+    run_pipeline(recipe)
+    run_pipeline(recipe)
+    assert (trained, evaluated) == (["m3rl"], ["base", "m3rl"])
+    later = time.time() + 60
+    os.utime(dataset / "manifest.json", (later, later))  # the dataset built again
+    run_pipeline(recipe)
+    assert (trained, evaluated) == (["m3rl", "m3rl"], ["base", "m3rl", "base", "m3rl"])
+
+
 def test_cli_names_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["pipeline", str(tmp_path / "missing.yaml")]) == 1
     assert "does not exist" in capsys.readouterr().err

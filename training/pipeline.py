@@ -213,11 +213,12 @@ def _mtime(path: Path) -> float:
 
 
 def _report_of(
-    report: Path, model: str, settings: dict[str, Any] | None = None
+    report: Path, model: str, settings: dict[str, Any] | None = None, after: float = 0.0
 ) -> dict[str, Any] | None:
     """The eval report at ``report`` when it is of ``model`` as it is now, with ``settings``
     (the recipe's eval keys): it names the model, records the same values for those keys, and
-    was written after the model's files (a stage run again rewrites them)."""
+    was written after the model's files (a stage run again rewrites them) and after ``after``
+    (the recipe's dataset, whose dev rows it asks and whose train rows it keeps out)."""
     if not report.is_file():
         return None
     data = json.loads(report.read_text(encoding="utf-8"))
@@ -229,8 +230,8 @@ def _report_of(
             return None
     folder = Path(model)
     files = [f for f in folder.iterdir() if f.is_file()] if folder.is_dir() else []
-    newest = max((f.stat().st_mtime for f in files), default=0.0)
-    return data if report.stat().st_mtime >= newest else None
+    newest = max((f.stat().st_mtime for f in files), default=after)
+    return data if report.stat().st_mtime >= max(newest, after) else None
 
 
 def _plain(value: Any) -> Any:
@@ -238,12 +239,12 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
-def _evaluate(pipeline: Pipeline, model: str, label: str) -> dict[str, Any]:
+def _evaluate(pipeline: Pipeline, model: str, label: str, data_at: float) -> dict[str, Any]:
     """``safework-train eval`` in a child process; the report (kept if already there, made
-    with the recipe's eval settings)."""
+    with the recipe's eval settings after the dataset written at ``data_at``)."""
     evals = pipeline.output / "eval"
     report = evals / label / "report.json"
-    kept = _report_of(report, model, pipeline.eval_section)
+    kept = _report_of(report, model, pipeline.eval_section, after=data_at)
     if kept is not None:
         logger.info("eval %s: kept %s", label, report)
         if label not in [p.get("label") for p in load_trajectory(evals / TRAJECTORY_FILE)]:
@@ -348,7 +349,7 @@ def run_pipeline(recipe: Path, overrides: dict[str, Any] | None = None) -> dict[
     before_at = 0.0  # when the stage before finished
     if pipeline.eval_base:
         base = str(resolve_model(pipeline.model)) if pipeline.model == "default" else pipeline.model
-        report = _evaluate(pipeline, base, "base")
+        report = _evaluate(pipeline, base, "base", data_at)
         reports.append(("base", report))
         summary["base_eval"] = _summary_of(report)
         if pipeline.analyze is not None:
@@ -362,7 +363,7 @@ def run_pipeline(recipe: Path, overrides: dict[str, Any] | None = None) -> dict[
         else:
             result = train_sft(config) if name == "sft" else train_rl(config)
         before_at = _mtime(Path(config.output) / "metrics.json")
-        report = _evaluate(pipeline, str(config.output), name)
+        report = _evaluate(pipeline, str(config.output), name, data_at)
         reports.append((name, report))
         result["eval"] = _summary_of(report)
         if pipeline.analyze is not None:
