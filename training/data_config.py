@@ -15,8 +15,8 @@ from typing import Any
 from safework.errors import ConfigError
 from safework.files import cache_dir
 
-from .capability import math_source
 from .config import help_text
+from .levels import math_source
 from .math_cot import DEFAULT_MATH_MIX
 
 __all__ = ["DATA_KEYS", "RECIPE_NAMES", "DataConfig", "default_output"]

@@ -53,7 +53,6 @@ from safework.value_models.data import normalize, parse_alpaca, parse_donotanswe
 from safework.value_models.risks import ADVBENCH_MAIN_CATEGORIES, RISKS, classify
 from safework.value_models.texts import EDGY_TOPICS, edgy_prompts
 
-from .capability import math_source
 from .constraints import KINDS, constrain
 from .cot_texts import (
     assistant_content,
@@ -64,6 +63,7 @@ from .cot_texts import (
     split_think,
 )
 from .data_config import DataConfig
+from .levels import math_source
 from .math_cot import SOLVERS, json_safe, score
 from .sources import ALPACA_ASSET, DATA_ASSETS, PYRIT_ASSET
 
