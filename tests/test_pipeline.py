@@ -15,6 +15,7 @@ import yaml
 from safework.errors import ConfigError
 from safework.training import pipeline
 from safework.training.cli import main
+from safework.training.config import load_config
 from safework.training.eval_report import load_trajectory
 from safework.training.pipeline import load_pipeline, run_pipeline
 
@@ -140,8 +141,26 @@ def _finished_run(config: Any) -> dict[str, Any]:
     return {"steps": config.max_steps}
 
 
+def _children(train: Any, evaluate: Any) -> Any:
+    """A stand-in for ``subprocess.run``: a stage's child (``<stage> --config FILE``) is
+    ``train`` of the config read back from that file, as the CLI reads it; any other is
+    ``evaluate``."""
+    from safework.training.rl import RLConfig
+    from safework.training.sft import SFTConfig
+
+    def run(command: list[str], check: bool) -> Any:
+        if "--config" not in command:
+            return evaluate(command, check)
+        at = command.index("--config")
+        cls = SFTConfig if command[at - 1] == "sft" else RLConfig
+        train(load_config(cls, command[at + 1]))
+        return type("Done", (), {"returncode": 0})()
+
+    return run
+
+
 def _train_recorder(trained: list[str]) -> Any:
-    """A stand-in for ``train_rl`` that notes the stage and leaves it finished."""
+    """A stand-in for a stage's training that notes the stage and leaves it finished."""
 
     def fake_train(config: Any) -> dict[str, Any]:
         trained.append(config.stage)
@@ -176,10 +195,9 @@ def test_rerun_skips_finished_stages_and_reports(
         (folder / "report.json").write_text(json.dumps(report))
         return type("Done", (), {"returncode": 0})()
 
-    import safework.training.rl as rl
-
-    monkeypatch.setattr(rl, "train_rl", _train_recorder(trained))
-    monkeypatch.setattr(pipeline.subprocess, "run", fake_eval_cli)
+    monkeypatch.setattr(
+        pipeline.subprocess, "run", _children(_train_recorder(trained), fake_eval_cli)
+    )
     recipe = _recipe(
         tmp_path,
         {
@@ -241,10 +259,9 @@ def test_a_stage_is_trained_again_when_the_one_before_finished_later(
         (folder / "report.json").write_text(json.dumps(report))
         return type("Done", (), {"returncode": 0})()
 
-    import safework.training.rl as rl
-
-    monkeypatch.setattr(rl, "train_rl", _train_recorder(trained))
-    monkeypatch.setattr(pipeline.subprocess, "run", fake_eval_cli)
+    monkeypatch.setattr(
+        pipeline.subprocess, "run", _children(_train_recorder(trained), fake_eval_cli)
+    )
     out = tmp_path / "out"
     recipe = _recipe(
         tmp_path,
@@ -282,7 +299,6 @@ def test_a_rebuilt_dataset_makes_every_stage_and_eval_again(
         return type("Done", (), {"returncode": 0})()
 
     import safework.training.data as data_mod
-    import safework.training.rl as rl
 
     out = tmp_path / "out"
     dataset = out / "data"
@@ -291,8 +307,9 @@ def test_a_rebuilt_dataset_makes_every_stage_and_eval_again(
     past = time.time() - 600
     os.utime(dataset / "manifest.json", (past, past))
     monkeypatch.setattr(data_mod, "ensure_built", lambda config: dataset)
-    monkeypatch.setattr(rl, "train_rl", _train_recorder(trained))
-    monkeypatch.setattr(pipeline.subprocess, "run", fake_eval_cli)
+    monkeypatch.setattr(
+        pipeline.subprocess, "run", _children(_train_recorder(trained), fake_eval_cli)
+    )
     recipe = _recipe(
         tmp_path,
         {"output": str(out), "model": str(tmp_path), "stages": ["m3rl"], "data": {}},
@@ -304,6 +321,44 @@ def test_a_rebuilt_dataset_makes_every_stage_and_eval_again(
     os.utime(dataset / "manifest.json", (later, later))  # the dataset built again
     run_pipeline(recipe)
     assert (trained, evaluated) == (["m3rl", "m3rl"], ["base", "m3rl", "base", "m3rl"])
+
+
+def test_every_help_page_prints(capsys: pytest.CaptureFixture[str]) -> None:
+    commands = ("data", "sft", "eval", "rl", "analyze", "pipeline", "effects", "value")
+    for argv in (["--help"], *([c, "--help"] for c in (*commands, "calibrate"))):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 0, argv
+    assert "95% interval" in capsys.readouterr().out
+
+
+def test_a_stage_runs_in_its_own_process_from_its_whole_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commands: list[list[str]] = []
+    trained: list[Any] = []
+
+    def record(command: list[str], check: bool) -> Any:
+        commands.append(command)
+        return type("Done", (), {"returncode": 0})()
+
+    recipe = _recipe(
+        tmp_path,
+        {"output": str(tmp_path / "out"), "model": str(tmp_path), "stages": ["sft", "m3rl"]},
+    )
+    monkeypatch.setattr(pipeline.subprocess, "run", _children(trained.append, record))
+    p = load_pipeline(recipe)
+    for name in ("sft", "m3rl"):
+        _finished_run(p.configs[name])  # what the child leaves behind
+        assert pipeline._train_stage(p, name, p.configs[name]) == {
+            "steps": p.configs[name].max_steps
+        }
+    assert trained == [p.configs["sft"], p.configs["m3rl"]]  # read back equal, field by field
+    monkeypatch.setattr(
+        pipeline.subprocess, "run", lambda command, check: type("Done", (), {"returncode": 3})()
+    )
+    with pytest.raises(ConfigError, match="stage m3rl failed with exit code 3"):
+        pipeline._train_stage(p, "m3rl", p.configs["m3rl"])
 
 
 def test_cli_names_the_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -346,10 +401,7 @@ def test_an_analyze_section_adds_mi_peaks_after_every_eval(
             (Path(args["output"]) / "trajectory.json").write_text(json.dumps({"points": points}))
         return type("Done", (), {"returncode": 0})()
 
-    import safework.training.rl as rl
-
-    monkeypatch.setattr(rl, "train_rl", _finished_run)
-    monkeypatch.setattr(pipeline.subprocess, "run", fake_cli)
+    monkeypatch.setattr(pipeline.subprocess, "run", _children(_finished_run, fake_cli))
     recipe = _recipe(
         tmp_path,
         {

@@ -142,7 +142,7 @@ class EffectsCommand:
     """``safework-train effects A B [C ...]``: what changed between eval reports, with intervals."""
 
     name = "effects"
-    help = "compare eval reports in order (each rate as k/n, the change and its 95% interval)"
+    help = "compare eval reports in order (each rate as k/n, the change and its 95%% interval)"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
