@@ -159,6 +159,29 @@ def _children(train: Any, evaluate: Any) -> Any:
     return run
 
 
+def _eval_recorder(evaluated: list[str], metrics: Any = lambda n: {}) -> Any:
+    """A stand-in for an eval child: notes the label and writes a report with the recipe's
+    eval settings (the child's ``KEY=JSON`` arguments) and ``metrics(evals so far)``."""
+
+    def run(command: list[str], check: bool) -> Any:
+        args = dict(a.split("=", 1) for a in command if "=" in a)
+        evaluated.append(args["label"])
+        folder = Path(args["output"]) / args["label"]
+        folder.mkdir(parents=True, exist_ok=True)
+        plain = ("model", "label", "output")  # the rest are the recipe's eval keys, as JSON
+        settings = {k: json.loads(v) for k, v in args.items() if k not in plain}
+        report = {
+            "model": args["model"],
+            "summary": {"safety": 0.5},
+            "metrics": metrics(len(evaluated)),
+            "config": settings,
+        }
+        (folder / "report.json").write_text(json.dumps(report))
+        return type("Done", (), {"returncode": 0})()
+
+    return run
+
+
 def _train_recorder(trained: list[str]) -> Any:
     """A stand-in for a stage's training that notes the stage and leaves it finished."""
 
@@ -177,23 +200,11 @@ def test_rerun_skips_finished_stages_and_reports(
     trained: list[str] = []
     evaluated: list[str] = []
 
-    def fake_eval_cli(command: list[str], check: bool) -> Any:
-        args = dict(a.split("=", 1) for a in command if "=" in a)
-        evaluated.append(args["label"])
-        folder = Path(args["output"]) / args["label"]
-        folder.mkdir(parents=True, exist_ok=True)
-        right = 10 * min(len(evaluated), 4)  # each point gets 10 more right, up to 40/40
-        metrics = {"capability": {"accuracy": {"rate": right / 40, "k": right, "n": 40}}}
-        plain = ("model", "label", "output")  # the rest are the recipe's eval keys, as JSON
-        settings = {k: json.loads(v) for k, v in args.items() if k not in plain}
-        report = {
-            "model": args["model"],
-            "summary": {"safety": 0.5},
-            "metrics": metrics,
-            "config": settings,
-        }
-        (folder / "report.json").write_text(json.dumps(report))
-        return type("Done", (), {"returncode": 0})()
+    def capability(n: int) -> dict[str, Any]:
+        right = 10 * min(n, 4)  # each point gets 10 more right, up to 40/40
+        return {"capability": {"accuracy": {"rate": right / 40, "k": right, "n": 40}}}
+
+    fake_eval_cli = _eval_recorder(evaluated, capability)
 
     monkeypatch.setattr(
         pipeline.subprocess, "run", _children(_train_recorder(trained), fake_eval_cli)
@@ -287,16 +298,7 @@ def test_a_rebuilt_dataset_makes_every_stage_and_eval_again(
     trained: list[str] = []
     evaluated: list[str] = []
 
-    def fake_eval_cli(command: list[str], check: bool) -> Any:
-        args = dict(a.split("=", 1) for a in command if "=" in a)
-        evaluated.append(args["label"])
-        folder = Path(args["output"]) / args["label"]
-        folder.mkdir(parents=True, exist_ok=True)
-        plain = ("model", "label", "output")
-        settings = {k: json.loads(v) for k, v in args.items() if k not in plain}
-        report = {"model": args["model"], "summary": {}, "metrics": {}, "config": settings}
-        (folder / "report.json").write_text(json.dumps(report))
-        return type("Done", (), {"returncode": 0})()
+    fake_eval_cli = _eval_recorder(evaluated)
 
     import safework.training.data as data_mod
 
