@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -142,19 +145,19 @@ def _finished_run(config: Any) -> dict[str, Any]:
 
 
 def _children(train: Any, evaluate: Any) -> Any:
-    """A stand-in for ``subprocess.run``: a stage's child (``<stage> --config FILE``) is
+    """A stand-in for ``pipeline._run``: a stage's child (``<stage> --config FILE``) is
     ``train`` of the config read back from that file, as the CLI reads it; any other is
     ``evaluate``."""
     from safework.training.rl import RLConfig
     from safework.training.sft import SFTConfig
 
-    def run(command: list[str], check: bool) -> Any:
+    def run(command: list[str]) -> int:
         if "--config" not in command:
-            return evaluate(command, check)
+            return evaluate(command)
         at = command.index("--config")
         cls = SFTConfig if command[at - 1] == "sft" else RLConfig
         train(load_config(cls, command[at + 1]))
-        return type("Done", (), {"returncode": 0})()
+        return 0
 
     return run
 
@@ -163,7 +166,7 @@ def _eval_recorder(evaluated: list[str], metrics: Any = lambda n: {}) -> Any:
     """A stand-in for an eval child: notes the label and writes a report with the recipe's
     eval settings (the child's ``KEY=JSON`` arguments) and ``metrics(evals so far)``."""
 
-    def run(command: list[str], check: bool) -> Any:
+    def run(command: list[str]) -> int:
         args = dict(a.split("=", 1) for a in command if "=" in a)
         evaluated.append(args["label"])
         folder = Path(args["output"]) / args["label"]
@@ -177,7 +180,7 @@ def _eval_recorder(evaluated: list[str], metrics: Any = lambda n: {}) -> Any:
             "config": settings,
         }
         (folder / "report.json").write_text(json.dumps(report))
-        return type("Done", (), {"returncode": 0})()
+        return 0
 
     return run
 
@@ -206,9 +209,7 @@ def test_rerun_skips_finished_stages_and_reports(
 
     fake_eval_cli = _eval_recorder(evaluated, capability)
 
-    monkeypatch.setattr(
-        pipeline.subprocess, "run", _children(_train_recorder(trained), fake_eval_cli)
-    )
+    monkeypatch.setattr(pipeline, "_run", _children(_train_recorder(trained), fake_eval_cli))
     recipe = _recipe(
         tmp_path,
         {
@@ -262,17 +263,15 @@ def test_a_stage_is_trained_again_when_the_one_before_finished_later(
 ) -> None:
     trained: list[str] = []
 
-    def fake_eval_cli(command: list[str], check: bool) -> Any:
+    def fake_eval_cli(command: list[str]) -> int:
         args = dict(a.split("=", 1) for a in command if "=" in a)
         folder = Path(args["output"]) / args["label"]
         folder.mkdir(parents=True, exist_ok=True)
         report = {"model": args["model"], "summary": {}, "metrics": {}}
         (folder / "report.json").write_text(json.dumps(report))
-        return type("Done", (), {"returncode": 0})()
+        return 0
 
-    monkeypatch.setattr(
-        pipeline.subprocess, "run", _children(_train_recorder(trained), fake_eval_cli)
-    )
+    monkeypatch.setattr(pipeline, "_run", _children(_train_recorder(trained), fake_eval_cli))
     out = tmp_path / "out"
     recipe = _recipe(
         tmp_path,
@@ -309,9 +308,7 @@ def test_a_rebuilt_dataset_makes_every_stage_and_eval_again(
     past = time.time() - 600
     os.utime(dataset / "manifest.json", (past, past))
     monkeypatch.setattr(data_mod, "ensure_built", lambda config: dataset)
-    monkeypatch.setattr(
-        pipeline.subprocess, "run", _children(_train_recorder(trained), fake_eval_cli)
-    )
+    monkeypatch.setattr(pipeline, "_run", _children(_train_recorder(trained), fake_eval_cli))
     recipe = _recipe(
         tmp_path,
         {"output": str(out), "model": str(tmp_path), "stages": ["m3rl"], "data": {}},
@@ -340,15 +337,15 @@ def test_a_stage_runs_in_its_own_process_from_its_whole_config(
     commands: list[list[str]] = []
     trained: list[Any] = []
 
-    def record(command: list[str], check: bool) -> Any:
+    def record(command: list[str]) -> int:
         commands.append(command)
-        return type("Done", (), {"returncode": 0})()
+        return 0
 
     recipe = _recipe(
         tmp_path,
         {"output": str(tmp_path / "out"), "model": str(tmp_path), "stages": ["sft", "m3rl"]},
     )
-    monkeypatch.setattr(pipeline.subprocess, "run", _children(trained.append, record))
+    monkeypatch.setattr(pipeline, "_run", _children(trained.append, record))
     p = load_pipeline(recipe)
     for name in ("sft", "m3rl"):
         _finished_run(p.configs[name])  # what the child leaves behind
@@ -356,9 +353,7 @@ def test_a_stage_runs_in_its_own_process_from_its_whole_config(
             "steps": p.configs[name].max_steps
         }
     assert trained == [p.configs["sft"], p.configs["m3rl"]]  # read back equal, field by field
-    monkeypatch.setattr(
-        pipeline.subprocess, "run", lambda command, check: type("Done", (), {"returncode": 3})()
-    )
+    monkeypatch.setattr(pipeline, "_run", lambda command: 3)
     with pytest.raises(ConfigError, match="stage m3rl failed with exit code 3"):
         pipeline._train_stage(p, "m3rl", p.configs["m3rl"])
 
@@ -376,7 +371,7 @@ def test_an_analyze_section_adds_mi_peaks_after_every_eval(
     every ``mi.json``."""
     analysed: list[str] = []
 
-    def fake_cli(command: list[str], check: bool) -> Any:
+    def fake_cli(command: list[str]) -> int:
         args = dict(a.split("=", 1) for a in command if "=" in a)
         if "analyze" in command:
             analysed.append(args["model"])
@@ -401,9 +396,9 @@ def test_an_analyze_section_adds_mi_peaks_after_every_eval(
             (folder / "samples.jsonl").write_text("")  # the eval's answers, analysed as given
             points = [{"label": label} for label in ("base", "m3rl")]
             (Path(args["output"]) / "trajectory.json").write_text(json.dumps({"points": points}))
-        return type("Done", (), {"returncode": 0})()
+        return 0
 
-    monkeypatch.setattr(pipeline.subprocess, "run", _children(_finished_run, fake_cli))
+    monkeypatch.setattr(pipeline, "_run", _children(_finished_run, fake_cli))
     recipe = _recipe(
         tmp_path,
         {
@@ -437,3 +432,64 @@ def test_an_analyze_section_is_checked_with_the_recipe(tmp_path: Path) -> None:
     recipe = _recipe(tmp_path, {"stages": ["m3rl"], "analyze": {"model": "x"}})
     with pytest.raises(ConfigError, match="analyze section sets 'model'"):
         load_pipeline(recipe)
+
+
+_LEAVES_A_GRANDCHILD = """
+import subprocess, sys, time
+grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+open(sys.argv[1], "w").write(str(grandchild.pid))
+time.sleep(float(sys.argv[2]))
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie left for init to reap counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _gone(pid: int) -> bool:
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _alive(pid)
+
+
+def _grandchild(path: Path) -> int:
+    deadline = time.monotonic() + 10
+    while not path.is_file() or not path.read_text():
+        assert time.monotonic() < deadline, "the child never started its grandchild"
+        time.sleep(0.05)
+    return int(path.read_text())
+
+
+def test_a_child_leaves_nothing_running_behind(tmp_path: Path) -> None:
+    """What a stage child started (vLLM's engine core, here a sleeper) dies with it, even
+    when the child exits without stopping it."""
+    pid_file = tmp_path / "pid"
+    command = [sys.executable, "-c", _LEAVES_A_GRANDCHILD, str(pid_file), "0"]
+    assert pipeline._run(command) == 0
+    assert _gone(_grandchild(pid_file))
+    assert pipeline._run([sys.executable, "-c", "raise SystemExit(5)"]) == 5
+
+
+def test_stopping_the_pipeline_stops_its_child_group(tmp_path: Path) -> None:
+    """SIGTERM to the pipeline (how a ladder is stopped) ends the running child's group
+    and exits 143, instead of leaving the stage training on."""
+    pid_file = tmp_path / "pid"
+    command = [sys.executable, "-c", _LEAVES_A_GRANDCHILD, str(pid_file), "60"]
+    handler = signal.getsignal(signal.SIGTERM)
+
+    def stop_once_started() -> None:
+        _grandchild(pid_file)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=stop_once_started, daemon=True).start()
+    with pytest.raises(SystemExit) as stopped:
+        pipeline._run(command)
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert _gone(_grandchild(pid_file))
+    assert signal.getsignal(signal.SIGTERM) == handler  # put back

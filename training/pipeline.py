@@ -30,16 +30,21 @@ eval settings keeps its report (change ``eval`` and every point is evaluated aga
 adds the stage's point to ``OUTPUT/eval/trajectory.png`` (base -> sft -> m3rl -> ...). With an
 ``analyze`` section, ``safework-train analyze mi`` runs after each eval: its summary joins the
 report and the trajectory point as ``mi_peaks``, and ``OUTPUT/eval/mi_peaks.md`` tables every
-checkpoint's peak rate and safety share of peaks. Evals run as child processes so vLLM's memory
-is returned before the next stage trains.
+checkpoint's peak rate and safety share of peaks. Stages and evals run as child processes, so
+vLLM's memory is returned before the next stage trains; each child gets a process group of its
+own, killed when the child ends (nothing it started outlives it) or the pipeline is stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -269,7 +274,7 @@ def _train_stage(pipeline: Pipeline, name: str, config: Any) -> dict[str, Any]:
     verb = "sft" if name == "sft" else "rl"  # an RL stage's config names its stage
     command = [sys.executable, "-m", "safework.training.cli", verb, "--config", str(path)]
     logger.info("stage %s: %s", name, " ".join(command))
-    code = subprocess.run(command, check=False).returncode
+    code = _run(command)
     if code != 0:
         raise ConfigError(f"stage {name} failed with exit code {code} (config: {path})")
     return json.loads((Path(config.output) / "metrics.json").read_text(encoding="utf-8"))
@@ -281,7 +286,41 @@ def _child(args: list[str], section: dict[str, Any], what: str) -> int:
     overrides = [f"{k}={json.dumps(v)}" for k, v in section.items()]
     command = [sys.executable, "-m", "safework.training.cli", *args, *overrides]
     logger.info("%s: %s", what, " ".join(command))
-    return subprocess.run(command, check=False).returncode
+    return _run(command)
+
+
+def _run(command: list[str]) -> int:
+    """``command`` in a process group of its own; its exit code. When it ends, whatever is
+    left in its group is killed: a stage killed for memory leaves its vLLM engine core (3 GB)
+    running otherwise, for the rest of the ladder. When the pipeline itself is stopped
+    (Ctrl-C, SIGTERM), the group is asked to stop, then killed."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on) if main else None
+    child = subprocess.Popen(command, start_new_session=True)
+    try:
+        return child.wait()
+    finally:
+        if child.poll() is None:  # interrupted while it runs
+            _signal_group(child.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(timeout=_STOP_GRACE_S)
+        _signal_group(child.pid, signal.SIGKILL)
+        child.wait()
+        if main:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+_STOP_GRACE_S = 20.0
+
+
+def _exit_on(signum: int, frame: Any) -> None:
+    """SIGTERM as ``SystemExit``, so the ``finally`` that ends a child's group runs."""
+    raise SystemExit(128 + signum)
+
+
+def _signal_group(group: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signum)
 
 
 def _analyze(pipeline: Pipeline, model: str, label: str, report: dict[str, Any]) -> dict:
