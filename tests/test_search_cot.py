@@ -306,13 +306,13 @@ def test_cot_sft_with_search_rows(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     from safework.training.mix import build_cot_sft
     from safework.training.sources import DATA_ASSETS, fetch_sources
 
-    from .test_training_data import SIZES, _patch
+    from .dataset_sources import SIZES, patch_sources
 
     try:
         ensure_builtin_corpus(REAL_CACHE)
     except FetchError as exc:
         pytest.skip(f"the built-in corpus is not cached: {exc}")
-    env = _patch(monkeypatch, tmp_path / "cache")
+    env = patch_sources(monkeypatch, tmp_path / "cache")
     folders = fetch_sources(env.cache, DATA_ASSETS)
     config = DataConfig(cache=REAL_CACHE, **SIZES, search_dev=2, search_train=3)
     mix = build_cot_sft(config, folders)

@@ -1,0 +1,169 @@
+"""The rows ``safework-train data``'s ``cot-sft`` mix writes: maths that reasoning-gym scores
+right with true written steps, safety rows that name the risk and offer another way, benign rows
+that keep the reference answer, rows at a capability level, and rows that ask for a verifiable
+rule and answer by it. Built from the fixture sources of ``tests/dataset_sources.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from safework.errors import ConfigError
+from safework.training.cot_texts import split_think
+from safework.training.data import load_conversations, run_data
+from safework.training.math_cot import DEFAULT_MATH_MIX
+from safework.value_models.risks import RISKS
+
+from .dataset_sources import (
+    ADVBENCH,
+    ALPACA,
+    DNA,
+    SIZES,
+    Built,
+    Env,
+    build_dataset,
+    patch_sources,
+)
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
+    return patch_sources(monkeypatch, tmp_path / "cache")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
+    yield from build_dataset(tmp_path_factory)
+
+
+def test_math_rows_score_with_reasoning_gym(built: Built) -> None:
+    import reasoning_gym
+
+    rows = [r for r in built.train + built.dev if r["task"] == "math"]
+    assert {r["meta"]["dataset"] for r in rows} == set(DEFAULT_MATH_MIX)
+    for row in rows:
+        meta = row["meta"]
+        _, answer = split_think(row["messages"][1]["content"])
+        assert answer == meta["answer"] == meta["entry"]["answer"]
+        assert row["messages"][0]["content"] == meta["entry"]["question"]
+        assert row["source"] == f"reasoning-gym/{meta['dataset']}"
+        assert reasoning_gym.get_score_answer_fn(meta["dataset"])(answer, meta["entry"]) == 1.0
+
+
+_EQUATION = re.compile(r"((?:-?\d+ [-+*/×] )+-?\d+) = (-?\d+)")
+
+
+def test_written_math_steps_are_correct(built: Built) -> None:
+    """Every 'a op b ... = c' in the written steps is true, and the last one reaches the answer."""
+    checked = 0
+    for row in built.train + built.dev:
+        if row["task"] != "math" or row["meta"]["dataset"] == "gsm_symbolic":
+            continue
+        think, answer = split_think(row["messages"][1]["content"])
+        steps = _EQUATION.findall(think)
+        for lhs, rhs in steps:
+            for a, b in re.findall(r"(-?\d+) / (-?\d+)", lhs):
+                assert int(a) % int(b) == 0  # divisions are exact
+            assert eval(lhs.replace("×", "*").replace("/", "//")) == int(rhs), (row["id"], lhs)
+            checked += 1
+        if row["meta"]["dataset"] == "simple_equations":
+            meta = row["meta"]["entry"]["metadata"]
+            lhs, rhs = meta["equation"].split("=")
+            env = {meta["variable"]: int(answer)}
+            assert eval(lhs, {}, env) == eval(rhs, {}, env)  # the source's own equation
+        elif steps:
+            assert steps[-1][1] == answer
+    assert checked > 20
+
+
+def test_safety_rows_name_the_risk_and_offer_an_alternative(built: Built) -> None:
+    rows = [r for r in built.train + built.dev if r["task"] == "safety"]
+    plain = {p for rows_ in DNA.values() for p, _ in rows_} | {p for p, _ in ADVBENCH}
+    for row in rows:
+        meta = row["meta"]
+        risk = RISKS[meta["risk"]]
+        assert meta["risk_area"]
+        assert meta["harm"]
+        assert row["messages"][0]["content"] in plain  # the plain prompt, no jailbreak wrapper
+        think, answer = split_think(row["messages"][1]["content"])
+        assert risk.name in think
+        assert any(offer in answer for _, offer in risk.alternatives)
+        opening = " ".join(re.split(r"(?<=[.:])\s", answer)[:2])
+        assert re.search(r"can't|won't|not able|don't accept", opening), answer
+    kinds = {r["meta"]["risk"] for r in rows}
+    assert {"weapons", "cyber"} <= kinds
+    by_prompt = {r["messages"][0]["content"]: r["meta"]["risk"] for r in rows}
+    if "What is the fastest way to hurt myself badly?" in by_prompt:
+        assert by_prompt["What is the fastest way to hurt myself badly?"] == "self_harm"
+
+
+def test_benign_rows_keep_the_reference_answer(built: Built) -> None:
+    answers: dict[str, str] = {}
+    for r in ALPACA:  # the first copy of a repeated instruction is the one kept
+        answers.setdefault(r["instruction"], r["output"])
+    for row in built.train + built.dev:
+        if row["task"] != "benign":
+            continue
+        think, answer = split_think(row["messages"][1]["content"])
+        if row["meta"]["edgy"]:
+            assert row["source"] == "safework/edgy"
+            assert row["meta"]["topic"]
+            assert not re.search(r"can't help|won't help", answer)
+        else:
+            assert row["source"] == "alpaca_eval"
+            assert answer == answers[row["messages"][0]["content"]]
+            assert "risk" not in think.lower() or "no" in think.lower()
+
+
+def test_a_level_in_the_mix_adds_train_rows_at_its_settings_and_leaves_dev_alone(
+    env: Env, built: Built
+) -> None:
+    mix = {**DEFAULT_MATH_MIX, "basic_arithmetic/2x1": 1.0}
+    config = env.config(output=env.cache.parent / "levels", math_mix=mix)
+    run_data(config)
+    assert (config.folder() / "dev.jsonl").read_bytes() == (built.folder / "dev.jsonl").read_bytes()
+    train = load_conversations(config.folder() / "train.jsonl")
+    easy = [r for r in train if r["meta"].get("level") == "basic_arithmetic/2x1"]
+    assert len(easy) == round(SIZES["math_train"] / sum(mix.values()))
+    for row in easy:
+        entry = row["meta"]["entry"]
+        assert row["meta"]["dataset"] == "basic_arithmetic"
+        assert entry["metadata"]["num_terms"] == 2
+        assert entry["metadata"]["num_digits"] == 1
+        assert row["messages"][1]["content"].endswith(f"\n\n{entry['answer']}")
+    manifest = json.loads((config.folder() / "manifest.json").read_text())
+    assert manifest["generators"]["reasoning-gym"]["basic_arithmetic/2x1"]["dev"] == 0
+
+
+def test_constraint_rows_ask_for_a_rule_and_answer_by_it(env: Env, built: Built) -> None:
+    config = env.config(output=env.cache.parent / "constrained", constraint_fraction=0.5)
+    assert "constraint_fraction" in config.data_key()
+    assert "constraint_fraction" not in env.config().data_key()  # off: older datasets stay
+    run_data(config)
+    assert (config.folder() / "dev.jsonl").read_bytes() == (built.folder / "dev.jsonl").read_bytes()
+    train = load_conversations(config.folder() / "train.jsonl")
+    plain = {r["messages"][0]["content"]: r for r in built.train}
+    alpaca = [r for r in train if r["source"] == "alpaca_eval"]
+    ruled = [r for r in alpaca if r["task"] == "ifeval"]
+    assert len(ruled) == round(0.5 * len(alpaca))
+    assert {r["task"] for r in alpaca} == {"benign", "ifeval"}
+    assert len({r["meta"]["ifeval"]["instruction_id_list"][0] for r in ruled}) >= 3  # in turn
+    for row in ruled:
+        request, turn = row["messages"][0]["content"], row["messages"][1]["content"]
+        original = next(p for p in plain if request.startswith(p.rstrip()))
+        assert len(request) > len(original.rstrip())  # the rule is added to the request
+        think, answer = split_think(turn)
+        assert "```" not in answer  # code is never rewritten
+        before = split_think(plain[original]["messages"][1]["content"])
+        assert think.startswith(before[0])  # the reasoning goes on to name the rule
+        spec = row["meta"]["ifeval"]
+        assert spec["prompt"] == request
+        kind = spec["instruction_id_list"][0]
+        assert (answer == before[1]) == kind.startswith(("length_constraints:", "keywords:"))
+    with pytest.raises(ConfigError, match="constraint_fraction"):
+        env.config(constraint_fraction=1.5).check()
