@@ -86,7 +86,9 @@ _ANSWERS = (
     "- Apples\n- Pears\n- Plums",
 )
 ALPACA = [
-    {"dataset": "oasst", "instruction": f"Give me an idea for a weekend activity number {i}.",
+    # every other one without a full stop, as many real requests are written
+    {"dataset": "oasst", "instruction": f"Give me an idea for a weekend activity number {i}"
+     + "." * (i % 2),
      "output": _ANSWERS[i % len(_ANSWERS)]}
     for i in range(22)
 ] + [

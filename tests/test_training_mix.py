@@ -153,10 +153,17 @@ def test_constraint_rows_ask_for_a_rule_and_answer_by_it(env: Env, built: Built)
     assert len(ruled) == round(0.5 * len(alpaca))
     assert {r["task"] for r in alpaca} == {"benign", "ifeval"}
     assert len({r["meta"]["ifeval"]["instruction_id_list"][0] for r in ruled}) >= 3  # in turn
+    unpunctuated = 0
     for row in ruled:
         request, turn = row["messages"][0]["content"], row["messages"][1]["content"]
         original = next(p for p in plain if request.startswith(p.rstrip()))
-        assert len(request) > len(original.rstrip())  # the rule is added to the request
+        added = request[len(original.rstrip()) :]
+        assert len(added) > 2  # the rule is added to the request, after a sentence's end
+        if original.rstrip()[-1].isalnum():
+            assert added.startswith(". "), request
+            unpunctuated += 1
+        else:
+            assert added[0].isspace(), request
         think, answer = split_think(turn)
         assert "```" not in answer  # code is never rewritten
         before = split_think(plain[original]["messages"][1]["content"])
@@ -165,5 +172,6 @@ def test_constraint_rows_ask_for_a_rule_and_answer_by_it(env: Env, built: Built)
         assert spec["prompt"] == request
         kind = spec["instruction_id_list"][0]
         assert (answer == before[1]) == kind.startswith(("length_constraints:", "keywords:"))
+    assert unpunctuated  # the fixture has requests without a full stop
     with pytest.raises(ConfigError, match="constraint_fraction"):
         env.config(constraint_fraction=1.5).check()

@@ -117,36 +117,48 @@ def _english(text: str) -> bool:
         return False
 
 
-def _lowercase(rng: random.Random, request: str, answer: str) -> Constrained | None:
-    lowered = answer.lower()
-    if not lowered.islower() or not _english(lowered):
-        return None
-    text = _pick(
-        rng,
-        (
-            "Write the whole reply in lowercase letters, with no capitals anywhere.",
-            "Use only lowercase letters in your answer.",
-            "No capital letters, please: everything in lowercase.",
-        ),
-    )
-    note = "Every letter of the answer has to be lowercase."
-    return Constrained("change_case:english_lowercase", {}, text, note, lowered)
+def _case(
+    key: str,
+    convert: Callable[[str], str],
+    holds: Callable[[str], bool],
+    texts: tuple[str, ...],
+    note: str,
+) -> Rewrite:
+    """The rewrite of a whole answer into one letter case (IFEval's ``change_case`` kinds),
+    asked for in one of ``texts`` and named by ``note``; it gives None when the converted
+    answer is not English or has no letter of that case."""
+
+    def rewrite(rng: random.Random, request: str, answer: str) -> Constrained | None:
+        changed = convert(answer)
+        if not holds(changed) or not _english(changed):
+            return None
+        return Constrained(key, {}, _pick(rng, texts), note, changed)
+
+    return rewrite
 
 
-def _capital(rng: random.Random, request: str, answer: str) -> Constrained | None:
-    upper = answer.upper()
-    if not upper.isupper() or not _english(upper):
-        return None
-    text = _pick(
-        rng,
-        (
-            "Answer in English, in capital letters only.",
-            "Write your entire reply in uppercase letters.",
-            "Use all capital letters for the whole answer.",
-        ),
-    )
-    note = "Every letter of the answer has to be a capital."
-    return Constrained("change_case:english_capital", {}, text, note, upper)
+_lowercase = _case(
+    "change_case:english_lowercase",
+    str.lower,
+    str.islower,
+    (
+        "Write the whole reply in lowercase letters, with no capitals anywhere.",
+        "Use only lowercase letters in your answer.",
+        "No capital letters, please: everything in lowercase.",
+    ),
+    "Every letter of the answer has to be lowercase.",
+)
+_capital = _case(
+    "change_case:english_capital",
+    str.upper,
+    str.isupper,
+    (
+        "Answer in English, in capital letters only.",
+        "Write your entire reply in uppercase letters.",
+        "Use all capital letters for the whole answer.",
+    ),
+    "Every letter of the answer has to be a capital.",
+)
 
 
 def _no_comma(rng: random.Random, request: str, answer: str) -> Constrained | None:

@@ -377,8 +377,11 @@ def _constrained(rows: Sequence[Row], fraction: float, seed: int) -> list[Row]:
         )
         if result is None:
             continue
-        joint = "\n\n" if "\n" in row.prompt.strip() else " "
-        prompt = f"{row.prompt.rstrip()}{joint}{result.text}"
+        request = row.prompt.rstrip()
+        if request[-1].isalnum():  # "... this movement" + rule: end the request first
+            request += "."
+        joint = "\n\n" if "\n" in request.strip() else " "
+        prompt = f"{request}{joint}{result.text}"
         content = assistant_content(f"{think} {result.note}", result.answer)
         meta = {**row.meta, "ifeval": result.ifeval(made, prompt)}
         out[index] = Row("ifeval", row.source, prompt, content, meta)
