@@ -144,14 +144,16 @@ def _finished_run(config: Any) -> dict[str, Any]:
     return {"steps": config.max_steps}
 
 
-def _children(train: Any, evaluate: Any) -> Any:
+def _children(train: Any, evaluate: Any, calibrate: Any = lambda command: 0) -> Any:
     """A stand-in for ``pipeline._run``: a stage's child (``<stage> --config FILE``) is
-    ``train`` of the config read back from that file, as the CLI reads it; any other is
-    ``evaluate``."""
+    ``train`` of the config read back from that file, as the CLI reads it; ``calibrate ...``
+    is ``calibrate``; any other is ``evaluate``."""
     from safework.training.rl import RLConfig
     from safework.training.sft import SFTConfig
 
     def run(command: list[str]) -> int:
+        if "calibrate" in command:
+            return calibrate(command)
         if "--config" not in command:
             return evaluate(command)
         at = command.index("--config")
@@ -493,3 +495,42 @@ def test_stopping_the_pipeline_stops_its_child_group(tmp_path: Path) -> None:
     assert stopped.value.code == 128 + signal.SIGTERM
     assert _gone(_grandchild(pid_file))
     assert signal.getsignal(signal.SIGTERM) == handler  # put back
+
+
+def test_the_search_checkpoint_is_calibrated_after_its_eval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """So ``safework serve --model OUTPUT/search`` finds a map: ``calibrate --if-missing``
+    on the search stage's folder with the recipe's search backend, after that eval, on every
+    run (a kept map costs nothing); a failed fit stops the pipeline."""
+    order: list[str] = []
+    evaluated: list[str] = []
+    eval_cli = _eval_recorder(evaluated)
+
+    def fake_eval(command: list[str]) -> int:
+        order.append("eval")
+        return eval_cli(command)
+
+    def fake_fit(command: list[str]) -> int:
+        order.append(" ".join(command[command.index("calibrate") :]))
+        return 0
+
+    monkeypatch.setattr(pipeline, "_run", _children(_finished_run, fake_eval, fake_fit))
+    out = tmp_path / "out"
+    recipe = _recipe(
+        tmp_path,
+        {
+            "output": str(out),
+            "model": str(tmp_path),
+            "stages": ["efficient", "search"],
+            "eval": {"search_backend": "local:builtin"},
+        },
+    )
+    run_pipeline(recipe)
+    fit = f"calibrate --model {out / 'search'} --if-missing --backend local:builtin"
+    assert order == ["eval", "eval", "eval", fit]
+    run_pipeline(recipe)
+    assert order == ["eval", "eval", "eval", fit, fit]  # reports kept, the fit asked again
+    monkeypatch.setattr(pipeline, "_run", lambda command: 2 if "calibrate" in command else 0)
+    with pytest.raises(ConfigError, match=r"calibrating .*search failed with exit code 2"):
+        run_pipeline(recipe)

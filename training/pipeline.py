@@ -30,9 +30,11 @@ eval settings keeps its report (change ``eval`` and every point is evaluated aga
 adds the stage's point to ``OUTPUT/eval/trajectory.png`` (base -> sft -> m3rl -> ...). With an
 ``analyze`` section, ``safework-train analyze mi`` runs after each eval: its summary joins the
 report and the trajectory point as ``mi_peaks``, and ``OUTPUT/eval/mi_peaks.md`` tables every
-checkpoint's peak rate and safety share of peaks. Stages and evals run as child processes, so
-vLLM's memory is returned before the next stage trains; each child gets a process group of its
-own, killed when the child ends (nothing it started outlives it) or the pipeline is stopped.
+checkpoint's peak rate and safety share of peaks. After its eval, the search checkpoint's
+confidence map is fitted (``safework-train calibrate --if-missing``), so it is served
+calibrated. Stages and evals run as child processes, so vLLM's memory is returned before the
+next stage trains; each child gets a process group of its own, killed when the child ends
+(nothing it started outlives it) or the pipeline is stopped.
 """
 
 from __future__ import annotations
@@ -323,6 +325,21 @@ def _signal_group(group: int, signum: int) -> None:
         os.killpg(group, signum)
 
 
+def _calibrate(pipeline: Pipeline, model: str) -> None:
+    """``safework-train calibrate --if-missing`` of the search checkpoint, after its eval, in
+    a child process: the map (fitted on the dev half of the element questions, never on the
+    eval's held-out half) is stored under the checkpoint's weights, where ``safework serve
+    --model OUTPUT/search`` finds it, so ``:search`` answers carry calibrated confidences."""
+    command = [sys.executable, "-m", "safework.training.cli", "calibrate", "--model", model]
+    command.append("--if-missing")  # weights trained again have another digest: fitted anew
+    if pipeline.eval_section.get("search_backend"):
+        command += ["--backend", str(pipeline.eval_section["search_backend"])]
+    logger.info("calibrate %s: %s", model, " ".join(command))
+    code = _run(command)
+    if code != 0:
+        raise ConfigError(f"calibrating {model} failed with exit code {code}")
+
+
 def _analyze(pipeline: Pipeline, model: str, label: str, report: dict[str, Any]) -> dict:
     """``safework-train analyze mi`` of the checkpoint in a child process (its ``mi.json``
     kept if already there), on the answers its eval wrote; its summary goes into the eval
@@ -424,6 +441,8 @@ def run_pipeline(recipe: Path, overrides: dict[str, Any] | None = None) -> dict[
         if pipeline.analyze is not None:
             mi_rows.append((name, _analyze(pipeline, str(config.output), name, report)))
             summary["mi_peaks"] = _write_mi_table(pipeline.output / "eval", mi_rows)
+        if name == "search":
+            _calibrate(pipeline, str(config.output))
         summary["stages"][name] = result
         summary["effects"] = _write_effects(pipeline.output / "eval", reports)
     summary["trajectory"] = str(pipeline.output / "eval" / "trajectory.png")
