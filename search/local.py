@@ -11,6 +11,9 @@ stored beside the corpus in ``PATH/.safework-index/``). Three retrieval modes ra
   ``hnsw_threshold`` passages, HNSW beyond.
 - ``hybrid`` (default): reciprocal rank fusion of both lists, ``sum 1 / (60 + rank)``.
 
+In every mode, a query's numbers are exact: passages that state all of them come first
+(``numbers_first``), so "atomic number 51" finds the record that says 51.
+
 ``search(query, k)`` returns the ``k`` best *documents*: each document's best passage is its
 snippet and its score. ``search_many`` embeds all queries in one call and searches FAISS once.
 
@@ -21,14 +24,14 @@ Options (``BackendContext.options``): ``mode`` (bm25|dense|hybrid), ``passage_wo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from safework.engine.embedder import Encoder
 from safework.errors import ConfigError
 
 from .base import BackendContext, Document, DocumentNotFound, SearchBackend, SearchResult
-from .index import LocalIndex
+from .index import LocalIndex, tokenize
 from .local_settings import MODES, LocalSettings
 
 __all__ = ["MODES", "LocalBackend", "LocalSettings", "load_local"]
@@ -48,6 +51,30 @@ def fuse(ranked: Sequence[list[tuple[int, float]]]) -> list[tuple[int, float]]:
         for rank, (passage, _score) in enumerate(ranking, 1):
             scores[passage] = scores.get(passage, 0.0) + 1.0 / (RRF_K + rank)
     return sorted(scores.items(), key=lambda item: -item[1])
+
+
+def numbers_first(
+    ranked: list[tuple[int, float]], numbers: frozenset[str], text_of: Callable[[int], str]
+) -> list[tuple[int, float]]:
+    """``ranked`` with the passages that state every number in ``numbers`` moved to the front,
+    each group in its own order; unchanged when none states them all.
+
+    A number in a query is a term the answer has to contain, as in a web search engine. Dense
+    vectors barely tell 51 from 108, so fused with them the BM25 hit (the one element record
+    with "Atomic number: 51") fell behind other element records: on the built-in corpus,
+    hybrid search put the record asked for first on 10 of 52 "which element has atomic number
+    N" queries, BM25 alone on most of them.
+    """
+    stating = [hit for hit in ranked if numbers <= set(tokenize(text_of(hit[0])))]
+    if not stating or len(stating) == len(ranked):
+        return ranked
+    first = {passage for passage, _ in stating}
+    return stating + [hit for hit in ranked if hit[0] not in first]
+
+
+def query_numbers(query: str) -> frozenset[str]:
+    """The numbers among ``query``'s terms (``tokenize``: "1,000" and "167.26" whole)."""
+    return frozenset(term for term in tokenize(query) if term[0].isdigit())
 
 
 class LocalBackend(SearchBackend):
@@ -153,9 +180,13 @@ class LocalBackend(SearchBackend):
             ranked.append(self.index.rank_bm25(query, depth))
         if dense is not None:
             ranked.append(dense)
+        fused = fuse(ranked)
+        numbers = query_numbers(query)
+        if numbers:
+            fused = numbers_first(fused, numbers, self.index.passage)
         results: list[SearchResult] = []
         seen: set[int] = set()
-        for passage, score in fuse(ranked):
+        for passage, score in fused:
             doc_index = int(self.index.passage_doc[passage])
             if doc_index in seen:
                 continue

@@ -26,7 +26,7 @@ from safework.search import index
 from safework.search.base import BackendContext, DocumentNotFound, load_backend
 from safework.search.documents import load_corpus
 from safework.search.index import split_passages, tokenize
-from safework.search.local import LocalBackend, LocalSettings
+from safework.search.local import LocalBackend, LocalSettings, numbers_first, query_numbers
 
 FILLER = (
     "The committee met again on Tuesday to review the quarterly budget and the plans for the "
@@ -226,6 +226,54 @@ def test_bm25_only_query_without_matching_terms_is_empty(backend: LocalBackend) 
     assert backend.search_sync(["zzzz qqqq"], 3, mode="bm25") == [[]]
 
 
+def test_numbers_first_moves_passages_that_state_every_number_and_keeps_order() -> None:
+    texts = {1: "Atomic number: 108", 2: "Atomic number: 51", 3: "In 1,000 years: 51 and 7", 4: "x"}
+    ranked = [(1, 0.9), (2, 0.8), (3, 0.7), (4, 0.6)]
+    assert query_numbers("which element has atomic number 51?") == {"51"}
+    assert query_numbers("1,000 years and 167.26 grams") == {"1,000", "167.26"}
+    assert query_numbers("atomic number") == frozenset()
+    assert numbers_first(ranked, frozenset({"51"}), texts.get) == [
+        (2, 0.8),
+        (3, 0.7),
+        (1, 0.9),
+        (4, 0.6),
+    ]
+    assert numbers_first(ranked, frozenset({"51", "1,000"}), texts.get)[0] == (3, 0.7)
+    assert numbers_first(ranked, frozenset({"99"}), texts.get) == ranked  # nobody states it
+
+
+ELEMENTS = {
+    **{108: "Hassium", 110: "Darmstadtium", 26: "Iron", 51: "Antimony", 92: "Uranium"},
+    **{15: "Phosphorus", 79: "Gold", 47: "Silver", 29: "Copper", 8: "Oxygen", 6: "Carbon"},
+    1: "Hydrogen",
+}
+RECORDS = [
+    *(
+        {"id": f"element-{n}", "title": name, "text": f"Symbol: {name[:2]} Atomic number: {n}"}
+        for n, name in ELEMENTS.items()
+    ),
+    {
+        "id": "atomic-number",
+        "title": "Atomic number",
+        "text": "The atomic number of a chemical element is the number of protons in its "
+        "nucleus; the atomic number identifies the element. " * 3,
+    },
+]
+
+
+@pytest.mark.parametrize("mode", ["bm25", "dense", "hybrid"])
+def test_a_number_in_the_query_finds_the_record_that_states_it(tmp_path: Path, mode: str) -> None:
+    """Twelve near-identical records: dense vectors cannot tell the numbers apart, so every
+    mode relies on the query's number being exact."""
+    folder = tmp_path / "records"
+    folder.mkdir()
+    (folder / "records.jsonl").write_text("\n".join(json.dumps(r) for r in RECORDS))
+    backend = LocalBackend(folder, embedder=get_embedder())
+    queries = ["atomic number 51", "Which element has atomic number 92?", "element number 6"]
+    found = [hits[0].title for hits in backend.search_sync(queries, 3, mode=mode)]
+    assert found == ["Antimony", "Uranium", "Carbon"]
+
+
 # --------------------------------------------------------------------------- the stored index
 
 
@@ -325,12 +373,15 @@ def test_missing_or_empty_folder_is_a_config_error(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_builtin_corpus_finds_element_documents() -> None:
-    """The built-in index (``make corpus``) puts the element's own document first."""
+    """The built-in index (``make corpus``) puts the element's own document first, for a
+    number too (before numbers were exact, hybrid ranked other element records above it)."""
     backend = load_backend("local:builtin")
     questions = {
         "What is the atomic number of tungsten?": "element:tungsten",
         "Which chemical element has the symbol Fe?": "element:iron",
         "What is the chemical symbol of potassium?": "element:potassium",
+        "Which chemical element has the atomic number 51?": "element:antimony",
+        "atomic number 92": "element:uranium",
     }
     results = backend.search_sync(list(questions), 3) if isinstance(backend, LocalBackend) else []
     assert [r[0].id for r in results] == list(questions.values())

@@ -105,6 +105,8 @@ _BUILDER_MODULES = (
     "safework.training.search_qa",
     "safework.search.deliberative",
     "safework.search.filtering",
+    "safework.search.local",  # the search transcripts hold what retrieval returned
+    "safework.search.index",
     "safework.search.prompts",
     "safework.search.tags",
 )
