@@ -235,9 +235,15 @@ def test_reverse_element_lookups_are_stated_unsure_even_when_found(
             assert "I'm confident of this." in own
 
 
-def test_element_questions_rotate_kinds_two_per_element() -> None:
+def test_element_questions_ask_every_kind_or_rotate_kinds() -> None:
     items = element_qa(ensure_builtin_corpus(REAL_CACHE), max_number=12)
-    questions = element_questions(items)
+    every = element_questions(items)
+    per_record: dict[str, set[str]] = {}
+    for q in every:
+        per_record.setdefault(q.item.doc_id, set()).add(q.item.kind)
+    assert len(every) == 48  # each of the 12 records asked all four ways
+    assert all(len(kinds) == 4 for kinds in per_record.values())
+    questions = element_questions(items, per_element=2)
     per_doc: dict[str, list[str]] = {}
     for q in questions:
         per_doc.setdefault(q.item.doc_id, []).append(q.item.kind)

@@ -14,10 +14,14 @@ those is used here. The questions, each with an exact answer (``QAItem``, scored
 - ``year``: Wikipedia biographies that open ``Name (...; DATE - DATE)``: the years of birth and
   death ("In what year was Albert Einstein born?" -> "1879").
 - ``element``: element questions of the *fit* half only (``fit_element_items``), the half the
-  search RL stage trains on and the eval fits its calibration map on; two per element, kinds
-  rotating. The element documents are short records (``Symbol: Fe``, ``Atomic number: 26``):
+  search RL stage trains on and the eval fits its calibration map on; every kind of each
+  element. The element documents are short records (``Symbol: Fe``, ``Atomic number: 26``):
   without them the cold start never shows the model reading a value out of such a record, and
-  the RL stage (which rolls out on this half) learned to answer without reading.
+  the RL stage (which rolls out on this half) learned to answer without reading. All four
+  questions of one record teach which field answers which question: with two per element
+  the pool (~100) fell short of the element share of 480 transcripts (the rest went to
+  acronyms), and the SFT model answered the element's name to 9 of 12 held-out "chemical
+  symbol" questions.
 - ``direct``: questions that need no search: sums of two numbers written by program, and a
   short list of common knowledge written for this project (``COMMON``).
 
@@ -225,9 +229,9 @@ def fit_element_items(corpus: Path | None = None) -> list[QAItem]:
     return fit
 
 
-def element_questions(items: Sequence[QAItem], per_element: int = 2) -> list[SearchQuestion]:
-    """``per_element`` questions of each element among ``items``, their kinds rotating from one
-    element to the next so every kind is taught (sorted by id)."""
+def element_questions(items: Sequence[QAItem], per_element: int = 4) -> list[SearchQuestion]:
+    """``per_element`` questions of each element among ``items`` (4: every kind), their kinds
+    rotating from one element to the next so every kind is taught (sorted by id)."""
     by_doc: dict[str, list[QAItem]] = {}
     for item in items:
         if item.kind in _ELEMENT_ASKED:
