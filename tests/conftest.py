@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from safework.server import ServerConfig, create_app
 
+from .dataset_sources import Built, Env, build_dataset, patch_sources
 from .fakes import FakeEngine
 from .postgres import REQUIRED, NotInstalledError, PostgresServer
 from .web_server import LiveServer, WebEngine, fakes_installed, live_server, site_config
@@ -155,3 +156,15 @@ def policy(tiny_model: Path) -> Any:
     tok = AutoTokenizer.from_pretrained(tiny_model, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(tiny_model)
     return PolicyEngine(model, tok, max_model_len=256)
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
+    """``safework-train data``'s sources faked (``dataset_sources.py``), the cache in tmp."""
+    return patch_sources(monkeypatch, tmp_path / "cache")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
+    """One dataset built from those sources, shared by a module's read-only tests."""
+    yield from build_dataset(tmp_path_factory)

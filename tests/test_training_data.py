@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -46,21 +45,8 @@ from .dataset_sources import (
     SIZES,
     Built,
     Env,
-    build_dataset,
-    patch_sources,
     sha256_hex,
 )
-
-
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
-    return patch_sources(monkeypatch, tmp_path / "cache")
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
-    yield from build_dataset(tmp_path_factory)
-
 
 # --------------------------------------------------------------------------- config
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -26,19 +24,7 @@ from .dataset_sources import (
     SIZES,
     Built,
     Env,
-    build_dataset,
-    patch_sources,
 )
-
-
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
-    return patch_sources(monkeypatch, tmp_path / "cache")
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
-    yield from build_dataset(tmp_path_factory)
 
 
 def test_math_rows_score_with_reasoning_gym(built: Built) -> None:
