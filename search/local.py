@@ -61,9 +61,9 @@ def numbers_first(
 
     A number in a query is a term the answer has to contain, as in a web search engine. Dense
     vectors barely tell 51 from 108, so fused with them the BM25 hit (the one element record
-    with "Atomic number: 51") fell behind other element records: on the built-in corpus,
-    hybrid search put the record asked for first on 10 of 52 "which element has atomic number
-    N" queries, BM25 alone on most of them.
+    with "Atomic number: 51") fell behind other element records: on the built-in corpus, the
+    search cold start's writer found the record asked for on 10 of 52 "which element has
+    atomic number N" questions of the fit half with hybrid search, and on 49 with this rule.
     """
     stating = [hit for hit in ranked if numbers <= set(tokenize(text_of(hit[0])))]
     if not stating or len(stating) == len(ranked):

@@ -264,6 +264,10 @@ def _evaluate(pipeline: Pipeline, model: str, label: str, data_at: float) -> dic
     return json.loads(report.read_text(encoding="utf-8"))
 
 
+_CLI = (sys.executable, "-m", "safework.training.cli")
+"""``safework-train`` in a child process, on this interpreter."""
+
+
 def _train_stage(pipeline: Pipeline, name: str, config: Any) -> dict[str, Any]:
     """``safework-train <stage> --config`` the stage's full config, in a child process: each
     stage's model, optimizer and colocated vLLM engine go back to the system when it ends
@@ -274,7 +278,7 @@ def _train_stage(pipeline: Pipeline, name: str, config: Any) -> dict[str, Any]:
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8")
     verb = "sft" if name == "sft" else "rl"  # an RL stage's config names its stage
-    command = [sys.executable, "-m", "safework.training.cli", verb, "--config", str(path)]
+    command = [*_CLI, verb, "--config", str(path)]
     logger.info("stage %s: %s", name, " ".join(command))
     code = _run(command)
     if code != 0:
@@ -286,7 +290,7 @@ def _child(args: list[str], section: dict[str, Any], what: str) -> int:
     """``safework-train ARGS`` plus the section's keys as ``KEY=JSON``, in a child process
     (so vLLM's memory goes back when it ends); its exit code."""
     overrides = [f"{k}={json.dumps(v)}" for k, v in section.items()]
-    command = [sys.executable, "-m", "safework.training.cli", *args, *overrides]
+    command = [*_CLI, *args, *overrides]
     logger.info("%s: %s", what, " ".join(command))
     return _run(command)
 
@@ -330,8 +334,7 @@ def _calibrate(pipeline: Pipeline, model: str) -> None:
     a child process: the map (fitted on the dev half of the element questions, never on the
     eval's held-out half) is stored under the checkpoint's weights, where ``safework serve
     --model OUTPUT/search`` finds it, so ``:search`` answers carry calibrated confidences."""
-    command = [sys.executable, "-m", "safework.training.cli", "calibrate", "--model", model]
-    command.append("--if-missing")  # weights trained again have another digest: fitted anew
+    command = [*_CLI, "calibrate", "--model", model, "--if-missing"]  # new weights: new map
     if pipeline.eval_section.get("search_backend"):
         command += ["--backend", str(pipeline.eval_section["search_backend"])]
     logger.info("calibrate %s: %s", model, " ".join(command))
