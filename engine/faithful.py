@@ -222,14 +222,8 @@ def cpu_features(cpuinfo: str | None = None, machine: str | None = None) -> dict
 
 
 def candidate_dtypes(features: dict[str, Any]) -> tuple[str, ...]:
-    """Dtypes to try, fastest first: bfloat16 only where the CPU computes it natively, and
-    float16 before float32 only where it computes half precision natively too.
-
-    Measured with ``bench/dtype.py`` (offline decoding, SmolLM2-135M, 2 cores): on a Xeon with
-    AMX and AVX512-FP16, 275 tokens/s in bfloat16, 176 in float16 and 168 in float32; on an AMD
-    EPYC with AVX512-BF16 but no FP16 arithmetic, 620, 127 and 449, so float16 there is 3.5x
-    slower than float32, which serves the same answers.
-    """
+    """Dtypes to try, fastest first: bfloat16 where the CPU computes it natively; float16 before
+    float32 only with native half precision (without it, float16 decoded 3.5x slower on an EPYC)."""
     flags = set(features["flags"])
     halves = ("float16", "float32") if flags & _NATIVE_FP16 else ("float32", "float16")
     return (("bfloat16",) if flags & _NATIVE_BF16 else ()) + halves
