@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -162,7 +163,9 @@ def summarize(results: Sequence[QAResult]) -> dict[str, Any]:
         out["ece_calibrated"] = round(ece(conf, [r.correct for r in calibrated]), 4)  # type: ignore[arg-type]
         floor, floor_p95 = ece_floor(conf)  # type: ignore[arg-type]
         out["ece_calibrated_floor"] = {"mean": round(floor, 4), "p95": round(floor_p95, 4)}
-    out["sources"] = {s: sum(r.source == s for r in results) for s in {r.source for r in results}}
+    # an answer with no confidence (no answer at all, or an engine error) counts as "none",
+    # so the keys stay strings and the report can be written with sorted keys
+    out["sources"] = dict(sorted(Counter(r.source or "none" for r in results).items()))
     protocols = [r.protocol for r in results if r.protocol in ("model", "fallback")]
     if protocols:
         out["protocol_model"] = protocols.count("model")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pytest
 
 from safework.search.deliberative import SearchConfig
 from safework.search.evaluate import (
+    QAResult,
     answer_closed_book,
     answer_with_search,
     calibrate,
@@ -46,6 +48,19 @@ async def test_search_answers_are_scored_with_their_confidence() -> None:
     assert summary["accuracy"] == 0.5
     assert summary["ece_raw"] == pytest.approx(0.4)
     assert summary["sources"] == {"stated": 4}
+
+
+def test_answers_without_a_confidence_source_are_counted_and_the_summary_writes_as_json() -> None:
+    """An answer that states no confidence has no source; the summary still writes with
+    sorted keys (the eval report does), counting it under "none"."""
+    results = [
+        QAResult(QUESTIONS[1], "74", True, 0.9, "stated"),
+        QAResult(QUESTIONS[0], "", False, None, None),
+        QAResult(QUESTIONS[2], "74", False, 0.4, "logprob"),
+    ]
+    summary = summarize(results)
+    assert summary["sources"] == {"logprob": 1, "none": 1, "stated": 1}
+    assert json.loads(json.dumps(summary, sort_keys=True))["sources"]["none"] == 1
 
 
 async def test_closed_book_uses_the_answer_token_probability() -> None:
