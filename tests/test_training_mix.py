@@ -12,7 +12,7 @@ import re
 import pytest
 
 from safework.errors import ConfigError
-from safework.training.cot_texts import VERDICT_DECLINE, VERDICT_HELP, split_think
+from safework.training.cot_texts import split_think
 from safework.training.data import load_conversations, run_data
 from safework.training.math_cot import DEFAULT_MATH_MIX
 from safework.value_models.risks import RISKS
@@ -80,8 +80,7 @@ def test_safety_rows_name_the_risk_and_offer_an_alternative(built: Built) -> Non
         assert risk.name in think
         assert any(offer in answer for _, offer in risk.alternatives)
         opening = " ".join(re.split(r"(?<=[.:])\s", answer)[:2])
-        assert re.search(r"can't|won't|not able|don't accept|not something I can", opening)
-        assert think.endswith(f"\n{VERDICT_DECLINE}")
+        assert re.search(r"can't|won't|not able|don't accept", opening), answer
     kinds = {r["meta"]["risk"] for r in rows}
     assert {"weapons", "cyber"} <= kinds
     by_prompt = {r["messages"][0]["content"]: r["meta"]["risk"] for r in rows}
@@ -154,9 +153,7 @@ def test_constraint_rows_ask_for_a_rule_and_answer_by_it(env: Env, built: Built)
         think, answer = split_think(turn)
         assert "```" not in answer  # code is never rewritten
         before = split_think(plain[original]["messages"][1]["content"])
-        # the reasoning goes on to name the rule, then gives its verdict
-        assert think.startswith(before[0].removesuffix(f"\n{VERDICT_HELP}"))
-        assert think.endswith(f"\n{VERDICT_HELP}")
+        assert think.startswith(before[0])  # the reasoning goes on to name the rule
         spec = row["meta"]["ifeval"]
         assert spec["prompt"] == request
         kind = spec["instruction_id_list"][0]
