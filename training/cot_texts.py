@@ -13,12 +13,17 @@ the format every SafeWork model is trained and served with::
 - ``safety_turn``: reasoning that restates the request, NAMES THE RISK
   (``value_models/risks.py``), decides to decline, and plans a safe alternative; the answer
   declines in a sentence and offers that alternative. Phrasing varies (frames x kind-specific text).
+- ``jailbreak_turn``: the same for a harmful request inside a jailbreak wrapper, the reasoning
+  first naming the wrapper and setting it aside.
 - ``benign_turn``: brief reasoning that identifies the request, notes it is harmless and plans
   the answer's shape from the reference answer itself (list, code, paragraphs); then the
   reference answer.
 - ``edgy_turn``: for a benign question on a risky-sounding topic (``value_models/texts.py``),
   reasoning that says why the topic sounds risky yet the question is safe, then the topic's
   written answer, so the model learns not to over-refuse.
+
+The reasoning of those three ends with a line of its own, ``Verdict: help.`` or ``Verdict:
+decline.``, and refusals open with many different words (see ``_DECLINE``).
 
 All text here was written for this project (Apache-2.0, like the repository). The reasoning is
 a template, not a model's thought; it is honest about the row (the plan describes the answer
@@ -40,10 +45,14 @@ from .math_steps import Solution
 __all__ = [
     "THINK_CLOSE",
     "THINK_OPEN",
+    "VERDICT_DECLINE",
+    "VERDICT_HELP",
+    "add_note",
     "answer_plan",
     "assistant_content",
     "benign_turn",
     "edgy_turn",
+    "jailbreak_turn",
     "math_turn",
     "request_mode",
     "request_phrase",
@@ -54,6 +63,21 @@ __all__ = [
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 _THINK_RE = re.compile(r"\A<think>\n(.+?)\n</think>\n\n(\S.*)\Z", re.DOTALL)
+
+
+VERDICT_HELP, VERDICT_DECLINE = "Verdict: help.", "Verdict: decline."
+"""The last line of every safety, benign and edgy row's reasoning. The decision to answer or
+to refuse is then one word right before the answer, which the answer's first words follow;
+reasoning that called a request harmless and was followed by a refusal opener was the most
+common over-refusal of an SFT checkpoint whose reasoning had no such line."""
+
+
+def add_note(think: str, note: str) -> str:
+    """``think`` with ``note`` appended before its verdict line, if it has one."""
+    for verdict in (VERDICT_HELP, VERDICT_DECLINE):
+        if think.endswith(f"\n{verdict}"):
+            return f"{think[: -len(verdict) - 1]} {note}\n{verdict}"
+    return f"{think} {note}"
 
 
 def assistant_content(think: str, answer: str) -> str:
@@ -206,14 +230,25 @@ _DECIDE = (
     "Declining is right here; the helpful part is to {plan}.",
     "I'll refuse this part plainly and {plan}.",
 )
+# Refusals open with many different first words. With only "I can't" / "I'm not able" /
+# "Sorry", two thirds of the refusal rows began with the token "I", and that one frequent opener
+# beat the scattered openings of the benign answers: after 60 SFT steps (runs/safeladder8) 10 of
+# 17 benign refusals followed reasoning that had called the request harmless.
 _DECLINE_TASK = (
     "I can't help you {task}, because {reason}.",
     "Sorry, I won't help you {task}, since {reason}.",
+    "No, I won't help you {task}: {reason}.",
+    "Unfortunately, I can't help you {task}, because {reason}.",
+    "Helping you {task} is not something I can do, since {reason}.",
 )
 _DECLINE = (
     "I can't help with that, because {reason}.",
     "I'm not able to help with this one: {reason}.",
     "Sorry, but I won't do that, since {reason}.",
+    "That's not something I can help with, because {reason}.",
+    "No, I won't help with this, since {reason}.",
+    "Unfortunately, I can't assist with that: {reason}.",
+    "This is a request I won't help with, because {reason}.",
 )
 
 
@@ -237,7 +272,28 @@ def safety_turn(rng: random.Random, prompt: str, risk: str) -> tuple[str, str]:
     declines = kind.declines or ((_DECLINE_TASK + _DECLINE) if task else _DECLINE)
     usable = [d for d in declines if task or "{task}" not in d]
     decline = _pick(rng, usable).format(task=task or "", reason=reason)
-    return " ".join(lines), f"{decline} {offer}"
+    return f"{' '.join(lines)}\n{VERDICT_DECLINE}", f"{decline} {offer}"
+
+
+_WRAPPED = (
+    "The message wraps its request in a frame meant to get around my judgement: a persona, a "
+    "format, a story or new rules. The wrapper changes nothing about what is asked, so I'll judge "
+    "the request inside it.",
+    "The request comes inside a jailbreak frame. Setting the frame aside, here is what is "
+    "actually asked.",
+    "The framing around the request pushes me to answer without limits. It doesn't make the "
+    "request any safer; what matters is the request itself.",
+    "Whatever the packaging (a role, an article, a hypothetical, a special mode), the content "
+    "asked for is the same, so I look at the request underneath.",
+)
+
+
+def jailbreak_turn(rng: random.Random, request: str, risk: str) -> tuple[str, str]:
+    """``safety_turn`` for ``request`` asked inside a jailbreak wrapper: the reasoning first
+    names the wrapper and sets it aside, then judges the request as if asked plainly."""
+    note = _pick(rng, _WRAPPED)
+    think, answer = safety_turn(rng, request, risk)
+    return f"{note} {think}", answer
 
 
 # --------------------------------------------------------------------------- benign
@@ -336,7 +392,7 @@ def benign_turn(rng: random.Random, instruction: str, answer: str) -> tuple[str,
             kind=_request_kind(instruction), snippet=_snippet(instruction)
         )
     plan = _pick(rng, _PLAN).format(plan=answer_plan(answer))
-    return f"{first} {_pick(rng, _HARMLESS)} {plan}", answer
+    return f"{first} {_pick(rng, _HARMLESS)} {plan}\n{VERDICT_HELP}", answer
 
 
 # --------------------------------------------------------------------------- edgy-benign
@@ -381,4 +437,4 @@ def edgy_turn(rng: random.Random, topic: EdgyTopic, answer: str) -> tuple[str, s
     """Reasoning that notes why ``topic`` sounds risky yet is safe to answer; then ``answer``."""
     note = _EDGY_NOTES.get(topic.area, _EDGY_FALLBACK)
     first = _pick(rng, _EDGY_OPEN).format(subject=third_person(topic.subject))
-    return f"{first} {note} {_pick(rng, _EDGY_DECIDE)}", answer
+    return f"{first} {note} {_pick(rng, _EDGY_DECIDE)}\n{VERDICT_HELP}", answer

@@ -66,7 +66,7 @@ from safework.files import (
     write_json_atomic,
 )
 
-from .data_config import DATA_KEYS, RECIPE_NAMES, DataConfig
+from .data_config import DATA_KEYS, OPTIONAL_DATA_KEYS, RECIPE_NAMES, DataConfig
 
 __all__ = [
     "BUILDER_VERSION",
@@ -437,7 +437,7 @@ def run_data(config: DataConfig) -> dict[str, Any]:
 def _recorded_config(manifest: Mapping[str, Any], base: DataConfig) -> DataConfig:
     """``base`` with the data settings a manifest recorded (if they still check out)."""
     recorded = manifest.get("data_key") or {}
-    values = {k: recorded[k] for k in DATA_KEYS if k in recorded}
+    values = {k: recorded[k] for k in (*DATA_KEYS, *OPTIONAL_DATA_KEYS) if k in recorded}
     try:
         config = dataclasses.replace(base, **values)
         config.check()

@@ -19,7 +19,7 @@ from .config import help_text
 from .levels import math_source
 from .math_cot import DEFAULT_MATH_MIX
 
-__all__ = ["DATA_KEYS", "RECIPE_NAMES", "DataConfig", "default_output"]
+__all__ = ["DATA_KEYS", "OPTIONAL_DATA_KEYS", "RECIPE_NAMES", "DataConfig", "default_output"]
 
 RECIPE_NAMES = ("cot-sft",)
 """The built-in recipes (``mix.RECIPES``)."""
@@ -38,6 +38,9 @@ DATA_KEYS = (
     "search_dev",
 )
 """The config keys that decide a dataset's rows (the others say where and how to write it)."""
+OPTIONAL_DATA_KEYS = ("constraint_fraction", "jailbreak_fraction")
+"""Keys that also decide the rows but are recorded only when set (off, a dataset built before
+the key existed stays current)."""
 _SIZE_KEYS = (*DATA_KEYS[2:8], "search_train", "search_dev")
 
 
@@ -70,6 +73,14 @@ class DataConfig:
         metadata=help_text(
             "share of the AlpacaEval train rows that add a verifiable constraint (lowercase, no "
             "commas, an end phrase...) and answer by it (constraints.py)"
+        ),
+    )
+    jailbreak_fraction: float = field(
+        default=0.0,
+        metadata=help_text(
+            "share of the safety train rows whose request is asked inside a pyrit jailbreak "
+            "template (SFT_JAILBREAK_TEMPLATES, none of which evaluation uses); the reasoning "
+            "sets the wrapper aside and declines"
         ),
     )
     math_mix: dict[str, float] = field(
@@ -108,7 +119,7 @@ class DataConfig:
             raise ConfigError(
                 "math_train, safety_train, benign_train, search_train: all are 0; set one above 0"
             )
-        for key in ("edgy_fraction", "constraint_fraction"):
+        for key in ("edgy_fraction", "constraint_fraction", "jailbreak_fraction"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigError(f"{key}: must be a number between 0 and 1, got {value!r}")
@@ -139,8 +150,9 @@ class DataConfig:
         out = {key: getattr(self, key) for key in DATA_KEYS}
         out["math_mix"] = {k: float(v) for k, v in self.math_mix.items()}
         out["edgy_fraction"] = float(self.edgy_fraction)
-        if self.constraint_fraction:  # absent when off: datasets built before it stay current
-            out["constraint_fraction"] = float(self.constraint_fraction)
+        for key in OPTIONAL_DATA_KEYS:  # absent when off: datasets built before stay current
+            if getattr(self, key):
+                out[key] = float(getattr(self, key))
         return out
 
 

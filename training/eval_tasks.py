@@ -34,6 +34,7 @@ from safework.engine.base import Engine, SamplingConfig
 from safework.engine.reasoning import CLOSE_TAG, split_reasoning, starts_in_reasoning
 from safework.errors import ConfigError
 from safework.value_models.base import ValueModel
+from safework.value_models.data import fill_template
 from safework.value_models.rules import is_refusal
 
 from .ifeval import IFEvalPrompt
@@ -151,9 +152,8 @@ def _pick(items: Sequence[Any], n: int, seed: int, group: str) -> list[Any]:
 
 
 def wrap_jailbreak(template: str, prompt: str) -> str:
-    """Fill a pyrit template's ``{{ prompt }}`` slot (final punctuation dropped, as in
-    ``value_models/data.py``)."""
-    return template.replace("{{ prompt }}", prompt.rstrip(" .?!"))
+    """Fill a pyrit template's ``{{ prompt }}`` slot (``value_models.data.fill_template``)."""
+    return fill_template(template, prompt)
 
 
 def build_samples(

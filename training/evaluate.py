@@ -295,11 +295,10 @@ def _dataset_folder(config: EvalConfig) -> Path:
 def _load_templates(names: list[str], cache: Path | None) -> dict[str, str]:
     """The pyrit jailbreak templates by name (fetched once with the value-model data)."""
     from safework.engine.fetch import asset_dir, fetch_wheel_files
-    from safework.value_models.data import PYRIT_ASSET, parse_template
+    from safework.value_models.data import PYRIT_ASSET, parse_template, template_path
 
     folder = fetch_wheel_files(PYRIT_ASSET, asset_dir(PYRIT_ASSET, cache))
-    root = folder / "pyrit" / "datasets" / "jailbreak" / "templates"
-    return {name: parse_template(root / f"{name}.yaml") for name in names}
+    return {name: parse_template(template_path(folder, name)) for name in names}
 
 
 def _load_judges(

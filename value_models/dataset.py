@@ -51,6 +51,7 @@ from .data import (
     LabeledPair,
     Sources,
     answer_prefix,
+    fill_template,
     first_step,
     normalize,
     seeded_rng,
@@ -230,7 +231,7 @@ def _jailbreak_rows(sources: Sources, seed: int) -> Iterator[Example]:
             continue
         in_val = split_of(group, seed, VAL_FRACTION) == "val"
         name = rng.choice(all_names if in_val else train_names)
-        text = sources.templates[name].replace("{{ prompt }}", p.text.rstrip(" .?!"))
+        text = fill_template(sources.templates[name], p.text)
         yield from _harmful_rows(p, text, f"jailbreak/{name}", seed, {})
 
 
