@@ -46,6 +46,7 @@ from safework.training.search_cot import (
     write_transcript,
 )
 from safework.training.search_qa import (
+    HELD_OUT_DOCS,
     KINDS,
     SearchQuestion,
     element_questions,
@@ -132,7 +133,7 @@ def test_questions_are_not_evaluation_and_answers_are_in_one_document(
     assert not {q.item.question for q in questions} & evaluation
     assert not {q.item.doc_id for q in questions} & {item.doc_id for item in held_out}
     element_docs = [q for q in questions if q.item.doc_id.startswith("element:")]
-    assert element_docs == pools["element"]
+    assert [q for q in element_docs if q.item.kind != "prose"] == pools["element"]
     docs = {d["id"]: d for d in documents}
     for q in pools["acronym"][::25] + pools["year"] + pools["element"][::7]:
         doc = docs[q.item.doc_id]
@@ -161,15 +162,21 @@ def test_prose_questions_read_their_answer_out_of_a_sentence(
     prose = pools["prose"]
     assert len(prose) > 150
     by_id = {q.item.id: q for q in prose}
-    assert by_id["wiki:Albania#capital"].item.answer == "Tirana"
+    assert by_id["wiki:Alaska#capital"].item.answer == "Juneau"
     assert by_id["wiki:Algeria#capital"].item.answer == "Algiers"
     assert by_id["wiki:Andorra#capital"].item.answer == "Andorra la Vella"
     assert by_id["foldoc:ADVSYS#who"].item.question == "In computing, who designed ADVSYS?"
     assert by_id["foldoc:ADVSYS#who"].item.answer == "David Betz"
     assert by_id["foldoc:ADVSYS#when"].item.answer == "1986"
     assert "wiki:Foreign_relations_of_Angola#capital" not in by_id  # DR Congo's capital
+    assert by_id["wiki:A_Modest_Proposal#author"].item.answer == "Jonathan Swift"
+    fit = {item.doc_id for item in fit_element_items(ensure_builtin_corpus(REAL_CACHE))}
+    records = [q for q in prose if q.item.doc_id.startswith("element:")]
+    assert len(records) > 20
+    assert {q.item.doc_id for q in records} <= fit  # never an element evaluation asks about
+    assert not {q.item.doc_id for q in prose} & HELD_OUT_DOCS  # the served check's facts
     assert not any(i.startswith("foldoc:ALEPH#") for i in by_id)  # two senses: ambiguous
-    assert {q.item.id.rsplit("#", 1)[1] for q in prose} == {"who", "when", "capital"}
+    assert {q.item.id.rsplit("#", 1)[1] for q in prose} == {"who", "when", "capital", "author"}
     docs = {d["id"]: d for d in documents}
     for q in prose:
         doc = docs[q.item.doc_id]
@@ -177,6 +184,10 @@ def test_prose_questions_read_their_answer_out_of_a_sentence(
         assert q.item.answer.lower() != q.item.subject.lower()  # echoing the subject is wrong
         assert not q.item.is_correct(q.item.subject), q.item.id
         assert q.item.kind == "prose"
+
+
+def questions_of(docs: list[dict[str, Any]]) -> dict[str, str]:
+    return {q.item.id: q.item.question for q in prose_questions(docs)}
 
 
 def test_prose_patterns_on_written_entries() -> None:
@@ -195,6 +206,19 @@ def test_prose_patterns_on_written_entries() -> None:
         wiki("Ruritania", "Ruritania is a country. Its capital and largest city is Strelsau."),
         wiki("Relations of Ruritania", "A delegation went to Graustark's capital Edelweiss."),
         wiki("Osterlich", "Osterlich is a state. The capital of Osterlich is Neu Wien."),
+        wiki("Dune Days (book)", "Dune Days is a novel by Ida Lane Moss. It sold well."),
+        {
+            "id": "element:ferrum",
+            "title": "Ferrum",
+            "text": "Symbol: Fm\n\nA metal. Discovered in 1801 by J.K. Stahl of Bonn.",
+            "source": "elements",
+        },
+        {
+            "id": "element:plumbum",
+            "title": "Plumbum",
+            "text": "Symbol: Pb\n\nA metal. First isolated by Reich and Richter in 1850.",
+            "source": "elements",
+        },
     ]
     got = {q.item.id: q.item.answer for q in prose_questions(docs)}
     assert got == {
@@ -205,7 +229,12 @@ def test_prose_patterns_on_written_entries() -> None:
         "foldoc:Slate#who": "Bob Hill",  # "1986/1987" is no single year
         "wiki:Ruritania#capital": "Strelsau",
         "wiki:Osterlich#capital": "Neu Wien",
-    }
+        "wiki:Dune Days (book)#author": "Ida Lane Moss",
+        "element:ferrum#who": "J.K. Stahl",
+        "element:ferrum#when": "1801",
+    }  # plumbum: two people named by surname, so no one answer
+    assert questions_of(docs)["element:ferrum#who"] == "Who discovered ferrum?"
+    assert questions_of(docs)["wiki:Dune Days (book)#author"] == "Who wrote Dune Days?"
     questions = {q.item.id: q for q in prose_questions(docs)}
     assert questions["foldoc:Pebble#who"].item.question == "In computing, who wrote Pebble?"
     assert questions["foldoc:Quill#when"].asked == "the year Quill was designed"
