@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from safework.engine.fetch import FetchError
+from safework.errors import ConfigError
 from safework.files import cache_dir
 from safework.search import tags
 from safework.search.answers import supported_by
@@ -33,7 +34,7 @@ from safework.search.prompts import INSTRUCTIONS
 from safework.search.verbal import classify, wording_for
 from safework.training.cot_texts import split_think
 from safework.training.data import cot_row_problem
-from safework.training.data_config import DATA_KEYS, DataConfig
+from safework.training.data_config import DATA_KEYS, SEARCH_KINDS, DataConfig
 from safework.training.mix import quotas
 from safework.training.search_cot import (
     CONFIDENCE,
@@ -45,9 +46,12 @@ from safework.training.search_cot import (
     write_transcript,
 )
 from safework.training.search_qa import (
+    HELD_OUT_DOCS,
+    KINDS,
     SearchQuestion,
     element_questions,
     fit_element_items,
+    prose_questions,
     search_questions,
 )
 from safework.training.sft_data import IGNORE_INDEX, encode_conversation
@@ -129,7 +133,7 @@ def test_questions_are_not_evaluation_and_answers_are_in_one_document(
     assert not {q.item.question for q in questions} & evaluation
     assert not {q.item.doc_id for q in questions} & {item.doc_id for item in held_out}
     element_docs = [q for q in questions if q.item.doc_id.startswith("element:")]
-    assert element_docs == pools["element"]
+    assert [q for q in element_docs if q.item.kind != "prose"] == pools["element"]
     docs = {d["id"]: d for d in documents}
     for q in pools["acronym"][::25] + pools["year"] + pools["element"][::7]:
         doc = docs[q.item.doc_id]
@@ -150,6 +154,132 @@ def test_pick_questions_is_seeded_disjoint_and_fills_short_kinds(
     assert kinds.count("year") < 20 <= kinds.count("direct")  # year's shortfall -> acronym
     with pytest.raises(ValueError, match="search questions"):
         pick_questions(pools, quotas(10, SEARCH_MIX), quotas(10_000, SEARCH_MIX), seed=0)
+
+
+def test_prose_questions_read_their_answer_out_of_a_sentence(
+    documents: list[dict[str, Any]], pools: dict[str, list[SearchQuestion]]
+) -> None:
+    prose = pools["prose"]
+    assert len(prose) > 150
+    by_id = {q.item.id: q for q in prose}
+    assert by_id["wiki:Alaska#capital"].item.answer == "Juneau"
+    assert by_id["wiki:Algeria#capital"].item.answer == "Algiers"
+    assert by_id["wiki:Andorra#capital"].item.answer == "Andorra la Vella"
+    assert by_id["foldoc:ADVSYS#who"].item.question == "In computing, who designed ADVSYS?"
+    assert by_id["foldoc:ADVSYS#who"].item.answer == "David Betz"
+    assert by_id["foldoc:ADVSYS#when"].item.answer == "1986"
+    assert "wiki:Foreign_relations_of_Angola#capital" not in by_id  # DR Congo's capital
+    assert by_id["wiki:A_Modest_Proposal#author"].item.answer == "Jonathan Swift"
+    fit = {item.doc_id for item in fit_element_items(ensure_builtin_corpus(REAL_CACHE))}
+    records = [q for q in prose if q.item.doc_id.startswith("element:")]
+    assert len(records) > 20
+    assert {q.item.doc_id for q in records} <= fit  # never an element evaluation asks about
+    assert not {q.item.doc_id for q in prose} & HELD_OUT_DOCS  # the served check's facts
+    assert not any(i.startswith("foldoc:ALEPH#") for i in by_id)  # two senses: ambiguous
+    assert {q.item.id.rsplit("#", 1)[1] for q in prose} == {"who", "when", "capital", "author"}
+    docs = {d["id"]: d for d in documents}
+    for q in prose:
+        doc = docs[q.item.doc_id]
+        assert supported_by(q.item.answer, doc["text"]), q.item.id  # stated in its prose
+        assert q.item.answer.lower() != q.item.subject.lower()  # echoing the subject is wrong
+        assert not q.item.is_correct(q.item.subject), q.item.id
+        assert q.item.kind == "prose"
+
+
+def questions_of(docs: list[dict[str, Any]]) -> dict[str, str]:
+    return {q.item.id: q.item.question for q in prose_questions(docs)}
+
+
+def test_prose_patterns_on_written_entries() -> None:
+    def foldoc(title: str, text: str) -> dict[str, Any]:
+        return {"id": f"foldoc:{title}", "title": title, "text": text, "source": "foldoc"}
+
+    def wiki(title: str, text: str) -> dict[str, Any]:
+        return {"id": f"wiki:{title}", "title": title, "text": text, "source": "wikipedia"}
+
+    docs = [
+        foldoc("Quill", "<language> A language designed by Ada Marsh at Acme Labs in 1983."),
+        foldoc("Pebble", "<tool> A tool written by Tom Reed and Ann Bell in 1990."),
+        foldoc("Slate", "<computer> A workstation developed by Bob Hill, first sold in 1986/1987."),
+        foldoc("Twofold", "1. <language> A language developed by Cal Ray.\n\n2. <tool> A tool."),
+        foldoc("Echo Labs", "<company> A firm founded by Echo Labs Staff in 1970."),
+        wiki("Ruritania", "Ruritania is a country. Its capital and largest city is Strelsau."),
+        wiki("Relations of Ruritania", "A delegation went to Graustark's capital Edelweiss."),
+        wiki("Osterlich", "Osterlich is a state. The capital of Osterlich is Neu Wien."),
+        wiki("Dune Days (book)", "Dune Days is a novel by Ida Lane Moss. It sold well."),
+        {
+            "id": "element:ferrum",
+            "title": "Ferrum",
+            "text": "Symbol: Fm\n\nA metal. Discovered in 1801 by J.K. Stahl of Bonn.",
+            "source": "elements",
+        },
+        {
+            "id": "element:plumbum",
+            "title": "Plumbum",
+            "text": "Symbol: Pb\n\nA metal. First isolated by Reich and Richter in 1850.",
+            "source": "elements",
+        },
+    ]
+    got = {q.item.id: q.item.answer for q in prose_questions(docs)}
+    assert got == {
+        "foldoc:Quill#who": "Ada Marsh",
+        "foldoc:Quill#when": "1983",
+        "foldoc:Pebble#who": "Tom Reed",
+        "foldoc:Pebble#when": "1990",
+        "foldoc:Slate#who": "Bob Hill",  # "1986/1987" is no single year
+        "wiki:Ruritania#capital": "Strelsau",
+        "wiki:Osterlich#capital": "Neu Wien",
+        "wiki:Dune Days (book)#author": "Ida Lane Moss",
+        "element:ferrum#who": "J.K. Stahl",
+        "element:ferrum#when": "1801",
+    }  # plumbum: two people named by surname, so no one answer
+    assert questions_of(docs)["element:ferrum#who"] == "Who discovered ferrum?"
+    assert questions_of(docs)["wiki:Dune Days (book)#author"] == "Who wrote Dune Days?"
+    questions = {q.item.id: q for q in prose_questions(docs)}
+    assert questions["foldoc:Pebble#who"].item.question == "In computing, who wrote Pebble?"
+    assert questions["foldoc:Quill#when"].asked == "the year Quill was designed"
+
+
+def test_a_prose_transcript_answers_from_the_sentence(
+    pools: dict[str, list[SearchQuestion]], backend: SearchBackend
+) -> None:
+    from safework.engine.embedder import get_embedder
+
+    by_id = {q.item.id: q for q in pools["prose"]}
+    question = by_id["foldoc:ADVSYS#who"]
+    t = asyncio.run(write_transcript(question, backend, get_embedder(REAL_CACHE)))
+    assert t.outcome in ("found", "read")
+    assert t.correct
+    assert t.answer == "David Betz"
+    assert "<answer>David Betz</answer>" in _model_text(t)
+
+
+def test_search_mix_picks_the_kinds_it_names(pools: dict[str, list[SearchQuestion]]) -> None:
+    mix = {"acronym": 0.3, "prose": 0.3, "element": 0.2, "direct": 0.2}
+    dev, train = pick_questions(pools, quotas(10, mix), quotas(100, mix), seed=0)
+    pool_of = {q.item.id: kind for kind, questions in pools.items() for q in questions}
+    kinds = [pool_of[q.item.id] for q in train]
+    assert kinds.count("prose") == 30
+    assert kinds.count("year") == 0
+    assert {pool_of[q.item.id] for q in dev} <= set(mix)
+    assert not {q.item.doc_id for q in dev if q.item.doc_id} & {
+        q.item.doc_id for q in train if q.item.doc_id
+    }
+
+
+def test_search_mix_is_checked_and_recorded_only_when_set() -> None:
+    assert SEARCH_KINDS == KINDS
+    assert "search_mix" not in DataConfig().data_key()
+    config = DataConfig(search_train=5, search_mix={"acronym": 1, "prose": 1})
+    config.check()
+    assert config.data_key()["search_mix"] == {"acronym": 1.0, "prose": 1.0}
+    for bad, match in (
+        ({"prose": 1.0}, "includes acronym"),
+        ({"acronym": 1.0, "riddle": 1.0}, "unknown kind"),
+        ({"acronym": 1.0, "prose": 0}, "search_mix.prose"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            DataConfig(search_train=5, search_mix=bad).check()
 
 
 # --------------------------------------------------------------------------- transcripts

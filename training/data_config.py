@@ -19,10 +19,19 @@ from .config import help_text
 from .levels import math_source
 from .math_cot import DEFAULT_MATH_MIX
 
-__all__ = ["DATA_KEYS", "OPTIONAL_DATA_KEYS", "RECIPE_NAMES", "DataConfig", "default_output"]
+__all__ = [
+    "DATA_KEYS",
+    "OPTIONAL_DATA_KEYS",
+    "RECIPE_NAMES",
+    "SEARCH_KINDS",
+    "DataConfig",
+    "default_output",
+]
 
 RECIPE_NAMES = ("cot-sft",)
 """The built-in recipes (``mix.RECIPES``)."""
+SEARCH_KINDS = ("acronym", "element", "year", "prose", "direct")
+"""The search question kinds (``search_qa.KINDS``; a test keeps the two equal)."""
 DATA_KEYS = (
     "recipe",
     "seed",
@@ -38,7 +47,7 @@ DATA_KEYS = (
     "search_dev",
 )
 """The config keys that decide a dataset's rows (the others say where and how to write it)."""
-OPTIONAL_DATA_KEYS = ("constraint_fraction", "jailbreak_fraction")
+OPTIONAL_DATA_KEYS = ("constraint_fraction", "jailbreak_fraction", "search_mix")
 """Keys that also decide the rows but are recorded only when set (off, a dataset built before
 the key existed stays current)."""
 _SIZE_KEYS = (*DATA_KEYS[2:8], "search_train", "search_dev")
@@ -98,6 +107,13 @@ class DataConfig:
         ),
     )
     search_dev: int = field(default=0, metadata=help_text("search-protocol transcripts in dev"))
+    search_mix: dict[str, float] | None = field(
+        default=None,
+        metadata=help_text(
+            "search question kind (acronym, element, year, prose, direct; acronym must be "
+            "there, it takes other kinds' shortfall) -> weight; default search_cot.SEARCH_MIX"
+        ),
+    )
     fetch_only: bool = field(
         default=False, metadata=help_text("only fetch and verify the sources; build nothing")
     )
@@ -126,6 +142,23 @@ class DataConfig:
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{key}: must be between 0 and 1, got {value}")
         self._check_mix()
+        self._check_search_mix()
+
+    def _check_search_mix(self) -> None:
+        if self.search_mix is None:
+            return
+        if not isinstance(self.search_mix, dict) or "acronym" not in self.search_mix:
+            raise ConfigError(
+                "search_mix: a mapping of question kind -> weight that includes acronym, "
+                f"got {self.search_mix!r}"
+            )
+        for kind, weight in self.search_mix.items():
+            if kind not in SEARCH_KINDS:
+                raise ConfigError(
+                    f"search_mix: unknown kind {kind!r}; choose from {list(SEARCH_KINDS)}"
+                )
+            if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
+                raise ConfigError(f"search_mix.{kind}: weight must be a number > 0, got {weight!r}")
 
     def _check_mix(self) -> None:
         if not isinstance(self.math_mix, dict) or not self.math_mix:
@@ -151,8 +184,13 @@ class DataConfig:
         out["math_mix"] = {k: float(v) for k, v in self.math_mix.items()}
         out["edgy_fraction"] = float(self.edgy_fraction)
         for key in OPTIONAL_DATA_KEYS:  # absent when off: datasets built before stay current
-            if getattr(self, key):
-                out[key] = float(getattr(self, key))
+            value = getattr(self, key)
+            if value:
+                out[key] = (
+                    {k: float(v) for k, v in value.items()}
+                    if isinstance(value, dict)
+                    else float(value)
+                )
         return out
 
 

@@ -22,7 +22,8 @@ What ``cot-sft`` holds (sizes from ``DataConfig``; defaults 600/400/400 train, 6
            checkers (and the RL ``ifeval`` reward) need
   search   (off by default: ``search_train``/``search_dev``) transcripts of the search
            protocol written through the server's loop on ``local:builtin`` (``search_cot.py``),
-           on FOLDOC/Wikipedia/no-search questions (``search_qa.py``), never the element
+           on FOLDOC/Wikipedia/no-search questions (``search_qa.py``; kinds weighted by
+           ``search_mix``, default ``search_cot.SEARCH_MIX``), never the element
            questions that calibration and evaluation use; retrieved text is ``masked``
 
 Splits are disjoint by prompt group: every prompt is deduplicated on its normalized text first
@@ -469,11 +470,12 @@ def _search(config: DataConfig) -> tuple[list[Row], list[Row], dict[str, Any]]:
     corpus = ensure_builtin_corpus(config.cache)
     documents = iter_corpus_documents(corpus)
     pools = search_questions(documents, seed=config.seed, elements=fit_element_items(corpus))
+    weights = config.search_mix or SEARCH_MIX
     try:
         dev_q, train_q = pick_questions(
             pools,
-            quotas(config.search_dev, SEARCH_MIX),
-            quotas(config.search_train, SEARCH_MIX),
+            quotas(config.search_dev, weights),
+            quotas(config.search_train, weights),
             config.seed,
         )
     except ValueError as exc:
@@ -507,7 +509,7 @@ def _search(config: DataConfig) -> tuple[list[Row], list[Row], dict[str, Any]]:
     info = {
         "backend": "local:builtin",
         "corpus": {"documents": manifest.get("documents"), "sources": manifest.get("sources")},
-        "mix": SEARCH_MIX,
+        "mix": weights,
         "no_retrieve_first": NO_RETRIEVE_FIRST,
         "outcomes": dict(sorted(outcomes.items())),
         "evaluation": (

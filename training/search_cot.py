@@ -8,7 +8,8 @@ excerpts), with a scripted writer in place of the model (``TeacherEngine``). So 
 text, the ``<information>`` blocks, the stop points and the closing ``</think>`` are exactly
 what the model will see at serving time; only the model's turns are written here.
 
-The writer (``Teacher``) knows the gold answer, but says only what the retrieved text supports:
+The writer (``Teacher``) knows the gold answer, but says only what the retrieved text supports
+(for a ``prose`` question it first quotes the sentence that states the answer, then names it):
 
 - a result states the answer: a short reflection naming the result (and, when the top result
   is another document, or the abbreviation's letters are not one word each, saying so), then
@@ -89,6 +90,9 @@ On the 480-transcript ladder's held-out eval, answers to these kinds were right 
 the other element kinds 28 in 29, nearly all stated 9 ("The ladder with three times the search
 transcripts"); one number for both left the calibration map nothing to tell them apart by."""
 UNSURE_CONFIDENCE = 4
+QUOTE_CHARS = 240
+"""The longest sentence a prose answer's reflection quotes."""
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z<(\[])")
 _ENTRY = re.compile(r"^\[(\d+)\] (.*) \(id: (.*)\)$", re.M)
 
 
@@ -142,12 +146,22 @@ class Teacher:
         reading = bool(own) and own[-1].endswith("</read>")
         entries = [] if reading else _entries(last)
         if reading and self._states(last):
-            return self._finish(
-                "read", f"The entry states {q.asked}: {q.item.answer}.", q.item.answer
+            quote = self._quote(last)
+            note = (
+                f'The entry says: "{quote}" That gives {q.asked}: {q.item.answer}.'
+                if quote
+                else f"The entry states {q.asked}: {q.item.answer}."
             )
+            return self._finish("read", note, q.item.answer)
         for rank, title, _id, text in entries:
             if self._states(f"{title}\n{text}") and self._about(f"{title}\n{text}"):
-                note = f"Result [{rank}] ({title}) gives {q.asked}: {q.item.answer}."
+                quote = self._quote(text)
+                note = (
+                    f'Result [{rank}] ({title}) says: "{quote}" That gives {q.asked}: '
+                    f"{q.item.answer}."
+                    if quote
+                    else f"Result [{rank}] ({title}) gives {q.asked}: {q.item.answer}."
+                )
                 if rank != 1:
                     note = f"Result [1] does not answer this. {note}"
                 return self._finish("found", note + self._letters_note(), q.item.answer)
@@ -181,6 +195,17 @@ class Teacher:
 
     def _states(self, text: str) -> bool:
         return supported_by(self.question.item.answer, text)
+
+    def _quote(self, text: str) -> str:
+        """For a ``prose`` question, the sentence of ``text`` that states the answer (the
+        reflection copies it, then names the answer in it); empty for other kinds, or when no
+        one sentence of at most ``QUOTE_CHARS`` states it."""
+        if self.question.item.kind != "prose":
+            return ""
+        for sentence in _SENTENCE.split(" ".join(text.split())):
+            if len(sentence) <= QUOTE_CHARS and self._states(sentence):
+                return sentence.strip()
+        return ""
 
     def _about(self, text: str) -> bool:
         """The text is about the question's subject (so a year in it is the right year)."""
@@ -339,8 +364,9 @@ def write_transcripts(
 # --------------------------------------------------------------------------- choosing questions
 
 SEARCH_MIX = {"acronym": 0.4, "element": 0.3, "year": 0.1, "direct": 0.2}
-"""Share of each question kind (``search_qa.KINDS``); a kind with too few questions hands its
-shortfall to ``acronym`` (the largest pool, ~600)."""
+"""Share of each question kind (``search_qa.KINDS``) unless the data config's ``search_mix``
+names others; a kind with too few questions hands its shortfall to ``acronym`` (the largest
+pool, ~600), which every mix holds."""
 
 
 def pick_questions(
@@ -350,20 +376,23 @@ def pick_questions(
     seed: int,
 ) -> tuple[list[SearchQuestion], list[SearchQuestion]]:
     """``(dev, train)``: seeded draws per kind, as many as each split's quota names (the
-    caller splits its sizes by ``SEARCH_MIX``: ``mix.quotas``); questions about one document
-    (a person's birth and death) never straddle the split. Raises ``ValueError`` when the
-    pools cannot fill the quotas."""
+    caller splits its sizes by ``SEARCH_MIX`` or the config's ``search_mix``: ``mix.quotas``);
+    questions about one document (a person's birth and death) never straddle the split.
+    Raises ``ValueError`` when the pools cannot fill the quotas."""
     dev: list[SearchQuestion] = []
     train: list[SearchQuestion] = []
     dev_q, train_q = dict(dev_quota), dict(train_quota)
+    dev_q.setdefault("acronym", 0)
+    train_q.setdefault("acronym", 0)
     n_dev, n_train = sum(dev_q.values()), sum(train_q.values())
-    for kind in sorted(SEARCH_MIX, key=lambda k: k == "acronym"):  # acronym last: takes the rest
+    kinds = sorted(set(dev_q) | set(train_q), key=lambda k: k == "acronym")  # acronym: the rest
+    for kind in kinds:
         groups: dict[str, list[SearchQuestion]] = {}
         for q in pools[kind]:
             groups.setdefault(q.item.doc_id or q.item.id, []).append(q)
         order = sorted(groups)
         random.Random(f"search-pick-{seed}-{kind}").shuffle(order)
-        want_dev, want_train = dev_q[kind], train_q[kind]
+        want_dev, want_train = dev_q.get(kind, 0), train_q.get(kind, 0)
         got_dev: list[SearchQuestion] = []
         got_train: list[SearchQuestion] = []
         for key in order:
