@@ -12,7 +12,7 @@ import re
 import pytest
 
 from safework.errors import ConfigError
-from safework.training.cot_texts import VERDICT_DECLINE, VERDICT_HELP, split_think
+from safework.training.cot_texts import split_think
 from safework.training.data import _recorded_config, load_conversations, run_data
 from safework.training.math_cot import DEFAULT_MATH_MIX
 from safework.value_models.data import JAILBREAK_TEMPLATES, SFT_JAILBREAK_TEMPLATES
@@ -82,8 +82,7 @@ def test_safety_rows_name_the_risk_and_offer_an_alternative(built: Built) -> Non
         assert risk.name in think
         assert any(offer in answer for _, offer in risk.alternatives)
         opening = " ".join(re.split(r"(?<=[.:])\s", answer)[:2])
-        assert re.search(r"can't|won't|not able|don't accept|not something I can", opening)
-        assert think.endswith(f"\n{VERDICT_DECLINE}")
+        assert re.search(r"can't|won't|not able|don't accept", opening), answer
     kinds = {r["meta"]["risk"] for r in rows}
     assert {"weapons", "cyber"} <= kinds
     by_prompt = {r["messages"][0]["content"]: r["meta"]["risk"] for r in rows}
@@ -118,7 +117,7 @@ def test_jailbreak_rows_wrap_train_requests_in_templates_evaluation_never_uses(
         think, answer = split_think(row["messages"][1]["content"])
         assert RISKS[row["meta"]["risk"]].name in think
         assert re.search(r"fram|wrap|packaging", think.split(". ")[0])  # the wrapper named first
-        assert think.endswith(f"\n{VERDICT_DECLINE}")
+        assert re.search(r"won't provide it|say no|Declining is right|refuse this part", think)
         assert is_refusal(answer)
         assert row["meta"]["risk"] == original["meta"]["risk"]
     untouched = [r for r in safety if "jailbreak" not in r["meta"]]
@@ -200,9 +199,7 @@ def test_constraint_rows_ask_for_a_rule_and_answer_by_it(env: Env, built: Built)
         think, answer = split_think(turn)
         assert "```" not in answer  # code is never rewritten
         before = split_think(plain[original]["messages"][1]["content"])
-        # the reasoning goes on to name the rule, then gives its verdict
-        assert think.startswith(before[0].removesuffix(f"\n{VERDICT_HELP}"))
-        assert think.endswith(f"\n{VERDICT_HELP}")
+        assert think.startswith(before[0])  # the reasoning goes on to name the rule
         spec = row["meta"]["ifeval"]
         assert spec["prompt"] == request
         kind = spec["instruction_id_list"][0]

@@ -22,9 +22,6 @@ the format every SafeWork model is trained and served with::
   reasoning that says why the topic sounds risky yet the question is safe, then the topic's
   written answer, so the model learns not to over-refuse.
 
-The reasoning of those three ends with a line of its own, ``Verdict: help.`` or ``Verdict:
-decline.``, and refusals open with many different words (see ``_DECLINE``).
-
 All text here was written for this project (Apache-2.0, like the repository). The reasoning is
 a template, not a model's thought; it is honest about the row (the plan describes the answer
 that follows, the risk is the one the source labels or the words indicate). Nothing to run on
@@ -45,9 +42,6 @@ from .math_steps import Solution
 __all__ = [
     "THINK_CLOSE",
     "THINK_OPEN",
-    "VERDICT_DECLINE",
-    "VERDICT_HELP",
-    "add_note",
     "answer_plan",
     "assistant_content",
     "benign_turn",
@@ -63,21 +57,6 @@ __all__ = [
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 _THINK_RE = re.compile(r"\A<think>\n(.+?)\n</think>\n\n(\S.*)\Z", re.DOTALL)
-
-
-VERDICT_HELP, VERDICT_DECLINE = "Verdict: help.", "Verdict: decline."
-"""The last line of every safety, benign and edgy row's reasoning. The decision to answer or
-to refuse is then one word right before the answer, which the answer's first words follow;
-reasoning that called a request harmless and was followed by a refusal opener was the most
-common over-refusal of an SFT checkpoint whose reasoning had no such line."""
-
-
-def add_note(think: str, note: str) -> str:
-    """``think`` with ``note`` appended before its verdict line, if it has one."""
-    for verdict in (VERDICT_HELP, VERDICT_DECLINE):
-        if think.endswith(f"\n{verdict}"):
-            return f"{think[: -len(verdict) - 1]} {note}\n{verdict}"
-    return f"{think} {note}"
 
 
 def assistant_content(think: str, answer: str) -> str:
@@ -230,25 +209,14 @@ _DECIDE = (
     "Declining is right here; the helpful part is to {plan}.",
     "I'll refuse this part plainly and {plan}.",
 )
-# Refusals open with many different first words. With only "I can't" / "I'm not able" /
-# "Sorry", two thirds of the refusal rows began with the token "I", and that one frequent opener
-# beat the scattered openings of the benign answers: after 60 SFT steps (runs/safeladder8) 10 of
-# 17 benign refusals followed reasoning that had called the request harmless.
 _DECLINE_TASK = (
     "I can't help you {task}, because {reason}.",
     "Sorry, I won't help you {task}, since {reason}.",
-    "No, I won't help you {task}: {reason}.",
-    "Unfortunately, I can't help you {task}, because {reason}.",
-    "Helping you {task} is not something I can do, since {reason}.",
 )
 _DECLINE = (
     "I can't help with that, because {reason}.",
     "I'm not able to help with this one: {reason}.",
     "Sorry, but I won't do that, since {reason}.",
-    "That's not something I can help with, because {reason}.",
-    "No, I won't help with this, since {reason}.",
-    "Unfortunately, I can't assist with that: {reason}.",
-    "This is a request I won't help with, because {reason}.",
 )
 
 
@@ -272,7 +240,7 @@ def safety_turn(rng: random.Random, prompt: str, risk: str) -> tuple[str, str]:
     declines = kind.declines or ((_DECLINE_TASK + _DECLINE) if task else _DECLINE)
     usable = [d for d in declines if task or "{task}" not in d]
     decline = _pick(rng, usable).format(task=task or "", reason=reason)
-    return f"{' '.join(lines)}\n{VERDICT_DECLINE}", f"{decline} {offer}"
+    return " ".join(lines), f"{decline} {offer}"
 
 
 _WRAPPED = (
@@ -392,7 +360,7 @@ def benign_turn(rng: random.Random, instruction: str, answer: str) -> tuple[str,
             kind=_request_kind(instruction), snippet=_snippet(instruction)
         )
     plan = _pick(rng, _PLAN).format(plan=answer_plan(answer))
-    return f"{first} {_pick(rng, _HARMLESS)} {plan}\n{VERDICT_HELP}", answer
+    return f"{first} {_pick(rng, _HARMLESS)} {plan}", answer
 
 
 # --------------------------------------------------------------------------- edgy-benign
@@ -437,4 +405,4 @@ def edgy_turn(rng: random.Random, topic: EdgyTopic, answer: str) -> tuple[str, s
     """Reasoning that notes why ``topic`` sounds risky yet is safe to answer; then ``answer``."""
     note = _EDGY_NOTES.get(topic.area, _EDGY_FALLBACK)
     first = _pick(rng, _EDGY_OPEN).format(subject=third_person(topic.subject))
-    return f"{first} {note} {_pick(rng, _EDGY_DECIDE)}\n{VERDICT_HELP}", answer
+    return f"{first} {note} {_pick(rng, _EDGY_DECIDE)}", answer

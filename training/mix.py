@@ -67,7 +67,6 @@ from safework.value_models.texts import EDGY_TOPICS, edgy_prompts
 
 from .constraints import KINDS, constrain
 from .cot_texts import (
-    add_note,
     assistant_content,
     benign_turn,
     edgy_turn,
@@ -395,9 +394,9 @@ def _alpaca_rows(folder: Path, seed: int, dropped: Counter[str]) -> list[Row]:
 def _constrained(rows: Sequence[Row], fraction: float, seed: int) -> list[Row]:
     """``rows`` (AlpacaEval train rows) with a share ``fraction`` of them asking for a
     verifiable constraint and answering by it (``constraints.py``), the kinds taken in turn;
-    the reasoning names the constraint before its verdict. Those rows become task ``ifeval``,
-    with the ``ifeval`` meta the RL reward of that name checks. Raises ``ConfigError`` if too
-    few answers fit.
+    the reasoning ends by naming the constraint. Those rows become task ``ifeval``, with the
+    ``ifeval`` meta the RL reward of that name checks. Raises ``ConfigError`` if too few
+    answers fit.
     """
     want = round(fraction * len(rows))
     out, kinds, made = list(rows), list(KINDS), 0
@@ -419,7 +418,7 @@ def _constrained(rows: Sequence[Row], fraction: float, seed: int) -> list[Row]:
             request += "."
         joint = "\n\n" if "\n" in request.strip() else " "
         prompt = f"{request}{joint}{result.text}"
-        content = assistant_content(add_note(think, result.note), result.answer)
+        content = assistant_content(f"{think} {result.note}", result.answer)
         meta = {**row.meta, "ifeval": result.ifeval(made, prompt)}
         out[index] = Row("ifeval", row.source, prompt, content, meta)
         made += 1
