@@ -147,6 +147,9 @@ def test_pick_questions_is_seeded_disjoint_and_fills_short_kinds(
     dev, train = pick_questions(pools, *sizes, seed=3)
     assert (len(dev), len(train)) == (20, 200)
     assert pick_questions(pools, *sizes, seed=3) == (dev, train)
+    kinds_in_order = [q.item.kind for q in train]  # the mix's order, acronym last, every run
+    assert kinds_in_order[-1] == "acronym"
+    assert kinds_in_order.index("direct") > kinds_in_order.index("year")
     assert pick_questions(pools, *sizes, seed=4) != (dev, train)
     dev_docs = {q.item.doc_id or q.item.id for q in dev}
     assert not dev_docs & {q.item.doc_id or q.item.id for q in train}

@@ -385,7 +385,8 @@ def pick_questions(
     dev_q.setdefault("acronym", 0)
     train_q.setdefault("acronym", 0)
     n_dev, n_train = sum(dev_q.values()), sum(train_q.values())
-    kinds = sorted(set(dev_q) | set(train_q), key=lambda k: k == "acronym")  # acronym: the rest
+    # the quotas' own order (the mix's), acronym last: it takes the others' shortfall
+    kinds = [k for k in {**dev_q, **train_q} if k != "acronym"] + ["acronym"]
     for kind in kinds:
         groups: dict[str, list[SearchQuestion]] = {}
         for q in pools[kind]:
