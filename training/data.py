@@ -93,7 +93,6 @@ BUILDER_VERSION = 1
 """Bump when the dataset format changes. Code changes are caught by ``builder_code_sha256``."""
 _BUILDER_MODULES = (
     "safework.training.mix",
-    "safework.training.mix_search",
     "safework.training.levels",
     "safework.training.constraints",
     "safework.training.cot_texts",

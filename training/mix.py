@@ -21,11 +21,10 @@ What ``cot-sft`` holds (sizes from ``DataConfig``; defaults 600/400/400 train, 6
            rewritten to keep it (``constraints.py``); ``meta.ifeval`` is what IFEval's
            checkers (and the RL ``ifeval`` reward) need
   search   (off by default: ``search_train``/``search_dev``) transcripts of the search
-           protocol written through the server's loop on ``local:builtin`` (``mix_search.py``,
-           ``search_cot.py``), on FOLDOC/Wikipedia/element-record/no-search questions
-           (``search_qa.py``; kinds weighted by ``search_mix``, default
-           ``search_cot.SEARCH_MIX``), never the element questions that calibration and
-           evaluation use; retrieved text is ``masked``
+           protocol written through the server's loop on ``local:builtin`` (``search_cot.py``),
+           on FOLDOC/Wikipedia/no-search questions (``search_qa.py``; kinds weighted by
+           ``search_mix``, default ``search_cot.SEARCH_MIX``), never the element
+           questions that calibration and evaluation use; retrieved text is ``masked``
 
 Splits are disjoint by prompt group: every prompt is deduplicated on its normalized text first
 (repeats dropped and counted); then groups are shuffled with the seed and dev is filled before
@@ -455,6 +454,71 @@ def _unique(rows: Iterable[Row], seen: set[str], dropped: Counter[str], what: st
         yield row
 
 
+# --------------------------------------------------------------------------- search
+
+
+def _search(config: DataConfig) -> tuple[list[Row], list[Row], dict[str, Any]]:
+    """Search-protocol transcripts for dev and train (none when both sizes are 0)."""
+    if not config.search_dev and not config.search_train:
+        return [], [], {}
+    from safework.search.corpus import MANIFEST_NAME, ensure_builtin_corpus, iter_corpus_documents
+
+    from .search_cot import NO_RETRIEVE_FIRST, SEARCH_MIX, pick_questions, write_transcripts
+    from .search_qa import EVAL_SPLIT_SEED, fit_element_items, search_questions
+
+    corpus = ensure_builtin_corpus(config.cache)
+    documents = iter_corpus_documents(corpus)
+    pools = search_questions(documents, seed=config.seed, elements=fit_element_items(corpus))
+    weights = config.search_mix or SEARCH_MIX
+    try:
+        dev_q, train_q = pick_questions(
+            pools,
+            quotas(config.search_dev, weights),
+            quotas(config.search_train, weights),
+            config.seed,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"search_train, search_dev: {exc}; lower them") from None
+    split: dict[str, list[Row]] = {}
+    outcomes: Counter[str] = Counter()
+    for name, questions in (("dev", dev_q), ("train", train_q)):
+        rows = []
+        for t in write_transcripts(
+            questions, derive_seed(config.seed, "search", name), cache=config.cache
+        ):
+            item = t.question.item
+            outcomes[f"{name}: {item.kind}/{t.outcome}"] += 1
+            meta = {
+                "kind": item.kind,
+                "answer": item.answer,
+                "aliases": list(item.aliases),
+                "doc_id": item.doc_id,
+                "outcome": t.outcome,
+                "confidence": t.confidence,
+                "correct": t.correct,
+                "searches": t.searches,
+                "reads": t.reads,
+                "retrieve_first": t.retrieve_first,
+            }
+            content = t.messages[-1]["content"]
+            source = "safework/search-" + item.kind
+            rows.append(Row("search", source, item.question, content, meta, t.messages))
+        split[name] = rows
+    manifest = json.loads((corpus / MANIFEST_NAME).read_text(encoding="utf-8"))
+    info = {
+        "backend": "local:builtin",
+        "corpus": {"documents": manifest.get("documents"), "sources": manifest.get("sources")},
+        "mix": weights,
+        "no_retrieve_first": NO_RETRIEVE_FIRST,
+        "outcomes": dict(sorted(outcomes.items())),
+        "evaluation": (
+            "element questions only from the fit half of split_qa(element_qa, 0.5, "
+            f"seed={EVAL_SPLIT_SEED}); evaluation scores the other half"
+        ),
+    }
+    return split["dev"], split["train"], info
+
+
 # --------------------------------------------------------------------------- the recipe
 
 
@@ -522,9 +586,7 @@ def build_cot_sft(config: DataConfig, folders: Mapping[str, Path]) -> Mix:
     )
     alpaca_train = _constrained(alpaca_train, config.constraint_fraction, seed)
 
-    from .mix_search import search_rows  # imports the server's search loop: only when used
-
-    search_dev, search_train, search_info = search_rows(config)
+    search_dev, search_train, search_info = _search(config)
     dev = math_dev + safety_dev + alpaca_dev + edgy_dev + search_dev
     train = math_train + safety_train + alpaca_train + edgy_train + search_train
     train = _shuffled(train, seed, "train")
