@@ -255,6 +255,17 @@ def test_a_prose_transcript_answers_from_the_sentence(
     assert t.correct
     assert t.answer == "David Betz"
     assert "<answer>David Betz</answer>" in _model_text(t)
+    # a read excerpt: the quote is the source's sentence, never the loop's tags or headings
+    # (quoting "<information>" once sent the loop to its fallback)
+    read = asyncio.run(
+        write_transcript(by_id["wiki:Animalia_(book)#author"], backend, get_embedder(REAL_CACHE))
+    )
+    assert read.outcome == "read"
+    assert read.correct
+    quote = _model_text(read).split('says: "')[1].split('"')[0]
+    assert "Graeme Base" in quote
+    assert "<" not in quote
+    assert "(id:" not in quote
 
 
 def test_search_mix_picks_the_kinds_it_names(pools: dict[str, list[SearchQuestion]]) -> None:

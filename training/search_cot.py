@@ -93,6 +93,9 @@ UNSURE_CONFIDENCE = 4
 QUOTE_CHARS = 240
 """The longest sentence a prose answer's reflection quotes."""
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z<(\[])")
+_NOT_PROSE = re.compile(r"</?information>|^\(Retrieved text|\(id: .*\)$")
+_CATEGORY = re.compile(r"<[^<>\n]{1,60}>\s*")
+"""A FOLDOC category tag (``<language>``): no part of a quoted sentence."""
 _ENTRY = re.compile(r"^\[(\d+)\] (.*) \(id: (.*)\)$", re.M)
 
 
@@ -202,10 +205,21 @@ class Teacher:
         one sentence of at most ``QUOTE_CHARS`` states it."""
         if self.question.item.kind != "prose":
             return ""
-        for sentence in _SENTENCE.split(" ".join(text.split())):
-            if len(sentence) <= QUOTE_CHARS and self._states(sentence):
-                return sentence.strip()
-        return ""
+        lines = [
+            line
+            for line in text.splitlines()
+            if not _ENTRY.match(line) and not _NOT_PROSE.search(line)
+        ]  # the block's tags, its notice and result headings are the loop's, not the source's
+        prose = _CATEGORY.sub("", " ".join(" ".join(lines).split()))
+        asked = set(re.findall(r"[a-z]{4,}", self.question.asked.lower()))
+        stating = [
+            s.strip()
+            for s in _SENTENCE.split(prose)
+            if len(s) <= QUOTE_CHARS and "<" not in s and self._states(s)
+        ]  # of those, the one closest to the question ("designed by ..." for who designed)
+        return max(
+            stating, key=lambda s: len(asked & set(re.findall(r"[a-z]{4,}", s.lower()))), default=""
+        )
 
     def _about(self, text: str) -> bool:
         """The text is about the question's subject (so a year in it is the right year)."""
