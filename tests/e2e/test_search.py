@@ -27,7 +27,7 @@ from safework.search.prompts import first_line
 from .conftest import MODEL, PLANTED_ANSWER, PLANTED_QUESTION, RemoteServer
 
 pytestmark = pytest.mark.slow
-QUESTIONS_PER_HALF = 40
+QUESTIONS_PER_HALF = 80
 CONCURRENCY = 16
 
 
@@ -105,8 +105,12 @@ def test_search_beats_closed_book_and_calibration_lowers_ece(server: RemoteServe
     expected = [calibration.calibrate(r.source, r.confidence) for r in held_out]  # type: ignore[arg-type]
     assert applied == pytest.approx(expected, abs=1e-3), "the server applied another calibration"
     # Cross-fitted: each half is calibrated by the map fitted on the other, and the ECE is
-    # taken over all 80 answers. One direction alone rests on 40 answers, and a 40-question
-    # split can differ in accuracy by 0.1 by chance (a CI machine's numerics did that once).
+    # taken over both halves. One direction alone rests on one half, and a 40-question split
+    # can differ in accuracy by 0.1 by chance (a CI machine's numerics did that once). Halves
+    # of 40 were too few: the base model's raw confidence is only mildly high (0.76 against
+    # 0.61 accuracy over 199 answers), and resampling those answers, a map fitted on 40 failed
+    # to lower the cross-fitted ECE in 16% of splits (one fresh run did fail so), against 0.6%
+    # at 80. The gap between mean confidence and accuracy fell in every split at every size.
     reverse = fit_calibration(MODEL, held_out, "platt")
     pooled = fitted_on + held_out
     raw = [r.confidence for r in pooled]
@@ -120,6 +124,10 @@ def test_search_beats_closed_book_and_calibration_lowers_ece(server: RemoteServe
         f"{sorted({r.protocol for r in held_out})}"
     )
     assert search_accuracy > closed_accuracy
+    accuracy = sum(correct) / len(correct)
+    gap_raw = abs(sum(raw) / len(raw) - accuracy)  # type: ignore[arg-type]
+    gap_calibrated = abs(sum(calibrated) / len(calibrated) - accuracy)  # type: ignore[arg-type]
+    assert gap_calibrated < gap_raw, (gap_raw, gap_calibrated)
     assert ece_calibrated < ece_raw
 
 
