@@ -35,7 +35,7 @@ from safework.search.verbal import classify, wording_for
 from safework.training.cot_texts import split_think
 from safework.training.data import cot_row_problem
 from safework.training.data_config import DATA_KEYS, SEARCH_KINDS, DataConfig
-from safework.training.mix import quotas
+from safework.training.rows import quotas
 from safework.training.search_cot import (
     CONFIDENCE,
     SEARCH_MIX,

@@ -13,7 +13,7 @@ import pytest
 from safework.errors import ConfigError
 from safework.training.data import load_conversations
 from safework.training.math_cot import DEFAULT_MATH_MIX
-from safework.training.mix import assign_groups, quotas
+from safework.training.rows import assign_groups, quotas
 
 # --------------------------------------------------------------------------- load_conversations
 

@@ -66,7 +66,7 @@ def capability_samples(
     from safework.value_models.data import normalize
 
     from .math_cot import json_safe
-    from .mix import derive_seed
+    from .rows import derive_seed
 
     out: list[Sample] = []
     for level in levels:

@@ -93,6 +93,7 @@ BUILDER_VERSION = 1
 """Bump when the dataset format changes. Code changes are caught by ``builder_code_sha256``."""
 _BUILDER_MODULES = (
     "safework.training.mix",
+    "safework.training.rows",
     "safework.training.levels",
     "safework.training.constraints",
     "safework.training.cot_texts",

@@ -41,9 +41,7 @@ Run (builds in memory from the cache, prints one row per source and the counts):
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -78,58 +76,14 @@ from .cot_texts import (
 from .data_config import DataConfig
 from .levels import math_source
 from .math_cot import SOLVERS, json_safe, score
+from .rows import Row, assign_groups, derive_seed, need, quotas, seeded_rng, shuffled
 from .sources import ALPACA_ASSET, DATA_ASSETS, PYRIT_ASSET
 
-__all__ = [
-    "RECIPES",
-    "TASKS",
-    "Harmful",
-    "Mix",
-    "Row",
-    "assign_groups",
-    "build_cot_sft",
-    "derive_seed",
-    "harmful_pool",
-    "math_rows",
-    "quotas",
-]
+__all__ = ["RECIPES", "TASKS", "Harmful", "Mix", "build_cot_sft", "harmful_pool", "math_rows"]
 
 TASKS = ("math", "safety", "benign", "ifeval", "search")
 _ADVBENCH = next(m for m in PYRIT_ASSET.members if m.endswith("adv_bench.prompt"))
 _ALPACA = next(iter(ALPACA_ASSET.members))
-
-
-@dataclass
-class Row:
-    """One conversation before it gets its id: a user prompt and the assistant's turn."""
-
-    task: str
-    source: str
-    prompt: str
-    content: str
-    meta: dict[str, Any]
-    messages: list[dict[str, Any]] | None = None
-    """The whole conversation when it is more than the prompt and ``content`` (a search
-    transcript: the protocol's system message, and ``masked`` spans on the assistant turn)."""
-
-    @property
-    def key(self) -> str:
-        """The prompt's identity for dedupe and the split check."""
-        return normalize(self.prompt)
-
-    def record(self, row_id: str) -> dict[str, Any]:
-        """The JSONL object (the dataset format)."""
-        return {
-            "id": row_id,
-            "task": self.task,
-            "source": self.source,
-            "messages": self.messages
-            or [
-                {"role": "user", "content": self.prompt},
-                {"role": "assistant", "content": self.content},
-            ],
-            "meta": self.meta,
-        }
 
 
 @dataclass
@@ -140,62 +94,6 @@ class Mix:
     dev: list[dict[str, Any]]
     dropped: dict[str, int] = field(default_factory=dict)
     generators: dict[str, Any] = field(default_factory=dict)
-
-
-def derive_seed(seed: int, *parts: str) -> int:
-    """A 63-bit seed from ``seed`` and labels: far apart for different labels."""
-    digest = hashlib.sha256(":".join([str(seed), *parts]).encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
-
-
-def _rng(seed: int, *parts: str) -> random.Random:
-    return random.Random(derive_seed(seed, *parts))
-
-
-def quotas(total: int, weights: Mapping[str, float]) -> dict[str, int]:
-    """``total`` split in proportion to ``weights`` (largest remainders; sums to ``total``).
-
-    >>> quotas(10, {"a": 0.5, "b": 0.3, "c": 0.2})
-    {'a': 5, 'b': 3, 'c': 2}
-    """
-    norm = sum(weights.values())
-    exact = {name: total * w / norm for name, w in weights.items()}
-    out = {name: int(v) for name, v in exact.items()}
-    by_remainder = sorted(exact, key=lambda n: (out[n] - exact[n], n))
-    for name in by_remainder[: total - sum(out.values())]:
-        out[name] += 1
-    return out
-
-
-def assign_groups(
-    groups: Sequence[Sequence[Row]], n_dev: int, n_train: int
-) -> tuple[list[Row], list[Row]]:
-    """Fill dev, then train, group by group (in the given order); a group never straddles the
-    split (rows of a group that do not fit are left out)."""
-    dev: list[Row] = []
-    train: list[Row] = []
-    for group in groups:
-        if len(dev) < n_dev:
-            dev.extend(group[: n_dev - len(dev)])
-        elif len(train) < n_train:
-            train.extend(group[: n_train - len(train)])
-        else:
-            break
-    return dev, train
-
-
-def _shuffled(items: Iterable[Any], seed: int, label: str) -> list[Any]:
-    out = list(items)
-    _rng(seed, "order", label).shuffle(out)
-    return out
-
-
-def _need(rows: Sequence[Row], want: int, key: str, what: str) -> None:
-    if len(rows) < want:
-        raise ConfigError(
-            f"{key}: wanted {want} {what} but the sources give only {len(rows)} after the dev "
-            f"split and dedupe; lower {key}"
-        )
 
 
 # --------------------------------------------------------------------------- maths
@@ -347,12 +245,12 @@ def _jailbroken(rows: Sequence[Row], fraction: float, seed: int, pyrit: Path) ->
         return list(rows)
     names = sorted(SFT_JAILBREAK_TEMPLATES)
     templates = {name: parse_template(template_path(pyrit, name)) for name in names}
-    picked = sorted(_rng(seed, "jailbreak").sample(range(len(rows)), want))
-    order = _shuffled(names, seed, "jailbreak-templates")
+    picked = sorted(seeded_rng(seed, "jailbreak").sample(range(len(rows)), want))
+    order = shuffled(names, seed, "jailbreak-templates")
     out = list(rows)
     for n, index in enumerate(picked):
         row, name = rows[index], order[n % len(order)]
-        rng = _rng(seed, "jailbreak", row.key)
+        rng = seeded_rng(seed, "jailbreak", row.key)
         think, answer = jailbreak_turn(rng, row.prompt, row.meta["risk"])
         prompt = fill_template(templates[name], row.prompt)
         meta = {**row.meta, "jailbreak": name, "request": row.prompt}
@@ -362,7 +260,7 @@ def _jailbroken(rows: Sequence[Row], fraction: float, seed: int, pyrit: Path) ->
 
 def _safety_row(item: Harmful, seed: int) -> Row:
     risk = classify(item.text, item.labels)
-    think, answer = safety_turn(_rng(seed, "safety", normalize(item.text)), item.text, risk)
+    think, answer = safety_turn(seeded_rng(seed, "safety", normalize(item.text)), item.text, risk)
     meta = {
         "risk_area": item.risk_area,
         "harm": item.harm,
@@ -385,7 +283,7 @@ def _alpaca_rows(folder: Path, seed: int, dropped: Counter[str]) -> list[Row]:
     dropped["benign: AlpacaEval reference answer is a refusal"] += refused
     rows = []
     for p in prompts:
-        think, answer = benign_turn(_rng(seed, "benign", normalize(p.text)), p.text, p.answer)
+        think, answer = benign_turn(seeded_rng(seed, "benign", normalize(p.text)), p.text, p.answer)
         meta = {"edgy": False, "subset": p.category.split("/", 1)[-1]}
         rows.append(Row("benign", "alpaca_eval", p.text, assistant_content(think, answer), meta))
     return rows
@@ -400,7 +298,7 @@ def _constrained(rows: Sequence[Row], fraction: float, seed: int) -> list[Row]:
     """
     want = round(fraction * len(rows))
     out, kinds, made = list(rows), list(KINDS), 0
-    for index in _shuffled(range(len(rows)), seed, "constraints"):
+    for index in shuffled(range(len(rows)), seed, "constraints"):
         if made == want:
             break
         row, parts = rows[index], split_think(rows[index].content)
@@ -409,7 +307,7 @@ def _constrained(rows: Sequence[Row], fraction: float, seed: int) -> list[Row]:
         think, answer = parts
         turn = made % len(kinds)
         result = constrain(
-            _rng(seed, "constraint", row.key), row.prompt, answer, kinds[turn:] + kinds[:turn]
+            seeded_rng(seed, "constraint", row.key), row.prompt, answer, kinds[turn:] + kinds[:turn]
         )
         if result is None:
             continue
@@ -433,7 +331,7 @@ def _constrained(rows: Sequence[Row], fraction: float, seed: int) -> list[Row]:
 def _edgy_groups(seed: int) -> list[list[Row]]:
     groups = []
     for topic in EDGY_TOPICS:
-        rng = _rng(seed, "edgy", topic.key)
+        rng = seeded_rng(seed, "edgy", topic.key)
         rows = []
         for question, answer in edgy_prompts(topic, rng):
             think, reply = edgy_turn(rng, topic, answer)
@@ -563,25 +461,25 @@ def build_cot_sft(config: DataConfig, folders: Mapping[str, Path]) -> Mix:
         edgy = [[r for r in g if r.key not in conflicts] for g in edgy]
 
     safety_dev, safety_train = assign_groups(
-        [[_safety_row(h, seed)] for h in _shuffled(harmful, seed, "safety")],
+        [[_safety_row(h, seed)] for h in shuffled(harmful, seed, "safety")],
         config.safety_dev,
         config.safety_train,
     )
-    _need(safety_dev, config.safety_dev, "safety_dev", "harmful prompts")
-    _need(safety_train, config.safety_train, "safety_train", "harmful prompts")
+    need(safety_dev, config.safety_dev, "safety_dev", "harmful prompts")
+    need(safety_train, config.safety_train, "safety_train", "harmful prompts")
     safety_train = _jailbroken(safety_train, config.jailbreak_fraction, seed, folders["pyrit"])
 
     edgy_dev_n = round(config.edgy_fraction * config.benign_dev)
     edgy_train_n = round(config.edgy_fraction * config.benign_train)
-    edgy_dev, edgy_train = assign_groups(_shuffled(edgy, seed, "edgy"), edgy_dev_n, edgy_train_n)
-    _need(edgy_dev + edgy_train, edgy_dev_n + edgy_train_n, "edgy_fraction", "edgy-benign rows")
+    edgy_dev, edgy_train = assign_groups(shuffled(edgy, seed, "edgy"), edgy_dev_n, edgy_train_n)
+    need(edgy_dev + edgy_train, edgy_dev_n + edgy_train_n, "edgy_fraction", "edgy-benign rows")
     alpaca_dev, alpaca_train = assign_groups(
-        [[r] for r in _shuffled(alpaca, seed, "alpaca")],
+        [[r] for r in shuffled(alpaca, seed, "alpaca")],
         config.benign_dev - edgy_dev_n,
         config.benign_train - edgy_train_n,
     )
-    _need(alpaca_dev, config.benign_dev - edgy_dev_n, "benign_dev", "AlpacaEval instructions")
-    _need(
+    need(alpaca_dev, config.benign_dev - edgy_dev_n, "benign_dev", "AlpacaEval instructions")
+    need(
         alpaca_train, config.benign_train - edgy_train_n, "benign_train", "AlpacaEval instructions"
     )
     alpaca_train = _constrained(alpaca_train, config.constraint_fraction, seed)
@@ -589,7 +487,7 @@ def build_cot_sft(config: DataConfig, folders: Mapping[str, Path]) -> Mix:
     search_dev, search_train, search_info = _search(config)
     dev = math_dev + safety_dev + alpaca_dev + edgy_dev + search_dev
     train = math_train + safety_train + alpaca_train + edgy_train + search_train
-    train = _shuffled(train, seed, "train")
+    train = shuffled(train, seed, "train")
     shared = {r.key for r in dev} & {r.key for r in train}
     if shared:  # the construction rules this out; never write a leaking split
         raise RuntimeError(f"cot-sft: {len(shared)} prompts in both train and dev")

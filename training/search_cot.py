@@ -390,7 +390,7 @@ def pick_questions(
     seed: int,
 ) -> tuple[list[SearchQuestion], list[SearchQuestion]]:
     """``(dev, train)``: seeded draws per kind, as many as each split's quota names (the
-    caller splits its sizes by ``SEARCH_MIX`` or the config's ``search_mix``: ``mix.quotas``);
+    caller splits its sizes by ``SEARCH_MIX`` or the config's ``search_mix``: ``rows.quotas``);
     questions about one document (a person's birth and death) never straddle the split.
     Raises ``ValueError`` when the pools cannot fill the quotas."""
     dev: list[SearchQuestion] = []
