@@ -15,7 +15,7 @@ import re
 
 import pytest
 
-from safework.training import cot_texts, math_cot, math_steps, mix
+from safework.training import cot_texts, math_cot, math_steps, mix, rows
 from safework.training.cot_texts import (
     answer_plan,
     assistant_content,
@@ -29,7 +29,7 @@ from safework.value_models import risks
 from safework.value_models.risks import RISKS, classify
 
 
-@pytest.mark.parametrize("module", [math_steps, cot_texts, risks, mix])
+@pytest.mark.parametrize("module", [math_steps, cot_texts, risks, rows])
 def test_doctests(module: object) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)  # type: ignore[arg-type]
     assert result.failed == 0
