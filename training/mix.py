@@ -22,9 +22,10 @@ What ``cot-sft`` holds (sizes from ``DataConfig``; defaults 600/400/400 train, 6
            checkers (and the RL ``ifeval`` reward) need
   search   (off by default: ``search_train``/``search_dev``) transcripts of the search
            protocol written through the server's loop on ``local:builtin`` (``search_cot.py``),
-           on FOLDOC/Wikipedia/no-search questions (``search_qa.py``; kinds weighted by
-           ``search_mix``, default ``search_cot.SEARCH_MIX``), never the element
-           questions that calibration and evaluation use; retrieved text is ``masked``
+           on FOLDOC/Wikipedia/fit-half element record/prose/no-search questions
+           (``search_qa.py``; kinds weighted by ``search_mix``, default
+           ``search_cot.SEARCH_MIX``), never the element questions that calibration and
+           evaluation use; retrieved text is ``masked``
 
 Splits are disjoint by prompt group: every prompt is deduplicated on its normalized text first
 (repeats dropped and counted); then groups are shuffled with the seed and dev is filled before
