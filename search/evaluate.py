@@ -53,6 +53,9 @@ class QAResult:
     """With ``verbal_confidence``: the band the answer was worded in (``verbal.py``)."""
     model_wording: str | None = None
     """... and the band the model's own words expressed, if any."""
+    model_text: str = ""
+    """What the model itself wrote (the loop's insertions left out), to see why it answered
+    so."""
 
 
 async def _bounded(coros: Sequence[Any], concurrency: int, desc: str | None = None) -> list[Any]:
@@ -107,6 +110,7 @@ async def answer_with_search(
             answer.protocol,
             wording.get("wording"),
             wording.get("model"),
+            "".join(seg.text for seg in session.state.segments if seg.generated),
         )
 
     return await _bounded([one(i, item) for i, item in enumerate(items)], concurrency, progress)

@@ -551,6 +551,10 @@ async def test_calibration_metrics_on_a_scripted_search() -> None:
         ("q3", ["2"], "74", False),
     ]
     assert {(a["protocol"], a["confidence"]) for a in out["answers"]} == {("model", 0.9)}
+    # with what the model wrote, and nothing the loop inserted
+    assert {a["model_text"] for a in out["answers"]} == {
+        "<answer>74</answer><confidence>9</confidence>"
+    }
 
 
 async def test_a_checkpoint_without_a_map_is_calibrated_on_other_questions() -> None:

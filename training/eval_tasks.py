@@ -414,6 +414,11 @@ def score_ifeval(samples: Iterable[Sample], prompts: Mapping[int, IFEvalPrompt])
         )
 
 
+MODEL_TEXT_CHARS = 600
+"""The end of a held-out search answer's own text that the report keeps (its last
+reflection, answer and confidence)."""
+
+
 def _search_answer_row(result: Any) -> dict[str, Any]:
     """One held-out search answer as the report keeps it: enough to see why it was scored so."""
     item = result.item
@@ -427,6 +432,7 @@ def _search_answer_row(result: Any) -> dict[str, Any]:
         "confidence": result.confidence,
         "calibrated": result.calibrated,
         "wording": result.wording,
+        "model_text": result.model_text[-MODEL_TEXT_CHARS:],
     }
 
 
