@@ -379,60 +379,6 @@ def test_reverse_element_lookups_are_stated_unsure_even_when_found(
             assert "I'm confident of this." in own
 
 
-def test_answer_last_words_the_confidence_then_names_the_answer(
-    pools: dict[str, list[SearchQuestion]],
-    backend: SearchBackend,
-    transcripts: list[Transcript],
-) -> None:
-    """``answer_last``: the same searches, reads, answer and number; only the last reflection
-    is worded otherwise, the answer right before ``<answer>`` and a reverse lookup's caveat
-    first."""
-    from safework.engine.embedder import get_embedder
-
-    encoder = get_embedder(REAL_CACHE)
-    picked = {}
-    for q in pools["element"]:
-        picked.setdefault(q.item.kind, q)
-    plan = [(t.question, t.retrieve_first) for t in transcripts]
-    plan += [(q, True) for q in picked.values()]
-
-    async def write(answer_last: bool) -> list[Transcript]:
-        return [
-            await write_transcript(q, backend, encoder, retrieve_first=r, answer_last=answer_last)
-            for q, r in plan
-        ]
-
-    before, after = asyncio.run(write(False)), asyncio.run(write(True))
-    for old, new in zip(before, after, strict=True):
-        assert (new.outcome, new.answer, new.confidence) == (
-            old.outcome,
-            old.answer,
-            old.confidence,
-        )
-        content, masked = new.messages[-1]["content"], new.messages[-1]["masked"]
-        old_content = old.messages[-1]["content"]
-        inserted = [
-            "".join(c[lo:hi] for lo, hi in m["masked"])
-            for c, m in ((content, new.messages[-1]), (old_content, old.messages[-1]))
-        ]
-        assert inserted[0] == inserted[1]  # the loop inserted the same text
-        assert len(masked) == len(old.messages[-1]["masked"])
-        own = _model_text(new)
-        last_turn = own.split("</read>")[-1].split("</search>")[-1].split("<answer>")[0]
-        assert last_turn.rstrip().endswith(f": {new.answer}."), last_turn
-        assert classify(last_turn) == wording_for(new.confidence / 10)
-        doubtful = new.question.item.kind in UNSURE_KINDS and new.outcome in ("found", "read")
-        assert last_turn.lstrip().startswith("Looking up") == doubtful, last_turn
-        if new.outcome in ("found", "read") and not doubtful:
-            assert "I'm confident of this: " in last_turn
-    assert any(t.question.item.kind in UNSURE_KINDS and t.outcome == "found" for t in after)
-    for old, new in zip(before, after, strict=True):  # a remark on the letters stays in
-        remark = _model_text(old).split("The letters of")[1:]
-        assert not remark or f"The letters of{remark[0].split('.')[0]}." in _model_text(new)
-    assert "search_answer_last" not in DataConfig().data_key()
-    assert DataConfig(search_answer_last=True).data_key()["search_answer_last"] is True
-
-
 def test_element_questions_ask_every_kind_or_rotate_kinds() -> None:
     items = element_qa(ensure_builtin_corpus(REAL_CACHE), max_number=12)
     every = element_questions(items)

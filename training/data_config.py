@@ -47,12 +47,7 @@ DATA_KEYS = (
     "search_dev",
 )
 """The config keys that decide a dataset's rows (the others say where and how to write it)."""
-OPTIONAL_DATA_KEYS = (
-    "constraint_fraction",
-    "jailbreak_fraction",
-    "search_mix",
-    "search_answer_last",
-)
+OPTIONAL_DATA_KEYS = ("constraint_fraction", "jailbreak_fraction", "search_mix")
 """Keys that also decide the rows but are recorded only when set (off, a dataset built before
 the key existed stays current)."""
 _SIZE_KEYS = (*DATA_KEYS[2:8], "search_train", "search_dev")
@@ -117,14 +112,6 @@ class DataConfig:
         metadata=help_text(
             "search question kind (acronym, element, year, prose, direct; acronym must be "
             "there, it takes other kinds' shortfall) -> weight; default search_cot.SEARCH_MIX"
-        ),
-    )
-    search_answer_last: bool = field(
-        default=False,
-        metadata=help_text(
-            "a search transcript's last reflection states its confidence in words first and "
-            'names the answer last, right before <answer> ("I\'m confident of this: Sr."); '
-            "the caveat of a reverse element lookup comes first in it (search_cot.py)"
         ),
     )
     fetch_only: bool = field(
@@ -199,10 +186,11 @@ class DataConfig:
         for key in OPTIONAL_DATA_KEYS:  # absent when off: datasets built before stay current
             value = getattr(self, key)
             if value:
-                if isinstance(value, dict):
-                    out[key] = {k: float(v) for k, v in value.items()}
-                else:
-                    out[key] = value if isinstance(value, bool) else float(value)
+                out[key] = (
+                    {k: float(v) for k, v in value.items()}
+                    if isinstance(value, dict)
+                    else float(value)
+                )
         return out
 
 

@@ -383,10 +383,7 @@ def _search(config: DataConfig) -> tuple[list[Row], list[Row], dict[str, Any]]:
     for name, questions in (("dev", dev_q), ("train", train_q)):
         rows = []
         for t in write_transcripts(
-            questions,
-            derive_seed(config.seed, "search", name),
-            cache=config.cache,
-            answer_last=config.search_answer_last,
+            questions, derive_seed(config.seed, "search", name), cache=config.cache
         ):
             item = t.question.item
             outcomes[f"{name}: {item.kind}/{t.outcome}"] += 1
@@ -412,7 +409,6 @@ def _search(config: DataConfig) -> tuple[list[Row], list[Row], dict[str, Any]]:
         "corpus": {"documents": manifest.get("documents"), "sources": manifest.get("sources")},
         "mix": weights,
         "no_retrieve_first": NO_RETRIEVE_FIRST,
-        **({"answer_last": True} if config.search_answer_last else {}),
         "outcomes": dict(sorted(outcomes.items())),
         "evaluation": (
             "element questions only from the fit half of split_qa(element_qa, 0.5, "

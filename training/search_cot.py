@@ -31,14 +31,6 @@ element lookups (``UNSURE_KINDS``: the element from its symbol or number) are st
 "... so I am not sure of it." even when found: such answers were right far less often than the
 others on held-out questions, and the stated number must tell the two apart for the
 calibration map, and the wording, to carry information.
-With ``answer_last`` (the data config's ``search_answer_last``) that last reflection is
-worded the other way round: its confidence in words first, then the answer, right before
-``<answer>`` ("Result [1] (Iron) gives the chemical symbol of iron. I'm confident of this:
-Fe."), and a reverse lookup opens with its caveat. Trained on the first wording, the model
-named the right symbol in its reflection and then answered with the element's name (7 of the
-14 held-out symbol questions in ``runs/safeladder10``), and never wrote the caveat: the
-answer it copies is the last thing it wrote, and the doubt is decided where the reflection
-starts, from the question.
 A transcript is kept only if the loop took the model's path (no fallback), its answer is the
 writer's, and a confident answer scores correct (``QAItem.is_correct``).
 
@@ -138,11 +130,6 @@ class Teacher:
     answer: str = ""
     confidence: int = -1
     own_searches: int = 0
-    answer_last: bool = False
-    """The last reflection words its confidence, then names the answer right before
-    ``<answer>`` (``I'm confident of this: Sr.``), a reverse lookup's caveat coming first;
-    off: it names the answer, then words its confidence (the data config's
-    ``search_answer_last``)."""
 
     @property
     def state(self) -> SearchState:
@@ -180,7 +167,7 @@ class Teacher:
                 )
                 if rank != 1:
                     note = f"Result [1] does not answer this. {note}"
-                return self._finish("found", note, q.item.answer, self._letters_note())
+                return self._finish("found", note + self._letters_note(), q.item.answer)
         target = next((e for e in entries if e[2] == q.item.doc_id), None)
         if target is not None and target[2] not in self.state.read_ids:
             rank, title = target[0], target[1]
@@ -198,27 +185,16 @@ class Teacher:
         self.own_searches += 1
         return f"{note}\n<search>{query}</search>"
 
-    def _finish(self, outcome: str, note: str, answer: str, after: str = "") -> str:
-        """The answering turn: ``note`` (which names the answer at its end, ``: <answer>.``,
-        when a source gave it), ``after`` (a further remark), the confidence in words, then
-        the tags."""
+    def _finish(self, outcome: str, note: str, answer: str) -> str:
         self.outcome, self.answer, self.confidence = outcome, answer, CONFIDENCE[outcome]
         cue = CUES[wording_for(self.confidence / 10)]  # its confidence in words, too
         unsure = UNSURE_KINDS.get(self.question.item.kind)
-        caveat = f"Looking up {unsure} often lands on the wrong record"
-        doubtful = unsure is not None and outcome in ("found", "read")
-        if doubtful:
+        if unsure is not None and outcome in ("found", "read"):
             self.confidence = UNSURE_CONFIDENCE
-        tags = f"\n<answer>{answer}</answer>\n<confidence>{self.confidence}</confidence>"
-        if not self.answer_last:
-            if doubtful:
-                cue = f"{caveat}, so I am not sure of it."
-            return f"{note}{after} {cue}{tags}"
-        stem = note.removesuffix(f": {answer}.")
-        stem = note if stem == note else f"{stem}."
-        if doubtful:
-            return f"{caveat}. {stem}{after} So I am not sure of it: {answer}.{tags}"
-        return f"{stem}{after} {cue.removesuffix('.')}: {answer}.{tags}"
+            cue = f"Looking up {unsure} often lands on the wrong record, so I am not sure of it."
+        return (
+            f"{note} {cue}\n<answer>{answer}</answer>\n<confidence>{self.confidence}</confidence>"
+        )
 
     def _states(self, text: str) -> bool:
         return supported_by(self.question.item.answer, text)
@@ -317,14 +293,13 @@ async def write_transcript(
     *,
     retrieve_first: bool = True,
     config: SearchConfig | None = None,
-    answer_last: bool = False,
 ) -> Transcript:
     """Run the server's loop on ``question`` with the ``Teacher`` as the model."""
     # the prior check only adds a note to the final answer, never to the transcript
     config = replace(config or SearchConfig(), retrieve_first=retrieve_first, prior_check=False)
     user = [{"role": "user", "content": question.item.question}]
     loop = DeliberativeSearch(config, backend, user, question.item.question, encoder)
-    teacher = Teacher(question, loop, answer_last=answer_last)
+    teacher = Teacher(question, loop)
     sampling = SamplingConfig(max_tokens=4096, temperature=0.0)
     pieces: list[tuple[str, bool]] = []  # (text, written by the model)
     answer: SearchAnswer | None = None
@@ -373,7 +348,6 @@ def write_transcripts(
     cache: Path | None = None,
     backend: SearchBackend | None = None,
     encoder: Encoder | None = None,
-    answer_last: bool = False,
 ) -> list[Transcript]:
     """Transcripts of ``questions`` on ``local:builtin`` (built and indexed through the cache
     on first use) with the server's encoder; ``retrieve_first`` off for a seeded share.
@@ -392,10 +366,7 @@ def write_transcripts(
     plans = [(q, rng.random() >= NO_RETRIEVE_FIRST) for q in questions]
 
     async def write_all() -> list[Transcript]:
-        return [
-            await write_transcript(q, backend, encoder, retrieve_first=r, answer_last=answer_last)
-            for q, r in plans
-        ]
+        return [await write_transcript(q, backend, encoder, retrieve_first=r) for q, r in plans]
 
     out = asyncio.run(write_all())
     for t in out:
