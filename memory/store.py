@@ -71,6 +71,7 @@ from .db import Change, Database, open_database
 from .hits import read_hits
 from .index import IndexParams, TenantIndex
 from .mistakes import MAX_STEP_CHARS, mistake_keys, mistake_step
+from .pages import MAX_LIST_LIMIT, read_page
 from .records import (
     CORRECTION,
     FIELDS,
@@ -84,7 +85,6 @@ from .records import (
     MemoryHit,
     PreferenceLimitError,
     check_fields,
-    check_id,
     check_kind,
     check_tenant,
     encoder_name,
@@ -107,19 +107,11 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MAX_LIST_LIMIT = 100
 MAX_K = 100
-MAX_CONTAINS_CHARS = 1000
-
-SEARCHABLE = "question, reasoning, corrected_reasoning, answer, feedback"
 
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _record(row: tuple[Any, ...]) -> CorrectionRecord:
-    return CorrectionRecord(*row)
 
 
 class MemoryStore:
@@ -391,7 +383,7 @@ class MemoryStore:
                 "ORDER BY created_at, seq LIMIT ?",
                 (tenant, PREFERENCE, MAX_PREFERENCES),
             ).fetchall()
-        return [_record(r) for r in rows]
+        return [CorrectionRecord(*r) for r in rows]
 
     def get(self, tenant: str, record_id: str) -> CorrectionRecord | None:
         """The tenant's record ``record_id``, or None: also for another tenant's record and for
@@ -403,7 +395,7 @@ class MemoryStore:
             row = conn.execute(
                 f"SELECT {FIELDS} FROM corrections WHERE id = ? AND tenant = ?", (record_id, tenant)
             ).fetchone()
-        return _record(row) if row else None
+        return CorrectionRecord(*row) if row else None
 
     def delete(self, tenant: str, record_id: str) -> bool:
         """Delete the tenant's record ``record_id``; False when it has none of that id (another
@@ -429,39 +421,10 @@ class MemoryStore:
         question, reasoning, corrected reasoning, answer or feedback; ``kind`` keeps one kind.
         """
         tenant = check_tenant(tenant)
-        if (
-            isinstance(limit, bool)
-            or not isinstance(limit, int)
-            or not 1 <= limit <= MAX_LIST_LIMIT
-        ):
-            raise ValueError(f"limit must be an integer from 1 to {MAX_LIST_LIMIT}")
-        where, args = ["tenant = ?"], [tenant]
-        if kind is not None:
-            where.append("kind = ?")
-            args.append(check_kind(kind))
         with self._reader() as conn:
-            if after is not None:
-                cursor = conn.execute(
-                    "SELECT created_at, seq FROM corrections WHERE id = ? AND tenant = ?",
-                    (check_id(after), tenant),
-                ).fetchone()
-                if cursor is None:
-                    raise ValueError(f"after: no memory {after} (deleted, or never existed)")
-                where.append("(created_at < ? OR (created_at = ? AND seq < ?))")
-                args += [cursor[0], cursor[0], cursor[1]]
-            if contains:
-                if not isinstance(contains, str) or len(contains) > MAX_CONTAINS_CHARS:
-                    raise ValueError(f"contains must be a string of at most {MAX_CONTAINS_CHARS}")
-                if "\x00" in contains:
-                    raise ValueError("contains must not hold NUL characters")
-                where.append(self.db.contains(SEARCHABLE))
-                args.append(contains.casefold())
-            rows = conn.execute(
-                f"SELECT {FIELDS} FROM corrections WHERE {' AND '.join(where)} "
-                "ORDER BY created_at DESC, seq DESC LIMIT ?",
-                (*args, limit + 1),
-            ).fetchall()
-        return [_record(r) for r in rows[:limit]], len(rows) > limit
+            return read_page(
+                conn, self.db, tenant, limit=limit, after=after, contains=contains, kind=kind
+            )
 
     def search(
         self, tenant: str, text: str, k: int = 3, min_similarity: float = 0.0
@@ -564,7 +527,7 @@ class MemoryStore:
                 f"SELECT seq, {FIELDS} FROM corrections WHERE tenant = ? AND seq IN ({marks})",
                 (tenant, *seqs),
             ).fetchall()
-        return {row[0]: _record(row[1:]) for row in rows}
+        return {row[0]: CorrectionRecord(*row[1:]) for row in rows}
 
     def _mistake_keys(self, records: list[CorrectionRecord]) -> list[np.ndarray | None]:
         return mistake_keys(records, self._embed)
