@@ -290,6 +290,36 @@ def test_resume_continues_from_the_saved_step(
         torch.testing.assert_close(got[key], ref[key], rtol=1e-4, atol=1e-5)
 
 
+def test_a_run_stopped_before_its_first_checkpoint_starts_its_log_over(
+    tiny_model: Path, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safework.training import trainer
+
+    out = tmp_path / "run"
+    original = trainer.Trainer.log
+
+    def log_then_die(self, record):
+        original(self, record)
+        if record.get("step") == 3 and "loss" in record:
+            raise _Stop
+
+    monkeypatch.setattr(trainer.Trainer, "log", log_then_die)
+    with pytest.raises(_Stop):
+        train(_config(tiny_model, dataset, out, method="lora", lr=1e-2, max_steps=6, save_every=4))
+    monkeypatch.undo()
+    assert checkpoints(out) == []
+    assert [r["step"] for r in _log(out) if "loss" in r] == [1, 2, 3]
+
+    summary = train(
+        _config(tiny_model, dataset, out, method="lora", lr=1e-2, max_steps=6, save_every=4)
+    )
+    assert summary["resumed_from_step"] == 0
+    log = _log(out)
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4, 5, 6]  # one history
+    assert next(r["step"] for r in log if "dev_loss" in r) == 0
+    assert sum(r["step"] == 0 and "dev_loss" in r for r in log) == 1
+
+
 def test_same_run_without_resume_is_refused(
     tiny_model: Path, dataset: Path, tmp_path: Path
 ) -> None:

@@ -75,7 +75,7 @@ def read_state(checkpoint: Path) -> dict[str, Any]:
 
 def trim_log(output: Path, step: int) -> None:
     """Drop the ``log.jsonl`` records of steps after ``step``: a run resumed from the checkpoint
-    of ``step`` redoes them, and the log should tell one history."""
+    of ``step`` redoes them, and the log should tell one history (``step=-1``: all of them)."""
     path = output / LOG_FILE
     if not path.is_file():
         return

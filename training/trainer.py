@@ -352,8 +352,11 @@ class Trainer:
 
     def resume(self) -> tuple[int, int, float]:
         """Load the checkpoint to resume from, if any, and trim the log after it: returns
-        ``(step, tokens, elapsed seconds)``, zeros for a fresh run."""
+        ``(step, tokens, elapsed seconds)``, zeros for a fresh run. A fresh run in a folder an
+        interrupted one left before its first checkpoint starts its log over."""
         if self.resume_from is None:
+            if self.dist.is_main:
+                trim_log(self.config.output, -1)
             return 0, 0, 0.0
         position = self._load_state(self.resume_from)
         logger.info("resuming from %s at step %d", self.resume_from, position[0])
