@@ -351,7 +351,7 @@ def test_found_answers_are_in_the_retrieved_text(transcripts: list[Transcript]) 
         assert f"gives {q.asked}: {q.item.answer}." in _model_text(element)
 
 
-def test_reverse_element_lookups_are_stated_unsure_even_when_found(
+def test_reverse_element_lookups_are_stated_likely_even_when_found(
     pools: dict[str, list[SearchQuestion]], backend: SearchBackend
 ) -> None:
     from safework.engine.embedder import get_embedder
@@ -372,8 +372,8 @@ def test_reverse_element_lookups_are_stated_unsure_even_when_found(
             assert stated == 0.1
         elif t.question.item.kind in UNSURE_KINDS:
             assert stated == UNSURE_CONFIDENCE / 10, t.question.item.id
-            assert "I am not sure of it." in own
-            assert classify(own.split("<answer>")[0].split("</search>")[-1]) == "unverified"
+            assert "I am not certain of it." in own
+            assert classify(own.split("<answer>")[0].split("</search>")[-1]) == "likely"
         else:
             assert stated >= 0.8, t.question.item.id
             assert "I'm confident of this." in own

@@ -27,10 +27,10 @@ share (``NO_RETRIEVE_FIRST``), where the model writes its first ``<search>`` its
 The last reflection also says its confidence in words, in the band of the stated number
 (``search/verbal.py``: "I'm confident of this." for 8-10, "I could not verify it." for 1), so
 the model learns to word its answers as sure as they are (linguistic calibration). Reverse
-element lookups (``UNSURE_KINDS``: the element from its symbol or number) are stated at 4 with
-"... so I am not sure of it." even when found: such answers were right far less often than the
-others on held-out questions, and the stated number must tell the two apart for the
-calibration map, and the wording, to carry information.
+element lookups (``UNSURE_KINDS``: the element from its symbol or number) are stated at 6 with
+"... so I am not certain of it." (the ``likely`` band) even when found: such answers were right
+about half the time on held-out questions, the others nearly always, and the stated number must
+tell the two apart for the calibration map, and the wording, to carry information.
 A transcript is kept only if the loop took the model's path (no fallback), its answer is the
 writer's, and a confident answer scores correct (``QAItem.is_correct``).
 
@@ -88,8 +88,12 @@ UNSURE_KINDS = {
 them: a model that asks the way back from a value often takes the wrong record as its source.
 On the 480-transcript ladder's held-out eval, answers to these kinds were right 4 times in 11,
 the other element kinds 28 in 29, nearly all stated 9 ("The ladder with three times the search
-transcripts"); one number for both left the calibration map nothing to tell them apart by."""
-UNSURE_CONFIDENCE = 4
+transcripts"); one number for both left the calibration map nothing to tell them apart by.
+Stated at 4 ("not sure", the ``unverified`` band), after a full epoch of SFT the model wrote
+4 and those words on all 11 held-out reverse lookups, right 6 of 11, and the map fitted on 40
+other answers turned 0.4 into 0.73: the ``likely`` band, which these answers' accuracy is
+(docs/BENCHMARKS.md, "A full epoch of CoT-SFT")."""
+UNSURE_CONFIDENCE = 6
 QUOTE_CHARS = 240
 """The longest sentence a prose answer's reflection quotes."""
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z<(\[])")
@@ -191,7 +195,7 @@ class Teacher:
         unsure = UNSURE_KINDS.get(self.question.item.kind)
         if unsure is not None and outcome in ("found", "read"):
             self.confidence = UNSURE_CONFIDENCE
-            cue = f"Looking up {unsure} often lands on the wrong record, so I am not sure of it."
+            cue = f"Looking up {unsure} often lands on the wrong record, so I am not certain of it."
         return (
             f"{note} {cue}\n<answer>{answer}</answer>\n<confidence>{self.confidence}</confidence>"
         )
