@@ -89,10 +89,11 @@ them: a model that asks the way back from a value often takes the wrong record a
 On the 480-transcript ladder's held-out eval, answers to these kinds were right 4 times in 11,
 the other element kinds 28 in 29, nearly all stated 9 ("The ladder with three times the search
 transcripts"); one number for both left the calibration map nothing to tell them apart by.
-Stated at 4 ("not sure", the ``unverified`` band), after a full epoch of SFT the model wrote
-4 and those words on all 11 held-out reverse lookups, right 6 of 11, and the map fitted on 40
-other answers turned 0.4 into 0.73: the ``likely`` band, which these answers' accuracy is
-(docs/BENCHMARKS.md, "A full epoch of CoT-SFT")."""
+They were stated at 4 ("not sure", the ``unverified`` band): after a full epoch of SFT the
+model wrote 4 and those words on all 11 held-out reverse lookups (right 6 of 11), and the map
+fitted on 40 other answers turned 0.4 into 0.73, the ``likely`` band, so its wording agreed on
+29/40. Stated at 6 ("not certain"), it agreed on 40/40 (docs/BENCHMARKS.md, "A full epoch with
+jailbreak-wrapped rows, and reverse lookups stated "likely"")."""
 UNSURE_CONFIDENCE = 6
 QUOTE_CHARS = 240
 """The longest sentence a prose answer's reflection quotes."""
