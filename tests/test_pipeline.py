@@ -48,6 +48,9 @@ def _recipe(tmp_path: Path, data: dict[str, Any]) -> Path:
         ({"stages": ["sft"], "data": {"search_train": -1}}, "search_train"),
         ({"stages": ["sft"], "data": {"output": "x"}}, "uses OUTPUT/data"),
         ({"stages": ["sft"], "data": {"nope": 1}}, "nope"),
+        ({"stages": ["m3rl"], "rl_data": {"jailbreak_fraction": 0.5}}, "'data' section"),
+        ({"stages": ["m3rl"], "data": {}, "rl_data": {"output": "x"}}, "OUTPUT/rl-data"),
+        ({"stages": ["m3rl"], "data": {}, "rl_data": {"jailbreak_fraction": 2}}, "jailbreak"),
     ],
 )
 def test_recipe_errors_come_before_any_stage_runs(
@@ -95,6 +98,74 @@ def test_a_data_section_is_the_dataset_of_every_stage_but_search(tmp_path: Path)
     assert p.configs["search"].data == "auto"  # element questions, not the CoT rows
     assert Path(p.eval_section["data"]) == out / "data"
     assert load_pipeline(_recipe(tmp_path, {"stages": ["sft"]})).data is None
+
+
+def test_an_rl_data_section_gives_the_cot_rl_stages_their_own_dataset(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    recipe = _recipe(
+        tmp_path,
+        {
+            "output": str(out),
+            "stages": ["sft", "m3rl", "efficient", "search"],
+            "data": {"search_train": 20, "math_train": 100, "seed": 3},
+            "rl_data": {"jailbreak_fraction": 0.5},
+            "efficient": {"data": "cot-sft"},  # a section's own choice still wins
+        },
+    )
+    p = load_pipeline(recipe, {"rl_data.search_train": 0})
+    assert p.data is not None
+    assert p.rl_data is not None
+    assert (p.data.jailbreak_fraction, p.rl_data.jailbreak_fraction) == (0.0, 0.5)
+    # the data section's keys, with rl_data's over them
+    assert (p.rl_data.math_train, p.rl_data.seed, p.rl_data.search_train) == (100, 3, 0)
+    assert p.rl_data.folder() == out / "rl-data"
+    assert Path(p.configs["sft"].data) == out / "data"
+    assert Path(p.configs["m3rl"].data) == out / "rl-data"
+    assert p.configs["efficient"].data == "cot-sft"
+    assert p.configs["search"].data == "auto"
+    assert Path(p.eval_section["data"]) == out / "data"  # evaluation asks the plain dev rows
+
+
+def test_a_rebuilt_rl_dataset_trains_the_rl_stages_again_but_not_sft(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trained: list[str] = []
+    evaluated: list[str] = []
+    import safework.training.data as data_mod
+
+    out = tmp_path / "out"
+    past = time.time() - 600
+    for name in ("data", "rl-data"):
+        (out / name).mkdir(parents=True)
+        (out / name / "manifest.json").write_text("{}")
+        os.utime(out / name / "manifest.json", (past, past))
+    built: list[Path] = []
+
+    def ensure_built(config: Any) -> Path:
+        built.append(config.folder())
+        return config.folder()
+
+    monkeypatch.setattr(data_mod, "ensure_built", ensure_built)
+    monkeypatch.setattr(
+        pipeline, "_run", _children(_train_recorder(trained), _eval_recorder(evaluated))
+    )
+    recipe = _recipe(
+        tmp_path,
+        {
+            "output": str(out),
+            "model": str(tmp_path),
+            "stages": ["sft", "m3rl"],
+            "data": {},
+            "rl_data": {"jailbreak_fraction": 0.5},
+        },
+    )
+    run_pipeline(recipe)
+    assert built == [out / "data", out / "rl-data"]
+    assert (trained, evaluated) == (["sft", "m3rl"], ["base", "sft", "m3rl"])
+    later = time.time() + 60
+    os.utime(out / "rl-data" / "manifest.json", (later, later))  # only the RL prompts rebuilt
+    run_pipeline(recipe)
+    assert (trained, evaluated) == (["sft", "m3rl", "m3rl"], ["base", "sft", "m3rl", "m3rl"])
 
 
 def test_dotted_overrides_set_one_key_of_a_section(tmp_path: Path) -> None:
@@ -191,7 +262,7 @@ def _train_recorder(trained: list[str]) -> Any:
     """A stand-in for a stage's training that notes the stage and leaves it finished."""
 
     def fake_train(config: Any) -> dict[str, Any]:
-        trained.append(config.stage)
+        trained.append(getattr(config, "stage", "sft"))  # an SFT config names no stage
         return _finished_run(config)
 
     return fake_train

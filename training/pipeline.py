@@ -8,6 +8,7 @@ command), plus an ``eval`` section used after every stage::
     stages: [sft, m3rl, efficient, search]
     eval_base: true                # also evaluate the starting model (the first point)
     data: {search_train: 150}      # optional: `safework-train data` keys, built into OUTPUT/data
+    rl_data: {jailbreak_fraction: 0.5}  # optional: m3rl's and efficient's prompts (OUTPUT/rl-data)
     eval: {max_tokens: 256, safety_samples: 40}
     sft: {max_steps: 50}
     m3rl: {max_steps: 60, lr: 5e-5}
@@ -21,6 +22,9 @@ Keys on the command line win over the recipe: ``output=runs/short`` replaces a t
 With a ``data`` section the recipe's own dataset is built first (into ``OUTPUT/data``, rebuilt
 only when its settings or code change) and is what SFT trains on, what the CoT RL stages
 draw prompts from and what eval's dev groups read, unless a section names its own ``data``.
+An ``rl_data`` section gives the CoT RL stages (m3rl, efficient) a second dataset: the ``data``
+section with its keys over it, built into ``OUTPUT/rl-data`` (the same seed and sources, so the
+same prompts; say, half the safety prompts asked inside jailbreak templates that SFT never saw).
 Each stage starts from the previous stage's servable folder. Every stage config is loaded and
 checked before anything runs, so a typo in the last section fails in the first second. Running
 the same recipe again resumes: a finished stage (its ``metrics.json`` written for this same
@@ -63,7 +67,10 @@ __all__ = ["PIPELINE_STAGES", "Pipeline", "load_pipeline", "run_pipeline"]
 logger = logging.getLogger(__name__)
 
 PIPELINE_STAGES = ("sft", "m3rl", "efficient", "search")
-_SECTIONS = ("data", "eval", "analyze", *PIPELINE_STAGES)
+_SECTIONS = ("data", "rl_data", "eval", "analyze", *PIPELINE_STAGES)
+_COT_RL_STAGES = ("m3rl", "efficient")
+"""The RL stages that draw their prompts from the recipe's CoT dataset (search asks its own
+element questions)."""
 _TOP_KEYS = {"output", "model", "stages", "eval_base", *_SECTIONS}
 
 
@@ -78,6 +85,9 @@ class Pipeline:
     eval_section: dict[str, Any] = field(default_factory=dict)
     data: Any = None
     """The recipe's ``DataConfig`` (its ``data`` section), built before the first stage."""
+    rl_data: Any = None
+    """The CoT RL stages' ``DataConfig`` (the ``data`` section with ``rl_data``'s keys over it),
+    built into OUTPUT/rl-data beside the other; None when the recipe has no ``rl_data``."""
     analyze: dict[str, Any] | None = None
     """The recipe's ``analyze`` section (``analyze mi`` keys): run after every eval when set."""
 
@@ -139,12 +149,17 @@ def load_pipeline(path: Path, overrides: dict[str, Any] | None = None) -> Pipeli
             DataConfig, None, {**data_section, "output": str(output / "data")}
         )
         pipeline.data.check()
+    rl_section = data.get("rl_data")
+    if rl_section is not None:
+        pipeline.rl_data = _rl_data_config(data_section, rl_section, output)
     model = pipeline.model
     for name in stages:
         section = data.get(name) or {}
         if not isinstance(section, dict):
             raise ConfigError(f"recipe: section {name!r} must be a mapping of keys")
-        if pipeline.data is not None and name != "search":
+        if pipeline.rl_data is not None and name in _COT_RL_STAGES:
+            section = {"data": str(pipeline.rl_data.folder()), **section}
+        elif pipeline.data is not None and name != "search":
             section = {"data": str(output / "data"), **section}
         pipeline.configs[name] = _stage_config(name, section, model, output / name)
         model = str(output / name)
@@ -172,6 +187,25 @@ def load_pipeline(path: Path, overrides: dict[str, Any] | None = None) -> Pipeli
         load_config(MIConfig, None, {**analyze, "output": str(output / "eval")})
         pipeline.analyze = analyze
     return pipeline
+
+
+def _rl_data_config(data_section: Any, rl_section: Any, output: Path) -> Any:
+    """The ``rl_data`` section: the ``data`` section's keys with its own over them (say
+    ``jailbreak_fraction: 0.5``), built into OUTPUT/rl-data. The same seed and sources give the
+    same prompts, so the eval's exclusions (the ``data`` section's train rows) still hold."""
+    from .data_config import DataConfig
+
+    if data_section is None:
+        raise ConfigError("recipe: 'rl_data' sets keys over the 'data' section, which is missing")
+    if not isinstance(rl_section, dict):
+        raise ConfigError("recipe: 'rl_data' must be a mapping of `safework-train data` keys")
+    if "output" in rl_section:
+        raise ConfigError("recipe rl_data section sets 'output'; the pipeline uses OUTPUT/rl-data")
+    config = load_config(
+        DataConfig, None, {**data_section, **rl_section, "output": str(output / "rl-data")}
+    )
+    config.check()
+    return config
 
 
 def _apply_overrides(data: dict[str, Any], overrides: dict[str, Any]) -> None:
@@ -415,12 +449,15 @@ def run_pipeline(recipe: Path, overrides: dict[str, Any] | None = None) -> dict[
     summary: dict[str, Any] = {"output": str(pipeline.output), "stages": {}}
     reports: list[tuple[str, dict[str, Any]]] = []
     mi_rows: list[tuple[str, dict[str, Any]]] = []
-    data_at = 0.0
+    data_at = rl_data_at = 0.0  # when the datasets (the RL stages' prompts) were built
     if pipeline.data is not None:
         from .data import MANIFEST, ensure_built
 
         summary["data"] = str(ensure_built(pipeline.data))
-        data_at = _mtime(Path(summary["data"]) / MANIFEST)
+        data_at = rl_data_at = _mtime(Path(summary["data"]) / MANIFEST)
+        if pipeline.rl_data is not None:
+            summary["rl_data"] = str(ensure_built(pipeline.rl_data))
+            rl_data_at = max(data_at, _mtime(Path(summary["rl_data"]) / MANIFEST))
     before_at = 0.0  # when the stage before finished
     if pipeline.eval_base:
         base = str(resolve_model(pipeline.model)) if pipeline.model == "default" else pipeline.model
@@ -431,8 +468,8 @@ def run_pipeline(recipe: Path, overrides: dict[str, Any] | None = None) -> dict[
             mi_rows.append(("base", _analyze(pipeline, base, "base", report)))
     for name in pipeline.stages:
         config = pipeline.configs[name]
-        uses_data = pipeline.data is not None and name != "search"
-        if _finished(config, max(before_at, data_at if uses_data else 0.0)):
+        inputs_at = rl_data_at if name in _COT_RL_STAGES else 0.0 if name == "search" else data_at
+        if _finished(config, max(before_at, inputs_at)):
             logger.info("stage %s: already finished in %s", name, config.output)
             result: dict[str, Any] = {"skipped": "finished"}
         else:
