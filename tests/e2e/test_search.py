@@ -32,9 +32,9 @@ CONCURRENCY = 16
 SEARCH_MAX_TOKENS = 160
 """The accuracy test's budget per search answer. The fallback answers in at most 48 tokens
 (``answer_max_tokens``) whatever the budget; the rest goes to the model's own protocol turn,
-which the base model fills with prose before the fallback takes over. At 512 that turn ran to
-256 tokens, 160 times; at 160 it gets 112, and the answers and confidences come from the same
-fallback."""
+where the base model writes prose before the fallback takes over. At 512 that turn may run to
+256 tokens, at 160 to 112; the answers and confidences come from the same fallback (on a 2-core
+AMX Xeon, back to back: 230 s at 512, 202 s at 160, search accuracy 0.625 both times)."""
 
 
 def search_block(response: Any) -> dict[str, Any]:
