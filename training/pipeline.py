@@ -139,19 +139,14 @@ def load_pipeline(path: Path, overrides: dict[str, Any] | None = None) -> Pipeli
     )
     data_section = data.get("data")
     if data_section is not None:
-        from .data_config import DataConfig
-
-        if not isinstance(data_section, dict):
-            raise ConfigError("recipe: 'data' must be a mapping of `safework-train data` keys")
-        if "output" in data_section:
-            raise ConfigError("recipe data section sets 'output'; the pipeline uses OUTPUT/data")
-        pipeline.data = load_config(
-            DataConfig, None, {**data_section, "output": str(output / "data")}
-        )
-        pipeline.data.check()
+        pipeline.data = _data_config("data", data_section, {}, output / "data")
     rl_section = data.get("rl_data")
     if rl_section is not None:
-        pipeline.rl_data = _rl_data_config(data_section, rl_section, output)
+        if data_section is None:
+            raise ConfigError("recipe: 'rl_data' sets keys over a 'data' section; add one")
+        # The same seed and sources give the same prompts, so the eval's exclusions (the data
+        # section's train rows) still hold for the RL stages' prompts.
+        pipeline.rl_data = _data_config("rl_data", rl_section, data_section, output / "rl-data")
     model = pipeline.model
     for name in stages:
         section = data.get(name) or {}
@@ -189,21 +184,18 @@ def load_pipeline(path: Path, overrides: dict[str, Any] | None = None) -> Pipeli
     return pipeline
 
 
-def _rl_data_config(data_section: Any, rl_section: Any, output: Path) -> Any:
-    """The ``rl_data`` section: the ``data`` section's keys with its own over them (say
-    ``jailbreak_fraction: 0.5``), built into OUTPUT/rl-data. The same seed and sources give the
-    same prompts, so the eval's exclusions (the ``data`` section's train rows) still hold."""
+def _data_config(name: str, section: Any, under: dict[str, Any], folder: Path) -> Any:
+    """The checked ``DataConfig`` of the recipe section ``name`` (``data``, or ``rl_data`` with
+    the ``data`` section's keys ``under`` its own), built into ``folder``."""
     from .data_config import DataConfig
 
-    if data_section is None:
-        raise ConfigError("recipe: 'rl_data' sets keys over the 'data' section, which is missing")
-    if not isinstance(rl_section, dict):
-        raise ConfigError("recipe: 'rl_data' must be a mapping of `safework-train data` keys")
-    if "output" in rl_section:
-        raise ConfigError("recipe rl_data section sets 'output'; the pipeline uses OUTPUT/rl-data")
-    config = load_config(
-        DataConfig, None, {**data_section, **rl_section, "output": str(output / "rl-data")}
-    )
+    if not isinstance(section, dict):
+        raise ConfigError(f"recipe: '{name}' must be a mapping of `safework-train data` keys")
+    if "output" in section:
+        raise ConfigError(
+            f"recipe {name} section sets 'output'; the pipeline uses OUTPUT/{folder.name}"
+        )
+    config = load_config(DataConfig, None, {**under, **section, "output": str(folder)})
     config.check()
     return config
 
@@ -468,7 +460,12 @@ def run_pipeline(recipe: Path, overrides: dict[str, Any] | None = None) -> dict[
             mi_rows.append(("base", _analyze(pipeline, base, "base", report)))
     for name in pipeline.stages:
         config = pipeline.configs[name]
-        inputs_at = rl_data_at if name in _COT_RL_STAGES else 0.0 if name == "search" else data_at
+        if name in _COT_RL_STAGES:
+            inputs_at = rl_data_at
+        elif name == "search":  # asks its own questions, not the recipe's dataset
+            inputs_at = 0.0
+        else:
+            inputs_at = data_at
         if _finished(config, max(before_at, inputs_at)):
             logger.info("stage %s: already finished in %s", name, config.output)
             result: dict[str, Any] = {"skipped": "finished"}
