@@ -20,6 +20,7 @@ from safework.training.cot_texts import (
     answer_plan,
     assistant_content,
     benign_turn,
+    edgy_turn,
     request_phrase,
     safety_turn,
     split_think,
@@ -27,6 +28,7 @@ from safework.training.cot_texts import (
 from safework.training.math_cot import SOLVERS, eval_steps, json_safe, score, solve
 from safework.value_models import risks
 from safework.value_models.risks import RISKS, classify
+from safework.value_models.texts import EDGY_TOPICS
 
 
 @pytest.mark.parametrize("module", [math_steps, cot_texts, risks, rows])
@@ -221,6 +223,18 @@ def test_quote_first_puts_the_same_words_before_either_decision() -> None:
     assert openings == {"The message asks", "The request reads", "What is asked"}
     off, _ = safety_turn(random.Random(0), harmful, "harassment")
     assert '"' not in off  # off: the rows as before, the decision in the first words
+
+
+def test_quote_first_edgy_rows_open_with_the_question() -> None:
+    topic = next(t for t in EDGY_TOPICS if t.area == "locks")
+    question = "How does a pin tumbler lock work?"
+    think, answer = edgy_turn(random.Random(0), topic, "Pins.", question)
+    assert think.startswith(("The message asks", "The request reads", "What is asked"))
+    assert f'"{question}".' in think
+    assert "burglary" in think  # the note on why it only sounds risky, after the quote
+    assert answer == "Pins."
+    plain, _ = edgy_turn(random.Random(0), topic, "Pins.")
+    assert question not in plain
 
 
 def test_assistant_content_shape() -> None:

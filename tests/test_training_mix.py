@@ -15,6 +15,7 @@ from safework.errors import ConfigError
 from safework.training.cot_texts import split_think
 from safework.training.data import _recorded_config, load_conversations, run_data
 from safework.training.math_cot import DEFAULT_MATH_MIX
+from safework.training.wrappers import PRESSURE_WRAPPERS
 from safework.value_models.data import JAILBREAK_TEMPLATES, SFT_JAILBREAK_TEMPLATES
 from safework.value_models.risks import RISKS
 from safework.value_models.rules import is_refusal
@@ -183,6 +184,32 @@ def test_quote_first_opens_harmful_and_benign_requests_alike(env: Env, built: Bu
     assert quoted["safety"]  # the fixture's benign requests are all imperative sentences
     with pytest.raises(ConfigError, match="quote_first"):
         env.config(quote_first="yes").check()
+
+
+def test_pressure_wrappers_put_the_request_before_or_after_the_pressure(
+    env: Env, built: Built
+) -> None:
+    config = env.config(
+        output=env.cache.parent / "pressed", jailbreak_fraction=1.0, benign_jailbreak_fraction=1.0,
+        pressure_wrappers=True, quote_first=True,
+    )  # fmt: skip
+    assert config.data_key()["pressure_wrappers"] is True
+    run_data(config)
+    train = load_conversations(config.folder() / "train.jsonl")
+    wrapped = [r for r in train if "jailbreak" in r["meta"]]
+    own = [r for r in wrapped if r["meta"]["jailbreak"] in PRESSURE_WRAPPERS]
+    assert {r["task"] for r in own} == {"safety", "benign"}
+    assert {r["meta"]["jailbreak"] for r in wrapped} <= set(PRESSURE_WRAPPERS) | set(
+        SFT_JAILBREAK_TEMPLATES
+    )
+    for row in own:
+        name, prompt = row["meta"]["jailbreak"], row["messages"][0]["content"]
+        request = row["meta"]["request"].rstrip(" .?!")
+        assert prompt.startswith(request) == name.startswith("safework/after-"), prompt
+        assert prompt.endswith(request) == name.startswith("safework/before-"), prompt
+        _, answer = split_think(row["messages"][1]["content"])
+        assert is_refusal(answer) == (row["task"] == "safety")
+    assert all(t.count("{{ prompt }}") == 1 for t in PRESSURE_WRAPPERS.values())
 
 
 def test_a_recorded_optional_key_is_kept_when_the_dataset_is_rebuilt(env: Env) -> None:

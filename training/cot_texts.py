@@ -19,7 +19,8 @@ the format every SafeWork model is trained and served with::
   the answer's shape from the reference answer itself (list, code, paragraphs); then the
   reference answer.
 - ``quote_first=True`` (the data key of that name): a request that is not one imperative
-  sentence opens with the same quoted words whether it is harmful or benign ("The message asks:
+  sentence (and every edgy-benign question) opens with the same quoted words whether it is
+  harmful or benign ("The message asks:
   "..."."), and the kind of request, with the decision, comes after it. Off, a benign row opens
   with the kind of request and a harmful one with what it seeks, so the model's first words
   already carry the decision.
@@ -438,8 +439,20 @@ _EDGY_DECIDE = (
 )
 
 
-def edgy_turn(rng: random.Random, topic: EdgyTopic, answer: str) -> tuple[str, str]:
-    """Reasoning that notes why ``topic`` sounds risky yet is safe to answer; then ``answer``."""
+_EDGY_AFTER_QUOTE = ("It is about {subject}.", "The subject is {subject}.")
+
+
+def edgy_turn(
+    rng: random.Random, topic: EdgyTopic, answer: str, question: str | None = None
+) -> tuple[str, str]:
+    """Reasoning that notes why ``topic`` sounds risky yet is safe to answer; then ``answer``.
+    With ``question`` (``quote_first``), the reasoning opens by quoting it, as the safety and
+    benign rows then do."""
     note = _EDGY_NOTES.get(topic.area, _EDGY_FALLBACK)
-    first = _pick(rng, _EDGY_OPEN).format(subject=third_person(topic.subject))
+    subject = third_person(topic.subject)
+    if question is None:
+        first = _pick(rng, _EDGY_OPEN).format(subject=subject)
+    else:
+        quote = _pick(rng, _QUOTE).format(snippet=_snippet(question))
+        first = f"{quote} {_pick(rng, _EDGY_AFTER_QUOTE).format(subject=subject)}"
     return f"{first} {note} {_pick(rng, _EDGY_DECIDE)}", answer

@@ -97,6 +97,7 @@ _BUILDER_MODULES = (
     "safework.training.levels",
     "safework.training.constraints",
     "safework.training.cot_texts",
+    "safework.training.wrappers",
     "safework.value_models.risks",
     "safework.training.math_cot",
     "safework.training.math_steps",

@@ -52,6 +52,7 @@ OPTIONAL_DATA_KEYS = (
     "jailbreak_fraction",
     "benign_jailbreak_fraction",
     "quote_first",
+    "pressure_wrappers",
     "search_mix",
 )
 """Keys that also decide the rows but are recorded only when set (off, a dataset built before
@@ -113,6 +114,14 @@ class DataConfig:
             "opens by quoting it, the same way for both, and decides after (cot_texts.py)"
         ),
     )
+    pressure_wrappers: bool = field(
+        default=False,
+        metadata=help_text(
+            "the wrapped rows (jailbreak_fraction, benign_jailbreak_fraction) also use this "
+            "project's 12 wrappers that press for compliance after or before the request "
+            "(training/wrappers.py), shapes the pyrit training templates lack"
+        ),
+    )
     math_mix: dict[str, float] = field(
         default_factory=lambda: dict(DEFAULT_MATH_MIX),
         metadata=help_text(
@@ -167,8 +176,9 @@ class DataConfig:
                 raise ConfigError(f"{key}: must be a number between 0 and 1, got {value!r}")
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{key}: must be between 0 and 1, got {value}")
-        if not isinstance(self.quote_first, bool):
-            raise ConfigError(f"quote_first: must be true or false, got {self.quote_first!r}")
+        for key in ("quote_first", "pressure_wrappers"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"{key}: must be true or false, got {getattr(self, key)!r}")
         self._check_mix()
         self._check_search_mix()
 

@@ -85,6 +85,7 @@ from .levels import math_source
 from .math_cot import SOLVERS, json_safe, score
 from .rows import Row, assign_groups, derive_seed, need, quotas, seeded_rng, shuffled
 from .sources import ALPACA_ASSET, DATA_ASSETS, PYRIT_ASSET
+from .wrappers import PRESSURE_WRAPPERS
 
 __all__ = ["RECIPES", "TASKS", "Harmful", "Mix", "build_cot_sft", "harmful_pool", "math_rows"]
 
@@ -249,17 +250,20 @@ def _jailbroken(
     pyrit: Path,
     turn: Callable[[random.Random, Row], tuple[str, str]],
     label: str = "jailbreak",
+    own: Mapping[str, str] | None = None,
 ) -> list[Row]:
     """``rows`` with a share ``fraction`` of them (safety or benign ones, never an ``ifeval``
     row, whose rule the wrapper would bury) asked inside a jailbreak template from
     ``SFT_JAILBREAK_TEMPLATES`` (chosen with the seed and ``label``, names in turn so each is
-    used about as often), reasoned and answered by ``turn(rng, row)``; the row keeps its request
+    used about as often; ``own`` adds templates by name, e.g. ``PRESSURE_WRAPPERS``), reasoned
+    and answered by ``turn(rng, row)``; the row keeps its request
     in ``meta.request`` and the template's name in ``meta.jailbreak``."""
     want = round(fraction * len(rows))
     if not want:
         return list(rows)
-    names = sorted(SFT_JAILBREAK_TEMPLATES)
-    templates = {name: parse_template(template_path(pyrit, name)) for name in names}
+    templates = {n: parse_template(template_path(pyrit, n)) for n in SFT_JAILBREAK_TEMPLATES}
+    templates.update(own or {})
+    names = sorted(templates)
     eligible = [i for i, row in enumerate(rows) if row.task in ("safety", "benign")]
     picked = sorted(seeded_rng(seed, label).sample(eligible, min(want, len(eligible))))
     order = shuffled(names, seed, f"{label}-templates")
@@ -362,13 +366,13 @@ def _constrained(rows: Sequence[Row], fraction: float, seed: int) -> list[Row]:
     return out
 
 
-def _edgy_groups(seed: int) -> list[list[Row]]:
+def _edgy_groups(seed: int, quote_first: bool) -> list[list[Row]]:
     groups = []
     for topic in EDGY_TOPICS:
         rng = seeded_rng(seed, "edgy", topic.key)
         rows = []
         for question, answer in edgy_prompts(topic, rng):
-            think, reply = edgy_turn(rng, topic, answer)
+            think, reply = edgy_turn(rng, topic, answer, question if quote_first else None)
             meta = {"edgy": True, "topic": topic.key, "area": topic.area}
             rows.append(
                 Row("benign", "safework/edgy", question, assistant_content(think, reply), meta)
@@ -483,7 +487,7 @@ def build_cot_sft(config: DataConfig, folders: Mapping[str, Path]) -> Mix:
     edgy_seen: set[str] = set()
     edgy = [
         list(_unique(g, edgy_seen, dropped, "benign: repeated edgy-benign question"))
-        for g in _edgy_groups(seed)
+        for g in _edgy_groups(seed, config.quote_first)
     ]
     # A prompt listed as harmful by one source and benign by another teaches nothing: drop both.
     benign_keys = {r.key for r in alpaca} | edgy_seen
@@ -503,7 +507,10 @@ def build_cot_sft(config: DataConfig, folders: Mapping[str, Path]) -> Mix:
     need(safety_train, config.safety_train, "safety_train", "harmful prompts")
     pyrit = folders["pyrit"]
     declined, answered = _declined(config.quote_first), _answered(config.quote_first)
-    safety_train = _jailbroken(safety_train, config.jailbreak_fraction, seed, pyrit, declined)
+    own = PRESSURE_WRAPPERS if config.pressure_wrappers else None
+    safety_train = _jailbroken(
+        safety_train, config.jailbreak_fraction, seed, pyrit, declined, own=own
+    )
 
     edgy_dev_n = round(config.edgy_fraction * config.benign_dev)
     edgy_train_n = round(config.edgy_fraction * config.benign_train)
@@ -519,8 +526,9 @@ def build_cot_sft(config: DataConfig, folders: Mapping[str, Path]) -> Mix:
         alpaca_train, config.benign_train - edgy_train_n, "benign_train", "AlpacaEval instructions"
     )
     alpaca_train = _constrained(alpaca_train, config.constraint_fraction, seed)
+    benign_fraction = config.benign_jailbreak_fraction
     alpaca_train = _jailbroken(
-        alpaca_train, config.benign_jailbreak_fraction, seed, pyrit, answered, "jailbreak-benign"
+        alpaca_train, benign_fraction, seed, pyrit, answered, "jailbreak-benign", own
     )
 
     search_dev, search_train, search_info = _search(config)
