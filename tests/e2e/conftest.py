@@ -102,23 +102,41 @@ def _planted_corpus(folder: Path) -> Path:
     return folder
 
 
+START_ATTEMPTS = 3
+
+
+def _lost_its_port(remote: RemoteServer) -> bool:
+    """The server exited because another process bound its port first: the port was free when
+    ``_free_port`` chose it, but the engine takes ~25 s to start before uvicorn binds, and vLLM's
+    own processes open ephemeral ports meanwhile."""
+    return remote.process.poll() is not None and "address already in use" in remote.log.read_text(
+        errors="replace"
+    )
+
+
 def start_server(home: Path, *args: str) -> RemoteServer:
-    """``safework serve`` on a free port with the two test keys, logging to ``home``."""
-    port = _free_port()
-    log = home / f"serve-{port}.log"
+    """``safework serve`` on a free port with the two test keys, logging to ``home``; started
+    again on another port if the chosen one was taken before the server bound it."""
     env = {**os.environ, "SAFEWORK_API_KEYS": f"{KEY}:alice,{OTHER_KEY}:bob"}
-    cmd = [sys.executable, "-m", "safework.cli", "serve", "--port", str(port), *args]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    remote = RemoteServer(f"http://127.0.0.1:{port}", KEY, process, log, home / "calibration.json")
-    try:
-        _wait_healthy(remote)
-    except BaseException:
-        stop_server(remote)
-        raise
-    return remote
+    for attempt in range(1, START_ATTEMPTS + 1):
+        port = _free_port()
+        log = home / f"serve-{port}.log"
+        cmd = [sys.executable, "-m", "safework.cli", "serve", "--port", str(port), *args]
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        url = f"http://127.0.0.1:{port}"
+        remote = RemoteServer(url, KEY, process, log, home / "calibration.json")
+        try:
+            _wait_healthy(remote)
+        except BaseException:
+            stop_server(remote)
+            if attempt < START_ATTEMPTS and _lost_its_port(remote):
+                continue
+            raise
+        return remote
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def stop_server(remote: RemoteServer, sig: int = signal.SIGTERM) -> None:
