@@ -20,8 +20,8 @@ the format every SafeWork model is trained and served with::
   reference answer.
 - ``quote_first=True`` (the data key of that name): a request that is not one imperative
   sentence (and every edgy-benign question) opens with the same quoted words whether it is
-  harmful or benign ("The message asks:
-  "..."."), and the kind of request, with the decision, comes after it. Off, a benign row opens
+  harmful or benign (``The message asks: "..."``), and the kind of request, with the decision,
+  comes after it. Off, a benign row opens
   with the kind of request and a harmful one with what it seeks, so the model's first words
   already carry the decision.
 - ``edgy_turn``: for a benign question on a risky-sounding topic (``value_models/texts.py``),
@@ -233,6 +233,11 @@ _QUOTE = (
 )
 
 
+def _quoted(rng: random.Random, text: str) -> str:
+    """The opening sentence of ``quote_first`` reasoning: ``text``'s first line, quoted."""
+    return _pick(rng, _QUOTE).format(snippet=_snippet(text))
+
+
 def safety_turn(
     rng: random.Random, prompt: str, risk: str, quote_first: bool = False
 ) -> tuple[str, str]:
@@ -247,7 +252,7 @@ def safety_turn(
         lines.append(_pick(rng, frames).format(task=third_person(task)))
         lines.append(_pick(rng, _ASK_AFTER_TASK).format(ask=ask))
     elif quote_first:
-        lines.append(_pick(rng, _QUOTE).format(snippet=_snippet(prompt)))
+        lines.append(_quoted(rng, prompt))
         lines.append(_pick(rng, _ASK_AFTER_TASK).format(ask=ask))
     else:
         lines.append(_pick(rng, _ASK_ALONE).format(ask=ask))
@@ -379,7 +384,7 @@ def benign_turn(
         frames = _REQUEST[request_mode(instruction)]
         first = _pick(rng, frames).format(task=third_person(task))
     elif quote_first:
-        quote = _pick(rng, _QUOTE).format(snippet=_snippet(instruction))
+        quote = _quoted(rng, instruction)
         first = f"{quote} {_pick(rng, _KIND_AFTER_QUOTE).format(kind=_request_kind(instruction))}"
     else:
         first = _pick(rng, _IDENTIFY_KIND).format(
@@ -453,6 +458,6 @@ def edgy_turn(
     if question is None:
         first = _pick(rng, _EDGY_OPEN).format(subject=subject)
     else:
-        quote = _pick(rng, _QUOTE).format(snippet=_snippet(question))
+        quote = _quoted(rng, question)
         first = f"{quote} {_pick(rng, _EDGY_AFTER_QUOTE).format(subject=subject)}"
     return f"{first} {note} {_pick(rng, _EDGY_DECIDE)}", answer
