@@ -16,6 +16,7 @@ Run: ``pytest tests/test_training_data.py tests/test_training_mix.py tests/test_
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import fields, replace
 from pathlib import Path
@@ -32,6 +33,7 @@ from safework.training.data import (
     DataConfig,
     cot_row_problem,
     dataset_status,
+    ensure_built,
     ensure_dataset,
     run_data,
 )
@@ -228,6 +230,29 @@ def test_ensure_dataset_builds_keeps_and_repairs(env: Env) -> None:
 
     with pytest.raises(ConfigError, match="unknown dataset 'nope'"):
         ensure_dataset("nope", env.cache)
+
+
+def test_a_rebuild_with_the_same_rows_keeps_the_dataset_age(env: Env) -> None:
+    """The pipeline dates a dataset by its manifest: new builder code that changes no row must
+    not send trained stages back to train; a rebuild that changes rows must."""
+    folder = env.cache.parent / "aged"
+    config = env.config(output=folder)
+    run_data(config)
+    manifest_path = folder / "manifest.json"
+    os.utime(manifest_path, (1_000_000, 1_000_000))
+    manifest = json.loads(manifest_path.read_text())
+    manifest["builder_code_sha256"] = "0" * 64  # as if built by older code
+    manifest_path.write_text(json.dumps(manifest))
+    os.utime(manifest_path, (1_000_000, 1_000_000))
+    ensure_built(config)
+    rebuilt = json.loads(manifest_path.read_text())
+    assert rebuilt["builder_code_sha256"] != "0" * 64  # current again
+    assert dataset_status(folder, config) == "current"
+    assert manifest_path.stat().st_mtime == 1_000_000  # the same rows: the same age
+
+    (folder / "train.jsonl").write_text("{}\n")  # other rows on disk than the rebuild gives
+    ensure_built(config)
+    assert manifest_path.stat().st_mtime > 1_000_000
 
 
 def test_fetch_only_fetches_everything_and_builds_nothing(env: Env) -> None:

@@ -45,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -299,11 +300,32 @@ def _build_into(folder: Path, config: DataConfig, folders: Mapping[str, Path]) -
             "config": config_to_dict(config),
         }
         write_json_atomic(staging / MANIFEST, manifest)
+        same_rows = _same_rows(folder, manifest)
+        if same_rows is not None:  # rebuilt by other code, the same rows: keep their time
+            os.utime(staging / MANIFEST, ns=(same_rows, same_rows))
         replace_dir(staging, folder)
     except BaseException:
         remove_path(staging)
         raise
     return manifest
+
+
+def _same_rows(folder: Path, manifest: Mapping[str, Any]) -> int | None:
+    """The modification time (ns) of ``folder``'s manifest when the dataset there holds exactly
+    the rows ``manifest`` describes, else None. The pipeline reads a dataset's age from its
+    manifest, so a rebuild that changes no row (a builder edited elsewhere) keeps that time and
+    does not send the stages trained on those rows back to train again."""
+    old = _read_manifest(folder) if folder.is_dir() else None
+    if old is None or old.get("data_key") != manifest["data_key"]:
+        return None
+    held = old.get("files") or {}
+    for name, record in manifest["files"].items():
+        path = folder / name
+        if (held.get(name) or {}).get("sha256") != record["sha256"] or not path.is_file():
+            return None
+        if sha256_file(path) != record["sha256"]:  # the manifest's word is not enough
+            return None
+    return (folder / MANIFEST).stat().st_mtime_ns
 
 
 def builder_code_sha256() -> str:
