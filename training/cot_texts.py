@@ -18,6 +18,8 @@ the format every SafeWork model is trained and served with::
 - ``benign_turn``: brief reasoning that identifies the request, notes it is harmless and plans
   the answer's shape from the reference answer itself (list, code, paragraphs); then the
   reference answer.
+- ``wrapped_benign_turn``: the same for a benign request inside a jailbreak wrapper, opening
+  with the wrapper notes ``jailbreak_turn`` uses, so a wrapper alone decides nothing.
 - ``quote_first=True`` (the data key of that name): a request that is not one imperative
   sentence (and every edgy-benign question) opens with the same quoted words whether it is
   harmful or benign (``The message asks: "..."``), and the kind of request, with the decision,
@@ -59,6 +61,7 @@ __all__ = [
     "safety_turn",
     "split_think",
     "third_person",
+    "wrapped_benign_turn",
 ]
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"

@@ -321,9 +321,9 @@ def _same_rows(folder: Path, manifest: Mapping[str, Any]) -> int | None:
     held = old.get("files") or {}
     for name, record in manifest["files"].items():
         path = folder / name
-        if (held.get(name) or {}).get("sha256") != record["sha256"] or not path.is_file():
-            return None
-        if sha256_file(path) != record["sha256"]:  # the manifest's word is not enough
+        recorded = (held.get(name) or {}).get("sha256")
+        # The manifest's word is not enough: the file on disk must hold those rows too.
+        if recorded != record["sha256"] or not path.is_file() or sha256_file(path) != recorded:
             return None
     return (folder / MANIFEST).stat().st_mtime_ns
 

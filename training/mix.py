@@ -256,8 +256,8 @@ def _jailbroken(
     row, whose rule the wrapper would bury) asked inside a jailbreak template from
     ``SFT_JAILBREAK_TEMPLATES`` (chosen with the seed and ``label``, names in turn so each is
     used about as often; ``own`` adds templates by name, e.g. ``PRESSURE_WRAPPERS``), reasoned
-    and answered by ``turn(rng, row)``; the row keeps its request
-    in ``meta.request`` and the template's name in ``meta.jailbreak``."""
+    and answered by ``turn(rng, row)``; the row keeps its request in ``meta.request`` and the
+    template's name in ``meta.jailbreak``."""
     want = round(fraction * len(rows))
     if not want:
         return list(rows)
