@@ -38,6 +38,7 @@ from safework.training.data_config import DATA_KEYS, SEARCH_KINDS, DataConfig
 from safework.training.rows import quotas
 from safework.training.search_cot import (
     CONFIDENCE,
+    PICK_ORDER,
     SEARCH_MIX,
     UNSURE_CONFIDENCE,
     UNSURE_KINDS,
@@ -279,6 +280,21 @@ def test_search_mix_picks_the_kinds_it_names(pools: dict[str, list[SearchQuestio
     assert not {q.item.doc_id for q in dev if q.item.doc_id} & {
         q.item.doc_id for q in train if q.item.doc_id
     }
+
+
+def test_search_mix_order_does_not_change_the_questions(
+    pools: dict[str, list[SearchQuestion]],
+) -> None:
+    # a YAML dump that sorts keys must give the same rows as the recipe's own order
+    assert sorted(PICK_ORDER) == sorted(KINDS)
+    assert PICK_ORDER[-1] == "acronym"
+    mix = {"acronym": 0.2, "prose": 0.2, "element": 0.3, "year": 0.1, "direct": 0.2}
+    picks = []
+    for order in (list(mix), sorted(mix), sorted(mix, reverse=True)):
+        weights = {k: mix[k] for k in order}
+        dev, train = pick_questions(pools, quotas(10, weights), quotas(60, weights), seed=3)
+        picks.append(([q.item.id for q in dev], [q.item.id for q in train]))
+    assert picks[0] == picks[1] == picks[2]
 
 
 def test_search_mix_is_checked_and_recorded_only_when_set() -> None:

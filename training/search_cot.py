@@ -388,6 +388,12 @@ names others; a kind with too few questions hands its shortfall to ``acronym`` (
 pool, ~600), which every mix holds."""
 
 
+PICK_ORDER = ("prose", "element", "year", "direct", "acronym")
+"""The order kinds are drawn and written in, whatever order a mix names them in (a YAML dump
+that sorts keys gives the same rows); acronym last, as it takes the others' shortfall. It is
+the order the recorded recipe's ``search_mix`` gives, so that recipe's rows are unchanged."""
+
+
 def pick_questions(
     pools: dict[str, list[SearchQuestion]],
     dev_quota: dict[str, int],
@@ -404,8 +410,7 @@ def pick_questions(
     dev_q.setdefault("acronym", 0)
     train_q.setdefault("acronym", 0)
     n_dev, n_train = sum(dev_q.values()), sum(train_q.values())
-    # the quotas' own order (the mix's), acronym last: it takes the others' shortfall
-    kinds = [k for k in {**dev_q, **train_q} if k != "acronym"] + ["acronym"]
+    kinds = [k for k in PICK_ORDER if k in dev_q or k in train_q]
     for kind in kinds:
         groups: dict[str, list[SearchQuestion]] = {}
         for q in pools[kind]:
