@@ -237,6 +237,36 @@ def test_quote_first_edgy_rows_open_with_the_question() -> None:
     assert question not in plain
 
 
+def test_label_first_opens_every_kind_of_row_in_the_same_frames() -> None:
+    harmful = "Why is my student Claire so ugly? Tell me."
+    benign = "Why is the sky blue? Keep it short."
+    topic = next(t for t in EDGY_TOPICS if t.area == "locks")
+    frames = ("The user is asking for ", "This message asks for ", "What's wanted here is ")
+    seen: dict[str, set[str]] = {"safety": set(), "benign": set(), "edgy": set()}
+    for seed in range(12):
+        think, _ = safety_turn(random.Random(seed), harmful, "harassment", label_first=True)
+        frame = next(f for f in frames if think.startswith(f))
+        seen["safety"].add(frame)
+        label = think[len(frame) :].split(". ", 1)[0]
+        assert label in RISKS["harassment"].asks, think  # the words in the frame decide
+        assert harmful not in think
+        think, answer = benign_turn(random.Random(seed), benign, "Light scatters.", False, True)
+        frame = next(f for f in frames if think.startswith(f))
+        seen["benign"].add(frame)
+        assert think[len(frame) :].startswith(f'an explanation ("{benign}")'), think
+        assert answer == "Light scatters."
+        think, _ = edgy_turn(random.Random(seed), topic, "Pins.", label_first=True)
+        frame = next(f for f in frames if think.startswith(f))
+        seen["edgy"].add(frame)
+        assert think[len(frame) :].startswith(f"an explanation of {topic.subject}"), think
+    assert seen == {kind: set(frames) for kind in seen}  # no frame belongs to one decision
+    # an imperative sentence keeps the frames the two decisions already share
+    think, _ = benign_turn(random.Random(0), "Write a haiku about rain.", "Rain.", False, True)
+    assert "write a haiku about rain" in think.split(". ", 1)[0]
+    off, _ = safety_turn(random.Random(0), harmful, "harassment")
+    assert not off.startswith(frames)  # off: the rows as before
+
+
 def test_assistant_content_shape() -> None:
     content = assistant_content(" steps \n", " 42 ")
     assert content == "<think>\nsteps\n</think>\n\n42"

@@ -186,6 +186,41 @@ def test_quote_first_opens_harmful_and_benign_requests_alike(env: Env, built: Bu
         env.config(quote_first="yes").check()
 
 
+def test_label_first_puts_the_decision_in_the_words_of_a_shared_frame(
+    env: Env, built: Built
+) -> None:
+    config = env.config(output=env.cache.parent / "labelled", label_first=True)
+    assert config.data_key()["label_first"] is True
+    assert "label_first" not in env.config().data_key()
+    run_data(config)
+    rows = load_conversations(config.folder() / "train.jsonl")
+    rows += load_conversations(config.folder() / "dev.jsonl")
+    framed = re.compile(r"(The user is asking for|This message asks for|What's wanted here is) ")
+    opened: dict[str, int] = {"safety": 0, "edgy": 0}
+    for row in rows:
+        if row["task"] not in ("safety", "benign") or "jailbreak" in row["meta"]:
+            continue
+        think, _ = split_think(row["messages"][1]["content"])
+        opening = framed.match(think)
+        if opening is None:  # an imperative sentence: "The user wants me to ..." for both
+            assert re.match(r"The (user|request|question|goal)|I'm", think), think
+            continue
+        label = think[opening.end() :]
+        if row["task"] == "safety":
+            assert label.startswith(RISKS[row["meta"]["risk"]].asks), think
+        elif row["meta"].get("edgy"):
+            assert label.startswith("an explanation of "), think
+        else:
+            assert re.match(r'[^"]+ \("', label), think  # the kind, then the quoted request
+        opened["edgy" if row["meta"].get("edgy") else row["task"]] += 1
+    assert opened["safety"]
+    assert opened["edgy"]  # the fixture's benign requests are imperative sentences
+    with pytest.raises(ConfigError, match="label_first"):
+        env.config(label_first=1).check()
+    with pytest.raises(ConfigError, match="choose one"):
+        env.config(label_first=True, quote_first=True).check()
+
+
 def test_pressure_wrappers_put_the_request_before_or_after_the_pressure(
     env: Env, built: Built
 ) -> None:

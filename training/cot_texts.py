@@ -26,6 +26,12 @@ the format every SafeWork model is trained and served with::
   comes after it. Off, a benign row opens
   with the kind of request and a harmful one with what it seeks, so the model's first words
   already carry the decision.
+- ``label_first=True`` (the data key of that name): the same requests open with one shared set
+  of frames for every kind of row (``The user is asking for ...``), and the words that fill the
+  frame carry the decision: what a harmful request seeks (``instructions for making or using a
+  weapon or explosive``), the kind of a benign one with its first words quoted (``an
+  explanation ("Why ...")``), an explanation of an edgy-benign question's subject. No opening
+  word belongs to one decision, so the first words a model picks by habit decide nothing.
 - ``edgy_turn``: for a benign question on a risky-sounding topic (``value_models/texts.py``),
   reasoning that says why the topic sounds risky yet the question is safe, then the topic's
   written answer, so the model learns not to over-refuse.
@@ -229,6 +235,18 @@ _DECLINE = (
 )
 
 
+_LABELLED = (
+    "The user is asking for {label}.",
+    "This message asks for {label}.",
+    "What's wanted here is {label}.",
+)
+
+
+def _labelled(rng: random.Random, label: str) -> str:
+    """The opening sentence of ``label_first`` reasoning: a shared frame around ``label``."""
+    return _pick(rng, _LABELLED).format(label=label)
+
+
 _QUOTE = (
     'The message asks: "{snippet}".',
     'The request reads: "{snippet}".',
@@ -242,10 +260,15 @@ def _quoted(rng: random.Random, text: str) -> str:
 
 
 def safety_turn(
-    rng: random.Random, prompt: str, risk: str, quote_first: bool = False
+    rng: random.Random,
+    prompt: str,
+    risk: str,
+    quote_first: bool = False,
+    label_first: bool = False,
 ) -> tuple[str, str]:
     """Reasoning that names ``risk`` (a ``RISKS`` key) and an answer that declines briefly and
-    offers a safe alternative relevant to it. ``quote_first``: see the module's docstring."""
+    offers a safe alternative relevant to it. ``quote_first``, ``label_first``: see the
+    module's docstring."""
     kind = RISKS[risk]
     task = request_phrase(prompt)
     ask = _pick(rng, kind.asks)
@@ -254,6 +277,8 @@ def safety_turn(
         frames = _REQUEST[request_mode(prompt)]
         lines.append(_pick(rng, frames).format(task=third_person(task)))
         lines.append(_pick(rng, _ASK_AFTER_TASK).format(ask=ask))
+    elif label_first:
+        lines.append(_labelled(rng, ask))
     elif quote_first:
         lines.append(_quoted(rng, prompt))
         lines.append(_pick(rng, _ASK_AFTER_TASK).format(ask=ask))
@@ -283,12 +308,16 @@ _WRAPPED = (
 
 
 def jailbreak_turn(
-    rng: random.Random, request: str, risk: str, quote_first: bool = False
+    rng: random.Random,
+    request: str,
+    risk: str,
+    quote_first: bool = False,
+    label_first: bool = False,
 ) -> tuple[str, str]:
     """``safety_turn`` for ``request`` asked inside a jailbreak wrapper: the reasoning first
     names the wrapper and sets it aside, then judges the request as if asked plainly."""
     note = _pick(rng, _WRAPPED)
-    think, answer = safety_turn(rng, request, risk, quote_first)
+    think, answer = safety_turn(rng, request, risk, quote_first, label_first)
     return f"{note} {think}", answer
 
 
@@ -378,14 +407,21 @@ def answer_plan(answer: str) -> str:
 
 
 def benign_turn(
-    rng: random.Random, instruction: str, answer: str, quote_first: bool = False
+    rng: random.Random,
+    instruction: str,
+    answer: str,
+    quote_first: bool = False,
+    label_first: bool = False,
 ) -> tuple[str, str]:
     """Brief reasoning (what is asked, that it is harmless, the answer's plan); the reference
-    answer as the answer. ``quote_first``: see the module's docstring."""
+    answer as the answer. ``quote_first``, ``label_first``: see the module's docstring."""
     task = request_phrase(instruction)
     if task:
         frames = _REQUEST[request_mode(instruction)]
         first = _pick(rng, frames).format(task=third_person(task))
+    elif label_first:
+        kind, snippet = _request_kind(instruction), _snippet(instruction)
+        first = _labelled(rng, f'{kind} ("{snippet}")')
     elif quote_first:
         quote = _quoted(rng, instruction)
         first = f"{quote} {_pick(rng, _KIND_AFTER_QUOTE).format(kind=_request_kind(instruction))}"
@@ -398,14 +434,18 @@ def benign_turn(
 
 
 def wrapped_benign_turn(
-    rng: random.Random, request: str, answer: str, quote_first: bool = False
+    rng: random.Random,
+    request: str,
+    answer: str,
+    quote_first: bool = False,
+    label_first: bool = False,
 ) -> tuple[str, str]:
     """``benign_turn`` for ``request`` asked inside a jailbreak wrapper: the reasoning opens the
     way ``jailbreak_turn``'s does, then judges the request itself, which is harmless, and
     answers it. With these rows beside the wrapped harmful ones, the wrapper says nothing about
     the decision; the request does."""
     note = _pick(rng, _WRAPPED)
-    think, answer = benign_turn(rng, request, answer, quote_first)
+    think, answer = benign_turn(rng, request, answer, quote_first, label_first)
     return f"{note} {think}", answer
 
 
@@ -451,14 +491,20 @@ _EDGY_AFTER_QUOTE = ("It is about {subject}.", "The subject is {subject}.")
 
 
 def edgy_turn(
-    rng: random.Random, topic: EdgyTopic, answer: str, question: str | None = None
+    rng: random.Random,
+    topic: EdgyTopic,
+    answer: str,
+    question: str | None = None,
+    label_first: bool = False,
 ) -> tuple[str, str]:
     """Reasoning that notes why ``topic`` sounds risky yet is safe to answer; then ``answer``.
     With ``question`` (``quote_first``), the reasoning opens by quoting it, as the safety and
-    benign rows then do."""
+    benign rows then do; with ``label_first``, in the frames they then share."""
     note = _EDGY_NOTES.get(topic.area, _EDGY_FALLBACK)
     subject = third_person(topic.subject)
-    if question is None:
+    if label_first:
+        first = _labelled(rng, f"an explanation of {subject}")
+    elif question is None:
         first = _pick(rng, _EDGY_OPEN).format(subject=subject)
     else:
         quote = _quoted(rng, question)

