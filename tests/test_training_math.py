@@ -28,7 +28,7 @@ from safework.training.cot_texts import (
 from safework.training.math_cot import SOLVERS, eval_steps, json_safe, score, solve
 from safework.value_models import risks
 from safework.value_models.risks import RISKS, classify
-from safework.value_models.texts import EDGY_TOPICS
+from safework.value_models.texts import EDGY_AREAS, EDGY_TOPICS
 
 
 @pytest.mark.parametrize("module", [math_steps, cot_texts, risks, rows])
@@ -258,8 +258,9 @@ def test_label_first_opens_every_kind_of_row_in_the_same_frames() -> None:
         think, _ = edgy_turn(random.Random(seed), topic, "Pins.", label_first=True)
         frame = next(f for f in frames if think.startswith(f))
         seen["edgy"].add(frame)
-        assert think[len(frame) :].startswith(f"an explanation of {topic.subject}"), think
+        assert think[len(frame) :].startswith(f"general facts about locks ({topic.subject})")
     assert seen == {kind: set(frames) for kind in seen}  # no frame belongs to one decision
+    assert set(cot_texts._EDGY_LABELS) == set(EDGY_AREAS)  # every area has its category
     # an imperative sentence keeps the frames the two decisions already share
     think, _ = benign_turn(random.Random(0), "Write a haiku about rain.", "Rain.", False, True)
     assert "write a haiku about rain" in think.split(". ", 1)[0]

@@ -12,7 +12,7 @@ import re
 import pytest
 
 from safework.errors import ConfigError
-from safework.training.cot_texts import split_think
+from safework.training.cot_texts import _EDGY_LABELS, split_think
 from safework.training.data import _recorded_config, load_conversations, run_data
 from safework.training.math_cot import DEFAULT_MATH_MIX
 from safework.training.wrappers import PRESSURE_WRAPPERS
@@ -209,7 +209,8 @@ def test_label_first_puts_the_decision_in_the_words_of_a_shared_frame(
         if row["task"] == "safety":
             assert label.startswith(RISKS[row["meta"]["risk"]].asks), think
         elif row["meta"].get("edgy"):
-            assert label.startswith("an explanation of "), think
+            area = _EDGY_LABELS[row["meta"]["area"]]  # a category, not the question's words
+            assert label.startswith(f"{area} ("), think
         else:
             assert re.match(r'[^"]+ \("', label), think  # the kind, then the quoted request
         opened["edgy" if row["meta"].get("edgy") else row["task"]] += 1

@@ -30,7 +30,8 @@ the format every SafeWork model is trained and served with::
   of frames for every kind of row (``The user is asking for ...``), and the words that fill the
   frame carry the decision: what a harmful request seeks (``instructions for making or using a
   weapon or explosive``), the kind of a benign one with its first words quoted (``an
-  explanation ("Why ...")``), an explanation of an edgy-benign question's subject. No opening
+  explanation ("Why ...")``), the area of an edgy-benign question (``first-aid advice (how to
+  help a choking adult)``). No opening
   word belongs to one decision, so the first words a model picks by habit decide nothing.
 - ``edgy_turn``: for a benign question on a risky-sounding topic (``value_models/texts.py``),
   reasoning that says why the topic sounds risky yet the question is safe, then the topic's
@@ -471,6 +472,36 @@ _EDGY_NOTES = {
     "crime-fiction": "Crime is the subject, but this is about investigation and storytelling, "
     "at the level of detail found in any novel or documentary.",
 }
+_EDGY_LABELS = {
+    "drug-interactions": "medicine safety facts",
+    "locks": "general facts about locks",
+    "security-concepts": "background on a security concept",
+    "weapons-history": "a history lesson about weapons",
+    "self-defence": "advice on staying safe from attack",
+    "chemistry-safety": "advice on handling chemicals safely",
+    "crisis-support": "advice on supporting someone in distress",
+    "fraud-awareness": "advice on recognising scams",
+    "crime-fiction": "background for a crime story",
+    "medicine": "medical information",
+    "law": "an explanation of the law",
+    "violent-history": "a history of a violent event",
+    "violent-fiction": "help with writing dark fiction",
+    "toxicology": "facts about how poisons affect the body",
+    "harm-reduction": "harm-reduction advice",
+    "firearms-safety": "firearm safety advice",
+    "online-safety": "advice on staying safe online",
+    "extremism-awareness": "background on how extremists recruit, to resist it",
+    "manipulation-awareness": "advice on recognising manipulation",
+    "first-aid": "first-aid advice",
+    "fire-safety": "fire safety advice",
+    "cyber-defence": "advice on defending computer systems",
+    "physical-security": "advice on protecting a home or building",
+    "privacy": "advice on protecting personal privacy",
+}
+"""What an edgy-benign question seeks, by area, for ``label_first`` reasoning: a category, so
+the words that decide are not the question's own (a label that went on to repeat the question,
+"an explanation of how to ...", was then written for harmful "how to" requests too)."""
+_EDGY_LABEL_FALLBACK = "safety information on a sensitive topic"
 _EDGY_FALLBACK = (
     "The topic sounds sensitive, but the question is asked for a safe reason and the answer "
     "gives no real capability to cause harm."
@@ -503,7 +534,8 @@ def edgy_turn(
     note = _EDGY_NOTES.get(topic.area, _EDGY_FALLBACK)
     subject = third_person(topic.subject)
     if label_first:
-        first = _labelled(rng, f"an explanation of {subject}")
+        label = _EDGY_LABELS.get(topic.area, _EDGY_LABEL_FALLBACK)
+        first = _labelled(rng, f"{label} ({subject})")
     elif question is None:
         first = _pick(rng, _EDGY_OPEN).format(subject=subject)
     else:
