@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import pytest
 
@@ -160,13 +161,19 @@ def test_wrapped_benign_rows_set_the_wrapper_aside_and_answer(env: Env, built: B
         env.config(benign_jailbreak_fraction=1.5).check()
 
 
-def test_quote_first_opens_harmful_and_benign_requests_alike(env: Env, built: Built) -> None:
-    config = env.config(output=env.cache.parent / "quoted", quote_first=True)
-    assert config.data_key()["quote_first"] is True
-    assert "quote_first" not in env.config().data_key()
+def _rows_with(env: Env, key: str) -> list[dict[str, Any]]:
+    """The train and dev rows of a dataset built with the boolean data key ``key`` on, which
+    its data key records (and the default's does not)."""
+    config = env.config(output=env.cache.parent / key, **{key: True})
+    assert config.data_key()[key] is True
+    assert key not in env.config().data_key()
     run_data(config)
     rows = load_conversations(config.folder() / "train.jsonl")
-    rows += load_conversations(config.folder() / "dev.jsonl")
+    return rows + load_conversations(config.folder() / "dev.jsonl")
+
+
+def test_quote_first_opens_harmful_and_benign_requests_alike(env: Env, built: Built) -> None:
+    rows = _rows_with(env, "quote_first")
     quoted = {"safety": 0, "benign": 0}
     for row in rows:
         if row["task"] not in quoted or row["meta"].get("edgy") or "jailbreak" in row["meta"]:
@@ -189,12 +196,7 @@ def test_quote_first_opens_harmful_and_benign_requests_alike(env: Env, built: Bu
 def test_label_first_puts_the_decision_in_the_words_of_a_shared_frame(
     env: Env, built: Built
 ) -> None:
-    config = env.config(output=env.cache.parent / "labelled", label_first=True)
-    assert config.data_key()["label_first"] is True
-    assert "label_first" not in env.config().data_key()
-    run_data(config)
-    rows = load_conversations(config.folder() / "train.jsonl")
-    rows += load_conversations(config.folder() / "dev.jsonl")
+    rows = _rows_with(env, "label_first")
     framed = re.compile(r"(The user is asking for|This message asks for|What's wanted here is) ")
     opened: dict[str, int] = {"safety": 0, "edgy": 0}
     for row in rows:
