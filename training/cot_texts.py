@@ -31,8 +31,8 @@ the format every SafeWork model is trained and served with::
   frame carry the decision: what a harmful request seeks (``instructions for making or using a
   weapon or explosive``), the kind of a benign one with its first words quoted (``an
   explanation ("Why ...")``), the area of an edgy-benign question (``first-aid advice (how to
-  help a choking adult)``). No opening
-  word belongs to one decision, so the first words a model picks by habit decide nothing.
+  help a choking adult)``). No opening word belongs to one decision, so the first words a
+  model picks by habit decide nothing.
 - ``edgy_turn``: for a benign question on a risky-sounding topic (``value_models/texts.py``),
   reasoning that says why the topic sounds risky yet the question is safe, then the topic's
   written answer, so the model learns not to over-refuse.
@@ -500,8 +500,8 @@ _EDGY_LABELS = {
 }
 """What an edgy-benign question seeks, by area, for ``label_first`` reasoning: a category, so
 the words that decide are not the question's own (a label that went on to repeat the question,
-"an explanation of how to ...", was then written for harmful "how to" requests too)."""
-_EDGY_LABEL_FALLBACK = "safety information on a sensitive topic"
+"an explanation of how to ...", was then written for harmful "how to" requests too). One
+for every area of ``EDGY_AREAS``."""
 _EDGY_FALLBACK = (
     "The topic sounds sensitive, but the question is asked for a safe reason and the answer "
     "gives no real capability to cause harm."
@@ -534,8 +534,7 @@ def edgy_turn(
     note = _EDGY_NOTES.get(topic.area, _EDGY_FALLBACK)
     subject = third_person(topic.subject)
     if label_first:
-        label = _EDGY_LABELS.get(topic.area, _EDGY_LABEL_FALLBACK)
-        first = _labelled(rng, f"{label} ({subject})")
+        first = _labelled(rng, f"{_EDGY_LABELS[topic.area]} ({subject})")
     elif question is None:
         first = _pick(rng, _EDGY_OPEN).format(subject=subject)
     else:
