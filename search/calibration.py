@@ -11,6 +11,8 @@ Maps: ``platt`` (logistic regression on the logit of the raw confidence, two par
 Newton's method) and ``isotonic`` (pool-adjacent-violators, monotone step function with
 linear interpolation between the fitted points). ECE uses equal-width bins; ``ece_floor``
 says what ECE a calibrated model would show at the same size, since small samples inflate it.
+ECE alone rewards a map that gives every answer the accuracy; ``auroc`` says whether the
+confidence tells right answers from wrong ones at all.
 """
 
 from __future__ import annotations
@@ -87,6 +89,23 @@ def ece_floor(
         # each bin's weight times |accuracy - mean confidence|, for every draw at once
         gap += members.mean() * np.abs(hits[:, members].mean(axis=1) - conf[members].mean())
     return float(gap.mean()), float(np.quantile(gap, 0.95))
+
+
+def auroc(confidence: Sequence[float], correct: Sequence[bool | float]) -> float | None:
+    """How well a confidence tells right answers from wrong ones: the chance that a right
+    answer, drawn at random, carries a higher confidence than a wrong one (ties count half).
+
+    0.5 is no better than a coin; a model that states 9 on every answer scores exactly 0.5,
+    however small its ECE. ``None`` when the answers are all right or all wrong.
+    """
+    conf, hit = _arrays(confidence, correct)
+    right, wrong = conf[hit > 0.5], conf[hit <= 0.5]
+    if not right.size or not wrong.size:
+        return None
+    # pairs where the right answer is more confident, plus half the ties, over all pairs
+    above = (right[:, None] > wrong[None, :]).sum()
+    ties = (right[:, None] == wrong[None, :]).sum()
+    return float((above + 0.5 * ties) / (right.size * wrong.size))
 
 
 def reliability_table(

@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -400,7 +400,12 @@ class DeliberativeSearch:
                 body = await self._read(action.argument, turn_no, room)
                 yield self._insert(tags.information(body), n_prompt, rid)
             elif action.kind == "answer":  # the stated confidence, if any, is in this turn
-                yield self._answer(action.argument, turn, turn.text)
+                answer = self._answer(action.argument, turn, turn.text)
+                if cfg.confidence == "agreement" and answer.text:
+                    # resample this answering turn from the same context: a sample that
+                    # searches again, or answers otherwise, disagrees
+                    answer = await self._agreement(engine, ids, s, rid, answer, _turn_answer)
+                yield answer
                 return
             else:
                 break  # no action: the model ignored the protocol or ran out of room
@@ -472,16 +477,24 @@ class DeliberativeSearch:
         yield self._insert("</answer>", n_prompt, rid)
         answer = self._answer(first_line(after), turn, None)
         if self.config.confidence == "agreement" and answer.text:
-            answer = await self._agreement(engine, ids, s, rid, answer)
+            answer = await self._agreement(engine, ids, s, rid, answer, tags.strip_tags)
         yield answer
 
     def _answer(self, text: str, turn: Turn, stated_text: str | None) -> Answer:
         return make_answer(text, turn, stated_text, self.config.confidence, self.calibration)
 
     async def _agreement(
-        self, engine: Engine, ids: list[int], s: SamplingConfig, rid: str, answer: Answer
+        self,
+        engine: Engine,
+        ids: list[int],
+        s: SamplingConfig,
+        rid: str,
+        answer: Answer,
+        answer_of: Callable[[str], str],
     ) -> Answer:
-        """Confidence = the share of sampled answers that agree with the given one."""
+        """Confidence = the share of sampled answers that agree with the given one: ``s``
+        sampled ``samples`` times from ``ids`` (the context ``answer`` was written in), each
+        sample's answer read by ``answer_of``."""
         n = self.config.samples
         # a seed of its own: the answer's would draw the answer itself again as sample 0
         seed = derive_seed(s.seed, "agree")
@@ -492,7 +505,7 @@ class DeliberativeSearch:
                 for d in step.choices:
                     texts[d.index] += d.text
                     self.state.stats.generated_tokens += len(d.token_ids)
-        share = sum(answers_agree(answer.text, tags.strip_tags(t)) for t in texts) / n
+        share = sum(answers_agree(answer.text, answer_of(t)) for t in texts) / n
         calibrated = self.calibration.calibrate("agreement", share) if self.calibration else None
         return replace(
             answer, raw_confidence=round(share, 4), source="agreement", calibrated=calibrated
@@ -556,6 +569,12 @@ class DeliberativeSearch:
             if "wording" in reported:
                 out["wording"] = reported["wording"]
         return out
+
+
+def _turn_answer(text: str) -> str:
+    """The answer a sampled model turn gives ("" when it searches or reads instead)."""
+    action = tags.next_action(text)
+    return action.argument if action.kind == "answer" else ""
 
 
 def _neutralise_all(*fields: str) -> tuple[list[str], int]:

@@ -23,7 +23,14 @@ from safework.engine.embedder import Encoder
 from safework.engine.reasoning import split_reasoning, starts_in_reasoning
 
 from .base import SearchBackend
-from .calibration import Calibration, CalibrationMap, Method, answer_probability, ece_floor
+from .calibration import (
+    Calibration,
+    CalibrationMap,
+    Method,
+    answer_probability,
+    auroc,
+    ece_floor,
+)
 from .calibration import expected_calibration_error as ece
 from .deliberative import DeliberativeSearch, SearchConfig
 from .prompts import first_line, protocol_messages
@@ -149,7 +156,8 @@ async def answer_closed_book(
 
 
 def summarize(results: Sequence[QAResult]) -> dict[str, Any]:
-    """Accuracy, ECE of the raw and (where present) calibrated confidence, timings."""
+    """Accuracy, ECE of the raw and (where present) calibrated confidence, AUROC of the
+    final confidence (does it tell right answers from wrong ones), timings."""
     n = len(results)
     out: dict[str, Any] = {"n": n}
     if not n:
@@ -181,6 +189,11 @@ def summarize(results: Sequence[QAResult]) -> dict[str, Any]:
         )  # type: ignore[operator]
         out["confidently_wrong"] = wrong
         out["confidently_wrong_rate"] = round(wrong / len(confident), 4)
+        # does the number the user sees tell right from wrong (0.5: a constant does not)?
+        separation = auroc(
+            [_final_confidence(r) for r in confident], [r.correct for r in confident]
+        )  # type: ignore[misc]
+        out["auroc"] = None if separation is None else round(separation, 4)
     worded = wording_summary(results)
     if worded:
         out["wording"] = worded

@@ -319,6 +319,9 @@ class ScriptEngine(FakeEngine):
         self.chunk = chunk
         self.calls = 0
         self.seen: list[str] = []
+        self.samples_differ = False
+        """With ``n`` > 1, choice ``i`` writes the script's next entries in turn (the call's
+        own entry, then the ones after it) instead of all writing the same one."""
 
     async def _steps(
         self, prompt: list[int], s: SamplingConfig, request_id: str
@@ -327,10 +330,42 @@ class ScriptEngine(FakeEngine):
         self.seen.append(prompt_text)
         routed = [reply for key, reply in self.routes.items() if key in prompt_text]
         if routed:
-            text = routed[0]
+            texts = [routed[0]] * s.n
+        elif self.samples_differ:
+            texts = [self.script[min(self.calls + i, len(self.script) - 1)] for i in range(s.n)]
+            self.calls += s.n
         else:
-            text = self.script[min(self.calls, len(self.script) - 1)]
+            texts = [self.script[min(self.calls, len(self.script) - 1)]] * s.n
             self.calls += 1
+        ends = [self._cut(text, s) for text in texts]
+        longest = max(len(text) for text, _, _ in ends)
+        for start in range(0, max(longest, 1), self.chunk):
+            last = start + self.chunk >= longest
+            deltas = []
+            for i, (text, finish, stop_reason) in enumerate(ends):
+                if start and start >= len(text):
+                    continue  # this choice has finished
+                piece = text[start : start + self.chunk]
+                done = start + self.chunk >= len(text)
+                logprobs = None
+                if s.logprobs is not None:
+                    logprobs = [TokenLogprob(ch, -0.1) for ch in piece]
+                deltas.append(
+                    ChoiceDelta(
+                        index=i,
+                        text=piece,
+                        token_ids=[ord(c) for c in piece],
+                        logprobs=logprobs,
+                        finish_reason=finish if done else None,  # type: ignore[arg-type]
+                        stop_reason=stop_reason if done else None,
+                    )
+                )
+            yield EngineOutput(request_id, len(prompt), deltas, finished=last)
+
+    @staticmethod
+    def _cut(text: str, s: SamplingConfig) -> tuple[str, str, str | None]:
+        """The text as the engine would return it: up to its first stop string (kept when
+        ``include_stop_str_in_output``) and ``max_tokens`` characters; its finish reason."""
         finish, stop_reason = "stop", None
         hits = [(text.find(stop), stop) for stop in s.stop if stop in text]
         if hits:
@@ -338,24 +373,7 @@ class ScriptEngine(FakeEngine):
             text = text[: at + len(stop_reason)] if s.include_stop_str_in_output else text[:at]
         if len(text) > s.max_tokens:
             text, finish, stop_reason = text[: s.max_tokens], "length", None
-        for start in range(0, max(len(text), 1), self.chunk):
-            piece = text[start : start + self.chunk]
-            last = start + self.chunk >= len(text)
-            logprobs = None
-            if s.logprobs is not None:
-                logprobs = [TokenLogprob(ch, -0.1) for ch in piece]
-            deltas = [
-                ChoiceDelta(
-                    index=i,
-                    text=piece,
-                    token_ids=[ord(c) for c in piece],
-                    logprobs=logprobs,
-                    finish_reason=finish if last else None,  # type: ignore[arg-type]
-                    stop_reason=stop_reason if last else None,
-                )
-                for i in range(s.n)
-            ]
-            yield EngineOutput(request_id, len(prompt), deltas, finished=last)
+        return text, finish, stop_reason
 
 
 class FakeSearchBackend(SearchBackend):

@@ -1,4 +1,5 @@
-"""Tests for ``safework.search.calibration``: ECE, the reliability table, Platt and isotonic maps.
+"""Tests for ``safework.search.calibration``: ECE, the reliability table, Platt and isotonic maps,
+AUROC.
 
 ECE values are worked out by hand; the fitted maps are checked on synthetic data drawn from a
 seeded ``numpy`` generator (a known logistic relation for Platt, a known monotone one for
@@ -19,6 +20,7 @@ import pytest
 from safework.search.calibration import (
     CalibrationMap,
     answer_probability,
+    auroc,
     ece_floor,
     expected_calibration_error,
     fit_isotonic,
@@ -461,3 +463,31 @@ def test_answer_probability_is_length_normalised() -> None:
     short = answer_probability([math.log(0.8)])
     long = answer_probability([math.log(0.8)] * 20)
     assert short == pytest.approx(long)
+
+
+def test_auroc_by_hand() -> None:
+    # right answers at 0.9 and 0.6, wrong at 0.6 and 0.2: of 4 pairs, 3 ordered, 1 tied
+    assert auroc([0.9, 0.6, 0.6, 0.2], [True, True, False, False]) == pytest.approx(3.5 / 4)
+    assert auroc([0.9, 0.8, 0.3], [True, True, False]) == 1.0
+    assert auroc([0.9, 0.8, 0.3], [False, False, True]) == 0.0
+
+
+def test_auroc_of_a_constant_is_a_coin_however_calibrated() -> None:
+    """A model that states 9 on every answer: a map sends all of them to the accuracy, so
+    ECE is zero, and the number still tells right answers from wrong ones no better than a
+    coin."""
+    hits = [True] * 25 + [False] * 15
+    fitted = CalibrationMap.fit([0.9] * 40, hits, "isotonic")
+    calibrated = fitted.apply_many([0.9] * 40)
+    assert expected_calibration_error(calibrated, hits) == pytest.approx(0.0, abs=1e-9)
+    assert auroc(calibrated, hits) == 0.5
+
+
+def test_auroc_is_unchanged_by_a_monotone_map_and_undefined_for_one_class() -> None:
+    conf, hits = logistic_data(2.0, -0.5, 400, seed=3)
+    fitted = CalibrationMap.fit(conf, hits, "platt")
+    assert fitted.params["a"] > 0
+    assert auroc(fitted.apply_many(conf), hits) == pytest.approx(auroc(conf, hits), abs=1e-9)
+    assert 0.6 < auroc(conf, hits) < 1.0  # the data's confidence is informative
+    assert auroc([0.3, 0.9], [True, True]) is None
+    assert auroc([], []) is None

@@ -295,6 +295,31 @@ async def test_agreement_confidence_counts_matching_samples() -> None:
     }
 
 
+async def test_agreement_resamples_the_models_own_answering_turn() -> None:
+    """A model that follows the protocol gets an agreement confidence too: its answering turn
+    is sampled again from the same context, and a sample that answers otherwise, or searches
+    again instead of answering, disagrees."""
+    engine = ScriptEngine(
+        [
+            "<search>tungsten atomic number</search>",
+            "Result [1] says 74. <answer>74</answer><confidence>9</confidence>",
+            # the samples, in order: one agrees, one answers otherwise, one searches again
+            "It is 74. <answer>74</answer>",
+            "<answer>41</answer>",
+            "<search>tungsten</search>",
+        ]
+    )
+    engine.samples_differ = True
+    _, outs = await run(engine, confidence="agreement", samples=3)
+    event = answer_event(outs)
+    assert event["answer"] == "74"
+    assert event["protocol"] == "model"
+    assert event["confidence"] == {"raw": 0.3333, "source": "agreement", "calibrated": None}
+    # the samples continued the answering turn's own context, not a fallback prompt
+    assert not any(GROUNDED in seen for seen in engine.seen)
+    assert engine.seen[-1] == engine.seen[-2]
+
+
 async def test_closing_the_stream_early_leaves_nothing_running() -> None:
     engine = ScriptEngine(["<search>tungsten</search>", "<answer>74</answer>"], step_delay=0.01)
     session, ids = await start(engine, prior_check=True)

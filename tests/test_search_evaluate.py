@@ -48,6 +48,20 @@ async def test_search_answers_are_scored_with_their_confidence() -> None:
     assert summary["accuracy"] == 0.5
     assert summary["ece_raw"] == pytest.approx(0.4)
     assert summary["sources"] == {"stated": 4}
+    assert summary["auroc"] == 0.5  # the same 0.9 on every answer tells nothing
+
+
+def test_the_summary_measures_how_well_the_final_confidence_separates() -> None:
+    """AUROC of the number the user sees: the calibrated one where a map gave it."""
+    results = [
+        QAResult(QUESTIONS[0], "74", True, 0.9, "stated", calibrated=0.8),
+        QAResult(QUESTIONS[1], "74", True, 0.9, "stated", calibrated=0.7),
+        QAResult(QUESTIONS[2], "3", False, 0.9, "stated", calibrated=0.2),
+    ]
+    assert summarize(results)["auroc"] == 1.0
+    all_right = summarize(results[:2])
+    assert "auroc" in all_right
+    assert all_right["auroc"] is None
 
 
 def test_answers_without_a_confidence_source_are_counted_and_the_summary_writes_as_json() -> None:
