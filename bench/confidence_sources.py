@@ -3,9 +3,10 @@
 A trained checkpoint that states 9 on every answer is calibrated by any map (ECE near 0: the
 map sends every answer to the accuracy) and tells the user nothing. This runs the same
 held-out element questions as ``safework-train eval``'s search section (the same draw, so the
-``stated`` row repeats that report's figures) once per confidence source the server offers
-(``safework.search.confidence``), fits a Platt map per source on as many questions of the
-other half, of the same kinds, and prints, per source: accuracy, ECE after the map, AUROC (the
+``auto`` row repeats that report's figures) once per confidence source the server offers
+(``safework.search.confidence``; ``auto``, the default, reports the source the fitted
+calibration prefers), fits Platt maps on as many questions of the other half, of the same
+kinds, and prints, per source: accuracy, ECE after the map, AUROC (the
 chance a right answer is more confident than a wrong one; 0.5 for a constant), confidently
 wrong answers, the wording bands with their accuracy, and the seconds per question, with the
 ratio to ``stated``, the peer run side by side.
@@ -26,7 +27,7 @@ from typing import Any
 
 from common import source_revision, vllm_version
 
-SOURCES = ("stated", "logprob", "agreement")
+SOURCES = ("auto", "stated", "logprob", "agreement")
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
@@ -93,6 +94,7 @@ def report(result: dict[str, Any]) -> str:
         "(right/answers) | model's own wording agrees | s/question | vs stated |",
         "|---|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
+    preferred = {s: out.get("calibration_preferred") for s, out in sources.items()}
     for source, out in sources.items():
         wording = out.get("wording") or {}
         auroc = out.get("auroc")
@@ -101,8 +103,9 @@ def report(result: dict[str, Any]) -> str:
             if peer is not None and peer.get("seconds")
             else "-"
         )
+        label = f"{source} ({preferred[source]})" if source == "auto" else source
         lines.append(
-            f"| {source} | {out['correct']}/{n} | {out.get('ece_calibrated', float('nan')):.3f} "
+            f"| {label} | {out['correct']}/{n} | {out.get('ece_calibrated', float('nan')):.3f} "
             f"| {'-' if auroc is None else f'{auroc:.2f}'} "
             f"| {out.get('confidently_wrong', 0)}/{n} | {_band_text(out)} "
             f"| {wording.get('model_agrees', 0)}/{wording.get('model_worded', 0)} "

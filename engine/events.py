@@ -13,7 +13,7 @@ strategy answers choice ``i`` of an ``n``-choice request; it is sent last, only 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 __all__ = [
@@ -199,6 +199,9 @@ class Confidence:
     raw: float | None
     source: str | None
     calibrated: float | None
+    candidates: Mapping[str, float] = field(default_factory=dict, compare=False)
+    """Every raw confidence the answer had (``stated``, ``logprob``...), ``raw`` among them:
+    what a calibration is fitted on. Not part of the response."""
 
     def to_json(self) -> dict[str, Any]:
         return {"raw": self.raw, "source": self.source, "calibrated": self.calibrated}

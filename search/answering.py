@@ -1,18 +1,19 @@
 """How the search loop turns a model turn into an ``Answer``, and the closed-book prior.
 
-``make_answer`` picks the confidence (the stated ``<confidence>`` when the model gives one,
-else the probability of the answer's own tokens) and maps it through the model's fitted
-calibration. ``closed_book`` asks the model the question without search, so the loop can say
-where the sources contradict what the model believed; a reasoning model is asked with an empty
-reasoning block, so what comes back is its answer and not the first line of its thinking.
-Both run once per answer; the loop in ``deliberative.py`` owns the state and the streaming.
+``make_answer`` picks the confidence (the source the model's calibration prefers, else the
+stated ``<confidence>`` when the model gives one, else the probability of the answer's own
+tokens) and maps it through the model's fitted calibration. ``closed_book`` asks the model the
+question without search, so the loop can say where the sources contradict what the model
+believed; a reasoning model is asked with an empty reasoning block, so what comes back is its
+answer and not the first line of its thinking. Both run once per answer; the loop in
+``deliberative.py`` owns the state and the streaming.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from safework.engine.base import Engine, SamplingConfig
@@ -35,13 +36,19 @@ def make_answer(
     calibration: Calibration | None,
 ) -> Answer:
     """The answer ``text`` of ``turn``; ``stated_text`` is the model's own answering turn (its
-    ``<confidence>`` and the words before ``<answer>``), ``None`` for the server's fallback."""
+    ``<confidence>`` and the words before ``<answer>``), ``None`` for the server's fallback.
+
+    ``auto`` takes the source the model's calibration found to separate right answers from
+    wrong ones best (``Calibration.preferred``) when the answer has it, else the stated
+    confidence, else the answer tokens' probability."""
+    candidates: dict[str, float] = {}
     stated = tags.parse_confidence(stated_text) if stated_text else None
-    raw, source = None, None
     if stated is not None and mode in ("auto", "stated"):
-        raw, source = stated, "stated"
-    elif mode in ("auto", "logprob") and turn.logprobs:
-        raw, source = answer_probability(answer_logprobs(text, turn)), "logprob"
+        candidates["stated"] = round(stated, 4)
+    if mode in ("auto", "logprob") and turn.logprobs:
+        candidates["logprob"] = round(answer_probability(answer_logprobs(text, turn)), 4)
+    source = pick_source(candidates, calibration)
+    raw = None if source is None else candidates[source]
     calibrated = None
     if raw is not None and calibration is not None and source is not None:
         calibrated = calibration.calibrate(source, raw)
@@ -49,8 +56,20 @@ def make_answer(
     reasoning = None
     if stated_text is not None:
         reasoning = _ANSWER_OPEN.split(stated_text, maxsplit=1)[0]
-    raw = None if raw is None else round(raw, 4)
-    return Answer(text, raw, source, calibrated, finish, reasoning)
+    return Answer(text, raw, source, calibrated, finish, reasoning, candidates)
+
+
+SOURCE_ORDER = ("agreement", "stated", "logprob")
+"""Without a preference from the calibration, the first of these an answer has is used."""
+
+
+def pick_source(candidates: Mapping[str, float], calibration: Calibration | None) -> str | None:
+    """Which of an answer's raw confidences to report: the calibration's preferred source
+    when the answer has it, else the first in ``SOURCE_ORDER``."""
+    preferred = calibration.preferred if calibration is not None else None
+    if preferred in candidates:
+        return preferred
+    return next((s for s in SOURCE_ORDER if s in candidates), None)
 
 
 def answer_logprobs(answer: str, turn: Turn) -> list[float]:

@@ -251,6 +251,11 @@ class Calibration:
     maps: dict[str, CalibrationMap] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     """Where the fit came from: dataset, backend, sizes, held-out ECE, time."""
+    preferred: str | None = None
+    """The fitted source whose confidence told right answers from wrong ones best on the
+    fitting answers (highest AUROC); ``confidence: auto`` reports it where an answer has it.
+    A model that states 9 on every answer is calibrated and says nothing: its answer-token
+    probability may still separate them."""
 
     def calibrate(self, source: str, confidence: float) -> float | None:
         """The calibrated confidence, or ``None`` when this source was never fitted."""
@@ -262,12 +267,16 @@ class Calibration:
             "model": self.model,
             "maps": {k: asdict(v) for k, v in self.maps.items()},
             "info": self.info,
+            "preferred": self.preferred,
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Calibration:
         maps = {k: CalibrationMap(**v) for k, v in data.get("maps", {}).items()}
-        return cls(data["model"], maps, data.get("info", {}))
+        preferred = data.get("preferred")
+        if preferred is not None and preferred not in maps:
+            raise ValueError(f"the preferred source {preferred!r} has no fitted map")
+        return cls(data["model"], maps, data.get("info", {}), preferred)
 
     def save(self, path: Path | None = None) -> Path:
         """Write atomically (a server watching the file never reads half of it)."""

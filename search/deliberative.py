@@ -12,8 +12,9 @@ Models that do not follow the protocol (small ones) still get a sound answer: wi
 turn ends without an action the server reads the best document itself and asks for the answer
 by opening ``<answer>`` (a reasoning model's answer there is what follows its ``</think>``,
 which the server writes itself when the answer budget cuts the reasoning). Confidence is the
-stated one when the model gives it, else the answer tokens' probability (or agreement across
-samples), mapped through the model's fitted calibration (``answering.py`` builds the answer
+source the model's calibration found most telling, else the stated one when the model gives
+it, else the answer tokens' probability (or agreement across samples), mapped through the
+model's fitted calibration (``answering.py`` builds the answer
 and asks the closed-book prior).
 
 ``DeliberativeSearch`` is a server strategy: its ``EngineOutput`` steps carry the transcript
@@ -508,7 +509,11 @@ class DeliberativeSearch:
         share = sum(answers_agree(answer.text, answer_of(t)) for t in texts) / n
         calibrated = self.calibration.calibrate("agreement", share) if self.calibration else None
         return replace(
-            answer, raw_confidence=round(share, 4), source="agreement", calibrated=calibrated
+            answer,
+            raw_confidence=round(share, 4),
+            source="agreement",
+            calibrated=calibrated,
+            candidates={"agreement": round(share, 4)},
         )
 
     def _final(self, rid: str, n_prompt: int, answer: Answer, prior: str | None) -> EngineOutput:
@@ -531,7 +536,10 @@ class DeliberativeSearch:
         event = SearchAnswer(
             answer=answer.text,
             confidence=Confidence(
-                raw=answer.raw_confidence, source=answer.source, calibrated=answer.calibrated
+                raw=answer.raw_confidence,
+                source=answer.source,
+                calibrated=answer.calibrated,
+                candidates=answer.candidates,
             ),
             turns=self.state.stats.turns,
             protocol="fallback" if self.state.stats.fallback else "model",

@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tqdm.auto import tqdm
@@ -22,6 +22,7 @@ from safework.engine.base import Engine, SamplingConfig
 from safework.engine.embedder import Encoder
 from safework.engine.reasoning import split_reasoning, starts_in_reasoning
 
+from .answering import SOURCE_ORDER, pick_source
 from .base import SearchBackend
 from .calibration import (
     Calibration,
@@ -63,6 +64,12 @@ class QAResult:
     model_text: str = ""
     """What the model itself wrote (the loop's insertions left out), to see why it answered
     so."""
+    candidates: dict[str, float] = field(default_factory=dict)
+    """Every raw confidence the answer had, by source (``confidence`` is one of them)."""
+
+    def __post_init__(self) -> None:
+        if not self.candidates and self.source is not None and self.confidence is not None:
+            self.candidates = {self.source: self.confidence}
 
 
 async def _bounded(coros: Sequence[Any], concurrency: int, desc: str | None = None) -> list[Any]:
@@ -118,6 +125,7 @@ async def answer_with_search(
             wording.get("wording"),
             wording.get("model"),
             "".join(seg.text for seg in session.state.segments if seg.generated),
+            dict(conf.candidates),
         )
 
     return await _bounded([one(i, item) for i, item in enumerate(items)], concurrency, progress)
@@ -235,28 +243,41 @@ def wording_summary(results: Sequence[QAResult]) -> dict[str, Any]:
 def fit_calibration(
     model: str, results: Sequence[QAResult], method: Method = "platt", min_examples: int = 10
 ) -> Calibration:
-    """One map per confidence source with at least ``min_examples`` answers."""
+    """One map per confidence source with at least ``min_examples`` answers (every raw
+    confidence an answer had counts, not only the one it reported), and the preferred
+    source: the one whose confidence separates right answers from wrong ones best (AUROC;
+    a tie keeps ``SOURCE_ORDER``'s)."""
     calibration = Calibration(model)
-    for source in sorted({r.source for r in results if r.source}):
-        rows = [r for r in results if r.source == source and r.confidence is not None]
+    separation: dict[str, float] = {}
+    for source in SOURCE_ORDER:
+        rows = [r for r in results if source in r.candidates]
         if len(rows) < min_examples:
             continue
-        calibration.maps[source] = CalibrationMap.fit(
-            [r.confidence for r in rows],  # type: ignore[misc]
-            [r.correct for r in rows],
-            method,
+        conf = [r.candidates[source] for r in rows]
+        hits = [r.correct for r in rows]
+        calibration.maps[source] = CalibrationMap.fit(conf, hits, method)
+        value = auroc(conf, hits)
+        if value is not None:
+            separation[source] = round(value, 4)
+    if separation:
+        calibration.preferred = max(
+            separation, key=lambda s: (separation[s], -SOURCE_ORDER.index(s))
         )
+        calibration.info["auroc"] = separation
     return calibration
 
 
 def apply_calibration(calibration: Calibration, results: Sequence[QAResult]) -> None:
-    """Fill ``calibrated`` in place (held-out results scored before the map existed), and
-    re-band worded answers by it."""
+    """Fill ``calibrated`` in place (held-out results scored before the map existed), taking
+    the source the calibration prefers where an answer has it, and re-band worded answers."""
     for r in results:
-        if r.source is not None and r.confidence is not None:
-            r.calibrated = calibration.calibrate(r.source, r.confidence)
-            if r.wording is not None and r.calibrated is not None:
-                r.wording = wording_for(r.calibrated)
+        source = pick_source(r.candidates, calibration)
+        if source is None:
+            continue
+        r.source, r.confidence = source, r.candidates[source]
+        r.calibrated = calibration.calibrate(source, r.confidence)
+        if r.wording is not None and r.calibrated is not None:
+            r.wording = wording_for(r.calibrated)
 
 
 async def calibrate(
@@ -299,6 +320,7 @@ async def calibrate(
         "dev": summarize(fit_on),
         "test": summarize(held_out),
         "sources": sorted(calibration.maps),
+        "preferred": calibration.preferred,
     }
     calibration.info.update(
         backend=backend.name,
@@ -308,5 +330,6 @@ async def calibrate(
         test_ece_raw=report["test"].get("ece_raw"),
         test_ece_calibrated=report["test"].get("ece_calibrated"),
         test_accuracy=report["test"].get("accuracy"),
+        test_auroc=report["test"].get("auroc"),
     )
     return calibration, report

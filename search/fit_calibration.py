@@ -180,11 +180,14 @@ async def ensure_calibration(
         report = await fit_and_save(engine, backend, encoder, path, recipe, progress=progress)
         test = report["test"]
         logger.info(
-            "calibration of %s fitted in %.0f s: held-out accuracy %s, ECE %s raw -> %s calibrated",
+            "calibration of %s fitted in %.0f s: held-out accuracy %s, ECE %s raw -> %s "
+            "calibrated; confidence from %s (AUROC %s)",
             engine.model_id,
             report["seconds"],
             test.get("accuracy"),
             test.get("ece_raw"),
             test.get("ece_calibrated"),
+            report.get("preferred"),
+            test.get("auroc"),
         )
         return report

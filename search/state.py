@@ -71,6 +71,8 @@ class Answer:
     finish_reason: FinishReason = "stop"
     reasoning: str | None = None
     """The model's own words in its answering turn before ``<answer>`` (None: fallback)."""
+    candidates: dict[str, float] = field(default_factory=dict)
+    """Every raw confidence the answer had, by source (``raw_confidence`` is one of them)."""
 
 
 @dataclass

@@ -144,6 +144,8 @@ def test_load_calibration_explicit_missing_path_raises(tmp_path: Path) -> None:
         '{"model": "m", "maps": {"stated": {"method": "platt"}}}',
         '{"model": "m", "maps": {"stated": {"method": "platt", "params": {}, "bogus": 1}}}',
         '{"model": "m", "maps": []}',
+        # a preferred source must have a map
+        '{"model": "m", "maps": {}, "preferred": "logprob"}',
     ],
 )
 def test_load_calibration_corrupt_file_raises(tmp_path: Path, content: str) -> None:
@@ -166,6 +168,23 @@ def test_calibrate_rounds_to_four_places() -> None:
     value = cal.calibrate("stated", 0.7)
     assert value is not None
     assert value == round(value, 4)
+
+
+def test_the_preferred_source_is_saved_and_loaded(tmp_path: Path) -> None:
+    maps = {
+        "stated": CalibrationMap("platt", {"a": 1.0, "b": 0.0}),
+        "logprob": CalibrationMap("platt", {"a": 2.0, "b": -1.0}),
+    }
+    Calibration("m", maps, preferred="logprob").save(calibration_path("m", tmp_path))
+    loaded = load_calibration("m", cache=tmp_path)
+    assert loaded is not None
+    assert loaded.preferred == "logprob"
+    # a file written before the field existed has no preference
+    path = calibration_path("old", tmp_path)
+    path.write_text('{"model": "old", "maps": {}}')
+    old = load_calibration("old", cache=tmp_path)
+    assert old is not None
+    assert old.preferred is None
 
 
 def test_unfitted_calibration_returns_none() -> None:

@@ -285,6 +285,31 @@ async def test_a_fitted_calibration_maps_the_raw_confidence() -> None:
     assert confidence["calibrated"] == pytest.approx(1 / (1 + math.exp(-(math.log(9) - 1))), 1e-3)
 
 
+async def test_auto_reports_the_source_the_calibration_prefers() -> None:
+    """A calibration fitted on a model that states 9 on everything prefers its answer-token
+    probability; ``auto`` then reports that, mapped, and without a preference the stated one."""
+    engine = ScriptEngine(["<answer>74</answer><confidence>9</confidence>"])
+    maps = {
+        "stated": CalibrationMap("platt", {"a": 1.0, "b": -1.0}),
+        "logprob": CalibrationMap("platt", {"a": 1.0, "b": 0.0}),
+    }
+    preferring = Calibration("fake-model", maps, preferred="logprob")
+    session, ids = await start(engine, calibration=preferring)
+    outs = [o async for o in session(engine, ids, SamplingConfig(max_tokens=200), "r")]
+    confidence = answer_event(outs)["confidence"]
+    assert confidence["source"] == "logprob"
+    # every answer token at logprob -0.1 (the fake's): exp(-0.1), mapped by the identity
+    assert confidence["raw"] == pytest.approx(math.exp(-0.1), abs=1e-4)
+    assert confidence["calibrated"] == pytest.approx(math.exp(-0.1), abs=1e-4)
+    session, ids = await start(engine, calibration=Calibration("fake-model", maps))
+    outs = [o async for o in session(engine, ids, SamplingConfig(max_tokens=200), "r")]
+    assert answer_event(outs)["confidence"]["source"] == "stated"
+    # asked for the stated confidence, a client gets it whatever the calibration prefers
+    session, ids = await start(engine, calibration=preferring, confidence="stated")
+    outs = [o async for o in session(engine, ids, SamplingConfig(max_tokens=200), "r")]
+    assert answer_event(outs)["confidence"]["source"] == "stated"
+
+
 async def test_agreement_confidence_counts_matching_samples() -> None:
     engine = ScriptEngine(["no tags here"], routes={GROUNDED: "74"})
     _, outs = await run(engine, confidence="agreement", samples=3)

@@ -67,7 +67,12 @@ async def test_ensure_fits_into_the_cache_then_keeps_the_file(tmp_path: Path) ->
     report = await ensure_calibration(engine, backend, encoder, cache=tmp_path)
     assert report is not None
     path = calibration_path("fake-model", tmp_path)
-    assert Calibration.load(path).maps.keys() == {"stated"}
+    saved = Calibration.load(path)
+    # the fake states 9 on every answer and writes every token at one probability: both
+    # sources are fitted, neither separates better, and the stated one is preferred
+    assert saved.maps.keys() == {"stated", "logprob"}
+    assert saved.preferred == "stated"
+    assert report["preferred"] == "stated"
     calls = engine.calls
     assert await ensure_calibration(engine, backend, encoder, cache=tmp_path) is None
     assert engine.calls == calls

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 
 from safework.search.deliberative import SearchConfig
@@ -12,7 +13,9 @@ from safework.search.evaluate import (
     QAResult,
     answer_closed_book,
     answer_with_search,
+    apply_calibration,
     calibrate,
+    fit_calibration,
     summarize,
 )
 
@@ -97,7 +100,11 @@ async def test_calibration_fitted_on_dev_lowers_the_held_out_error() -> None:
         QUESTIONS[12:],
         CONFIG,
     )
-    assert sorted(calibration.maps) == ["stated"]
+    # every raw confidence the answers had is fitted; both are constant here, so neither
+    # separates right from wrong better, and the stated one stays the preferred
+    assert sorted(calibration.maps) == ["logprob", "stated"]
+    assert calibration.info["auroc"] == {"stated": 0.5, "logprob": 0.5}
+    assert calibration.preferred == "stated"
     assert report["test"]["ece_raw"] == pytest.approx(0.4)
     assert report["test"]["ece_calibrated"] < 0.05
     # 12 answers at ~0.5: a calibrated model would show about 0.11 by chance alone
@@ -105,3 +112,57 @@ async def test_calibration_fitted_on_dev_lowers_the_held_out_error() -> None:
     assert 0.05 < floor["mean"] < floor["p95"] < 0.35
     assert calibration.calibrate("stated", 0.9) == pytest.approx(0.5, abs=0.05)
     assert calibration.info["test_n"] == 12
+
+
+def _answers(n: int, seed: int) -> list[QAResult]:
+    """Answers stating 0.9 on every one; their answer-token probability is high on the right
+    ones and low on the wrong ones (with some overlap)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        right = bool(i % 3)
+        token_p = float(np.clip(rng.normal(0.85 if right else 0.55, 0.12), 0.05, 0.999))
+        out.append(
+            QAResult(
+                QUESTIONS[i % len(QUESTIONS)],
+                "74",
+                right,
+                0.9,
+                "stated",
+                candidates={"stated": 0.9, "logprob": round(token_p, 4)},
+            )
+        )
+    return out
+
+
+def test_the_calibration_prefers_the_source_that_tells_right_from_wrong() -> None:
+    """A model that states 9 on every answer: its stated confidence is calibrated by a map and
+    tells nothing (AUROC 0.5); its answer-token probability separates right from wrong, so
+    the calibration prefers it, and held-out answers report it."""
+    fitted = fit_calibration("m", _answers(60, seed=0))
+    assert sorted(fitted.maps) == ["logprob", "stated"]
+    assert fitted.info["auroc"]["stated"] == 0.5
+    assert fitted.info["auroc"]["logprob"] > 0.8
+    assert fitted.preferred == "logprob"
+    held_out = _answers(60, seed=1)
+    assert {r.source for r in held_out} == {"stated"}
+    apply_calibration(fitted, held_out)
+    assert {r.source for r in held_out} == {"logprob"}
+    assert all(r.confidence == r.candidates["logprob"] for r in held_out)
+    summary = summarize(held_out)
+    assert summary["auroc"] > 0.8
+    assert summary["sources"] == {"logprob": 60}
+    # the same answers reported by their stated number tell nothing
+    stated_only = _answers(60, seed=1)
+    for r in stated_only:
+        r.candidates = {"stated": 0.9}
+    apply_calibration(fit_calibration("m", stated_only), stated_only)
+    assert summarize(stated_only)["auroc"] == 0.5
+
+
+def test_an_answer_without_the_preferred_source_keeps_its_own() -> None:
+    fitted = fit_calibration("m", _answers(60, seed=0))
+    only_stated = [QAResult(QUESTIONS[1], "74", True, 0.9, "stated")]
+    apply_calibration(fitted, only_stated)
+    assert only_stated[0].source == "stated"
+    assert only_stated[0].calibrated == fitted.calibrate("stated", 0.9)

@@ -160,7 +160,8 @@ def test_the_first_start_fits_the_calibration_once(fakes: Path) -> None:
     with start(engine):
         pass
     fitted = Calibration.load(path)
-    assert sorted(fitted.maps) == ["stated"]
+    assert sorted(fitted.maps) == ["logprob", "stated"]  # every raw confidence is fitted
+    assert fitted.preferred == "stated"  # the fake's token probability is one constant too
     assert (fitted.info["dev_n"], fitted.info["test_n"]) == (12, 12)
     assert fitted.info["test_ece_calibrated"] < fitted.info["test_ece_raw"]
     calls, stamp = engine.calls, path.stat().st_mtime_ns

@@ -576,7 +576,11 @@ async def test_a_checkpoint_without_a_map_is_calibrated_on_other_questions() -> 
         fit_items=items("dev", 12),
     )
     assert out["n"] == 12  # only the held-out answers are scored
-    assert (out["calibration_fitted_on"], out["calibration_fitted_sources"]) == (12, ["stated"])
+    assert (out["calibration_fitted_on"], out["calibration_fitted_sources"]) == (
+        12,
+        ["logprob", "stated"],
+    )
+    assert out["calibration_preferred"] == "stated"
     assert out["ece_raw"] == pytest.approx(0.4)
     assert out["ece_calibrated"] < 0.05  # the map learnt that a stated 9 is right half the time
     assert out["confidently_wrong"] == 0

@@ -85,9 +85,19 @@ def existing_summary(path: Path) -> dict[str, Any]:
     """What ``--if-missing`` prints about a calibration it keeps."""
     from safework.search.calibration import Calibration
 
-    info = Calibration.load(path).info
-    keys = ("saved_at", "dev_n", "test_n", "test_accuracy", "test_ece_raw", "test_ece_calibrated")
-    return {"kept": str(path), **{k: info[k] for k in keys if k in info}}
+    calibration = Calibration.load(path)
+    info = calibration.info
+    keys = (
+        "saved_at",
+        "dev_n",
+        "test_n",
+        "test_accuracy",
+        "test_ece_raw",
+        "test_ece_calibrated",
+        "test_auroc",
+    )
+    kept = {k: info[k] for k in keys if k in info}
+    return {"kept": str(path), **kept, "preferred": calibration.preferred}
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:

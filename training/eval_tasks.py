@@ -485,5 +485,7 @@ async def calibration_metrics(
     if fitted is not None:
         out["calibration_fitted_on"] = len(fit_on)
         out["calibration_fitted_sources"] = sorted(fitted.maps)
+        out["calibration_preferred"] = fitted.preferred
+        out["calibration_auroc"] = fitted.info.get("auroc")
     out["seconds"] = round(time.perf_counter() - started, 1)
     return out
