@@ -50,6 +50,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     backend = load_backend("local:builtin", ctx=BackendContext())
     rows: dict[str, Any] = {}
     try:
+        # one untimed pass first: the engine's first batches are slower, and whichever
+        # source went first would carry them
+        await calibration_metrics(
+            engine, backend, get_embedder(), items[:8], concurrency=args.concurrency
+        )
         for source in args.sources:
             config = SearchConfig(confidence=source, samples=args.samples, verbal_confidence=True)
             out = await calibration_metrics(
