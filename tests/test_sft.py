@@ -20,7 +20,8 @@ from safework.errors import ConfigError
 from safework.training.checkpoint import checkpoints, claim_output
 from safework.training.config import load_config
 from safework.training.sft import SFTConfig, train
-from safework.training.sft_data import IGNORE_INDEX, batch_order, encode_conversation
+from safework.training.sft_data import IGNORE_INDEX, batch_order, collate, encode_conversation
+from safework.training.sft_trainer import weighted_loss
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -115,6 +116,50 @@ def test_mask_survives_truncation(tokenizer) -> None:
     assert 0 < cut.trained_tokens < full.trained_tokens
 
 
+def test_answer_openings_are_the_first_answer_tokens_after_the_reasoning(tokenizer) -> None:
+    messages = [
+        {"role": "user", "content": "Hi there"},
+        {
+            "role": "assistant",
+            "content": "<think>\nIt's a greeting.\n</think>\n\nHello, nice to meet you!",
+        },
+        {"role": "user", "content": "And 2+2?"},
+        {"role": "assistant", "content": "<think>\nadd\n</think>\n\n4"},
+        {"role": "user", "content": "Bye"},
+        {"role": "assistant", "content": "Goodbye"},  # no reasoning: nothing marked
+    ]
+    item = encode_conversation(tokenizer, messages, max_length=512, answer_tokens=3)
+    assert len(item.opening) == 3 + 2  # the second answer: "4" and its end-of-turn token
+    assert all(item.labels[pos] != IGNORE_INDEX for pos in item.opening)
+    first = tokenizer.decode([item.input_ids[pos] for pos in item.opening[:3]])
+    assert first.replace(" ", "") == "Hello,nice"
+    assert tokenizer.decode([item.input_ids[pos] for pos in item.opening[3:]]) == "4<|im_end|>"
+    assert encode_conversation(tokenizer, messages, max_length=512).opening == ()
+    cut = encode_conversation(tokenizer, messages, max_length=40, answer_tokens=3)
+    assert all(pos < 40 for pos in cut.opening)
+
+
+def test_the_weighted_loss_is_the_models_own_at_weight_one(tokenizer, tiny_model: Path) -> None:
+    """Weight 1 everywhere reproduces the model's loss; weighing the openings up raises
+    exactly their share of it."""
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_model, torch_dtype=torch.float32)
+    items = [
+        encode_conversation(tokenizer, row["messages"], 64, answer_tokens=2) for row in _rows(3, 0)
+    ]
+    plain = collate(items, tokenizer.pad_token_id)
+    n_items = (plain["labels"][:, 1:] != IGNORE_INDEX).sum()
+    with torch.no_grad():
+        own = model(**plain, num_items_in_batch=n_items).loss
+        ones = collate(items, tokenizer.pad_token_id, answer_weight=1.0 + 1e-9)
+        same = weighted_loss(model, ones, ones.pop("loss_weights"), n_items)
+        heavy = collate(items, tokenizer.pad_token_id, answer_weight=3.0)
+        weights = heavy.pop("loss_weights")
+        assert int((weights == 3.0).sum()) == sum(len(i.opening) for i in items) == 6
+        weighed = weighted_loss(model, heavy, weights, n_items)
+    assert float(same) == pytest.approx(float(own), rel=1e-5)
+    assert float(weighed) > float(own)
+
+
 def test_template_that_is_not_prefix_stable_is_refused(tokenizer) -> None:
     tok = transformers.AutoTokenizer.from_pretrained(tokenizer.name_or_path)
     # renders the number of messages first: earlier renderings are not prefixes
@@ -155,6 +200,8 @@ def test_batches_are_length_grouped_and_deterministic() -> None:
         ({"lora.dropout": 1.5}, r"lora.dropout must be in \[0, 1\)"),
         ({"learning_rate": 1e-4}, "did you mean 'lr'"),
         ({"resume": "/nonexistent/ckpt"}, "resume="),
+        ({"answer_weight": 0}, "answer_weight must be positive"),
+        ({"answer_tokens": 0}, "answer_tokens must be at least 1"),
     ],
 )
 def test_config_errors_name_the_key(override: dict, message: str) -> None:
@@ -249,6 +296,15 @@ def test_lora_trains_every_adapter_and_merges(
     changed = {k for k in before if not torch.equal(before[k].float(), after[k].float())}
     targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     assert changed == {k for k in before if any(t in k for t in targets)}
+
+
+def test_a_run_with_weighed_answer_openings_trains_and_learns(
+    tiny_model: Path, dataset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "weighed"
+    summary = train(_config(tiny_model, dataset, out, max_steps=20, answer_weight=4.0))
+    assert summary["steps"] == 20
+    assert summary["dev_loss_end"] < summary["dev_loss_start"] * 0.8
 
 
 class _Stop(Exception):

@@ -104,6 +104,16 @@ class SFTConfig:
     precision: Literal["auto", "bf16", "fp32"] = field(
         default="auto", metadata={"help": "bf16 autocast (auto: where the hardware supports it)"}
     )
+    answer_weight: float = field(
+        default=1.0,
+        metadata={
+            "help": "loss weight of the first answer_tokens tokens of each answer after its "
+            "reasoning (</think>); 1 = every trained token alike"
+        },
+    )
+    answer_tokens: int = field(
+        default=8, metadata={"help": "answer tokens (not whitespace) that answer_weight weighs"}
+    )
     gradient_checkpointing: bool = field(
         default=False, metadata={"help": "recompute activations to save memory"}
     )
@@ -145,6 +155,10 @@ class SFTConfig:
             raise ConfigError("set max_steps=N or epochs>0: with both at 0 nothing is trained")
         if self.lr <= 0:
             raise ConfigError(f"lr must be positive, got {self.lr} (LoRA: 2e-4, full: 2e-5)")
+        if self.answer_weight <= 0:
+            raise ConfigError(f"answer_weight must be positive, got {self.answer_weight}")
+        if self.answer_tokens < 1:
+            raise ConfigError(f"answer_tokens must be at least 1, got {self.answer_tokens}")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.max_grad_norm < 0 or self.weight_decay < 0:

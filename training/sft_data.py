@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from safework.engine.reasoning import CLOSE_TAG
 from safework.errors import ConfigError
 
 from .vision import Vision
@@ -60,6 +61,9 @@ class Encoded:
     input_ids: list[int]
     labels: list[int]
     images: tuple[str, ...] = ()
+    opening: tuple[int, ...] = ()
+    """Positions of each answer's first tokens after its reasoning (``answer_tokens`` of
+    them, whitespace skipped): what ``answer_weight`` weighs in the loss."""
 
     @property
     def trained_tokens(self) -> int:
@@ -122,6 +126,7 @@ def encode_conversation(
     *,
     images: Sequence[str] = (),
     vision: Vision | None = None,
+    answer_tokens: int = 0,
 ) -> Encoded:
     """Token ids and labels of one conversation (assistant tokens only, less the ``masked``
     spans), cut to ``max_length``. On a vision-language model (``vision``) each ``<image>``
@@ -146,6 +151,7 @@ def encode_conversation(
             break
         if span[0] <= start < span[1] and not any(lo <= start < hi for lo, hi in masked):
             labels[pos] = ids[pos]
+    opening = _answer_openings(text, spans, offsets, labels, answer_tokens)
     if images:
         assert vision is not None
         from .vision import open_image
@@ -160,7 +166,35 @@ def encode_conversation(
         labels = grown + labels[last:]
         if runs[-1][1] > max_length:
             return Encoded([], [], tuple(images))
-    return Encoded(ids[:max_length], labels[:max_length], tuple(images))
+        opening = ()  # positions moved with the image runs; not weighed on image rows
+    kept = tuple(pos for pos in opening if pos < max_length)
+    return Encoded(ids[:max_length], labels[:max_length], tuple(images), kept)
+
+
+def _answer_openings(
+    text: str,
+    spans: Sequence[tuple[int, int]],
+    offsets: Sequence[tuple[int, int]],
+    labels: Sequence[int],
+    n: int,
+) -> tuple[int, ...]:
+    """Token positions of the first ``n`` trained, non-whitespace tokens after each assistant
+    span's ``</think>`` (none for a span without one)."""
+    if n <= 0:
+        return ()
+    out: list[int] = []
+    for lo, hi in spans:
+        close = text.find(CLOSE_TAG, lo, hi)
+        if close < 0:
+            continue
+        begin, taken = close + len(CLOSE_TAG), 0
+        for pos, (start, end) in enumerate(offsets):
+            if taken == n or start >= hi:
+                break
+            if start >= begin and labels[pos] != IGNORE_INDEX and text[start:end].strip():
+                out.append(pos)
+                taken += 1
+    return tuple(out)
 
 
 def encode_dataset(
@@ -168,14 +202,21 @@ def encode_dataset(
     rows: Sequence[dict[str, Any]],
     max_length: int,
     vision: Vision | None = None,
+    answer_tokens: int = 0,
 ) -> tuple[list[Encoded], int]:
     """Every row's encoding, and how many rows were dropped for having no assistant token
-    (within ``max_length``, whole images included)."""
+    (within ``max_length``, whole images included); ``answer_tokens``: how many of each
+    answer's first tokens to mark (``Encoded.opening``)."""
     out: list[Encoded] = []
     dropped = 0
     for row in rows:
         item = encode_conversation(
-            tokenizer, row["messages"], max_length, images=row.get("images") or (), vision=vision
+            tokenizer,
+            row["messages"],
+            max_length,
+            images=row.get("images") or (),
+            vision=vision,
+            answer_tokens=answer_tokens,
         )
         if item.trained_tokens == 0:
             dropped += 1
@@ -203,9 +244,16 @@ def batch_order(
     return batches
 
 
-def collate(items: Sequence[Encoded], pad_id: int, vision: Vision | None = None) -> dict[str, Any]:
+def collate(
+    items: Sequence[Encoded],
+    pad_id: int,
+    vision: Vision | None = None,
+    answer_weight: float = 1.0,
+) -> dict[str, Any]:
     """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` tensors of a batch, and
-    the image tensors of its rows' images (``Vision.pixel_inputs``) when it has any."""
+    the image tensors of its rows' images (``Vision.pixel_inputs``) when it has any. With an
+    ``answer_weight`` other than 1, also ``loss_weights``: 1 per token, that weight at each
+    row's ``opening`` positions."""
     import torch
 
     width = max(len(item.input_ids) for item in items)
@@ -219,6 +267,12 @@ def collate(items: Sequence[Encoded], pad_id: int, vision: Vision | None = None)
         labels[row, :k] = torch.tensor(item.labels)
         mask[row, :k] = 1
     batch = {"input_ids": input_ids, "attention_mask": mask, "labels": labels}
+    if answer_weight != 1.0:
+        weights = torch.ones((n, width), dtype=torch.float32)
+        for row, item in enumerate(items):
+            if item.opening:
+                weights[row, list(item.opening)] = answer_weight
+        batch["loss_weights"] = weights
     if vision is not None and any(item.images for item in items):
         from .vision import open_image
 

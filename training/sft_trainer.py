@@ -44,7 +44,11 @@ class SFTRun:
         self.tokenizer = load_tokenizer(config, model_dir)
         self.vision = Vision.load(model_dir, self.tokenizer)
         length = config.max_length
-        self.train_data, dropped = encode_dataset(self.tokenizer, train_rows, length, self.vision)
+        # answer openings are marked only when they are weighed
+        opening = config.answer_tokens if config.answer_weight != 1.0 else 0
+        self.train_data, dropped = encode_dataset(
+            self.tokenizer, train_rows, length, self.vision, answer_tokens=opening
+        )
         self.dev_data, _ = encode_dataset(self.tokenizer, dev_rows, length, self.vision)
         if dropped:
             logger.warning("%d conversations had no assistant token within max_length", dropped)
@@ -155,17 +159,24 @@ class SFTRun:
         )
         model.train()
         pad = self.tokenizer.pad_token_id
-        group = [collate(next(stream), pad, self.vision) for _ in range(self.config.grad_accum)]
+        weight = self.config.answer_weight
+        group = [
+            collate(next(stream), pad, self.vision, weight) for _ in range(self.config.grad_accum)
+        ]
         n_items = torch.tensor(sum(int((b["labels"][:, 1:] != -100).sum()) for b in group))
         if self.dist.world_size > 1:
             torch.distributed.all_reduce(n_items)
         loss_sum, tokens = 0.0, 0
         for batch in group:
             batch = {k: v.to(device) for k, v in batch.items()}
+            weights = batch.pop("loss_weights", None)
             with autocast:
-                out = model(**batch, num_items_in_batch=n_items.to(device))
-            trainer.backward(out.loss * trainer.rank_scale)
-            loss_sum += float(out.loss.detach())
+                if weights is None:
+                    loss = model(**batch, num_items_in_batch=n_items.to(device)).loss
+                else:
+                    loss = weighted_loss(model, batch, weights, n_items.to(device))
+            trainer.backward(loss * trainer.rank_scale)
+            loss_sum += float(loss.detach())
             tokens += int(batch["attention_mask"].sum())
         if self.dist.world_size > 1:  # log the global loss, not this rank's share
             reduced = torch.tensor([loss_sum])
@@ -196,3 +207,21 @@ class SFTRun:
                 count += n
         model.train()
         return total / max(count, 1)
+
+
+def weighted_loss(model: Any, batch: dict[str, Any], weights: Any, n_items: Any) -> Any:
+    """The summed token cross-entropy of ``batch``, each token's term times its weight, over
+    ``n_items`` (the accumulation group's trained tokens, as the model's own loss divides):
+    with every weight 1 it equals the model's loss."""
+    import torch
+
+    labels = batch.pop("labels")
+    logits = model(**batch).logits[:, :-1].float()
+    target = labels[:, 1:]
+    terms = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]),
+        target.reshape(-1),
+        ignore_index=-100,
+        reduction="none",
+    )
+    return (terms * weights[:, 1:].reshape(-1)).sum() / n_items
