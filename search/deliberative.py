@@ -404,8 +404,12 @@ class DeliberativeSearch:
                 answer = self._answer(action.argument, turn, turn.text)
                 if cfg.confidence == "agreement" and answer.text:
                     # resample this answering turn from the same context: a sample that
-                    # searches again, or answers otherwise, disagrees
-                    answer = await self._agreement(engine, ids, s, rid, answer, _turn_answer)
+                    # searches again, or answers otherwise, disagrees. Each sample gets the
+                    # turn's own length and an answer's more, not the whole turn budget, so
+                    # `samples` multiplies a short turn, not the request's max_tokens
+                    room = min(s.max_tokens, turn.tokens + cfg.answer_max_tokens)
+                    again = replace(s, max_tokens=room)
+                    answer = await self._agreement(engine, ids, again, rid, answer, _turn_answer)
                 yield answer
                 return
             else:

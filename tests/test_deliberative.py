@@ -345,6 +345,24 @@ async def test_agreement_resamples_the_models_own_answering_turn() -> None:
     assert engine.seen[-1] == engine.seen[-2]
 
 
+async def test_agreement_samples_get_the_answering_turns_length_not_the_whole_budget() -> None:
+    """``samples`` must not multiply the request's whole token budget: each resample of the
+    answering turn may run to that turn's length plus ``answer_max_tokens``, and one that
+    runs past it is cut before its answer and disagrees."""
+    engine = ScriptEngine(
+        [
+            "<answer>74</answer><confidence>9</confidence>",  # the greedy turn: 45 characters
+            "<answer>74</answer>",
+            "x" * 100 + "<answer>74</answer>",  # past 45 + 10: cut before it answers
+        ]
+    )
+    engine.samples_differ = True
+    _, outs = await run(
+        engine, confidence="agreement", samples=2, retrieve_first=False, answer_max_tokens=10
+    )
+    assert answer_event(outs)["confidence"]["raw"] == 0.5
+
+
 async def test_closing_the_stream_early_leaves_nothing_running() -> None:
     engine = ScriptEngine(["<search>tungsten</search>", "<answer>74</answer>"], step_delay=0.01)
     session, ids = await start(engine, prior_check=True)
