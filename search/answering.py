@@ -50,8 +50,8 @@ def make_answer(
     source = pick_source(candidates, calibration)
     raw = None if source is None else candidates[source]
     calibrated = None
-    if raw is not None and calibration is not None and source is not None:
-        calibrated = calibration.calibrate(source, raw)
+    if source is not None and calibration is not None:
+        calibrated = calibration.calibrate(source, candidates[source])
     finish = "length" if turn.finish_reason == "length" and not text else "stop"
     reasoning = None
     if stated_text is not None:
