@@ -24,7 +24,7 @@ from safework.errors import ConfigError
 
 from .distributed import dist_info
 from .sft_config import SFTConfig
-from .sft_data import Encoded, batch_order, collate, encode_dataset
+from .sft_data import IGNORE_INDEX, Encoded, batch_order, collate, encode_dataset
 from .trainer import Trainer, load_tokenizer
 from .vision import Vision
 
@@ -221,7 +221,7 @@ def weighted_loss(model: Any, batch: dict[str, Any], weights: Any, n_items: Any)
     terms = torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]),
         target.reshape(-1),
-        ignore_index=-100,
+        ignore_index=IGNORE_INDEX,
         reduction="none",
     )
     return (terms * weights[:, 1:].reshape(-1)).sum() / n_items
